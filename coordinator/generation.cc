@@ -1,0 +1,61 @@
+#include "coordinator/generation.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+
+namespace moe {
+
+absl::Status ValidateRequest(const MixtralConfig& c, const GenerationRequest& r) {
+  if (r.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  for (int32_t id : r.prompt) {
+    if (id < 0 || id >= c.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+    }
+  }
+  if (r.max_new_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be >= 1, got ", r.max_new_tokens));
+  }
+  const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens;
+  if (total > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", r.prompt.size(), " tokens) + max_new_tokens (", r.max_new_tokens,
+        ") exceeds the model's context of ", c.max_position_embeddings, " positions"));
+  }
+  return r.sampling.Validate();
+}
+
+absl::StatusOr<GenerationResult> Generate(ModelRunner* runner, const GenerationRequest& request,
+                                          const std::function<void(int32_t)>& on_token) {
+  const MixtralConfig& c = runner->config();
+  MOE_RETURN_IF_ERROR(ValidateRequest(c, request));
+  GenerationResult result;
+  KvCache cache = runner->NewCache();
+  Sampler sampler(request.sampling);
+  std::vector<float> logits;
+  std::vector<int32_t> next = request.prompt;
+  auto clock = std::chrono::steady_clock::now();
+  for (int step = 0; step < request.max_new_tokens; ++step) {
+    const SequenceChunk chunk{&cache, next, /*all_logits=*/false};
+    MOE_RETURN_IF_ERROR(runner->Forward({&chunk, 1}, &logits));
+    const int32_t id = sampler.Sample(logits.data(), c.vocab_size);
+    const auto now = std::chrono::steady_clock::now();
+    (step == 0 ? result.prefill_seconds : result.decode_seconds) +=
+        std::chrono::duration<double>(now - clock).count();
+    clock = now;
+    result.tokens.push_back(id);
+    if (on_token) on_token(id);
+    if (std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) != c.eos_token_ids.end()) {
+      result.finish_reason = "eos";
+      return result;
+    }
+    next.assign(1, id);
+  }
+  result.finish_reason = "length";
+  return result;
+}
+
+}  // namespace moe

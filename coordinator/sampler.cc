@@ -1,0 +1,61 @@
+#include "coordinator/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+
+namespace moe {
+
+absl::Status SamplingParams::Validate() const {
+  if (!(temperature >= 0) || !std::isfinite(temperature)) {
+    return absl::InvalidArgumentError(absl::StrCat("temperature must be >= 0, got ", temperature));
+  }
+  if (top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", top_k));
+  if (!(top_p > 0 && top_p <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", top_p));
+  }
+  return absl::OkStatus();
+}
+
+int Sampler::Sample(const float* logits, int64_t vocab) {
+  if (params_.temperature == 0 || params_.top_k == 1) {
+    return static_cast<int>(std::max_element(logits, logits + vocab) - logits);  // first max
+  }
+  // Candidates by falling logit, ties by id, so the draw below sees one fixed order.
+  order_.resize(static_cast<size_t>(vocab));
+  std::iota(order_.begin(), order_.end(), 0);
+  auto by_logit = [logits](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  int64_t n = vocab;
+  if (params_.top_k > 0 && params_.top_k < vocab) {
+    n = params_.top_k;
+    std::partial_sort(order_.begin(), order_.begin() + n, order_.end(), by_logit);
+  } else {
+    std::sort(order_.begin(), order_.end(), by_logit);
+  }
+  probs_.resize(static_cast<size_t>(n));
+  const double max_logit = logits[order_[0]];
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    probs_[i] = std::exp((logits[order_[i]] - max_logit) / params_.temperature);
+    total += probs_[i];
+  }
+  if (params_.top_p < 1) {
+    double cumulative = 0;
+    int64_t keep = 0;
+    while (keep < n && cumulative < params_.top_p * total) cumulative += probs_[keep++];
+    n = std::max<int64_t>(keep, 1);
+    total = cumulative;
+  }
+  // 53 random bits -> [0, 1): portable, unlike std::uniform_real_distribution.
+  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * total;
+  double cumulative = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    cumulative += probs_[i];
+    if (u < cumulative) return order_[i];
+  }
+  return order_[n - 1];
+}
+
+}  // namespace moe

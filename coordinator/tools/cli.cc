@@ -1,0 +1,61 @@
+#include "coordinator/tools/cli.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "kernels/cpu/cpu_features.h"
+
+namespace moe::cli {
+namespace {
+
+std::string& ToolName() {
+  static std::string name = "moe";
+  return name;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+std::vector<char*> Init(int argc, char** argv, const char* usage) {
+  kernels::MaybeReexecWithOpenBlasCoreType(argv);
+  std::string name = argv[0];
+  ToolName() = name.substr(name.find_last_of('/') + 1);
+  for (int i = 1; i < argc; ++i) {
+    char* a = argv[i];
+    if (a[0] != '-' || a[1] != '-') continue;
+    for (char* p = a + 2; *p != '\0' && *p != '='; ++p) {
+      if (*p == '-') *p = '_';
+    }
+  }
+  absl::SetProgramUsageMessage(usage);
+  return absl::ParseCommandLine(argc, argv);
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "%s: error: %s\n", ToolName().c_str(), std::string(status.message()).c_str());
+  return 1;
+}
+
+std::string DefaultTokenizerPath(const std::string& model_dir) {
+  const std::string in_model = model_dir + "/tokenizer.model";
+  if (Exists(in_model)) return in_model;
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n > 0) {
+    std::string dir(exe, static_cast<size_t>(n));
+    dir = dir.substr(0, dir.find_last_of('/'));
+    if (Exists(dir + "/tokenizer.model")) return dir + "/tokenizer.model";
+  }
+  return in_model;
+}
+
+}  // namespace moe::cli

@@ -1,0 +1,23 @@
+// Shared start-up for the command-line tools: flag spelling, CPU set-up, one-line errors.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace moe::cli {
+
+// Parses absl flags after rewriting "--max-new-tokens=3" to "--max_new_tokens=3", so the
+// documented dash spellings and abseil's underscore names both work. A value that itself starts
+// with "--" must be attached with '='. Re-executes once first if OpenBLAS needs its core type set
+// (see kernels/cpu/cpu_features.h). Returns the positional arguments.
+std::vector<char*> Init(int argc, char** argv, const char* usage);
+
+// Prints "<tool>: error: <message>" on one line to stderr and returns exit code 1.
+int Fail(const absl::Status& status);
+
+// The tokenizer to use: <model_dir>/tokenizer.model if present, else the copy next to the binary.
+std::string DefaultTokenizerPath(const std::string& model_dir);
+
+}  // namespace moe::cli

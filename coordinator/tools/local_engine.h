@@ -1,0 +1,34 @@
+// LocalEngine: the whole model in one process: attention side and every expert, joined by the
+// in-process exchange. What moe-generate, moe-logits and moe-bench run.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "coordinator/model_runner.h"
+#include "core/expert_exchange.h"
+#include "core/model_weights.h"
+#include "core/op_timer.h"
+#include "worker/expert_host.h"
+
+namespace moe {
+
+class LocalEngine {
+ public:
+  static absl::StatusOr<std::unique_ptr<LocalEngine>> Create(const std::string& model_dir);
+
+  ModelRunner* runner() { return runner_.get(); }
+  const ModelWeights& weights() const { return *weights_; }
+  OpTimes* times() { return &times_; }
+
+ private:
+  LocalEngine() = default;
+  OpTimes times_;
+  std::unique_ptr<ModelWeights> weights_;
+  std::unique_ptr<ExpertHost> experts_;
+  std::unique_ptr<InProcessExchange> exchange_;
+  std::unique_ptr<ModelRunner> runner_;
+};
+
+}  // namespace moe

@@ -1,0 +1,183 @@
+// moe-bench: prefill and decode speed of the single-process engine on a model directory, with a
+// per-op breakdown, peak memory, and the decode roofline from this machine's measured memory
+// bandwidth. A benchmark program, not a test: it prints figures and judges nothing.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "coordinator/tools/cli.h"
+#include "coordinator/tools/local_engine.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/thread_pool.h"
+
+ABSL_FLAG(std::string, model, "", "model directory");
+ABSL_FLAG(int, prompt_tokens, 512, "prefill length");
+ABSL_FLAG(int, decode_tokens, 32, "decode steps after the prefill");
+ABSL_FLAG(int, threads, 0, "CPU threads (0 = one per core)");
+ABSL_FLAG(int, bandwidth_mib, 2048, "buffer size for the memory bandwidth measurement");
+
+namespace moe {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown CPU";
+}
+
+// Read bandwidth with the engine's threads: every thread sums its share of a buffer far larger
+// than the caches; best of several passes.
+double MeasureReadBandwidth(int64_t bytes) {
+  const int64_t n = bytes / 8;
+  std::vector<uint64_t> buf(static_cast<size_t>(n));
+  const int64_t tasks = kernels::CpuThreads();
+  kernels::ParallelFor(tasks, [&](int64_t t) {  // first touch from the threads that will read
+    for (int64_t i = t * n / tasks; i < (t + 1) * n / tasks; ++i) buf[i] = static_cast<uint64_t>(i);
+  });
+  std::vector<uint64_t> sums(static_cast<size_t>(tasks));
+  double best = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    const auto start = Clock::now();
+    kernels::ParallelFor(tasks, [&](int64_t t) {
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      const int64_t b = t * n / tasks, e = (t + 1) * n / tasks;
+      int64_t i = b;
+      for (; i + 4 <= e; i += 4) {
+        s0 += buf[i];
+        s1 += buf[i + 1];
+        s2 += buf[i + 2];
+        s3 += buf[i + 3];
+      }
+      for (; i < e; ++i) s0 += buf[i];
+      sums[t] = s0 + s1 + s2 + s3;
+    });
+    best = std::max(best, static_cast<double>(bytes) / Seconds(start, Clock::now()));
+  }
+  volatile uint64_t sink = sums[0];
+  (void)sink;
+  return best;
+}
+
+// Bytes of weights one decode step reads: attention and router of every layer, top-k experts per
+// layer, one embedding row, the lm_head.
+double ActiveBytesPerToken(const ModelWeights& w) {
+  auto bytes = [](const WeightMatrix& m) { return static_cast<double>(m.rows * m.cols * DTypeSize(m.dtype)); };
+  const MixtralConfig& c = w.config;
+  double total = bytes(w.lm_head) + static_cast<double>(c.hidden_size * DTypeSize(w.embed.dtype));
+  for (const LayerWeights& l : w.layers) {
+    const AttentionLayerWeights& a = l.attention;
+    total += bytes(a.q_proj) + bytes(a.k_proj) + bytes(a.v_proj) + bytes(a.o_proj) + bytes(a.router);
+    const ExpertWeights& e = l.experts[0];
+    total += c.num_experts_per_tok * (bytes(e.w1) + bytes(e.w2) + bytes(e.w3));
+  }
+  return total;
+}
+
+void PrintBreakdown(const char* phase, const OpTimes& times, double total) {
+  std::printf("  %s time by op:", phase);
+  for (int i = 0; i < static_cast<int>(Op::kCount); ++i) {
+    const double s = times.seconds[i];
+    if (s <= 0) continue;
+    std::printf(" %s %.1f%%", OpName(static_cast<Op>(i)), 100.0 * s / total);
+  }
+  std::printf("  (exchange includes experts)\n");
+}
+
+absl::Status Run() {
+  const std::string model = absl::GetFlag(FLAGS_model);
+  if (model.empty()) return absl::InvalidArgumentError("--model is required");
+  kernels::SetCpuThreads(absl::GetFlag(FLAGS_threads));
+  std::printf("machine: %s, %u cores visible; %s\n", CpuModel().c_str(),
+              std::thread::hardware_concurrency(), kernels::DescribeCpuPaths().c_str());
+
+  const double bandwidth = MeasureReadBandwidth(int64_t{absl::GetFlag(FLAGS_bandwidth_mib)} << 20);
+  const auto load_start = Clock::now();
+  auto engine_or = LocalEngine::Create(model);
+  if (!engine_or.ok()) return engine_or.status();
+  LocalEngine& engine = **engine_or;
+  const MixtralConfig& c = engine.weights().config;
+  std::printf("model: %s (%s), weights %s, mapped %.2f GB, loaded in %.2f s\n", model.c_str(),
+              c.Summary().c_str(), DTypeName(engine.weights().layers[0].experts[0].w1.dtype),
+              engine.weights().mapped_bytes / 1e9, Seconds(load_start, Clock::now()));
+
+  const int n_prompt = absl::GetFlag(FLAGS_prompt_tokens);
+  const int n_decode = absl::GetFlag(FLAGS_decode_tokens);
+  if (n_prompt < 1 || n_prompt + n_decode > c.max_position_embeddings) {
+    return absl::InvalidArgumentError("--prompt-tokens/--decode-tokens do not fit the model's context");
+  }
+  std::mt19937 rng(1234);
+  std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
+  for (auto& t : prompt) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
+  prompt[0] = c.bos_token_id;
+
+  ModelRunner* runner = engine.runner();
+  std::vector<float> logits;
+  // Warm-up: fault the mapped weights in and size every scratch buffer.
+  {
+    KvCache warm = runner->NewCache();
+    const SequenceChunk chunk{&warm, absl::MakeConstSpan(prompt).subspan(0, std::min(n_prompt, 8)), false};
+    if (auto s = runner->Forward({&chunk, 1}, &logits); !s.ok()) return s;
+  }
+
+  KvCache cache = runner->NewCache();
+  engine.times()->Reset();
+  auto start = Clock::now();
+  const SequenceChunk prefill{&cache, prompt, false};
+  if (auto s = runner->Forward({&prefill, 1}, &logits); !s.ok()) return s;
+  const double prefill_s = Seconds(start, Clock::now());
+  const OpTimes prefill_times = *engine.times();
+
+  engine.times()->Reset();
+  start = Clock::now();
+  for (int i = 0; i < n_decode; ++i) {
+    const int32_t next[] = {static_cast<int32_t>(
+        std::max_element(logits.begin(), logits.end()) - logits.begin())};
+    const SequenceChunk step{&cache, next, false};
+    if (auto s = runner->Forward({&step, 1}, &logits); !s.ok()) return s;
+  }
+  const double decode_s = Seconds(start, Clock::now());
+  const OpTimes decode_times = *engine.times();
+
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  const double active = ActiveBytesPerToken(engine.weights());
+  const double roofline = bandwidth / active;
+  const double decode_tps = n_decode / decode_s;
+  std::printf("memory read bandwidth (measured, %d threads): %.1f GB/s\n", kernels::CpuThreads(),
+              bandwidth / 1e9);
+  std::printf("prefill: %d tokens in %.3f s = %.1f tokens/s\n", n_prompt, prefill_s, n_prompt / prefill_s);
+  PrintBreakdown("prefill", prefill_times, prefill_s);
+  std::printf("decode:  %d tokens in %.3f s = %.2f tokens/s; roofline %.2f tokens/s "
+              "(%.3f GB active weights per token at %.1f GB/s): %.0f%% of roofline\n",
+              n_decode, decode_s, decode_tps, roofline, active / 1e9, bandwidth / 1e9,
+              100.0 * decode_tps / roofline);
+  PrintBreakdown("decode", decode_times, decode_s);
+  std::printf("peak RSS: %.2f GB (KV cache %.1f MB)\n", ru.ru_maxrss / 1e6, cache.bytes() / 1e6);
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace moe
+
+int main(int argc, char** argv) {
+  moe::cli::Init(argc, argv, "moe-bench --model DIR [--prompt-tokens 512] [--decode-tokens 32] [--threads N]");
+  if (auto s = moe::Run(); !s.ok()) return moe::cli::Fail(s);
+  return 0;
+}

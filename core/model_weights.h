@@ -1,0 +1,64 @@
+// ModelWeights: the tensors of a Hugging Face MixtralForCausalLM checkpoint, as typed views into
+// memory-mapped safetensors files. Loads all of it or only the parts one process needs.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/config.h"
+#include "core/safetensors.h"
+#include "kernels/ops.h"
+
+namespace moe {
+
+using kernels::WeightMatrix;
+
+struct ExpertWeights {
+  WeightMatrix w1;  // gate projection [intermediate, hidden]
+  WeightMatrix w2;  // down projection [hidden, intermediate]
+  WeightMatrix w3;  // up projection   [intermediate, hidden]
+};
+
+// What the attention side (coordinator) needs of one layer.
+struct AttentionLayerWeights {
+  std::vector<float> input_norm;  // [hidden], widened to float32 at load
+  WeightMatrix q_proj;            // [n_heads * head_dim, hidden]
+  WeightMatrix k_proj;            // [n_kv_heads * head_dim, hidden]
+  WeightMatrix v_proj;            // [n_kv_heads * head_dim, hidden]
+  WeightMatrix o_proj;            // [hidden, n_heads * head_dim]
+  std::vector<float> post_norm;   // [hidden]
+  WeightMatrix router;            // block_sparse_moe.gate [n_experts, hidden]
+};
+
+struct LayerWeights {
+  AttentionLayerWeights attention;       // empty unless LoadOptions::attention_side
+  std::vector<ExpertWeights> experts;    // [n_experts]; only owned ones have data
+  std::vector<bool> owned;               // [n_experts]
+};
+
+struct ModelWeights {
+  MixtralConfig config;
+  WeightMatrix embed;             // [vocab, hidden] (attention side)
+  std::vector<float> final_norm;  // [hidden]
+  WeightMatrix lm_head;           // [vocab, hidden]; the embedding when tied
+  std::vector<LayerWeights> layers;
+  int64_t mapped_bytes = 0;       // bytes of the tensors this process uses (not the whole files)
+  std::vector<std::unique_ptr<SafetensorsFile>> files;  // keep the mappings alive
+};
+
+struct LoadOptions {
+  bool attention_side = true;  // embeddings, attention, router, final norm, lm_head
+  // Which experts to map; null means all. A worker passes its placement here.
+  std::function<bool(int layer, int expert)> owns_expert;
+};
+
+// Reads config.json and model.safetensors (or the shards named by model.safetensors.index.json)
+// in model_dir. Every tensor the options ask for must exist with the right shape and a float
+// dtype (F32, BF16, F16); nothing is copied except the small norm vectors.
+absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string& model_dir,
+                                                               const LoadOptions& options = {});
+
+}  // namespace moe

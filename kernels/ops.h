@@ -1,0 +1,62 @@
+// The math of the model as free functions on float32 activations: one declaration per op, a plain
+// reference in moe::kernels::reference and the fast CPU version in moe::kernels. Knows nothing of
+// models, requests or transports.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/dtype.h"
+
+namespace moe::kernels {
+
+// A row-major weight matrix as stored in the checkpoint (nn.Linear layout): [rows = out, cols = in].
+struct WeightMatrix {
+  DType dtype = DType::kF32;
+  const void* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// Causal grouped-query attention of one sequence's new rows against its KV cache.
+struct AttentionShape {
+  int64_t n_new = 0;        // rows of q, at positions first_pos .. first_pos + n_new - 1
+  int64_t first_pos = 0;    // position of the first new row; the cache holds first_pos + n_new rows
+  int n_heads = 0;          // query heads
+  int n_kv_heads = 0;       // key/value heads; query head h reads kv head h / (n_heads / n_kv_heads)
+  int head_dim = 0;
+  int64_t window = 0;       // 0: full causal; else query at p sees keys p-window+1 .. p
+};
+
+// y[m, w.rows] = x[m, w.cols] @ w^T, accumulated in float32.
+void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y);
+
+// y[m, n] = weight[n] * x / sqrt(mean(x^2) + eps), row by row; y may alias x.
+void RmsNorm(const float* x, const float* weight, int64_t m, int64_t n, float eps, float* y);
+
+// Rotate-half RoPE in place on x[m, n_heads, head_dim], row i at positions[i].
+void ApplyRope(float* x, const int32_t* positions, int64_t m, int n_heads, int head_dim,
+               float rope_theta);
+
+// out[n] = silu(gate[n]) * up[n]
+void SiluMul(const float* gate, const float* up, int64_t n, float* out);
+
+// q: [n_new, n_heads, head_dim]; k_cache, v_cache: [first_pos + n_new, n_kv_heads, head_dim];
+// out: [n_new, n_heads, head_dim].
+void Attention(const float* q, const float* k_cache, const float* v_cache,
+               const AttentionShape& shape, float* out);
+
+// In-place numerically stable softmax of x[n].
+void Softmax(float* x, int64_t n);
+
+namespace reference {
+void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y);
+void RmsNorm(const float* x, const float* weight, int64_t m, int64_t n, float eps, float* y);
+void ApplyRope(float* x, const int32_t* positions, int64_t m, int n_heads, int head_dim,
+               float rope_theta);
+void SiluMul(const float* gate, const float* up, int64_t n, float* out);
+void Attention(const float* q, const float* k_cache, const float* v_cache,
+               const AttentionShape& shape, float* out);
+void Softmax(float* x, int64_t n);
+}  // namespace reference
+
+}  // namespace moe::kernels

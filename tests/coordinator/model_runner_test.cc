@@ -1,0 +1,126 @@
+// The forward pass's own invariants on a golden checkpoint: chunked prefill and batching several
+// sequences in one step give the logits each sequence gets alone; bad tokens change nothing.
+#include <cmath>
+#include <string>
+
+#include "coordinator/tools/local_engine.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/thread_pool.h"
+#include "worker/expert_host.h"
+
+namespace moe {
+namespace {
+
+double RelErr(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (got[i] - want[i]) * static_cast<double>(got[i] - want[i]);
+    den += want[i] * static_cast<double>(want[i]);
+  }
+  return std::sqrt(num / den);
+}
+
+class ModelRunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kernels::SetCpuThreads(2);
+    auto e = LocalEngine::Create(std::string(MOE_SOURCE_DIR) + "/tests/golden/swa_gqa4");
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+  }
+  std::vector<float> Alone(const std::vector<int32_t>& tokens) {
+    KvCache cache = engine_->runner()->NewCache();
+    std::vector<float> logits;
+    const SequenceChunk c{&cache, tokens, true};
+    EXPECT_TRUE(engine_->runner()->Forward({&c, 1}, &logits).ok());
+    return logits;
+  }
+  std::unique_ptr<LocalEngine> engine_;
+};
+
+const std::vector<int32_t> kA = {1, 17, 300, 42, 999, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 300, 2, 44};
+const std::vector<int32_t> kB = {1, 500, 501, 502, 3};
+
+TEST_F(ModelRunnerTest, ChunkedPrefillEqualsOnePrefill) {
+  const std::vector<float> want = Alone(kA);
+  ModelRunner* r = engine_->runner();
+  KvCache cache = r->NewCache();
+  std::vector<float> got, logits;
+  for (size_t begin = 0; begin < kA.size();) {
+    const size_t len = std::min<size_t>(begin == 0 ? 7 : 5, kA.size() - begin);
+    const SequenceChunk c{&cache, absl::MakeConstSpan(kA).subspan(begin, len), true};
+    ASSERT_TRUE(r->Forward({&c, 1}, &logits).ok());
+    got.insert(got.end(), logits.begin(), logits.end());
+    begin += len;
+  }
+  EXPECT_LT(RelErr(got, want), 1e-5);
+}
+
+TEST_F(ModelRunnerTest, BatchedSequencesEqualAlone) {
+  const std::vector<float> a = Alone(kA), b = Alone(kB);
+  ModelRunner* r = engine_->runner();
+  KvCache ca = r->NewCache(), cb = r->NewCache();
+  // Step 1: a's first 12 tokens and all of b, in one batch.
+  std::vector<float> step1, step2;
+  const SequenceChunk s1[] = {{&ca, absl::MakeConstSpan(kA).subspan(0, 12), true}, {&cb, kB, true}};
+  ASSERT_TRUE(r->Forward(s1, &step1).ok());
+  // Step 2: the rest of a, and one more token for b (its own continuation is not compared).
+  const int32_t next_b[] = {77};
+  const SequenceChunk s2[] = {{&ca, absl::MakeConstSpan(kA).subspan(12), true}, {&cb, next_b, false}};
+  ASSERT_TRUE(r->Forward(s2, &step2).ok());
+  const int64_t vocab = r->config().vocab_size;
+  std::vector<float> got_a(step1.begin(), step1.begin() + 12 * vocab);
+  got_a.insert(got_a.end(), step2.begin(), step2.begin() + (kA.size() - 12) * vocab);
+  const std::vector<float> got_b(step1.begin() + 12 * vocab, step1.end());
+  EXPECT_LT(RelErr(got_a, a), 1e-5);
+  EXPECT_LT(RelErr(got_b, b), 1e-5);
+  EXPECT_EQ(ca.length(), static_cast<int64_t>(kA.size()));
+  EXPECT_EQ(cb.length(), static_cast<int64_t>(kB.size() + 1));
+}
+
+TEST_F(ModelRunnerTest, BadTokensAndLongSequencesFailWithoutSideEffects) {
+  ModelRunner* r = engine_->runner();
+  KvCache cache = r->NewCache();
+  std::vector<float> logits;
+  const int32_t bad[] = {1, 1000};
+  const SequenceChunk c{&cache, bad, false};
+  const absl::Status s = r->Forward({&c, 1}, &logits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find("token id 1000 is outside the vocabulary"), std::string::npos);
+  const int32_t negative[] = {-3};
+  const SequenceChunk n{&cache, negative, false};
+  EXPECT_FALSE(r->Forward({&n, 1}, &logits).ok());
+  EXPECT_EQ(cache.length(), 0);
+
+  std::vector<int32_t> too_long(static_cast<size_t>(r->config().max_position_embeddings) + 1, 5);
+  const SequenceChunk l{&cache, too_long, false};
+  const absl::Status sl = r->Forward({&l, 1}, &logits);
+  EXPECT_NE(std::string(sl.message()).find("exceeds max_position_embeddings"), std::string::npos);
+  EXPECT_EQ(cache.length(), 0);
+}
+
+TEST(ExpertHostTest, RefusesExpertsItDoesNotHost) {
+  LoadOptions opt;
+  opt.attention_side = false;
+  opt.owns_expert = [](int, int e) { return e == 0; };
+  auto w = LoadModelWeights(std::string(MOE_SOURCE_DIR) + "/tests/golden/swa_gqa4", opt);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ExpertHost host(w->get());
+  ExpertBatch batch;
+  batch.layer = 1;
+  batch.hidden = (*w)->config.hidden_size;
+  batch.expert_offsets.assign((*w)->config.num_local_experts + 1, 1);
+  batch.expert_offsets[0] = 0;
+  batch.expert_offsets[2] = 2;  // one row for expert 0, one for expert 1
+  for (size_t e = 3; e < batch.expert_offsets.size(); ++e) batch.expert_offsets[e] = 2;
+  batch.rows.assign(2 * batch.hidden, 0.5f);
+  std::vector<float> out(batch.rows.size());
+  const absl::Status s = host.RunExperts(batch, out.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(s.message()).find("layer 1 expert 1 is not hosted here"), std::string::npos);
+  batch.layer = 7;
+  EXPECT_EQ(host.RunExperts(batch, out.data()).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace moe

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Writes a broken copy of a model directory, for the bad-input tests.
+
+usage: corrupt_checkpoint.py SRC DST MODE
+MODE: no-config | bad-json | missing-tensor | wrong-shape | wrong-dtype | truncated |
+      offsets-out-of-range | overlapping | absurd-header | zero-length
+"""
+import json
+import os
+import shutil
+import struct
+import sys
+
+
+def read(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def write(path, header, data):
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + data)
+
+
+def main():
+    src, dst, mode = sys.argv[1:4]
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    st = os.path.join(dst, "model.safetensors")
+    cfg = os.path.join(dst, "config.json")
+    header, data = read(st)
+    if mode == "no-config":
+        os.remove(cfg)
+    elif mode == "bad-json":
+        with open(cfg, "w") as f:
+            f.write('{"hidden_size": 64,, }')
+    elif mode == "missing-tensor":
+        del header["model.layers.1.self_attn.q_proj.weight"]
+        write(st, header, data)
+    elif mode == "wrong-shape":
+        t = header["model.layers.0.block_sparse_moe.experts.1.w2.weight"]
+        t["shape"] = list(reversed(t["shape"]))
+        write(st, header, data)
+    elif mode == "wrong-dtype":
+        t = header["model.layers.0.self_attn.k_proj.weight"]
+        t["dtype"] = "I32" if t["dtype"] == "F32" else "I16"
+        write(st, header, data)
+    elif mode == "truncated":
+        with open(st, "r+b") as f:
+            f.truncate(os.path.getsize(st) // 2)
+    elif mode == "offsets-out-of-range":
+        t = header["lm_head.weight"]
+        t["data_offsets"] = [t["data_offsets"][0] + 10**12, t["data_offsets"][1] + 10**12]
+        write(st, header, data)
+    elif mode == "overlapping":
+        names = sorted(k for k in header if k != "__metadata__")
+        a, b = header[names[0]], header[names[1]]
+        if a["data_offsets"][1] - a["data_offsets"][0] == b["data_offsets"][1] - b["data_offsets"][0]:
+            b["data_offsets"] = list(a["data_offsets"])
+        else:
+            b["data_offsets"] = [a["data_offsets"][0], a["data_offsets"][0] + b["data_offsets"][1] - b["data_offsets"][0]]
+        write(st, header, data)
+    elif mode == "absurd-header":
+        with open(st, "r+b") as f:
+            f.write(struct.pack("<Q", 2**62))
+    elif mode == "zero-length":
+        open(st, "wb").close()
+    else:
+        sys.exit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()
