@@ -80,11 +80,24 @@ class TensorIndex {
 };
 
 absl::StatusOr<DType> FloatDType(const std::string& name, const SafetensorsTensor& t) {
-  if (t.dtype == "F32") return DType::kF32;
-  if (t.dtype == "BF16") return DType::kBF16;
-  if (t.dtype == "F16") return DType::kF16;
-  return absl::InvalidArgumentError(
-      absl::StrCat("tensor '", name, "' has dtype ", t.dtype, "; expected F32, BF16 or F16"));
+  DType dtype;
+  if (t.dtype == "F32") {
+    dtype = DType::kF32;
+  } else if (t.dtype == "BF16") {
+    dtype = DType::kBF16;
+  } else if (t.dtype == "F16") {
+    dtype = DType::kF16;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' has dtype ", t.dtype, "; expected F32, BF16 or F16"));
+  }
+  // Writers align every tensor to its element size (safetensors sorts by dtype for that); the
+  // kernels read whole elements, so a misaligned tensor is refused rather than read unaligned.
+  if (reinterpret_cast<uintptr_t>(t.data) % DTypeSize(dtype) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' is not aligned to its ", DTypeSize(dtype), "-byte elements"));
+  }
+  return dtype;
 }
 
 class Loader {

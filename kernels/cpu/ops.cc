@@ -28,7 +28,10 @@ void MatMulGemv(const float* x, int64_t m, const WeightMatrix& w, float* y) {
   const int64_t threads = CpuThreads();
   // Several blocks per thread so a slow core does not hold everyone back; multiples of 4 rows
   // keep the 4-stream inner kernel busy.
-  const int64_t block = std::max<int64_t>(16, CeilDiv(CeilDiv(w.rows, threads * 4), 4) * 4);
+  // At least ~64K weights per block: waking a thread costs more than reading fewer.
+  const int64_t min_rows = CeilDiv(CeilDiv(int64_t{1} << 16, std::max<int64_t>(w.cols, 1)), 4) * 4;
+  const int64_t block =
+      std::max({min_rows, int64_t{16}, CeilDiv(CeilDiv(w.rows, threads * 4), 4) * 4});
   const int64_t n_blocks = CeilDiv(w.rows, block);
   ParallelFor(n_blocks, [&](int64_t b) {
     const int64_t begin = b * block, end = std::min(w.rows, begin + block);

@@ -57,7 +57,8 @@ void WriteSafetensors(const std::string& path, const TensorMap& tensors) {
     header[name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + n}}};
     offset += n;
   }
-  const std::string h = header.dump();
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');  // as safetensors pads, so tensors stay aligned
   const uint64_t len = h.size();
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(&len), 8);
@@ -148,6 +149,9 @@ TEST(ModelWeightsTest, RejectsBrokenCheckpoints) {
   t = Mixtral();
   t["model.norm.weight"].dtype = "I32";
   ExpectLoadError("dtype", t, "dtype I32");
+  t = Mixtral();
+  t["a.odd.bf16.tensor"] = {"BF16", {3}};  // sorts first, shifting every later tensor by 6 bytes
+  ExpectLoadError("misaligned", t, "is not aligned");
 
   const std::string dir = FreshDir("nofile");
   EXPECT_EQ(LoadModelWeights(dir).status().code(), absl::StatusCode::kNotFound);

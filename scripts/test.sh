@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: installs packages, builds, runs ctest; then builds the tests again under
+# AddressSanitizer + UndefinedBehaviorSanitizer into build-asan/ and runs them there too
+# (MOE_SKIP_SANITIZERS=1 skips that second pass).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/build.sh
+ctest --test-dir build --output-on-failure --parallel 2
+if [[ "${MOE_SKIP_SANITIZERS:-0}" != 1 ]]; then
+  # CUDA code is not instrumented by the host sanitizers; leave it to the main build.
+  BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo scripts/build.sh -DMOE_SANITIZE=ON -DMOE_CUDA=OFF
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure --parallel 2
+fi
