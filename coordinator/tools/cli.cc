@@ -4,11 +4,17 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
+#include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/thread_pool.h"
+
+ABSL_FLAG(std::string, model, "", "model directory (config.json + safetensors)");
+ABSL_FLAG(int, threads, 0, "CPU threads (0 = one per core)");
 
 namespace moe::cli {
 namespace {
@@ -37,7 +43,15 @@ std::vector<char*> Init(int argc, char** argv, const char* usage) {
     }
   }
   absl::SetProgramUsageMessage(usage);
-  return absl::ParseCommandLine(argc, argv);
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  kernels::SetCpuThreads(absl::GetFlag(FLAGS_threads));
+  return positional;
+}
+
+std::string ModelDir() {
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  if (dir.empty()) std::exit(Fail(absl::InvalidArgumentError("--model is required")));
+  return dir;
 }
 
 int Fail(const absl::Status& status) {

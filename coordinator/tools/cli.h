@@ -11,8 +11,12 @@ namespace moe::cli {
 // Parses absl flags after rewriting "--max-new-tokens=3" to "--max_new_tokens=3", so the
 // documented dash spellings and abseil's underscore names both work. A value that itself starts
 // with "--" must be attached with '='. Re-executes once first if OpenBLAS needs its core type set
-// (see kernels/cpu/cpu_features.h). Returns the positional arguments.
+// (see kernels/cpu/cpu_features.h), and sizes the CPU thread pool from --threads. Returns the
+// positional arguments.
 std::vector<char*> Init(int argc, char** argv, const char* usage);
+
+// --model, required: exits with a one-line error when missing.
+std::string ModelDir();
 
 // Prints "<tool>: error: <message>" on one line to stderr and returns exit code 1.
 int Fail(const absl::Status& status);

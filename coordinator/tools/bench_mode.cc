@@ -1,0 +1,176 @@
+// Benchmark mode: prefill and decode speed with a per-op breakdown, peak memory, and the decode
+// roofline from this machine's measured memory bandwidth. Prints figures and judges nothing.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "coordinator/tools/modes.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/thread_pool.h"
+
+ABSL_FLAG(int, prompt_tokens, 512, "prefill length");
+ABSL_FLAG(int, decode_tokens, 32, "decode steps after the prefill");
+ABSL_FLAG(int, bandwidth_mib, 2048, "buffer size for the memory bandwidth measurement");
+
+namespace moe::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown CPU";
+}
+
+// Read bandwidth with the engine's threads: every thread sums its share of a buffer far larger
+// than the caches; best of several passes.
+double MeasureReadBandwidth(int64_t bytes) {
+  const int64_t n = bytes / 8;
+  std::vector<uint64_t> buf(static_cast<size_t>(n));
+  const int64_t tasks = kernels::CpuThreads();
+  kernels::ParallelFor(tasks, [&](int64_t t) {  // first touch from the threads that will read
+    for (int64_t i = t * n / tasks; i < (t + 1) * n / tasks; ++i) buf[i] = static_cast<uint64_t>(i);
+  });
+  std::vector<uint64_t> sums(static_cast<size_t>(tasks));
+  double best = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    const auto start = Clock::now();
+    kernels::ParallelFor(tasks, [&](int64_t t) {
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      const int64_t b = t * n / tasks, e = (t + 1) * n / tasks;
+      int64_t i = b;
+      for (; i + 4 <= e; i += 4) {
+        s0 += buf[i];
+        s1 += buf[i + 1];
+        s2 += buf[i + 2];
+        s3 += buf[i + 3];
+      }
+      for (; i < e; ++i) s0 += buf[i];
+      sums[t] = s0 + s1 + s2 + s3;
+    });
+    best = std::max(best, static_cast<double>(bytes) / Seconds(start, Clock::now()));
+  }
+  volatile uint64_t sink = sums[0];
+  (void)sink;
+  return best;
+}
+
+// Bytes of weights one decode step reads: attention and router of every layer, top-k experts per
+// layer, one embedding row, the lm_head. Computed from the config so that it also holds on a
+// coordinator that maps no expert; experts are taken to share the attention weights' dtype.
+double ActiveBytesPerToken(const ModelWeights& w) {
+  auto bytes = [](const WeightMatrix& m) { return static_cast<double>(m.rows * m.cols * DTypeSize(m.dtype)); };
+  const MixtralConfig& c = w.config;
+  double total = bytes(w.lm_head) + static_cast<double>(c.hidden_size * DTypeSize(w.embed.dtype));
+  for (const LayerWeights& l : w.layers) {
+    const AttentionLayerWeights& a = l.attention;
+    total += bytes(a.q_proj) + bytes(a.k_proj) + bytes(a.v_proj) + bytes(a.o_proj) + bytes(a.router);
+    total += static_cast<double>(c.num_experts_per_tok) * 3 * c.intermediate_size * c.hidden_size *
+             DTypeSize(a.q_proj.dtype);
+  }
+  return total;
+}
+
+void PrintBreakdown(const char* phase, const OpTimes& times, double total) {
+  std::printf("  %s time by op:", phase);
+  for (int i = 0; i < static_cast<int>(Op::kCount); ++i) {
+    const double s = times.seconds[i];
+    if (s <= 0) continue;
+    std::printf(" %s %.1f%%", OpName(static_cast<Op>(i)), 100.0 * s / total);
+  }
+  std::printf("  (exchange includes experts)\n");
+}
+
+}  // namespace
+
+absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTimes* times,
+                          const std::function<void()>& reset_extra,
+                          const std::function<void(int, int)>& extra_report) {
+  std::printf("machine: %s, %u cores visible; %s\n", CpuModel().c_str(),
+              std::thread::hardware_concurrency(), kernels::DescribeCpuPaths().c_str());
+  const double bandwidth = MeasureReadBandwidth(int64_t{absl::GetFlag(FLAGS_bandwidth_mib)} << 20);
+  const MixtralConfig& c = runner->config();
+  std::printf("model: %s, weights %s, %.2f GB mapped by this process\n", c.Summary().c_str(),
+              DTypeName(weights.lm_head.dtype), weights.mapped_bytes / 1e9);
+
+  const int n_prompt = absl::GetFlag(FLAGS_prompt_tokens);
+  const int n_decode = absl::GetFlag(FLAGS_decode_tokens);
+  if (n_prompt < 1 || n_prompt + n_decode > c.max_position_embeddings) {
+    return absl::InvalidArgumentError("--prompt-tokens/--decode-tokens do not fit the model's context");
+  }
+  std::mt19937 rng(1234);
+  std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
+  for (auto& t : prompt) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
+  prompt[0] = c.bos_token_id;
+
+  std::vector<float> logits;
+  // Warm-up, the same work once untimed: faults the mapped weights in (every expert, the
+  // embedding rows) and sizes every scratch buffer, so the timings below see steady state.
+  {
+    KvCache warm = runner->NewCache();
+    const SequenceChunk chunk{&warm, prompt, false};
+    if (auto s = runner->Forward({&chunk, 1}, &logits); !s.ok()) return s;
+    for (int i = 0; i < std::min(n_decode, 4); ++i) {
+      const int32_t next[] = {1};
+      const SequenceChunk step{&warm, next, false};
+      if (auto s = runner->Forward({&step, 1}, &logits); !s.ok()) return s;
+    }
+  }
+
+  KvCache cache = runner->NewCache();
+  times->Reset();
+  if (reset_extra) reset_extra();
+  auto start = Clock::now();
+  const SequenceChunk prefill{&cache, prompt, false};
+  if (auto s = runner->Forward({&prefill, 1}, &logits); !s.ok()) return s;
+  const double prefill_s = Seconds(start, Clock::now());
+  const OpTimes prefill_times = *times;
+
+  times->Reset();
+  if (reset_extra) reset_extra();
+  start = Clock::now();
+  for (int i = 0; i < n_decode; ++i) {
+    const int32_t next[] = {static_cast<int32_t>(
+        std::max_element(logits.begin(), logits.end()) - logits.begin())};
+    const SequenceChunk step{&cache, next, false};
+    if (auto s = runner->Forward({&step, 1}, &logits); !s.ok()) return s;
+  }
+  const double decode_s = Seconds(start, Clock::now());
+  const OpTimes decode_times = *times;
+
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  const double active = ActiveBytesPerToken(weights);
+  const double roofline = bandwidth / active;
+  const double decode_tps = n_decode / decode_s;
+  std::printf("memory read bandwidth (measured, %d threads): %.1f GB/s\n", kernels::CpuThreads(),
+              bandwidth / 1e9);
+  std::printf("prefill: %d tokens in %.3f s = %.1f tokens/s\n", n_prompt, prefill_s, n_prompt / prefill_s);
+  PrintBreakdown("prefill", prefill_times, prefill_s);
+  std::printf("decode:  %d tokens in %.3f s = %.2f tokens/s; roofline %.2f tokens/s "
+              "(%.3f GB active weights per token at %.1f GB/s): %.0f%% of roofline\n",
+              n_decode, decode_s, decode_tps, roofline, active / 1e9, bandwidth / 1e9,
+              100.0 * decode_tps / roofline);
+  PrintBreakdown("decode", decode_times, decode_s);
+  if (extra_report) extra_report(n_prompt, n_decode);
+  std::printf("peak RSS: %.2f GB (KV cache %.1f MB)\n", ru.ru_maxrss / 1e6, cache.bytes() / 1e6);
+  return absl::OkStatus();
+}
+
+}  // namespace moe::cli
+

@@ -1,0 +1,66 @@
+// Generation mode: prompt text in, streamed text out.
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "coordinator/generation.h"
+#include "coordinator/tools/cli.h"
+#include "coordinator/tools/modes.h"
+#include "core/status_macros.h"
+#include "core/tokenizer.h"
+
+ABSL_FLAG(std::string, prompt, "", "prompt text; BOS is prepended");
+ABSL_FLAG(int, max_new_tokens, 64, "most tokens to generate");
+ABSL_FLAG(double, temperature, 0.0, "0 = greedy; else sample from softmax(logits / T)");
+ABSL_FLAG(double, top_p, 1.0, "nucleus sampling: keep the fewest tokens reaching this probability");
+ABSL_FLAG(int, top_k, 0, "keep only the k most likely tokens (0 = all)");
+ABSL_FLAG(uint64_t, seed, 0, "random seed for sampling; same seed, same text");
+ABSL_FLAG(std::string, tokenizer, "", "tokenizer.model (default: the model's, else the bundled one)");
+ABSL_FLAG(bool, stats, false, "print timing to stderr at the end");
+
+namespace moe::cli {
+
+bool GenerateModeRequested() { return !absl::GetFlag(FLAGS_prompt).empty(); }
+
+absl::Status RunGenerateMode(ModelRunner* runner, const std::string& model_dir) {
+  const MixtralConfig& config = runner->config();
+  std::string tok_path = absl::GetFlag(FLAGS_tokenizer);
+  if (tok_path.empty()) tok_path = DefaultTokenizerPath(model_dir);
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::Load(tok_path));
+  if (tokenizer->vocab_size() > config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer ", tok_path, " has ",
+                                                   tokenizer->vocab_size(),
+                                                   " pieces but the model's vocab_size is ",
+                                                   config.vocab_size));
+  }
+  const std::string prompt = absl::GetFlag(FLAGS_prompt);
+  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty (--prompt)");
+  GenerationRequest request;
+  for (int id : tokenizer->Encode(prompt, /*add_bos=*/true)) request.prompt.push_back(id);
+  request.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  request.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  request.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  request.sampling.seed = absl::GetFlag(FLAGS_seed);
+
+  StreamingDetokenizer detok(tokenizer.get());
+  const auto& eos = config.eos_token_ids;
+  MOE_ASSIGN_OR_RETURN(GenerationResult result, Generate(runner, request, [&](int32_t id) {
+                         if (std::find(eos.begin(), eos.end(), id) == eos.end()) {
+                           std::cout << detok.Push(id) << std::flush;
+                         }
+                       }));
+  std::cout << detok.Flush() << std::endl;
+  if (absl::GetFlag(FLAGS_stats)) {
+    const size_t n = result.tokens.size();
+    std::fprintf(stderr,
+                 "prompt %zu tokens, prefill %.3f s; generated %zu tokens (%s), decode %.2f tokens/s\n",
+                 request.prompt.size(), result.prefill_seconds, n, result.finish_reason.c_str(),
+                 n > 1 ? static_cast<double>(n - 1) / result.decode_seconds : 0.0);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moe::cli
