@@ -69,6 +69,18 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& jso
   return p;
 }
 
+absl::StatusOr<ExpertPlacement> ExpertPlacement::FromTable(std::vector<std::vector<int>> table,
+                                                           int n_workers) {
+  ExpertPlacement p;
+  p.table_ = std::move(table);
+  p.n_workers_ = n_workers;
+  for (const auto& row : p.table_) {
+    if (row.size() != p.table_[0].size()) return absl::InvalidArgumentError("placement: ragged table");
+  }
+  MOE_RETURN_IF_ERROR(p.Validate());
+  return p;
+}
+
 absl::StatusOr<ExpertPlacement> ExpertPlacement::FromFile(const std::string& path, int n_layers,
                                                           int n_experts, int n_workers) {
   std::ifstream in(path);

@@ -24,11 +24,15 @@ class ExpertPlacement {
   static absl::StatusOr<ExpertPlacement> FromFile(const std::string& path, int n_layers,
                                                   int n_experts, int n_workers);
 
+  // From an explicit table [layer][expert] -> rank, validated like a file.
+  static absl::StatusOr<ExpertPlacement> FromTable(std::vector<std::vector<int>> table, int n_workers);
+
   int owner(int layer, int expert) const { return table_[layer][expert]; }
   bool Owns(int rank, int layer, int expert) const { return table_[layer][expert] == rank; }
   int n_layers() const { return static_cast<int>(table_.size()); }
   int n_experts() const { return table_.empty() ? 0 : static_cast<int>(table_[0].size()); }
   int n_workers() const { return n_workers_; }
+  const std::vector<std::vector<int>>& table() const { return table_; }
   // Experts (of every layer) hosted by `rank`.
   int CountOwned(int rank) const;
 

@@ -61,4 +61,11 @@ struct LoadOptions {
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string& model_dir,
                                                                const LoadOptions& options = {});
 
+// Reads every page of the tensors this process uses, so that they are resident before the first
+// request (and resident memory reports mean something). Pages of unused tensors stay on disk.
+void PrefaultWeights(const ModelWeights& weights);
+
+// This process's resident set size in bytes (VmRSS), 0 if unknown.
+int64_t ResidentBytes();
+
 }  // namespace moe

@@ -16,8 +16,8 @@
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/thread_pool.h"
 
-ABSL_FLAG(int, prompt_tokens, 512, "prefill length");
-ABSL_FLAG(int, decode_tokens, 32, "decode steps after the prefill");
+ABSL_FLAG(int, bench_prompt_tokens, 512, "benchmark: prefill length");
+ABSL_FLAG(int, bench_decode_tokens, 32, "benchmark: decode steps after the prefill");
 ABSL_FLAG(int, bandwidth_mib, 2048, "buffer size for the memory bandwidth measurement");
 
 namespace moe::cli {
@@ -99,8 +99,7 @@ void PrintBreakdown(const char* phase, const OpTimes& times, double total) {
 }  // namespace
 
 absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTimes* times,
-                          const std::function<void()>& reset_extra,
-                          const std::function<void(int, int)>& extra_report) {
+                          const BenchHooks& hooks) {
   std::printf("machine: %s, %u cores visible; %s\n", CpuModel().c_str(),
               std::thread::hardware_concurrency(), kernels::DescribeCpuPaths().c_str());
   const double bandwidth = MeasureReadBandwidth(int64_t{absl::GetFlag(FLAGS_bandwidth_mib)} << 20);
@@ -108,10 +107,10 @@ absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTi
   std::printf("model: %s, weights %s, %.2f GB mapped by this process\n", c.Summary().c_str(),
               DTypeName(weights.lm_head.dtype), weights.mapped_bytes / 1e9);
 
-  const int n_prompt = absl::GetFlag(FLAGS_prompt_tokens);
-  const int n_decode = absl::GetFlag(FLAGS_decode_tokens);
+  const int n_prompt = absl::GetFlag(FLAGS_bench_prompt_tokens);
+  const int n_decode = absl::GetFlag(FLAGS_bench_decode_tokens);
   if (n_prompt < 1 || n_prompt + n_decode > c.max_position_embeddings) {
-    return absl::InvalidArgumentError("--prompt-tokens/--decode-tokens do not fit the model's context");
+    return absl::InvalidArgumentError("--bench-prompt-tokens/--bench-decode-tokens do not fit the model's context");
   }
   std::mt19937 rng(1234);
   std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
@@ -132,17 +131,22 @@ absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTi
     }
   }
 
+  std::printf("memory read bandwidth (measured, %d threads): %.1f GB/s\n", kernels::CpuThreads(),
+              bandwidth / 1e9);
+
   KvCache cache = runner->NewCache();
   times->Reset();
-  if (reset_extra) reset_extra();
+  if (hooks.reset) hooks.reset();
   auto start = Clock::now();
   const SequenceChunk prefill{&cache, prompt, false};
   if (auto s = runner->Forward({&prefill, 1}, &logits); !s.ok()) return s;
   const double prefill_s = Seconds(start, Clock::now());
-  const OpTimes prefill_times = *times;
+  std::printf("prefill: %d tokens in %.3f s = %.1f tokens/s\n", n_prompt, prefill_s, n_prompt / prefill_s);
+  PrintBreakdown("prefill", *times, prefill_s);
+  if (hooks.report) hooks.report("prefill");
 
   times->Reset();
-  if (reset_extra) reset_extra();
+  if (hooks.reset) hooks.reset();
   start = Clock::now();
   for (int i = 0; i < n_decode; ++i) {
     const int32_t next[] = {static_cast<int32_t>(
@@ -151,24 +155,20 @@ absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTi
     if (auto s = runner->Forward({&step, 1}, &logits); !s.ok()) return s;
   }
   const double decode_s = Seconds(start, Clock::now());
-  const OpTimes decode_times = *times;
-
-  struct rusage ru {};
-  getrusage(RUSAGE_SELF, &ru);
   const double active = ActiveBytesPerToken(weights);
   const double roofline = bandwidth / active;
   const double decode_tps = n_decode / decode_s;
-  std::printf("memory read bandwidth (measured, %d threads): %.1f GB/s\n", kernels::CpuThreads(),
-              bandwidth / 1e9);
-  std::printf("prefill: %d tokens in %.3f s = %.1f tokens/s\n", n_prompt, prefill_s, n_prompt / prefill_s);
-  PrintBreakdown("prefill", prefill_times, prefill_s);
   std::printf("decode:  %d tokens in %.3f s = %.2f tokens/s; roofline %.2f tokens/s "
               "(%.3f GB active weights per token at %.1f GB/s): %.0f%% of roofline\n",
               n_decode, decode_s, decode_tps, roofline, active / 1e9, bandwidth / 1e9,
               100.0 * decode_tps / roofline);
-  PrintBreakdown("decode", decode_times, decode_s);
-  if (extra_report) extra_report(n_prompt, n_decode);
-  std::printf("peak RSS: %.2f GB (KV cache %.1f MB)\n", ru.ru_maxrss / 1e6, cache.bytes() / 1e6);
+  PrintBreakdown("decode", *times, decode_s);
+  if (hooks.report) hooks.report("decode");
+
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  std::printf("peak RSS of this process: %.2f GB (KV cache %.1f MB)\n", ru.ru_maxrss / 1e6,
+              cache.bytes() / 1e6);
   return absl::OkStatus();
 }
 

@@ -22,11 +22,14 @@ bool GenerateModeRequested();  // --prompt given
 absl::Status RunLogitsMode(ModelRunner* runner);
 bool LogitsModeRequested();  // --tokens or --out given
 
-// --prompt-tokens, --decode-tokens, --bandwidth-mib. `extra_report` (may be null) prints
-// figures only the caller knows, such as exchange statistics, after the common ones.
+// Figures only the caller knows (the cluster's exchange statistics), collected per phase.
+struct BenchHooks {
+  std::function<void()> reset;                      // before each timed phase
+  std::function<void(const char* phase)> report;   // after it: "prefill" or "decode"
+};
+
+// --bench-prompt-tokens, --bench-decode-tokens, --bandwidth-mib.
 absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTimes* times,
-                          const std::function<void()>& reset_extra = nullptr,
-                          const std::function<void(int n_prefill_tokens, int n_decode_steps)>&
-                              extra_report = nullptr);
+                          const BenchHooks& hooks = {});
 
 }  // namespace moe::cli

@@ -1,0 +1,168 @@
+// moe-coordinator: rank 0 of the cluster. Holds embeddings, attention and the KV cache, the router
+// and sampling; reaches the experts on the worker ranks through the MPI exchange. For now it runs
+// one-shot modes that mirror the single-process tools (logits dump, generation, benchmark), so the
+// distributed path can be checked against them without any client.
+//   mpirun -np 1 moe-coordinator --model DIR [--placement F] MODE : -np W moe-worker --model DIR
+#include <mpi.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <chrono>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "coordinator/model_runner.h"
+#include "coordinator/tools/cli.h"
+#include "coordinator/tools/modes.h"
+#include "core/cluster_setup.h"
+#include "core/mpi_exchange.h"
+#include "core/op_timer.h"
+
+ABSL_FLAG(std::string, placement, "",
+          "JSON expert placement file (default: contiguous blocks of experts per worker)");
+ABSL_FLAG(double, worker_timeout_s, 10.0,
+          "fail the step when a worker has not answered for this long (must exceed one step's "
+          "expert time)");
+ABSL_FLAG(bool, bench, false, "run the benchmark through the cluster (see --bench-prompt-tokens)");
+
+namespace moe {
+namespace {
+
+std::atomic<bool> g_stop{false};
+std::atomic<int> g_signal{0};
+void OnSignal(int sig) {
+  g_signal = sig;
+  g_stop = true;
+}
+
+// Ends the job after an error: a clean shutdown when every worker can still hear it, MPI_Abort
+// when one may be dead or out of step (it would never receive the shutdown).
+int Exit(const absl::Status& status, MpiExchange* exchange) {
+  int code = 0;
+  if (absl::IsCancelled(status)) {
+    code = 128 + g_signal.load();
+    std::fprintf(stderr, "moe-coordinator: stopped by signal %d; shutting the workers down\n",
+                 g_signal.load());
+  } else if (!status.ok()) {
+    code = cli::Fail(status);
+  }
+  if (absl::IsUnavailable(status) || absl::IsInternal(status)) {
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  if (exchange != nullptr) exchange->Shutdown();
+  MPI_Finalize();
+  return code;
+}
+
+int Main(int argc, char** argv) {
+  cli::Init(argc, argv,
+            "mpirun -np 1 moe-coordinator --model DIR [--placement F] "
+            "(--tokens 1,2,3 --out F.npy [--incremental] | --prompt TEXT ... | --bench) : "
+            "-np W moe-worker --model DIR");
+  int provided = 0, rank = 0, size = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (rank != 0 || size < 2) {
+    cli::Fail(absl::FailedPreconditionError(
+        rank != 0 ? "moe-coordinator must be rank 0: list it first in the mpirun command"
+                  : "no workers: launch at least one moe-worker after the coordinator (see scripts/launch.sh)"));
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  const auto start = std::chrono::steady_clock::now();
+  const std::string model = cli::ModelDir();
+  const int n_workers = size - 1;
+
+  // 1. Placement, shared with every worker (they load only their experts from it).
+  absl::StatusOr<ExpertPlacement> placement = [&]() -> absl::StatusOr<ExpertPlacement> {
+    auto config = LoadMixtralConfig(model);
+    if (!config.ok()) return config.status();
+    const std::string file = absl::GetFlag(FLAGS_placement);
+    if (!file.empty()) {
+      return ExpertPlacement::FromFile(file, config->num_hidden_layers, config->num_local_experts, n_workers);
+    }
+    return ExpertPlacement::Contiguous(config->num_hidden_layers, config->num_local_experts, n_workers);
+  }();
+  absl::StatusOr<ExpertPlacement> shared = SharePlacement(&placement);
+  if (!placement.ok()) {
+    cli::Fail(placement.status());
+    MPI_Finalize();
+    return 1;
+  }
+  std::printf("moe-coordinator: %d workers; expert placement:\n%s", n_workers,
+              shared->Describe().c_str());
+
+  // 2. The attention side of the model; no expert.
+  LoadOptions options;
+  options.owns_expert = [](int, int) { return false; };
+  auto weights = LoadModelWeights(model, options);
+  RankReport mine;
+  if (weights.ok()) {
+    PrefaultWeights(**weights);
+    mine.mapped_bytes = (*weights)->mapped_bytes;
+  } else {
+    mine.ok = 0;
+    std::snprintf(mine.error, sizeof(mine.error), "%s", std::string(weights.status().message()).c_str());
+  }
+  mine.resident_bytes = ResidentBytes();
+  mine.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::vector<RankReport> reports = GatherRankReports(mine);
+  std::printf("moe-coordinator: ranks started:\n%s", FormatRankReports(reports).c_str());
+  std::fflush(stdout);
+
+  MpiExchangeOptions exchange_options;
+  exchange_options.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_s);
+  exchange_options.stop_requested = &g_stop;
+  MpiExchange exchange(&*shared, exchange_options);
+  for (const RankReport& r : reports) {
+    if (!r.ok) {
+      return Exit(absl::FailedPreconditionError(absl::StrCat(
+                      r.rank == 0 ? "coordinator" : absl::StrCat("worker rank ", r.rank), ": ", r.error)),
+                  &exchange);
+    }
+  }
+
+  // 3. The one-shot mode, through the cluster.
+  OpTimes times;
+  ModelRunner runner(weights->get(), &exchange, &times);
+  absl::Status status;
+  if (cli::LogitsModeRequested()) {
+    status = cli::RunLogitsMode(&runner);
+  } else if (cli::GenerateModeRequested()) {
+    status = cli::RunGenerateMode(&runner, model);
+  } else if (absl::GetFlag(FLAGS_bench)) {
+    cli::BenchHooks hooks;
+    hooks.reset = [&] { exchange.stats().Reset(size); };
+    hooks.report = [&](const char* phase) {
+      const ExchangeStats& s = exchange.stats();
+      if (s.exchanges == 0) return;
+      const double per = 1e3 / static_cast<double>(s.exchanges);
+      std::printf("  %s exchange per layer: %.3f ms wall = %.3f ms slowest worker's experts + %.3f ms "
+                  "transfer, packing and waiting; %.2f MB sent, %.2f MB received\n",
+                  phase, s.wall_seconds * per, s.slowest_compute_seconds * per,
+                  (s.wall_seconds - s.slowest_compute_seconds) * per,
+                  s.bytes_sent / 1e6 / s.exchanges, s.bytes_received / 1e6 / s.exchanges);
+      std::string line = absl::StrCat("  ", phase, " per worker (rows, expert ms per layer):");
+      for (int r = 1; r < size; ++r) {
+        absl::StrAppendFormat(&line, " [%d] %d, %.3f", r, s.worker_rows[r],
+                              s.worker_compute_seconds[r] * per);
+      }
+      std::printf("%s\n", line.c_str());
+    };
+    status = cli::RunBenchMode(&runner, **weights, &times, hooks);
+  } else {
+    status = absl::InvalidArgumentError(
+        "nothing to do: give --tokens and --out (logits dump), --prompt (generation) or --bench");
+  }
+  return Exit(status, &exchange);
+}
+
+}  // namespace
+}  // namespace moe
+
+int main(int argc, char** argv) { return moe::Main(argc, argv); }

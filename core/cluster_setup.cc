@@ -1,0 +1,66 @@
+#include "core/cluster_setup.h"
+
+#include <mpi.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace moe {
+
+absl::StatusOr<ExpertPlacement> SharePlacement(const absl::StatusOr<ExpertPlacement>* at_root) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  // Wire form: [ok, n_layers, n_experts, n_workers, table...] or [0, message length, message...].
+  std::vector<int32_t> wire;
+  if (rank == 0) {
+    if (at_root->ok()) {
+      const ExpertPlacement& p = **at_root;
+      wire = {1, p.n_layers(), p.n_experts(), p.n_workers()};
+      for (const auto& row : p.table()) wire.insert(wire.end(), row.begin(), row.end());
+    } else {
+      const std::string msg(at_root->status().message());
+      wire = {0, static_cast<int32_t>(msg.size())};
+      for (char c : msg) wire.push_back(c);
+    }
+  }
+  int32_t size = static_cast<int32_t>(wire.size());
+  MPI_Bcast(&size, 1, MPI_INT32_T, 0, MPI_COMM_WORLD);
+  wire.resize(static_cast<size_t>(size));
+  MPI_Bcast(wire.data(), size, MPI_INT32_T, 0, MPI_COMM_WORLD);
+  if (wire[0] == 0) {
+    std::string msg;
+    for (int i = 0; i < wire[1]; ++i) msg.push_back(static_cast<char>(wire[2 + i]));
+    return absl::FailedPreconditionError(absl::StrCat("the coordinator could not start: ", msg));
+  }
+  const int n_layers = wire[1], n_experts = wire[2], n_workers = wire[3];
+  std::vector<std::vector<int>> table(static_cast<size_t>(n_layers));
+  for (int l = 0; l < n_layers; ++l) {
+    table[l].assign(wire.begin() + 4 + l * n_experts, wire.begin() + 4 + (l + 1) * n_experts);
+  }
+  return ExpertPlacement::FromTable(std::move(table), n_workers);
+}
+
+std::vector<RankReport> GatherRankReports(const RankReport& mine) {
+  int rank = 0, size = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  std::vector<RankReport> all(rank == 0 ? static_cast<size_t>(size) : 0);
+  MPI_Gather(&mine, sizeof(RankReport), MPI_BYTE, all.data(), sizeof(RankReport), MPI_BYTE, 0,
+             MPI_COMM_WORLD);
+  return all;
+}
+
+std::string FormatRankReports(const std::vector<RankReport>& reports) {
+  std::string out = "  rank  role         experts  weights mapped  resident (RSS)  start-up\n";
+  for (const RankReport& r : reports) {
+    absl::StrAppendFormat(&out, "  %4d  %-11s  %7d  %11.1f MB  %11.1f MB  %7.2f s%s\n", r.rank,
+                          r.rank == 0 ? "coordinator" : "worker", r.experts_hosted,
+                          r.mapped_bytes / 1e6, r.resident_bytes / 1e6, r.load_seconds,
+                          r.ok ? "" : "  FAILED");
+  }
+  return out;
+}
+
+}  // namespace moe

@@ -1,0 +1,34 @@
+// Start-up of the cluster over MPI: every rank agrees on the expert placement, and rank 0 learns
+// how each rank's loading went (memory, errors) before any step runs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/expert_placement.h"
+
+namespace moe {
+
+// Collective over MPI_COMM_WORLD. Rank 0 passes its placement (or the error that stopped it from
+// making one); every rank returns rank 0's table, or rank 0's error.
+absl::StatusOr<ExpertPlacement> SharePlacement(const absl::StatusOr<ExpertPlacement>* at_root);
+
+struct RankReport {
+  int32_t rank = 0;
+  int32_t ok = 1;                  // 0: this rank failed to start; error says why
+  int32_t experts_hosted = 0;      // (layer, expert) pairs
+  int64_t mapped_bytes = 0;        // weight bytes this rank uses
+  int64_t resident_bytes = 0;      // VmRSS after loading and prefaulting
+  double load_seconds = 0;
+  char error[512] = {};
+};
+
+// Collective over MPI_COMM_WORLD: rank 0 gets every rank's report (in rank order), others get {}.
+std::vector<RankReport> GatherRankReports(const RankReport& mine);
+
+// A table for start-up logs.
+std::string FormatRankReports(const std::vector<RankReport>& reports);
+
+}  // namespace moe

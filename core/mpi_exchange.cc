@@ -1,0 +1,265 @@
+#include "core/mpi_exchange.h"
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/mpi_wait.h"
+#include "core/status_macros.h"
+
+namespace moe {
+namespace {
+
+constexpr uint32_t kStepMagic = 0x4d6f4553;   // "MoES"
+constexpr uint32_t kReplyMagic = 0x4d6f4552;  // "MoER"
+enum Tag : int { kHeaderTag = 101, kCountsTag, kIdsTag, kRowsTag, kReplyTag, kOutputTag };
+constexpr int kCoordinator = 0;
+
+using Clock = std::chrono::steady_clock;
+
+absl::Status CheckMessageSize(int64_t elements, const char* what) {
+  if (elements > INT_MAX) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, " of ", elements, " elements exceeds one MPI message; use smaller steps"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void ExchangeStats::Reset(int n_ranks) {
+  exchanges = 0;
+  wall_seconds = slowest_compute_seconds = 0;
+  worker_compute_seconds.assign(static_cast<size_t>(n_ranks), 0.0);
+  worker_rows.assign(static_cast<size_t>(n_ranks), 0);
+  bytes_sent = bytes_received = 0;
+}
+
+MpiExchange::MpiExchange(const ExpertPlacement* placement, MpiExchangeOptions options)
+    : placement_(placement), options_(options) {
+  const size_t ranks = static_cast<size_t>(placement_->n_workers()) + 1;
+  send_rows_.resize(ranks);
+  send_ids_.resize(ranks);
+  send_counts_.resize(ranks);
+  recv_rows_.resize(ranks);
+  replies_.resize(ranks);
+  headers_.resize(ranks);
+  stats_.Reset(static_cast<int>(ranks));
+}
+
+absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>* out) {
+  const auto start = Clock::now();
+  const int n_workers = placement_->n_workers();
+  const int n_experts = batch.n_experts();
+  const int64_t hidden = batch.hidden;
+  if (n_experts != placement_->n_experts()) {
+    return absl::InternalError("expert batch and placement disagree on the expert count");
+  }
+  // A signal stops the run between exchanges, never inside one: workers are then idle and the
+  // shutdown that follows reaches them.
+  if (options_.stop_requested != nullptr && options_.stop_requested->load()) {
+    return absl::CancelledError("stopped by a signal");
+  }
+  ++step_id_;
+  out->resize(static_cast<size_t>(batch.n_rows() * hidden));
+
+  // Pack each worker's rows, grouped by expert in expert order, with their expert ids.
+  for (int r = 1; r <= n_workers; ++r) {
+    send_counts_[r].assign(static_cast<size_t>(n_experts), 0);
+    send_rows_[r].clear();
+    send_ids_[r].clear();
+  }
+  for (int e = 0; e < n_experts; ++e) {
+    const int64_t begin = batch.expert_offsets[e], rows = batch.expert_offsets[e + 1] - begin;
+    if (rows == 0) continue;
+    const int r = placement_->owner(batch.layer, e);
+    send_counts_[r][e] = rows;
+    send_ids_[r].insert(send_ids_[r].end(), static_cast<size_t>(rows), e);
+    send_rows_[r].insert(send_rows_[r].end(), batch.rows.begin() + begin * hidden,
+                         batch.rows.begin() + (begin + rows) * hidden);
+  }
+
+  std::vector<MPI_Request> requests;
+  std::vector<int> peers;
+  auto post = [&](MPI_Request req, int peer) {
+    requests.push_back(req);
+    peers.push_back(peer);
+  };
+  for (int r = 1; r <= n_workers; ++r) {
+    const int64_t n = static_cast<int64_t>(send_ids_[r].size());
+    MOE_RETURN_IF_ERROR(CheckMessageSize(n * hidden, "a dispatch"));
+    StepHeader& h = headers_[r];
+    h = StepHeader{kStepMagic, static_cast<int32_t>(StepCommand::kForward), step_id_,
+                   batch.layer, n_experts, n, hidden};
+    MPI_Request req;
+    MPI_Isend(&h, sizeof(h), MPI_BYTE, r, kHeaderTag, MPI_COMM_WORLD, &req);
+    post(req, r);
+    MPI_Isend(send_counts_[r].data(), n_experts, MPI_INT64_T, r, kCountsTag, MPI_COMM_WORLD, &req);
+    post(req, r);
+    MPI_Irecv(&replies_[r], sizeof(ReplyHeader), MPI_BYTE, r, kReplyTag, MPI_COMM_WORLD, &req);
+    post(req, r);
+    if (n == 0) continue;
+    MPI_Isend(send_ids_[r].data(), static_cast<int>(n), MPI_INT32_T, r, kIdsTag, MPI_COMM_WORLD, &req);
+    post(req, r);
+    MPI_Isend(send_rows_[r].data(), static_cast<int>(n * hidden), MPI_FLOAT, r, kRowsTag,
+              MPI_COMM_WORLD, &req);
+    post(req, r);
+    recv_rows_[r].resize(static_cast<size_t>(n * hidden));
+    MPI_Irecv(recv_rows_[r].data(), static_cast<int>(n * hidden), MPI_FLOAT, r, kOutputTag,
+              MPI_COMM_WORLD, &req);
+    post(req, r);
+    stats_.bytes_sent += n * (hidden * 4 + 4);
+    stats_.bytes_received += n * hidden * 4;
+  }
+  MOE_RETURN_IF_ERROR(WaitAll(&requests, peers, options_.worker_timeout_seconds,
+                              absl::StrCat("layer ", batch.layer, " exchange (step ", step_id_, ")")));
+
+  double slowest = 0;
+  for (int r = 1; r <= n_workers; ++r) {
+    const ReplyHeader& reply = replies_[r];
+    const int64_t n = static_cast<int64_t>(send_ids_[r].size());
+    if (reply.magic != kReplyMagic || reply.step_id != step_id_ || reply.layer != batch.layer ||
+        reply.n_rows != n) {
+      return absl::InternalError(absl::StrCat(
+          "worker rank ", r, " answered step ", reply.step_id, " layer ", reply.layer, " with ",
+          reply.n_rows, " rows; expected step ", step_id_, " layer ", batch.layer, " with ", n,
+          " rows (protocol mismatch)"));
+    }
+    slowest = std::max(slowest, reply.compute_seconds);
+    stats_.worker_compute_seconds[r] += reply.compute_seconds;
+    stats_.worker_rows[r] += n;
+  }
+  // Unpack in the order packed: expert by expert.
+  std::vector<int64_t> cursor(static_cast<size_t>(n_workers) + 1, 0);
+  for (int e = 0; e < n_experts; ++e) {
+    const int64_t begin = batch.expert_offsets[e], rows = batch.expert_offsets[e + 1] - begin;
+    if (rows == 0) continue;
+    const int r = placement_->owner(batch.layer, e);
+    std::copy(recv_rows_[r].begin() + cursor[r] * hidden,
+              recv_rows_[r].begin() + (cursor[r] + rows) * hidden, out->begin() + begin * hidden);
+    cursor[r] += rows;
+  }
+  ++stats_.exchanges;
+  stats_.slowest_compute_seconds += slowest;
+  stats_.wall_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  return absl::OkStatus();
+}
+
+void MpiExchange::Shutdown() {
+  std::vector<MPI_Request> requests;
+  std::vector<int> peers;
+  for (int r = 1; r <= placement_->n_workers(); ++r) {
+    headers_[r] = StepHeader{kStepMagic, static_cast<int32_t>(StepCommand::kShutdown), ++step_id_,
+                             0, 0, 0, 0};
+    MPI_Request req;
+    MPI_Isend(&headers_[r], sizeof(StepHeader), MPI_BYTE, r, kHeaderTag, MPI_COMM_WORLD, &req);
+    requests.push_back(req);
+    peers.push_back(r);
+  }
+  // A worker that is gone cannot receive; do not wait for it forever.
+  WaitAll(&requests, peers, 2.0, "shutdown").IgnoreError();
+  for (MPI_Request& r : requests) {
+    if (r != MPI_REQUEST_NULL) {
+      MPI_Cancel(&r);
+      MPI_Request_free(&r);
+    }
+  }
+}
+
+absl::Status ServeExperts(ExpertRunner* runner, const ServeOptions& opt) {
+  const int n_experts = opt.placement->n_experts();
+  const std::string who = absl::StrCat("worker rank ", opt.rank);
+  int64_t last_step = 0;
+  StepHeader h;
+  std::vector<int64_t> counts;
+  std::vector<int32_t> ids;
+  ExpertBatch batch;
+  std::vector<float> out;
+  for (;;) {
+    std::vector<MPI_Request> requests(1);
+    MPI_Irecv(&h, sizeof(h), MPI_BYTE, kCoordinator, kHeaderTag, MPI_COMM_WORLD, &requests[0]);
+    // Idle: wait as long as it takes. After a signal, give the coordinator a grace period to send
+    // its shutdown, then leave on our own.
+    absl::Status waited = WaitAll(&requests, {kCoordinator}, 0, who + " waiting for a step",
+                                  opt.stop_requested);
+    if (absl::IsCancelled(waited)) {
+      waited = WaitAll(&requests, {kCoordinator}, opt.stop_grace_seconds,
+                       who + " waiting for the coordinator's shutdown after a signal");
+    }
+    if (!waited.ok()) {
+      MPI_Cancel(&requests[0]);
+      MPI_Request_free(&requests[0]);
+      return waited;
+    }
+    if (h.magic != kStepMagic || h.step_id <= last_step) {
+      return absl::InternalError(absl::StrCat(who, ": unexpected step header (magic ", h.magic,
+                                              ", step ", h.step_id, " after ", last_step, ")"));
+    }
+    last_step = h.step_id;
+    if (h.command == static_cast<int32_t>(StepCommand::kShutdown)) return absl::OkStatus();
+    if (h.command != static_cast<int32_t>(StepCommand::kForward) || h.layer < 0 ||
+        h.layer >= opt.n_layers || h.n_experts != n_experts || h.hidden != opt.hidden ||
+        h.n_rows < 0 || h.n_rows * h.hidden > INT_MAX) {
+      return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " header does not fit ",
+                                              "this model (command ", h.command, ", layer ", h.layer,
+                                              ", experts ", h.n_experts, ", hidden ", h.hidden,
+                                              ", rows ", h.n_rows, ")"));
+    }
+    const int n = static_cast<int>(h.n_rows);
+    counts.resize(static_cast<size_t>(n_experts));
+    ids.resize(static_cast<size_t>(n));
+    batch.rows.resize(static_cast<size_t>(h.n_rows * h.hidden));
+    requests.assign(1, MPI_REQUEST_NULL);
+    MPI_Irecv(counts.data(), n_experts, MPI_INT64_T, kCoordinator, kCountsTag, MPI_COMM_WORLD, &requests[0]);
+    if (n > 0) {
+      requests.resize(3);
+      MPI_Irecv(ids.data(), n, MPI_INT32_T, kCoordinator, kIdsTag, MPI_COMM_WORLD, &requests[1]);
+      MPI_Irecv(batch.rows.data(), static_cast<int>(h.n_rows * h.hidden), MPI_FLOAT, kCoordinator,
+                kRowsTag, MPI_COMM_WORLD, &requests[2]);
+    }
+    const std::vector<int> peers(requests.size(), kCoordinator);
+    MOE_RETURN_IF_ERROR(WaitAll(&requests, peers, 30.0, who + " receiving a dispatch"));
+
+    // The layout must match the header, the ids and this worker's share of the placement.
+    batch.layer = h.layer;
+    batch.hidden = h.hidden;
+    batch.expert_offsets.assign(static_cast<size_t>(n_experts) + 1, 0);
+    for (int e = 0; e < n_experts; ++e) {
+      if (counts[e] < 0 || (counts[e] > 0 && !opt.placement->Owns(opt.rank, h.layer, e))) {
+        return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " sends ", counts[e],
+                                                " rows for layer ", h.layer, " expert ", e,
+                                                ", which this worker does not host"));
+      }
+      batch.expert_offsets[e + 1] = batch.expert_offsets[e] + counts[e];
+      for (int64_t i = batch.expert_offsets[e]; i < batch.expert_offsets[e + 1] && i < n; ++i) {
+        if (ids[i] != e) {
+          return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " row ", i,
+                                                  " is labelled expert ", ids[i], ", expected ", e));
+        }
+      }
+    }
+    if (batch.expert_offsets.back() != h.n_rows) {
+      return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " counts add up to ",
+                                              batch.expert_offsets.back(), " rows, header says ",
+                                              h.n_rows));
+    }
+    const auto start = Clock::now();
+    out.resize(batch.rows.size());
+    MOE_RETURN_IF_ERROR(runner->RunExperts(batch, out.data()));
+    ReplyHeader reply{kReplyMagic, h.layer, h.step_id, h.n_rows,
+                      std::chrono::duration<double>(Clock::now() - start).count()};
+    requests.assign(1, MPI_REQUEST_NULL);
+    MPI_Isend(&reply, sizeof(reply), MPI_BYTE, kCoordinator, kReplyTag, MPI_COMM_WORLD, &requests[0]);
+    if (n > 0) {
+      requests.resize(2);
+      MPI_Isend(out.data(), static_cast<int>(out.size()), MPI_FLOAT, kCoordinator, kOutputTag,
+                MPI_COMM_WORLD, &requests[1]);
+    }
+    MOE_RETURN_IF_ERROR(WaitAll(&requests, std::vector<int>(requests.size(), kCoordinator), 30.0,
+                                who + " returning outputs"));
+  }
+}
+
+}  // namespace moe

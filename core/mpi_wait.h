@@ -1,0 +1,25 @@
+// Waiting on MPI requests without spinning a core, with a deadline that names the silent peer.
+#pragma once
+
+#include <mpi.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace moe {
+
+// Polls MPI_Testsome with back-off: a few busy polls, then sched_yield, then sleeps growing to
+// 1 ms. Open MPI would otherwise busy-poll inside blocking calls, and with more ranks than cores
+// (tests run 9 ranks on 2) spinning ranks starve the ones doing work.
+//
+// requests[i] is a message with rank peers[i]. Returns Unavailable naming the first peer still
+// pending once `timeout_seconds` pass without any request completing (timeout <= 0: no deadline),
+// and Cancelled when *stop becomes true (stop may be null).
+absl::Status WaitAll(std::vector<MPI_Request>* requests, const std::vector<int>& peers,
+                     double timeout_seconds, const std::string& what,
+                     const std::atomic<bool>* stop = nullptr);
+
+}  // namespace moe

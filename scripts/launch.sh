@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Launches the cluster: one moe-coordinator (rank 0) and W moe-worker ranks, MPMD, under Open MPI.
+#
+# usage: scripts/launch.sh --model DIR --workers W [--hostfile F] [--placement F] [--threads N]
+#                          [--dry-run] [--] [coordinator arguments...]
+#   e.g. scripts/launch.sh --model models/demo --workers 4 -- --prompt "Hello" --max-new-tokens 16
+#
+# Flags it gives mpirun, and why:
+#   --allow-run-as-root     only when run as root (containers, CI): Open MPI refuses root otherwise
+#   --oversubscribe         only when there are more ranks than cores on one machine (no hostfile)
+#   --bind-to none          each rank runs a thread pool; binding a rank to one core would serialise it
+#   -x OMPI_MCA_mpi_yield_when_idle=1   idle ranks yield the CPU inside MPI calls
+#   --mca pml ob1 --mca btl self,vader[,tcp]   shared memory on one node (+ TCP between nodes with a
+#                           hostfile): the fastest start on machines without InfiniBand
+#   --mca plm_rsh_agent false   only without a hostfile: mpirun starts local ranks without ssh
+# Threads: --threads N for every rank; by default the coordinator gets every core and each worker
+# cores/W (at least 1): the coordinator computes while workers wait, and the other way round.
+# Environment: MPIRUN overrides the mpirun binary; BUILD_DIR (default build) holds bin/.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${BUILD_DIR:-$ROOT/build}/bin
+MODEL="" WORKERS="" HOSTFILE="" PLACEMENT="" THREADS="" DRY=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --model) MODEL=$2; shift 2 ;;
+    --workers) WORKERS=$2; shift 2 ;;
+    --hostfile) HOSTFILE=$2; shift 2 ;;
+    --placement) PLACEMENT=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --dry-run) DRY=1; shift ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) break ;;
+  esac
+done
+if [[ -z $MODEL || -z $WORKERS ]]; then
+  echo "launch.sh: --model and --workers are required (see --help)" >&2
+  exit 2
+fi
+if ! [[ $WORKERS =~ ^[0-9]+$ ]] || [[ $WORKERS -lt 1 ]]; then
+  echo "launch.sh: --workers must be a positive integer, got '$WORKERS'" >&2
+  exit 2
+fi
+for b in moe-coordinator moe-worker; do
+  [[ -x $BIN/$b ]] || { echo "launch.sh: $BIN/$b is missing: run scripts/build.sh" >&2; exit 2; }
+done
+
+CORES=$(nproc)
+RANKS=$((WORKERS + 1))
+MPI_ARGS=(--bind-to none -x OMPI_MCA_mpi_yield_when_idle=1 --mca pml ob1)
+[[ $(id -u) -eq 0 ]] && MPI_ARGS+=(--allow-run-as-root)
+if [[ -n $HOSTFILE ]]; then
+  MPI_ARGS+=(--hostfile "$HOSTFILE" --mca btl self,vader,tcp)
+else
+  MPI_ARGS+=(--mca btl self,vader --mca plm_rsh_agent false)
+  [[ $RANKS -gt $CORES ]] && MPI_ARGS+=(--oversubscribe)
+fi
+COORD_THREADS=${THREADS:-$CORES}
+WORKER_THREADS=${THREADS:-$(( CORES / WORKERS > 0 ? CORES / WORKERS : 1 ))}
+COORD=(-np 1 "$BIN/moe-coordinator" --model "$MODEL" --threads "$COORD_THREADS")
+[[ -n $PLACEMENT ]] && COORD+=(--placement "$PLACEMENT")
+WORKER=(-np "$WORKERS" "$BIN/moe-worker" --model "$MODEL" --threads "$WORKER_THREADS")
+CMD=("${MPIRUN:-mpirun}" "${MPI_ARGS[@]}" "${COORD[@]}" "$@" : "${WORKER[@]}")
+echo "launch.sh: ${CMD[*]}" >&2
+[[ $DRY -eq 1 ]] && exit 0
+exec "${CMD[@]}"

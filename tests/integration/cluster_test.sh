@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The cluster under real mpirun: the distributed logits equal the single-process tool's for every
+# worker count and a non-contiguous placement, greedy and seeded generation give the same text,
+# bad placements and broken workers give clear errors, and a dead, hung or signalled run ends
+# within a bound instead of hanging.
+# usage: cluster_test.sh BIN_DIR SOURCE_DIR WORK_DIR   (PYTHON: an interpreter with numpy)
+set -u
+BIN=$1 SRC=$2 WORK=$3
+PY=${PYTHON:-/usr/bin/python3}
+export BUILD_DIR=$(dirname "$BIN")
+LAUNCH="$SRC/scripts/launch.sh"
+rm -rf "$WORK" && mkdir -p "$WORK"
+failures=0 passed=0
+pass() { passed=$((passed + 1)); echo "ok: $1"; }
+fail() { failures=$((failures + 1)); echo "FAIL: $1"; }
+
+# compare A.npy B.npy: relative error by norm under 1e-5, same shape.
+compare() {
+  "$PY" - "$1" "$2" <<'PYEOF'
+import sys, numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+assert a.shape == b.shape, (a.shape, b.shape)
+err = np.linalg.norm(a - b) / np.linalg.norm(b)
+print(f"rel err {err:.1e}")
+sys.exit(0 if err < 1e-5 else 1)
+PYEOF
+}
+
+# logits_case NAME MODEL WORKERS [PLACEMENT]: prefill and incremental, cluster vs single process.
+logits_case() {
+  local name=$1 model=$2 workers=$3 placement=${4:-}
+  local tokens
+  tokens=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$model/golden.json'))['prompts'][1])))")
+  local extra=()
+  [[ -n $placement ]] && extra=(--placement "$placement")
+  for mode in prefill incremental; do
+    local inc=()
+    [[ $mode == incremental ]] && inc=(--incremental)
+    "$BIN/moe-logits" --model "$model" --tokens "$tokens" --out "$WORK/single.npy" "${inc[@]}"
+    if "$LAUNCH" --model "$model" --workers "$workers" "${extra[@]}" -- --tokens "$tokens" \
+         --out "$WORK/cluster.npy" "${inc[@]}" >"$WORK/log.txt" 2>&1; then
+      if r=$(compare "$WORK/cluster.npy" "$WORK/single.npy"); then
+        pass "$name W=$workers $mode: cluster == single process ($r)"
+      else
+        fail "$name W=$workers $mode: $r"
+      fi
+    else
+      fail "$name W=$workers $mode: launch failed: $(tail -5 "$WORK/log.txt")"
+    fi
+  done
+}
+
+G=$SRC/tests/golden
+for w in ${CLUSTER_TEST_WORKERS:-1 2 3 4 8}; do logits_case e8_top2_bf16 "$G/e8_top2_bf16" $w; done
+# Non-contiguous, different per layer, uneven (worker 3 hosts 4 experts of layer 0, 1 of layer 1).
+cat >"$WORK/placement.json" <<'JSON'
+{"layers": [[3, 1, 3, 2, 3, 1, 3, 2],
+            [2, 1, 2, 1, 2, 1, 3, 1]]}
+JSON
+logits_case swa_gqa4 "$G/swa_gqa4" 3 "$WORK/placement.json"
+logits_case f16_tied "$G/f16_tied" 4   # 6 experts over 4 workers: 2, 2, 1, 1
+
+# Generation: the same text as the single-process tool, greedy and seeded.
+"$PY" "$SRC/scripts/make_model.py" --out "$WORK/gen" --vocab 32000 --hidden 64 --intermediate 96 \
+  --layers 3 --heads 4 --kv-heads 2 --experts 8 --top-k 2 --max-pos 8192 --dtype bf16 --seed 5 \
+  --tokenizer "$SRC/core/tokenizer/tokenizer.model" >/dev/null
+for args in "--max-new-tokens 24" "--max-new-tokens 24 --temperature 0.9 --top-p 0.9 --top-k 40 --seed 3"; do
+  single=$("$BIN/moe-generate" --model "$WORK/gen" --prompt "The quick brown fox" $args)
+  cluster=$("$LAUNCH" --model "$WORK/gen" --workers 3 -- --prompt "The quick brown fox" $args 2>/dev/null \
+            | grep -v -e '^moe-coordinator:' -e '^  ')
+  if [[ -n $single && "$single" == "$cluster" ]]; then
+    pass "generation through the cluster == single process ($args)"
+  else
+    fail "generation ($args): single '$single' vs cluster '$cluster'"
+  fi
+done
+
+# expect_failure NAME FRAGMENT LAUNCH-ARGS...: non-zero exit, the fragment in the output.
+expect_failure() {
+  local name=$1 fragment=$2
+  shift 2
+  timeout 60 "$LAUNCH" "$@" >"$WORK/log.txt" 2>&1
+  local rc=$?
+  if [[ $rc -ne 0 && $rc -ne 124 ]] && grep -q -- "$fragment" "$WORK/log.txt"; then
+    pass "$name: exit $rc, $(grep -m1 -- "$fragment" "$WORK/log.txt")"
+  else
+    fail "$name: exit $rc: $(tail -5 "$WORK/log.txt")"
+  fi
+}
+echo '{"experts": [1, 1, 2, 2, 3, 3, 4, 9]}' >"$WORK/bad-rank.json"
+echo '{"experts": [1, 1, 2, 2, 3, 3, 4, null]}' >"$WORK/unowned.json"
+echo '{"experts": [1, 1, 1, 1, 1, 1, 1, 1]}' >"$WORK/idle-worker.json"
+M=$G/e8_top2_bf16
+expect_failure "placement rank out of range" "assigned to rank 9, outside the worker ranks 1..4" \
+  --model "$M" --workers 4 --placement "$WORK/bad-rank.json" -- --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "placement expert unowned" "layer 0 expert 7 is unowned" \
+  --model "$M" --workers 4 --placement "$WORK/unowned.json" -- --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "placement leaves a worker idle" "worker rank 2 hosts no expert" \
+  --model "$M" --workers 2 --placement "$WORK/idle-worker.json" -- --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "more workers than experts" "9 workers for 8 experts" \
+  --model "$M" --workers 9 -- --tokens 1,2 --out "$WORK/x.npy"
+"$PY" "$SRC/tests/tools/corrupt_checkpoint.py" "$WORK/gen" "$WORK/broken-expert" wrong-shape
+expect_failure "a worker's expert is broken" "worker rank 1: .*experts.1.w2.weight" \
+  --model "$WORK/broken-expert" --workers 4 -- --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "bad token through the cluster" "token id 99999 is outside the vocabulary" \
+  --model "$M" --workers 2 -- --tokens 1,99999 --out "$WORK/x.npy"
+
+# run_and_disrupt NAME BOUND ACTION: a long generation, disrupted after 2 s; the whole job must end
+# within BOUND seconds of the disruption with a non-zero exit, leaving no rank behind.
+run_and_disrupt() {
+  local name=$1 bound=$2 action=$3 expect=$4
+  "$LAUNCH" --model "$WORK/gen" --workers 2 -- --worker-timeout-s 2 --prompt "Once upon a time" \
+    --max-new-tokens 6000 >/dev/null 2>"$WORK/log.txt" &
+  local launcher=$!
+  sleep 2
+  local worker coordinator
+  # Anchored: mpirun's own command line names both programs too.
+  worker=$(pgrep -f "^[^ ]*moe-worker --model $WORK/gen" | head -1)
+  coordinator=$(pgrep -f "^[^ ]*moe-coordinator --model $WORK/gen" | head -1)
+  if [[ -z $worker || -z $coordinator ]]; then
+    fail "$name: the cluster was not running after 2 s: $(tail -3 "$WORK/log.txt")"
+    wait $launcher
+    return
+  fi
+  local t0=$SECONDS
+  case $action in
+    kill-worker) kill -KILL "$worker" ;;
+    stop-worker) kill -STOP "$worker" ;;
+    term-coordinator) kill -TERM "$coordinator" ;;
+    term-mpirun) kill -TERM "$launcher" ;;
+  esac
+  local waited=0
+  while kill -0 $launcher 2>/dev/null && [[ $waited -lt $((bound * 10)) ]]; do sleep 0.1; waited=$((waited + 1)); done
+  local elapsed=$((SECONDS - t0))
+  if kill -0 $launcher 2>/dev/null; then
+    fail "$name: still running after ${bound} s"
+    kill -CONT "$worker" 2>/dev/null
+    kill -KILL $launcher 2>/dev/null
+    pkill -KILL -f "$WORK/gen" 2>/dev/null
+    wait $launcher 2>/dev/null
+    return
+  fi
+  wait $launcher
+  local rc=$?
+  kill -CONT "$worker" 2>/dev/null
+  sleep 0.5
+  if pgrep -f "model $WORK/gen" >/dev/null; then
+    fail "$name: ranks left behind: $(pgrep -af "model $WORK/gen")"
+    pkill -KILL -f "model $WORK/gen"
+  elif [[ $rc -ne 0 ]] && grep -a -q -- "$expect" "$WORK/log.txt"; then
+    pass "$name: ended in ~${elapsed} s with exit $rc: $(grep -a -m1 -- "$expect" "$WORK/log.txt" | cut -c1-160)"
+  else
+    fail "$name: exit $rc after ${elapsed} s: $(tail -4 "$WORK/log.txt")"
+  fi
+}
+run_and_disrupt "killed worker" 15 kill-worker "exited on signal 9\|did not answer"
+run_and_disrupt "hung worker" 15 stop-worker "did not answer within 2 s"
+run_and_disrupt "SIGTERM to the coordinator" 15 term-coordinator "stopped by signal 15"
+run_and_disrupt "SIGTERM to mpirun" 15 term-mpirun "stopped by signal 15"
+
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]

@@ -1,0 +1,95 @@
+// moe-worker: ranks 1..W of the cluster. Loads only the experts the coordinator's placement gives
+// it (every layer) and answers forward steps until the coordinator shuts it down.
+#include <mpi.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/tools/cli.h"
+#include "core/cluster_setup.h"
+#include "core/mpi_exchange.h"
+#include "worker/expert_host.h"
+
+namespace moe {
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+// A worker that could not load: it must still answer the shutdown that follows.
+class RefusingRunner : public ExpertRunner {
+ public:
+  absl::Status RunExperts(const ExpertBatch&, float*) override {
+    return absl::FailedPreconditionError("this worker failed to start");
+  }
+};
+
+int Main(int argc, char** argv) {
+  cli::Init(argc, argv, "mpirun -np 1 moe-coordinator ... : -np W moe-worker --model DIR [--threads N]");
+  int provided = 0, rank = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank == 0) {
+    cli::Fail(absl::FailedPreconditionError("moe-worker cannot be rank 0: list moe-coordinator first"));
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  const auto start = std::chrono::steady_clock::now();
+  const std::string model = cli::ModelDir();
+
+  absl::StatusOr<ExpertPlacement> placement = SharePlacement(nullptr);
+  if (!placement.ok()) {  // the coordinator reports it
+    MPI_Finalize();
+    return 1;
+  }
+  LoadOptions options;
+  options.attention_side = false;
+  options.owns_expert = [&](int layer, int expert) { return placement->Owns(rank, layer, expert); };
+  absl::StatusOr<std::unique_ptr<ModelWeights>> weights = LoadModelWeights(model, options);
+  if (weights.ok() && ((*weights)->config.num_hidden_layers != placement->n_layers() ||
+                       (*weights)->config.num_local_experts != placement->n_experts())) {
+    weights = absl::FailedPreconditionError(absl::StrCat(
+        model, " on this host has a different shape from the coordinator's model"));
+  }
+  RankReport mine;
+  mine.rank = rank;
+  mine.experts_hosted = placement->CountOwned(rank);
+  if (weights.ok()) {
+    PrefaultWeights(**weights);
+    mine.mapped_bytes = (*weights)->mapped_bytes;
+  } else {
+    mine.ok = 0;
+    std::snprintf(mine.error, sizeof(mine.error), "%s", std::string(weights.status().message()).c_str());
+  }
+  mine.resident_bytes = ResidentBytes();
+  mine.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  GatherRankReports(mine);
+
+  ServeOptions serve;
+  serve.rank = rank;
+  serve.placement = &*placement;
+  serve.stop_requested = &g_stop;
+  RefusingRunner refusing;
+  std::unique_ptr<ExpertHost> host;
+  if (weights.ok()) {
+    serve.n_layers = (*weights)->config.num_hidden_layers;
+    serve.hidden = (*weights)->config.hidden_size;
+    host = std::make_unique<ExpertHost>(weights->get());
+  }
+  const absl::Status status = ServeExperts(host ? static_cast<ExpertRunner*>(host.get()) : &refusing, serve);
+  if (!status.ok()) {
+    cli::Fail(status);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  MPI_Finalize();
+  return weights.ok() ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace moe
+
+int main(int argc, char** argv) { return moe::Main(argc, argv); }
