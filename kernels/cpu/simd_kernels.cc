@@ -151,6 +151,22 @@ void SiluMulImpl(const float* gate, const float* up, int64_t n, float* out) {
   for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+float SumImpl(const float* x, int64_t n) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    a0 = hn::Add(a0, hn::LoadU(df, x + i));
+    a1 = hn::Add(a1, hn::LoadU(df, x + i + lanes));
+    a2 = hn::Add(a2, hn::LoadU(df, x + i + 2 * lanes));
+    a3 = hn::Add(a3, hn::LoadU(df, x + i + 3 * lanes));
+  }
+  float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+  for (; i < n; ++i) sum += x[i];
+  return sum;
+}
+
 const char* TargetNameImpl() { return hwy::TargetName(HWY_TARGET); }
 
 }  // namespace HWY_NAMESPACE
@@ -165,6 +181,7 @@ HWY_EXPORT(ConvertToF32Impl);
 HWY_EXPORT(RmsNormRowImpl);
 HWY_EXPORT(SiluMulImpl);
 HWY_EXPORT(TargetNameImpl);
+HWY_EXPORT(SumImpl);
 
 void GemvRows(const float* x, int m, const WeightMatrix& w, int64_t row_begin, int64_t row_end,
               float* y, int64_t ldy) {
@@ -180,6 +197,7 @@ void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
   HWY_DYNAMIC_DISPATCH(SiluMulImpl)(gate, up, n, out);
 }
 const char* TargetName() { return HWY_DYNAMIC_DISPATCH(TargetNameImpl)(); }
+float Sum(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(SumImpl)(x, n); }
 
 }  // namespace moe::kernels::simd
 #endif  // HWY_ONCE

@@ -26,6 +26,9 @@ void RmsNormRow(const float* x, const float* weight, int64_t n, float eps, float
 // out[n] = silu(gate[n]) * up[n]
 void SiluMul(const float* gate, const float* up, int64_t n, float* out);
 
+// Sum of x[n] with independent vector accumulators: a read-bandwidth probe for benchmarks.
+float Sum(const float* x, int64_t n);
+
 // Name of the instruction set chosen at run time (e.g. "AVX3_ZEN4").
 const char* TargetName();
 
