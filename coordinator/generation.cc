@@ -36,8 +36,16 @@ absl::StatusOr<GenerationResult> Generate(ModelRunner* runner, const GenerationR
   KvCache cache = runner->NewCache();
   Sampler sampler(request.sampling);
   std::vector<float> logits;
-  std::vector<int32_t> next = request.prompt;
   auto clock = std::chrono::steady_clock::now();
+  // All but the last prefill chunk only fill the cache; the last one gives the first logits.
+  absl::Span<const int32_t> prompt(request.prompt);
+  const size_t chunk_size = static_cast<size_t>(std::max(1, request.prefill_chunk));
+  while (prompt.size() > chunk_size) {
+    const SequenceChunk chunk{&cache, prompt.subspan(0, chunk_size), /*all_logits=*/false};
+    MOE_RETURN_IF_ERROR(runner->Forward({&chunk, 1}, &logits));
+    prompt.remove_prefix(chunk_size);
+  }
+  std::vector<int32_t> next(prompt.begin(), prompt.end());
   for (int step = 0; step < request.max_new_tokens; ++step) {
     const SequenceChunk chunk{&cache, next, /*all_logits=*/false};
     MOE_RETURN_IF_ERROR(runner->Forward({&chunk, 1}, &logits));

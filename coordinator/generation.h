@@ -15,6 +15,7 @@ struct GenerationRequest {
   std::vector<int32_t> prompt;   // token ids, BOS included when wanted
   SamplingParams sampling;
   int max_new_tokens = 64;       // >= 1
+  int prefill_chunk = 512;       // prompt tokens per forward step; bounds one step's work
 };
 
 struct GenerationResult {
@@ -28,7 +29,8 @@ struct GenerationResult {
 // prompt + max_new_tokens within max_position_embeddings, sampling parameters in range.
 absl::Status ValidateRequest(const MixtralConfig& config, const GenerationRequest& request);
 
-// Prefills the prompt as one chunk, then decodes token by token; on_token sees each new id.
+// Prefills the prompt in chunks of request.prefill_chunk tokens, then decodes token by token;
+// on_token sees each new id.
 absl::StatusOr<GenerationResult> Generate(ModelRunner* runner, const GenerationRequest& request,
                                           const std::function<void(int32_t)>& on_token = nullptr);
 

@@ -101,17 +101,8 @@ int Main(int argc, char** argv) {
   LoadOptions options;
   options.owns_expert = [](int, int) { return false; };
   auto weights = LoadModelWeights(model, options);
-  RankReport mine;
-  if (weights.ok()) {
-    PrefaultWeights(**weights);
-    mine.mapped_bytes = (*weights)->mapped_bytes;
-  } else {
-    mine.ok = 0;
-    std::snprintf(mine.error, sizeof(mine.error), "%s", std::string(weights.status().message()).c_str());
-  }
-  mine.resident_bytes = ResidentBytes();
-  mine.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const std::vector<RankReport> reports = GatherRankReports(mine);
+  const std::vector<RankReport> reports = GatherRankReports(ReportLoad(
+      0, 0, weights, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
   std::printf("moe-coordinator: ranks started:\n%s", FormatRankReports(reports).c_str());
   std::fflush(stdout);
 

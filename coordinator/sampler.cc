@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,22 @@ absl::Status SamplingParams::Validate() const {
 }
 
 int Sampler::Sample(const float* logits, int64_t vocab) {
+  // Non-finite logits would break the ordering below: NaN never wins, +inf takes all the mass.
+  bool finite = true;
+  for (int64_t i = 0; i < vocab && finite; ++i) finite = std::isfinite(logits[i]);
+  if (!finite) {
+    int64_t best = -1;
+    for (int64_t i = 0; i < vocab; ++i) {
+      if (logits[i] == std::numeric_limits<float>::infinity()) return static_cast<int>(i);
+      if (!std::isnan(logits[i]) && (best < 0 || logits[i] > logits[best])) best = i;
+    }
+    if (best < 0) return 0;  // all NaN: nothing to prefer
+    clean_.assign(logits, logits + vocab);
+    for (float& v : clean_) {
+      if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
+    }
+    logits = clean_.data();
+  }
   if (params_.temperature == 0 || params_.top_k == 1) {
     return static_cast<int>(std::max_element(logits, logits + vocab) - logits);  // first max
   }

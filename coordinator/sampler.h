@@ -24,7 +24,7 @@ struct SamplingParams {
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
-  // logits: [vocab]
+  // logits: [vocab]. NaN logits are never chosen; a +inf logit is always chosen.
   int Sample(const float* logits, int64_t vocab);
 
  private:
@@ -32,6 +32,7 @@ class Sampler {
   std::mt19937_64 rng_;  // fully specified by the C++ standard: same stream everywhere
   std::vector<int> order_;
   std::vector<double> probs_;
+  std::vector<float> clean_;  // logits with NaN replaced, only when some are not finite
 };
 
 }  // namespace moe

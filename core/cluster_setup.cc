@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -40,6 +41,24 @@ absl::StatusOr<ExpertPlacement> SharePlacement(const absl::StatusOr<ExpertPlacem
     table[l].assign(wire.begin() + 4 + l * n_experts, wire.begin() + 4 + (l + 1) * n_experts);
   }
   return ExpertPlacement::FromTable(std::move(table), n_workers);
+}
+
+RankReport ReportLoad(int rank, int experts_hosted,
+                      const absl::StatusOr<std::unique_ptr<ModelWeights>>& weights,
+                      double load_seconds) {
+  RankReport r;
+  r.rank = rank;
+  r.experts_hosted = experts_hosted;
+  if (weights.ok()) {
+    PrefaultWeights(**weights);
+    r.mapped_bytes = (*weights)->mapped_bytes;
+  } else {
+    r.ok = 0;
+    std::snprintf(r.error, sizeof(r.error), "%s", std::string(weights.status().message()).c_str());
+  }
+  r.resident_bytes = ResidentBytes();
+  r.load_seconds = load_seconds;
+  return r;
 }
 
 std::vector<RankReport> GatherRankReports(const RankReport& mine) {

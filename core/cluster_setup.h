@@ -3,11 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/expert_placement.h"
+#include "core/model_weights.h"
 
 namespace moe {
 
@@ -24,6 +26,12 @@ struct RankReport {
   double load_seconds = 0;
   char error[512] = {};
 };
+
+// This rank's report after loading: on success prefaults the weights and records their bytes and
+// the resident memory; on failure records the error.
+RankReport ReportLoad(int rank, int experts_hosted,
+                      const absl::StatusOr<std::unique_ptr<ModelWeights>>& weights,
+                      double load_seconds);
 
 // Collective over MPI_COMM_WORLD: rank 0 gets every rank's report (in rank order), others get {}.
 std::vector<RankReport> GatherRankReports(const RankReport& mine);

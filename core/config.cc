@@ -125,13 +125,19 @@ absl::StatusOr<MixtralConfig> ParseMixtralConfig(const std::string& json_text) {
 
   if (auto it = j.find("eos_token_id"); it != j.end() && !it->is_null()) {
     c.eos_token_ids.clear();
-    if (it->is_number_integer()) {
-      c.eos_token_ids.push_back(it->get<int>());
-    } else if (it->is_array()) {
-      for (const auto& e : *it) {
-        if (!e.is_number_integer()) return FieldError("eos_token_id", "must hold integers");
-        c.eos_token_ids.push_back(e.get<int>());
+    auto add = [&](const nlohmann::json& e) -> absl::Status {
+      if (!e.is_number_integer()) return FieldError("eos_token_id", "must hold integers");
+      const int64_t v = e.get<int64_t>();
+      if (v < 0 || v > std::numeric_limits<int>::max()) {
+        return FieldError("eos_token_id", absl::StrCat("is out of range: ", v));
       }
+      c.eos_token_ids.push_back(static_cast<int>(v));
+      return absl::OkStatus();
+    };
+    if (it->is_number_integer()) {
+      MOE_RETURN_IF_ERROR(add(*it));
+    } else if (it->is_array()) {
+      for (const auto& e : *it) MOE_RETURN_IF_ERROR(add(e));
     } else {
       return FieldError("eos_token_id", "must be an integer or a list of integers");
     }

@@ -87,9 +87,14 @@ absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>*
     requests.push_back(req);
     peers.push_back(peer);
   };
+  // Every check before the first send: once requests are posted, the only ways out are success or
+  // aborting the job (a half-posted step cannot be taken back).
+  for (int r = 1; r <= n_workers; ++r) {
+    MOE_RETURN_IF_ERROR(CheckMessageSize(static_cast<int64_t>(send_ids_[r].size()) * hidden,
+                                         "a dispatch to one worker"));
+  }
   for (int r = 1; r <= n_workers; ++r) {
     const int64_t n = static_cast<int64_t>(send_ids_[r].size());
-    MOE_RETURN_IF_ERROR(CheckMessageSize(n * hidden, "a dispatch"));
     StepHeader& h = headers_[r];
     h = StepHeader{kStepMagic, static_cast<int32_t>(StepCommand::kForward), step_id_,
                    batch.layer, n_experts, n, hidden};

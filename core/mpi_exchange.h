@@ -59,8 +59,9 @@ struct ExchangeStats {
 };
 
 struct MpiExchangeOptions {
-  // A worker that has not answered for this long fails the step. It must exceed the longest
-  // expert computation of one step (raise it for long prefills on slow machines).
+  // A worker that has not answered a step for this long fails it. The time includes the
+  // worker's expert computation, so it must exceed the longest step: generation prefills in
+  // chunks (--prefill-chunk) to keep steps short; raise it for long one-shot logits dumps.
   double worker_timeout_seconds = 10.0;
   // Set by a signal handler: the next exchange fails with Cancelled (the one in flight finishes).
   const std::atomic<bool>* stop_requested = nullptr;
@@ -97,7 +98,8 @@ struct ServeOptions {
   // Set by a signal handler: the worker then waits at most `stop_grace_seconds` more for the
   // coordinator's shutdown before giving up on its own.
   const std::atomic<bool>* stop_requested = nullptr;
-  double stop_grace_seconds = 3.0;
+  // Long enough for the coordinator to finish a layer of attention and send the shutdown.
+  double stop_grace_seconds = 30.0;
 };
 
 // Worker side: answers forward steps with `runner` until the coordinator says shutdown (OK) or

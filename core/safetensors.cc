@@ -146,16 +146,20 @@ absl::Status SafetensorsFile::ParseHeader() {
     tensors_.emplace(name, std::move(t));
   }
 
-  std::vector<size_t> order(ranges.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  // Sorted by start, each non-empty range must begin at or after the furthest end seen so far
+  // (empty tensors own no bytes and may sit anywhere).
+  std::vector<size_t> order;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    if (ranges[i].first != ranges[i].second) order.push_back(i);
+  }
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
+  size_t furthest = 0;
   for (size_t i = 1; i < order.size(); ++i) {
-    const auto& prev = ranges[order[i - 1]];
-    const auto& cur = ranges[order[i]];
-    if (cur.first < prev.second && cur.first != cur.second && prev.first != prev.second) {
-      return bad(absl::StrCat("tensors '", range_names[order[i - 1]], "' and '",
+    if (ranges[order[i]].first < ranges[order[furthest]].second) {
+      return bad(absl::StrCat("tensors '", range_names[order[furthest]], "' and '",
                               range_names[order[i]], "' overlap"));
     }
+    if (ranges[order[i]].second > ranges[order[furthest]].second) furthest = i;
   }
   return absl::OkStatus();
 }

@@ -10,6 +10,7 @@ PACKAGES=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev libsentencepiece-dev nlohmann-json3-dev libhwy-dev
   python3 python3-numpy python3-grpcio python3-matplotlib
+  procps
 )
 
 SUDO=""

@@ -54,19 +54,9 @@ int Main(int argc, char** argv) {
     weights = absl::FailedPreconditionError(absl::StrCat(
         model, " on this host has a different shape from the coordinator's model"));
   }
-  RankReport mine;
-  mine.rank = rank;
-  mine.experts_hosted = placement->CountOwned(rank);
-  if (weights.ok()) {
-    PrefaultWeights(**weights);
-    mine.mapped_bytes = (*weights)->mapped_bytes;
-  } else {
-    mine.ok = 0;
-    std::snprintf(mine.error, sizeof(mine.error), "%s", std::string(weights.status().message()).c_str());
-  }
-  mine.resident_bytes = ResidentBytes();
-  mine.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  GatherRankReports(mine);
+  GatherRankReports(ReportLoad(
+      rank, placement->CountOwned(rank), weights,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
 
   ServeOptions serve;
   serve.rank = rank;

@@ -19,6 +19,7 @@ ABSL_FLAG(int, top_k, 0, "keep only the k most likely tokens (0 = all)");
 ABSL_FLAG(uint64_t, seed, 0, "random seed for sampling; same seed, same text");
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer.model (default: the model's, else the bundled one)");
 ABSL_FLAG(bool, stats, false, "print timing to stderr at the end");
+ABSL_FLAG(int, prefill_chunk, 512, "prompt tokens per forward step (bounds one step's work)");
 
 namespace moe::cli {
 
@@ -44,6 +45,7 @@ absl::Status RunGenerateMode(ModelRunner* runner, const std::string& model_dir) 
   request.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
   request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
   request.sampling.seed = absl::GetFlag(FLAGS_seed);
+  request.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
 
   StreamingDetokenizer detok(tokenizer.get());
   const auto& eos = config.eos_token_ids;

@@ -137,24 +137,29 @@ void Softmax(float* x, int64_t n) {
 
 void Attention(const float* q, const float* k_cache, const float* v_cache,
                const AttentionShape& s, float* out) {
+  // Query rows go in blocks, each against only the keys some row of the block can see, so the
+  // score scratch is at most kQueryBlock x context per thread, however long the prompt.
+  constexpr int64_t kQueryBlock = 256;
   const int group = s.n_heads / s.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
   const int q_stride = s.n_heads * s.head_dim;
   const int kv_stride = s.n_kv_heads * s.head_dim;
-  const int64_t ctx = s.first_pos + s.n_new;
-  // Keys no new row can see (outside every row's window) are never touched.
-  const int64_t key_lo = s.window > 0 ? std::max<int64_t>(0, s.first_pos - s.window + 1) : 0;
-  const int64_t n_keys = ctx - key_lo;
-  ParallelFor(s.n_heads, [&](int64_t h) {
+  const int64_t n_blocks = CeilDiv(s.n_new, kQueryBlock);
+  ParallelFor(s.n_heads * n_blocks, [&](int64_t task) {
+    const int64_t h = task % s.n_heads, b0 = (task / s.n_heads) * kQueryBlock;
+    const int64_t rows = std::min(kQueryBlock, s.n_new - b0);
     const int kvh = static_cast<int>(h) / group;
-    std::vector<float>& scores = ThreadScratch(static_cast<size_t>(s.n_new * n_keys));
-    // scores[n_new, n_keys] = scale * q_h @ k_kvh^T
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(s.n_new),
-                static_cast<int>(n_keys), s.head_dim, scale, q + h * s.head_dim, q_stride,
-                k_cache + key_lo * kv_stride + kvh * s.head_dim, kv_stride, 0.0f, scores.data(),
-                static_cast<int>(n_keys));
-    for (int64_t i = 0; i < s.n_new; ++i) {
-      const int64_t pos = s.first_pos + i;
+    const int64_t first = s.first_pos + b0;  // position of the block's first row
+    const int64_t key_lo = s.window > 0 ? std::max<int64_t>(0, first - s.window + 1) : 0;
+    const int64_t n_keys = first + rows - key_lo;
+    std::vector<float>& scores = ThreadScratch(static_cast<size_t>(rows * n_keys));
+    // scores[rows, n_keys] = scale * q_h @ k_kvh^T
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
+                static_cast<int>(n_keys), s.head_dim, scale, q + b0 * q_stride + h * s.head_dim,
+                q_stride, k_cache + key_lo * kv_stride + kvh * s.head_dim, kv_stride, 0.0f,
+                scores.data(), static_cast<int>(n_keys));
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t pos = first + i;
       const int64_t lo = s.window > 0 ? std::max<int64_t>(key_lo, pos - s.window + 1) : 0;
       float* row = scores.data() + i * n_keys;
       const int64_t a = lo - key_lo, b = pos - key_lo + 1;  // visible keys: [a, b)
@@ -162,11 +167,11 @@ void Attention(const float* q, const float* k_cache, const float* v_cache,
       Softmax(row + a, b - a);
       std::fill(row + b, row + n_keys, 0.0f);
     }
-    // out_h[n_new, head_dim] = p @ v_kvh
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(s.n_new), s.head_dim,
+    // out_h[rows, head_dim] = p @ v_kvh
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), s.head_dim,
                 static_cast<int>(n_keys), 1.0f, scores.data(), static_cast<int>(n_keys),
                 v_cache + key_lo * kv_stride + kvh * s.head_dim, kv_stride, 0.0f,
-                out + h * s.head_dim, q_stride);
+                out + b0 * q_stride + h * s.head_dim, q_stride);
   });
 }
 

@@ -145,7 +145,9 @@ void SiluMulImpl(const float* gate, const float* up, int64_t n, float* out) {
   int64_t i = 0;
   for (; i + lanes <= n; i += lanes) {
     const auto g = hn::LoadU(df, gate + i);
-    const auto sig = hn::Div(one, hn::Add(one, hn::Exp(df, hn::Neg(g))));
+    // Highway's Exp is only valid up to ~88 (float overflow); beyond it silu(g) is -0 anyway.
+    const auto neg = hn::Min(hn::Neg(g), hn::Set(df, 88.0f));
+    const auto sig = hn::Div(one, hn::Add(one, hn::Exp(df, neg)));
     hn::StoreU(hn::Mul(hn::Mul(g, sig), hn::LoadU(df, up + i)), df, out + i);
   }
   for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 
+#include "coordinator/generation.h"
 #include "coordinator/tools/local_engine.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/thread_pool.h"
@@ -97,6 +98,18 @@ TEST_F(ModelRunnerTest, BadTokensAndLongSequencesFailWithoutSideEffects) {
   const absl::Status sl = r->Forward({&l, 1}, &logits);
   EXPECT_NE(std::string(sl.message()).find("exceeds max_position_embeddings"), std::string::npos);
   EXPECT_EQ(cache.length(), 0);
+}
+
+TEST_F(ModelRunnerTest, ChunkedPrefillGeneratesTheSameTokens) {
+  GenerationRequest r;
+  r.prompt = kA;
+  r.max_new_tokens = 12;
+  r.prefill_chunk = 1000;
+  auto whole = Generate(engine_->runner(), r);
+  r.prefill_chunk = 3;
+  auto chunked = Generate(engine_->runner(), r);
+  ASSERT_TRUE(whole.ok() && chunked.ok());
+  EXPECT_EQ(whole->tokens, chunked->tokens);
 }
 
 TEST(ExpertHostTest, RefusesExpertsItDoesNotHost) {

@@ -1,5 +1,7 @@
 #include "coordinator/sampler.h"
 
+#include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -63,6 +65,31 @@ TEST(SamplerTest, TopPKeepsTheNucleus) {
   EXPECT_TRUE(h.count(1) && h.count(4));
   // The sampled frequencies follow the renormalised probabilities (0.37 / 0.70 = 0.525).
   EXPECT_NEAR(h.at(1) / 3000.0, 0.525, 0.04);
+}
+
+TEST(SamplerTest, NonFiniteLogits) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  SamplingParams p;
+  p.temperature = 1.0f;
+  for (const SamplingParams& params : {SamplingParams{}, p}) {
+    Sampler s(params);
+    const std::vector<float> with_inf = {0.0f, inf, 1.0f, 2.0f};
+    EXPECT_EQ(s.Sample(with_inf.data(), 4), 1);
+    const std::vector<float> with_nan = {nan, 0.5f, nan, 3.0f, -1.0f};
+    for (int i = 0; i < 50; ++i) {
+      const int id = s.Sample(with_nan.data(), 5);
+      EXPECT_TRUE(id == 1 || id == 3 || id == 4) << id;
+    }
+  }
+}
+
+TEST(SamplerTest, TinyTopPIsGreedy) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_p = 1e-6f;
+  p.top_k = 3;
+  Sampler s(p);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(s.Sample(kLogits.data(), 6), 1);
 }
 
 TEST(SamplerTest, ValidatesParameters) {

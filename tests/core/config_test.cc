@@ -61,6 +61,8 @@ TEST(ConfigTest, RejectsBadInput) {
   ExpectError(Replace(kValid, "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 99999999999999"), "out of range");
   ExpectError(Replace(kValid, "\"vocab_size\": 1000", "\"vocab_size\": 99999999999999"), "implausibly");
   ExpectError(Replace(kValid, "\"bos_token_id\": 1", "\"bos_token_id\": 1000"), "bos_token_id");
+  ExpectError(Replace(kValid, "\"eos_token_id\": 2", "\"eos_token_id\": 4294967298"), "eos_token_id");
+  ExpectError(Replace(kValid, "\"eos_token_id\": 2", "\"eos_token_id\": [2, -1]"), "eos_token_id");
   ExpectError(Replace(kValid, "\"hidden_size\": 64", "\"hidden_size\": 2000000000"), "implausibly");
 }
 

@@ -75,6 +75,18 @@ TEST(SafetensorsTest, RejectsTruncatedAndHostileHeaders) {
                      R"( "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
                      std::string(8, 'x')),
                 "overlap");
+  // An empty tensor between two overlapping ones must not hide the overlap.
+  ExpectInvalid(File(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},)"
+                     R"( "e": {"dtype": "F32", "shape": [0], "data_offsets": [8, 8]},)"
+                     R"( "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})",
+                     std::string(16, 'x')),
+                "overlap");
+  // Nested inside a long tensor, not adjacent to it in sorted order.
+  ExpectInvalid(File(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},)"
+                     R"( "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]},)"
+                     R"( "c": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})",
+                     std::string(16, 'x')),
+                "overlap");
 }
 
 TEST(SafetensorsTest, OpenReportsMissingAndMapsRealFiles) {

@@ -45,6 +45,16 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {
 
   std::vector<int32_t> Prompt(size_t i) { return golden_["prompts"][i].get<std::vector<int32_t>>(); }
 
+  // transformers' logits for prompt i: [n_tokens, vocab].
+  NpyArray GoldenLogits(size_t i) {
+    auto want = ReadNpy(dir_ + "/logits_" + std::to_string(i) + ".npy");
+    EXPECT_TRUE(want.ok()) << want.status();
+    if (!want.ok()) return {};
+    EXPECT_EQ(want->shape, (std::vector<int64_t>{static_cast<int64_t>(Prompt(i).size()),
+                                                 engine_->runner()->config().vocab_size}));
+    return *std::move(want);
+  }
+
   std::string dir_;
   nlohmann::json golden_;
   std::unique_ptr<LocalEngine> engine_;
@@ -55,14 +65,13 @@ TEST_P(GoldenTest, PrefillMatchesTransformers) {
   const int64_t vocab = runner->config().vocab_size;
   for (size_t p = 0; p < golden_["prompts"].size(); ++p) {
     const std::vector<int32_t> prompt = Prompt(p);
-    auto want = ReadNpy(dir_ + "/logits_" + std::to_string(p) + ".npy");
-    ASSERT_TRUE(want.ok()) << want.status();
-    ASSERT_EQ(want->shape, (std::vector<int64_t>{static_cast<int64_t>(prompt.size()), vocab}));
+    const NpyArray want = GoldenLogits(p);
+    ASSERT_EQ(want.data.size(), prompt.size() * static_cast<size_t>(vocab));
     KvCache cache = runner->NewCache();
     std::vector<float> logits;
     const SequenceChunk chunk{&cache, prompt, /*all_logits=*/true};
     ASSERT_TRUE(runner->Forward({&chunk, 1}, &logits).ok());
-    const double err = RelErr(logits.data(), want->data.data(), want->data.size());
+    const double err = RelErr(logits.data(), want.data.data(), want.data.size());
     EXPECT_LT(err, kMaxRelErr) << GetParam() << " prompt " << p;
     std::printf("[golden] %s prompt %zu (%zu tokens) prefill rel err %.2e\n", GetParam().c_str(), p,
                 prompt.size(), err);
@@ -89,8 +98,8 @@ TEST_P(GoldenTest, IncrementalMatchesTransformers) {
   const int64_t vocab = runner->config().vocab_size;
   for (size_t p = 0; p < golden_["prompts"].size(); ++p) {
     const std::vector<int32_t> prompt = Prompt(p);
-    auto want = ReadNpy(dir_ + "/logits_" + std::to_string(p) + ".npy");
-    ASSERT_TRUE(want.ok()) << want.status();
+    const NpyArray want = GoldenLogits(p);
+    ASSERT_EQ(want.data.size(), prompt.size() * static_cast<size_t>(vocab));
     KvCache cache = runner->NewCache();
     std::vector<float> all, logits;
     for (int32_t id : prompt) {
@@ -100,7 +109,7 @@ TEST_P(GoldenTest, IncrementalMatchesTransformers) {
       all.insert(all.end(), logits.begin(), logits.end());
     }
     ASSERT_EQ(all.size(), prompt.size() * static_cast<size_t>(vocab));
-    const double err = RelErr(all.data(), want->data.data(), want->data.size());
+    const double err = RelErr(all.data(), want.data.data(), want.data.size());
     EXPECT_LT(err, kMaxRelErr) << GetParam() << " prompt " << p;
     std::printf("[golden] %s prompt %zu incremental rel err %.2e\n", GetParam().c_str(), p, err);
   }

@@ -105,23 +105,29 @@ expect_failure "a worker's expert is broken" "worker rank 1: .*experts.1.w2.weig
 expect_failure "bad token through the cluster" "token id 99999 is outside the vocabulary" \
   --model "$M" --workers 2 -- --tokens 1,99999 --out "$WORK/x.npy"
 
-# run_and_disrupt NAME BOUND ACTION: a long generation, disrupted after 2 s; the whole job must end
+# run_and_disrupt NAME BOUND ACTION EXPECT: a long generation, disrupted once running; the whole job must end
 # within BOUND seconds of the disruption with a non-zero exit, leaving no rank behind.
 run_and_disrupt() {
   local name=$1 bound=$2 action=$3 expect=$4
   "$LAUNCH" --model "$WORK/gen" --workers 2 -- --worker-timeout-s 2 --prompt "Once upon a time" \
     --max-new-tokens 6000 >/dev/null 2>"$WORK/log.txt" &
   local launcher=$!
-  sleep 2
-  local worker coordinator
-  # Anchored: mpirun's own command line names both programs too.
-  worker=$(pgrep -f "^[^ ]*moe-worker --model $WORK/gen" | head -1)
-  coordinator=$(pgrep -f "^[^ ]*moe-coordinator --model $WORK/gen" | head -1)
+  local worker="" coordinator="" tries=0
+  # Wait until every rank runs (anchored: mpirun's own command line names both programs too),
+  # then let the generation get going.
+  while [[ (-z $worker || -z $coordinator) && $tries -lt 100 ]]; do
+    sleep 0.1
+    tries=$((tries + 1))
+    worker=$(pgrep -f "^[^ ]*moe-worker --model $WORK/gen" | head -1)
+    coordinator=$(pgrep -f "^[^ ]*moe-coordinator --model $WORK/gen" | head -1)
+  done
   if [[ -z $worker || -z $coordinator ]]; then
-    fail "$name: the cluster was not running after 2 s: $(tail -3 "$WORK/log.txt")"
+    fail "$name: the cluster was not running after 10 s: $(tail -3 "$WORK/log.txt")"
+    kill -KILL $launcher 2>/dev/null
     wait $launcher
     return
   fi
+  sleep 1.5
   local t0=$SECONDS
   case $action in
     kill-worker) kill -KILL "$worker" ;;

@@ -149,6 +149,19 @@ TEST(OpsTest, RopeRotatesHalvesAsHuggingFace) {
   EXPECT_EQ(x[1], 0.0f);
 }
 
+TEST(OpsTest, SiluMulHandlesHugeGates) {
+  // exp(-g) overflows float for g < -88: silu must go to -0, not to g.
+  std::vector<float> g = {-1e30f, -1e4f, -500.0f, -200.0f, -100.0f, -88.5f, 88.5f, 200.0f, 1e4f};
+  for (int i = 0; i < 32; ++i) g.push_back(-90.0f - 10.0f * i);  // fills whole SIMD vectors
+  const std::vector<float> up(g.size(), 2.0f);
+  std::vector<float> got(g.size()), want(g.size());
+  SiluMul(g.data(), up.data(), static_cast<int64_t>(g.size()), got.data());
+  reference::SiluMul(g.data(), up.data(), static_cast<int64_t>(g.size()), want.data());
+  for (size_t i = 0; i < g.size(); ++i) {
+    EXPECT_NEAR(got[i], want[i], 1e-5f * std::max(1.0f, std::fabs(want[i]))) << "gate " << g[i];
+  }
+}
+
 TEST(OpsTest, SiluMulMatchesReference) {
   for (int64_t n : {1, 15, 17, 40000}) {
     const auto g = Random(n, 8, 3.0f), u = Random(n, 9);
@@ -181,7 +194,10 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(std::make_tuple(1, 0, 1, 1, 8, 0), std::make_tuple(17, 0, 4, 1, 16, 0),
                       std::make_tuple(1, 40, 8, 2, 32, 0), std::make_tuple(1, 40, 8, 2, 32, 7),
                       std::make_tuple(33, 0, 6, 3, 10, 5), std::make_tuple(5, 20, 4, 4, 64, 8),
-                      std::make_tuple(9, 3, 2, 1, 6, 1)));
+                      std::make_tuple(9, 3, 2, 1, 6, 1),
+                      // Several query blocks (256 rows each), with and without a window.
+                      std::make_tuple(600, 7, 4, 2, 16, 0), std::make_tuple(600, 7, 4, 2, 16, 100),
+                      std::make_tuple(257, 300, 2, 1, 8, 270)));
 
 TEST(OpsTest, SlidingWindowHidesOldKeys) {
   // With window 2 the last query sees only the last two values: the first value must not leak.
