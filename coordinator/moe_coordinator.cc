@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "coordinator/model_runner.h"
+#include "coordinator/server/serve.h"
 #include "coordinator/tools/cli.h"
 #include "coordinator/tools/modes.h"
 #include "core/cluster_setup.h"
@@ -26,6 +27,14 @@ ABSL_FLAG(double, worker_timeout_s, 10.0,
           "fail the step when a worker has not answered for this long (must exceed one step's "
           "expert time)");
 ABSL_FLAG(bool, bench, false, "run the benchmark through the cluster (see --bench-prompt-tokens)");
+ABSL_FLAG(std::string, listen, "", "serve gRPC on HOST:PORT (port 0 picks a free one), e.g. 127.0.0.1:50051");
+ABSL_FLAG(std::string, port_file, "", "write the port the server listens on to this file");
+ABSL_FLAG(int, max_batch_tokens, 512, "serving: tokens per step (decode tokens + prefill chunks)");
+ABSL_FLAG(int, max_running, 64, "serving: sequences in the batch at once");
+ABSL_FLAG(int, max_queue, 256, "serving: waiting requests beyond which new ones get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, kv_cache_mb, 1024, "serving: KV cache budget for all running sequences, MiB");
+ABSL_FLAG(int, max_tokens_limit, 4096, "serving: largest max_tokens a request may ask for");
+ABSL_FLAG(double, shutdown_grace_s, 30, "serving: on SIGTERM, how long running requests may finish");
 
 namespace moe {
 namespace {
@@ -60,7 +69,8 @@ int Exit(const absl::Status& status, MpiExchange* exchange) {
 int Main(int argc, char** argv) {
   cli::Init(argc, argv,
             "mpirun -np 1 moe-coordinator --model DIR [--placement F] "
-            "(--tokens 1,2,3 --out F.npy [--incremental] | --prompt TEXT ... | --bench) : "
+            "(--listen HOST:PORT | --tokens 1,2,3 --out F.npy [--incremental] | --prompt TEXT ... | "
+            "--bench) : "
             "-np W moe-worker --model DIR");
   int provided = 0, rank = 0, size = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
@@ -122,7 +132,23 @@ int Main(int argc, char** argv) {
   OpTimes times;
   ModelRunner runner(weights->get(), &exchange, &times);
   absl::Status status;
-  if (cli::LogitsModeRequested()) {
+  if (!absl::GetFlag(FLAGS_listen).empty()) {
+    auto tokenizer = Tokenizer::Load(cli::DefaultTokenizerPath(model));
+    if (!tokenizer.ok()) return Exit(tokenizer.status(), &exchange);
+    ServeOptions serve;
+    serve.listen = absl::GetFlag(FLAGS_listen);
+    serve.port_file = absl::GetFlag(FLAGS_port_file);
+    serve.shutdown_grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_s);
+    serve.scheduler.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+    serve.scheduler.max_running = absl::GetFlag(FLAGS_max_running);
+    serve.scheduler.max_waiting = absl::GetFlag(FLAGS_max_queue);
+    serve.scheduler.kv_budget_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
+    serve.limits.max_tokens = absl::GetFlag(FLAGS_max_tokens_limit);
+    status = Serve(&runner, tokenizer->get(), &*shared, serve, &g_stop);
+    if (status.ok() && g_stop.load()) {
+      std::fprintf(stderr, "moe-coordinator: stopped by signal %d\n", g_signal.load());
+    }
+  } else if (cli::LogitsModeRequested()) {
     status = cli::RunLogitsMode(&runner);
   } else if (cli::GenerateModeRequested()) {
     status = cli::RunGenerateMode(&runner, model);
@@ -148,7 +174,8 @@ int Main(int argc, char** argv) {
     status = cli::RunBenchMode(&runner, **weights, &times, hooks);
   } else {
     status = absl::InvalidArgumentError(
-        "nothing to do: give --tokens and --out (logits dump), --prompt (generation) or --bench");
+        "nothing to do: give --listen (serve gRPC), --tokens and --out (logits dump), --prompt "
+        "(generation) or --bench");
   }
   return Exit(status, &exchange);
 }

@@ -173,7 +173,7 @@ void MpiExchange::Shutdown() {
   }
 }
 
-absl::Status ServeExperts(ExpertRunner* runner, const ServeOptions& opt) {
+absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
   const int n_experts = opt.placement->n_experts();
   const std::string who = absl::StrCat("worker rank ", opt.rank);
   int64_t last_step = 0;

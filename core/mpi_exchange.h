@@ -90,7 +90,7 @@ class MpiExchange : public ExpertExchange {
   std::vector<StepHeader> headers_;
 };
 
-struct ServeOptions {
+struct ExpertServeOptions {
   int rank = 0;                        // this worker's MPI rank
   const ExpertPlacement* placement = nullptr;
   int n_layers = 0;
@@ -104,6 +104,6 @@ struct ServeOptions {
 
 // Worker side: answers forward steps with `runner` until the coordinator says shutdown (OK) or
 // something is wrong (an error naming the mismatch). Every message is checked against the header.
-absl::Status ServeExperts(ExpertRunner* runner, const ServeOptions& options);
+absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& options);
 
 }  // namespace moe

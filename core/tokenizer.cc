@@ -1,45 +1,237 @@
 #include "core/tokenizer.h"
 
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <queue>
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 
 namespace moe {
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& model_path) {
-  auto t = std::unique_ptr<Tokenizer>(new Tokenizer());
-  std::string error;
-  t->sp_ = spm::Processor::Load(model_path, &error);
-  if (t->sp_ == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot load tokenizer ", model_path, ": ", error));
+namespace {
+
+constexpr char kSpaceSymbol[] = "\xE2\x96\x81";  // U+2581 "▁"
+constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
+
+// Length of the UTF-8 sequence starting at s[i] if it is well formed, else 0.
+size_t Utf8CharLength(absl::string_view s, size_t i) {
+  const unsigned char c = static_cast<unsigned char>(s[i]);
+  size_t n;
+  uint32_t cp;
+  if (c < 0x80) return 1;
+  if ((c & 0xE0) == 0xC0) {
+    n = 2;
+    cp = c & 0x1F;
+  } else if ((c & 0xF0) == 0xE0) {
+    n = 3;
+    cp = c & 0x0F;
+  } else if ((c & 0xF8) == 0xF0) {
+    n = 4;
+    cp = c & 0x07;
+  } else {
+    return 0;
   }
+  if (i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    const unsigned char b = static_cast<unsigned char>(s[i + k]);
+    if ((b & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return n;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& model_path) {
+  std::ifstream in(model_path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open tokenizer ", model_path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto model = ParseSentencePieceModel(ss.str());
+  if (!model.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(model_path, ": ", model.status().message()));
+  }
+  auto t = FromModel(*std::move(model));
+  if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(model_path, ": ", t.status().message()));
   return t;
 }
 
-Tokenizer::~Tokenizer() = default;
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromModel(SentencePieceModel model) {
+  if (model.model_type != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer model type ", model.model_type,
+                                                   " is not supported (only BPE, type 2)"));
+  }
+  if (model.has_precompiled_charsmap || (model.normalizer_name != "identity")) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer normalisation '", model.normalizer_name,
+                                                   "' is not supported (only identity)"));
+  }
+  if (model.treat_whitespace_as_suffix) {
+    return absl::InvalidArgumentError("tokenizers that treat whitespace as a suffix are not supported");
+  }
+  const int n = static_cast<int>(model.pieces.size());
+  for (int id : {model.unk_id, model.bos_id, model.eos_id}) {
+    if (id < 0 || id >= n) return absl::InvalidArgumentError("tokenizer special ids outside the vocabulary");
+  }
+  auto t = std::unique_ptr<Tokenizer>(new Tokenizer());
+  for (int& b : t->byte_ids_) b = -1;
+  for (int id = 0; id < n; ++id) {
+    const SentencePieceModel::Piece& p = model.pieces[id];
+    using Type = SentencePieceModel::PieceType;
+    if (p.type == Type::kNormal || p.type == Type::kUserDefined || p.type == Type::kUnused) {
+      t->mergeable_.emplace(p.text, id);
+    } else if (p.type == Type::kByte) {
+      unsigned value;
+      if (p.text.size() == 6 && std::sscanf(p.text.c_str(), "<0x%2X>", &value) == 1 && value < 256) {
+        t->byte_ids_[value] = id;
+      }
+    }
+  }
+  if (model.byte_fallback) {
+    for (int b : t->byte_ids_) {
+      if (b < 0) return absl::InvalidArgumentError("byte fallback is on but a <0xXX> piece is missing");
+    }
+  }
+  t->model_ = std::move(model);
+  return t;
+}
 
-std::vector<int> Tokenizer::Encode(const std::string& text, bool add_bos) const {
+void Tokenizer::AppendPiece(const std::string& piece, std::vector<int>* ids) const {
+  auto it = mergeable_.find(piece);
+  if (it != mergeable_.end()) {
+    ids->push_back(it->second);
+  } else if (model_.byte_fallback) {
+    for (unsigned char c : piece) ids->push_back(byte_ids_[c]);
+  } else {
+    ids->push_back(model_.unk_id);
+  }
+}
+
+std::vector<int> Tokenizer::Encode(const std::string& input, bool add_bos) const {
   std::vector<int> ids;
   if (add_bos) ids.push_back(bos_id());
-  const std::vector<int> pieces = sp_->Encode(text);
-  ids.insert(ids.end(), pieces.begin(), pieces.end());
+  // Normalisation (identity): optional whitespace clean-up, the dummy prefix, spaces as "▁".
+  std::string text = input;
+  if (model_.remove_extra_whitespaces) {
+    std::string cleaned;
+    for (char c : text) {
+      if (c == ' ' && (cleaned.empty() || cleaned.back() == ' ')) continue;
+      cleaned.push_back(c);
+    }
+    while (!cleaned.empty() && cleaned.back() == ' ') cleaned.pop_back();
+    text = cleaned;
+  }
+  if (text.empty()) return ids;
+  std::string normalized;
+  if (model_.add_dummy_prefix) normalized = model_.escape_whitespaces ? kSpaceSymbol : " ";
+  for (char c : text) {
+    if (c == ' ' && model_.escape_whitespaces) {
+      normalized += kSpaceSymbol;
+    } else {
+      normalized.push_back(c);
+    }
+  }
+
+  // BPE, as SentencePiece's bpe_model.cc: start from characters, repeatedly merge the adjacent
+  // pair that forms the highest-scoring piece (leftmost first on ties).
+  struct Symbol {
+    int prev, next;
+    std::string piece;
+  };
+  std::vector<Symbol> symbols;
+  for (size_t i = 0; i < normalized.size();) {
+    const size_t len = std::max<size_t>(1, Utf8CharLength(normalized, i));  // a stray byte alone
+    symbols.push_back({static_cast<int>(symbols.size()) - 1, static_cast<int>(symbols.size()) + 1,
+                       normalized.substr(i, len)});
+    i += len;
+  }
+  symbols.back().next = -1;
+  struct Pair {
+    float score;
+    int left, right;
+    size_t size;
+  };
+  auto lower_priority = [](const Pair& a, const Pair& b) {
+    return a.score < b.score || (a.score == b.score && a.left > b.left);
+  };
+  std::priority_queue<Pair, std::vector<Pair>, decltype(lower_priority)> agenda(lower_priority);
+  auto maybe_add = [&](int left, int right) {
+    if (left < 0 || right < 0) return;
+    const std::string merged = symbols[left].piece + symbols[right].piece;
+    auto it = mergeable_.find(merged);
+    if (it == mergeable_.end()) return;
+    agenda.push(Pair{model_.pieces[it->second].score, left, right, merged.size()});
+  };
+  for (size_t i = 1; i < symbols.size(); ++i) maybe_add(static_cast<int>(i) - 1, static_cast<int>(i));
+  while (!agenda.empty()) {
+    const Pair top = agenda.top();
+    agenda.pop();
+    Symbol& l = symbols[top.left];
+    Symbol& r = symbols[top.right];
+    // Stale: one side was merged away or changed since this pair was queued.
+    if (l.piece.empty() || r.piece.empty() || l.piece.size() + r.piece.size() != top.size) continue;
+    l.piece += r.piece;
+    r.piece.clear();
+    l.next = r.next;
+    if (r.next >= 0) symbols[r.next].prev = top.left;
+    maybe_add(l.prev, top.left);
+    maybe_add(top.left, l.next);
+  }
+  for (int i = 0; i >= 0; i = symbols[i].next) AppendPiece(symbols[i].piece, &ids);
   return ids;
 }
 
 std::string Tokenizer::Decode(const std::vector<int>& ids) const {
-  std::vector<int> valid;
-  valid.reserve(ids.size());
+  std::string text;
+  std::string bytes;  // a run of byte pieces, decoded together
+  auto flush_bytes = [&] {
+    for (size_t i = 0; i < bytes.size();) {
+      const size_t len = Utf8CharLength(bytes, i);
+      if (len == 0) {
+        text += kReplacement;  // one U+FFFD per byte that is not part of a character
+        ++i;
+      } else {
+        text.append(bytes, i, len);
+        i += len;
+      }
+    }
+    bytes.clear();
+  };
+  using Type = SentencePieceModel::PieceType;
+  bool first = true;  // no piece with a surface seen yet: the dummy prefix is still to be removed
   for (int id : ids) {
-    if (id >= 0 && id < vocab_size()) valid.push_back(id);
+    if (id < 0 || id >= vocab_size()) continue;
+    const SentencePieceModel::Piece& p = model_.pieces[id];
+    if (p.type == Type::kControl) continue;  // BOS, EOS: no surface, and not "first"
+    if (p.type == Type::kByte) {
+      bytes.push_back(static_cast<char>(std::strtol(p.text.c_str() + 3, nullptr, 16)));
+      first = false;
+      continue;
+    }
+    flush_bytes();
+    if (p.type == Type::kUnknown) {
+      text += model_.unk_surface;
+      first = false;
+      continue;
+    }
+    absl::string_view piece = p.text;
+    // The dummy prefix: the first piece of the text loses its leading space (once).
+    if (first && (model_.add_dummy_prefix || model_.remove_extra_whitespaces)) {
+      absl::ConsumePrefix(&piece, kSpaceSymbol);
+    }
+    first = false;
+    text += absl::StrReplaceAll(piece, {{kSpaceSymbol, " "}});
   }
-  return sp_->Decode(valid);
+  flush_bytes();
+  return text;
 }
 
-int Tokenizer::vocab_size() const { return sp_->PieceSize(); }
-int Tokenizer::bos_id() const { return sp_->BosId(); }
-int Tokenizer::eos_id() const { return sp_->EosId(); }
-
 namespace {
-// U+FFFD, what SentencePiece yields for bytes that do not (yet) form a character.
-constexpr char kReplacement[] = "\xEF\xBF\xBD";
 
 bool EndsWithReplacement(const std::string& s) {
   return s.size() >= 3 && s.compare(s.size() - 3, 3, kReplacement) == 0;

@@ -1,4 +1,4 @@
-// Tokenizer: the model's SentencePiece tokenizer, and a detokenizer that streams text piece by
+// Tokenizer: the model's SentencePiece BPE tokenizer, and a detokenizer that streams text piece by
 // piece without ever emitting half a UTF-8 character.
 #pragma once
 
@@ -6,27 +6,37 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-
-#include "core/sentencepiece_shim.h"
+#include "core/sentencepiece_model.h"
 
 namespace moe {
 
+// Encodes and decodes exactly as SentencePiece 0.1.x does for BPE models with the identity
+// normalizer (Mistral, Mixtral, Llama 2): a dummy-prefix space, spaces as "▁", merges by piece
+// score, byte fallback for characters without a piece. Thread-safe (const after Load).
 class Tokenizer {
  public:
+  // Fails on files that are not SentencePiece models, or use features this encoder lacks
+  // (unigram models, non-identity normalisation).
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& model_path);
-  ~Tokenizer();
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromModel(SentencePieceModel model);
 
-  // Like Hugging Face's LlamaTokenizer: BOS first when add_bos, then the SentencePiece pieces.
+  // Like Hugging Face's LlamaTokenizer: BOS first when add_bos, then the pieces.
   std::vector<int> Encode(const std::string& text, bool add_bos) const;
+  // Ids outside the vocabulary are skipped; control tokens (BOS, EOS) decode to nothing.
   std::string Decode(const std::vector<int>& ids) const;
-  int vocab_size() const;
-  int bos_id() const;
-  int eos_id() const;
+  int vocab_size() const { return static_cast<int>(model_.pieces.size()); }
+  int bos_id() const { return model_.bos_id; }
+  int eos_id() const { return model_.eos_id; }
 
  private:
   Tokenizer() = default;
-  std::unique_ptr<spm::Processor> sp_;
+  void AppendPiece(const std::string& piece, std::vector<int>* ids) const;
+
+  SentencePieceModel model_;
+  absl::flat_hash_map<std::string, int> mergeable_;  // normal pieces -> id: what BPE may form
+  int byte_ids_[256] = {};                           // byte value -> <0xXX> piece id
 };
 
 // Turns a growing list of token ids into text deltas. Decoding ids one at a time is wrong twice

@@ -9,7 +9,7 @@ PACKAGES=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev libsentencepiece-dev nlohmann-json3-dev libhwy-dev
-  python3 python3-numpy python3-grpcio python3-matplotlib
+  python3 python3-numpy python3-grpcio python3-protobuf python3-matplotlib
   procps
 )
 

@@ -13,6 +13,9 @@
 #   --mca pml ob1 --mca btl self,vader[,tcp]   shared memory on one node (+ TCP between nodes with a
 #                           hostfile): the fastest start on machines without InfiniBand
 #   --mca plm_rsh_agent false   only without a hostfile: mpirun starts local ranks without ssh
+#   --mca oob_tcp_if_include lo only without a hostfile: mpirun's control messages stay on loopback
+#                           (on a machine whose hostname does not resolve, the lookups otherwise
+#                           stall every launch by 5 s)
 # Threads: --threads N for every rank; by default the coordinator gets every core and each worker
 # cores/W (at least 1): the coordinator computes while workers wait, and the other way round.
 # Environment: MPIRUN overrides the mpirun binary; BUILD_DIR (default build) holds bin/.
@@ -52,7 +55,7 @@ MPI_ARGS=(--bind-to none -x OMPI_MCA_mpi_yield_when_idle=1 --mca pml ob1)
 if [[ -n $HOSTFILE ]]; then
   MPI_ARGS+=(--hostfile "$HOSTFILE" --mca btl self,vader,tcp)
 else
-  MPI_ARGS+=(--mca btl self,vader --mca plm_rsh_agent false)
+  MPI_ARGS+=(--mca btl self,vader --mca plm_rsh_agent false --mca oob_tcp_if_include lo)
   [[ $RANKS -gt $CORES ]] && MPI_ARGS+=(--oversubscribe)
 fi
 COORD_THREADS=${THREADS:-$CORES}

@@ -58,7 +58,7 @@ int Main(int argc, char** argv) {
       rank, placement->CountOwned(rank), weights,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
 
-  ServeOptions serve;
+  ExpertServeOptions serve;
   serve.rank = rank;
   serve.placement = &*placement;
   serve.stop_requested = &g_stop;

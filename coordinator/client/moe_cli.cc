@@ -1,0 +1,266 @@
+// moe-cli: a command-line client of the moe.v1.Inference service.
+//   moe-cli generate --prompt "Hello" [--max-tokens 32 --temperature 0.8 --top-p 0.95 --stop "\n"]
+//   moe-cli tokenize --text "Hello world"
+//   moe-cli info
+//   moe-cli bench --concurrency 1,4,16,64 [--requests 2 --max-tokens 32 --prompt-tokens 32]
+// --server HOST:PORT (default 127.0.0.1:50051) selects the server.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/grpcpp.h"
+#include "moe/v1/inference.grpc.pb.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "server address HOST:PORT");
+ABSL_FLAG(std::string, prompt, "", "generate: prompt text (BOS is prepended by the server)");
+ABSL_FLAG(std::string, token_ids, "", "generate: prompt as comma-separated token ids instead");
+ABSL_FLAG(int, max_tokens, 32, "generate/bench: tokens to generate");
+ABSL_FLAG(double, temperature, 0.0, "generate/bench: 0 = greedy");
+ABSL_FLAG(double, top_p, 1.0, "generate: nucleus sampling in (0, 1]");
+ABSL_FLAG(int, top_k, 0, "generate: keep the k most likely tokens (0 = all)");
+ABSL_FLAG(uint64_t, seed, 0, "generate: sampling seed");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop strings");
+ABSL_FLAG(int, deadline_ms, 0, "generate: gRPC deadline (0 = none)");
+ABSL_FLAG(bool, ids, false, "generate: print token ids instead of text");
+ABSL_FLAG(std::string, text, "", "tokenize: text");
+ABSL_FLAG(std::string, concurrency, "1,4,16,64", "bench: concurrent clients, comma-separated");
+ABSL_FLAG(int, requests, 2, "bench: requests per client");
+ABSL_FLAG(int, prompt_tokens, 32, "bench: random prompt length");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::unique_ptr<moe::v1::Inference::Stub> Connect() {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);  // loopback must not go through $http_proxy
+  return moe::v1::Inference::NewStub(grpc::CreateCustomChannel(
+      absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(), args));
+}
+
+int Fail(const std::string& what, const grpc::Status& s) {
+  std::fprintf(stderr, "moe-cli: %s failed: %s (%s)\n", what.c_str(), s.error_message().c_str(),
+               absl::StrCat(s.error_code()).c_str());
+  return 1;
+}
+
+const char* ReasonName(moe::v1::FinishReason r) {
+  switch (r) {
+    case moe::v1::FINISH_REASON_EOS: return "eos";
+    case moe::v1::FINISH_REASON_LENGTH: return "length";
+    case moe::v1::FINISH_REASON_STOP: return "stop";
+    case moe::v1::FINISH_REASON_CANCELLED: return "cancelled";
+    default: return "unspecified";
+  }
+}
+
+int Generate() {
+  auto stub = Connect();
+  moe::v1::GenerateRequest req;
+  const std::string ids = absl::GetFlag(FLAGS_token_ids);
+  if (!ids.empty()) {
+    for (absl::string_view part : absl::StrSplit(ids, ',')) {
+      int id;
+      if (!absl::SimpleAtoi(part, &id)) {
+        std::fprintf(stderr, "moe-cli: --token-ids: '%s' is not an integer\n", std::string(part).c_str());
+        return 1;
+      }
+      req.mutable_token_ids()->add_ids(id);
+    }
+  } else {
+    req.set_text(absl::GetFlag(FLAGS_prompt));
+  }
+  moe::v1::SamplingParams* s = req.mutable_sampling();
+  s->set_max_tokens(static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_max_tokens))));
+  s->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
+  s->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
+  s->set_top_k(absl::GetFlag(FLAGS_top_k));
+  s->set_seed(absl::GetFlag(FLAGS_seed));
+  for (const std::string& stop : absl::GetFlag(FLAGS_stop)) s->add_stop(stop);
+  grpc::ClientContext ctx;
+  if (absl::GetFlag(FLAGS_deadline_ms) > 0) {
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(absl::GetFlag(FLAGS_deadline_ms)));
+  }
+  auto reader = stub->Generate(&ctx, req);
+  moe::v1::GenerateResponse msg;
+  moe::v1::GenerateResponse last;
+  const bool print_ids = absl::GetFlag(FLAGS_ids);
+  std::vector<int> all_ids;
+  while (reader->Read(&msg)) {
+    if (print_ids) {
+      all_ids.insert(all_ids.end(), msg.token_ids().begin(), msg.token_ids().end());
+    } else {
+      std::cout << msg.text() << std::flush;
+    }
+    if (msg.finish_reason() != moe::v1::FINISH_REASON_UNSPECIFIED) last = msg;
+  }
+  const grpc::Status status = reader->Finish();
+  if (print_ids) std::cout << absl::StrJoin(all_ids, ",");
+  std::cout << std::endl;
+  if (!status.ok()) return Fail("generate", status);
+  const moe::v1::Usage& u = last.usage();
+  std::fprintf(stderr, "[%s] prompt %u tokens, generated %u, time to first token %.1f ms, total %.1f ms\n",
+               ReasonName(last.finish_reason()), u.prompt_tokens(), u.generated_tokens(),
+               u.time_to_first_token_ms(), u.total_ms());
+  return 0;
+}
+
+int Tokenize() {
+  auto stub = Connect();
+  moe::v1::TokenizeRequest req;
+  req.set_text(absl::GetFlag(FLAGS_text));
+  req.set_add_bos(true);
+  moe::v1::TokenizeResponse resp;
+  grpc::ClientContext ctx;
+  const grpc::Status s = stub->Tokenize(&ctx, req, &resp);
+  if (!s.ok()) return Fail("tokenize", s);
+  std::cout << absl::StrJoin(resp.ids(), ",") << std::endl;
+  return 0;
+}
+
+int Info() {
+  auto stub = Connect();
+  moe::v1::ModelInfo info;
+  grpc::ClientContext ctx;
+  const grpc::Status s = stub->GetModelInfo(&ctx, moe::v1::GetModelInfoRequest(), &info);
+  if (!s.ok()) return Fail("info", s);
+  std::printf("model: layers=%d hidden=%lld ffn=%lld heads=%d/%d head_dim=%d experts=%d top_k=%d "
+              "vocab=%lld context=%lld window=%lld rope_theta=%g\n",
+              info.num_hidden_layers(), static_cast<long long>(info.hidden_size()),
+              static_cast<long long>(info.intermediate_size()), info.num_attention_heads(),
+              info.num_key_value_heads(), info.head_dim(), info.num_local_experts(),
+              info.num_experts_per_tok(), static_cast<long long>(info.vocab_size()),
+              static_cast<long long>(info.max_position_embeddings()),
+              static_cast<long long>(info.sliding_window()), info.rope_theta());
+  std::printf("workers: %d\n", info.workers());
+  for (int l = 0; l < info.placement_size(); ++l) {
+    std::printf("  layer %d: expert->rank %s\n", l, absl::StrJoin(info.placement(l).worker_rank(), " ").c_str());
+  }
+  std::printf("scheduler: %d running, %d waiting, KV cache %.1f / %.1f MiB, %lld requests served\n",
+              info.running_sequences(), info.waiting_requests(),
+              info.kv_cache_bytes_used() / 1048576.0, info.kv_cache_bytes_budget() / 1048576.0,
+              static_cast<long long>(info.requests_served()));
+  return 0;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())));
+  return v[i];
+}
+
+// N clients, each sending --requests requests one after the other; client-side timings.
+int Bench() {
+  auto stub = Connect();
+  moe::v1::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    const grpc::Status s = stub->GetModelInfo(&ctx, moe::v1::GetModelInfoRequest(), &info);
+    if (!s.ok()) return Fail("info", s);
+  }
+  std::printf("server %s: %d layers, hidden %lld, %d experts top-%d, %d workers; max_tokens %d, "
+              "prompt %d random tokens, temperature %g\n",
+              absl::GetFlag(FLAGS_server).c_str(), info.num_hidden_layers(),
+              static_cast<long long>(info.hidden_size()), info.num_local_experts(),
+              info.num_experts_per_tok(), info.workers(), absl::GetFlag(FLAGS_max_tokens),
+              absl::GetFlag(FLAGS_prompt_tokens), absl::GetFlag(FLAGS_temperature));
+  std::printf("%8s %9s %10s %14s %14s %14s %14s %8s\n", "clients", "requests", "tokens/s",
+              "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "errors");
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_concurrency), ',')) {
+    int n = 0;
+    if (!absl::SimpleAtoi(part, &n) || n < 1) continue;
+    absl::Mutex mu;
+    std::vector<double> ttft, itl;
+    int64_t tokens = 0;
+    int errors = 0;
+    const auto start = Clock::now();
+    std::vector<std::thread> clients;
+    for (int c = 0; c < n; ++c) {
+      clients.emplace_back([&, c] {
+        std::mt19937 rng(static_cast<uint32_t>(c * 7919 + 1));
+        for (int r = 0; r < absl::GetFlag(FLAGS_requests); ++r) {
+          moe::v1::GenerateRequest req;
+          req.mutable_token_ids()->add_ids(1);
+          for (int i = 1; i < absl::GetFlag(FLAGS_prompt_tokens); ++i) {
+            req.mutable_token_ids()->add_ids(static_cast<int>(3 + rng() % (info.vocab_size() - 3)));
+          }
+          req.mutable_sampling()->set_max_tokens(static_cast<uint32_t>(absl::GetFlag(FLAGS_max_tokens)));
+          req.mutable_sampling()->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
+          grpc::ClientContext ctx;
+          const auto sent = Clock::now();
+          auto reader = stub->Generate(&ctx, req);
+          moe::v1::GenerateResponse msg;
+          std::vector<double> my_itl;
+          double my_ttft = -1;
+          int64_t my_tokens = 0;
+          auto prev = sent;
+          while (reader->Read(&msg)) {
+            if (msg.token_ids_size() == 0) continue;
+            const auto now = Clock::now();
+            const double ms = std::chrono::duration<double, std::milli>(now - prev).count();
+            if (my_ttft < 0) {
+              my_ttft = ms;
+            } else {
+              my_itl.push_back(ms);
+            }
+            prev = now;
+            my_tokens += msg.token_ids_size();
+          }
+          const bool ok = reader->Finish().ok();
+          absl::MutexLock lock(&mu);
+          if (!ok) {
+            ++errors;
+            continue;
+          }
+          ttft.push_back(my_ttft);
+          itl.insert(itl.end(), my_itl.begin(), my_itl.end());
+          tokens += my_tokens;
+        }
+      });
+    }
+    for (auto& t : clients) t.join();
+    const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+    std::printf("%8d %9d %10.1f %14.1f %14.1f %14.2f %14.2f %8d\n", n,
+                n * absl::GetFlag(FLAGS_requests), static_cast<double>(tokens) / wall,
+                Percentile(ttft, 50), Percentile(ttft, 99), Percentile(itl, 50), Percentile(itl, 99),
+                errors);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("moe-cli (generate|tokenize|info|bench) [--server HOST:PORT] [flags]");
+  // Same flag spelling as the other tools: --max-tokens or --max_tokens.
+  for (int i = 1; i < argc; ++i) {
+    if (argv[i][0] != '-' || argv[i][1] != '-') continue;
+    for (char* p = argv[i] + 2; *p != '\0' && *p != '='; ++p) {
+      if (*p == '-') *p = '_';
+    }
+  }
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  const std::string cmd = args.size() > 1 ? args[1] : "";
+  if (cmd == "generate") return Generate();
+  if (cmd == "tokenize") return Tokenize();
+  if (cmd == "info") return Info();
+  if (cmd == "bench") return Bench();
+  std::fprintf(stderr, "moe-cli: give a command: generate, tokenize, info or bench (--help for flags)\n");
+  return 2;
+}

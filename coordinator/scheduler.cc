@@ -1,0 +1,200 @@
+#include "coordinator/scheduler.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace moe {
+
+std::vector<StreamEvent> RequestHandle::Wait(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithTimeout(absl::Condition(
+                           +[](std::deque<StreamEvent>* e) { return !e->empty(); }, &events_),
+                       timeout);
+  std::vector<StreamEvent> out(std::make_move_iterator(events_.begin()),
+                               std::make_move_iterator(events_.end()));
+  events_.clear();
+  return out;
+}
+
+void RequestHandle::Push(StreamEvent event) {
+  absl::MutexLock lock(&mu_);
+  events_.push_back(std::move(event));
+}
+
+Scheduler::Sequence::Sequence(Pending p, KvCache kv, const Tokenizer* tokenizer, int64_t bytes)
+    : request(std::move(p.request)),
+      handle(std::move(p.handle)),
+      arrival(p.arrival),
+      cache(std::move(kv)),
+      sampler(request.sampling),
+      text(tokenizer, request.stop),
+      kv_bytes(bytes) {}
+
+Scheduler::Scheduler(ModelRunner* runner, const Tokenizer* tokenizer, SchedulerOptions options)
+    : runner_(runner), tokenizer_(tokenizer), options_(options) {
+  const MixtralConfig& c = runner_->config();
+  kv_bytes_per_position_ = 2 * static_cast<int64_t>(c.num_hidden_layers) * c.num_key_value_heads *
+                           c.head_dim * static_cast<int64_t>(sizeof(float));
+  stats_.kv_bytes_budget = options_.kv_budget_bytes;
+}
+
+absl::StatusOr<std::shared_ptr<RequestHandle>> Scheduler::Submit(ServeRequest request) {
+  const int64_t need = KvBytes(static_cast<int64_t>(request.prompt.size()) + request.max_tokens);
+  if (need > options_.kv_budget_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt + max_tokens need ", need >> 20, " MiB of KV cache, more than the server's budget of ",
+        options_.kv_budget_bytes >> 20, " MiB"));
+  }
+  auto handle = std::make_shared<RequestHandle>();
+  absl::MutexLock lock(&mu_);
+  if (stopped_.has_value()) return *stopped_;
+  if (static_cast<int>(waiting_.size()) >= options_.max_waiting) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the server's queue is full (", options_.max_waiting, " requests waiting); retry later"));
+  }
+  waiting_.push_back(Pending{std::move(request), handle, absl::Now()});
+  stats_.waiting = static_cast<int>(waiting_.size());
+  work_.Signal();
+  return handle;
+}
+
+void Scheduler::StopAdmitting(const absl::Status& why) {
+  absl::MutexLock lock(&mu_);
+  stopped_ = why;
+}
+
+bool Scheduler::WaitForWork(absl::Duration timeout) {
+  if (!running_.empty()) return true;
+  absl::MutexLock lock(&mu_);
+  if (waiting_.empty()) work_.WaitWithTimeout(&mu_, timeout);
+  return !waiting_.empty();
+}
+
+void Scheduler::Admit() {
+  absl::MutexLock lock(&mu_);
+  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
+    Pending& p = waiting_.front();
+    if (p.handle->cancelled()) {
+      waiting_.pop_front();
+      ++stats_.served;
+      continue;
+    }
+    const int64_t positions = static_cast<int64_t>(p.request.prompt.size()) + p.request.max_tokens;
+    const int64_t bytes = KvBytes(positions);
+    if (stats_.kv_bytes_used + bytes > options_.kv_budget_bytes) break;  // first come, first served
+    KvCache cache = runner_->NewCache();
+    cache.Reserve(positions);
+    stats_.kv_bytes_used += bytes;
+    running_.push_back(std::make_unique<Sequence>(std::move(p), std::move(cache), tokenizer_, bytes));
+    waiting_.pop_front();
+  }
+  stats_.waiting = static_cast<int>(waiting_.size());
+  stats_.running = static_cast<int>(running_.size());
+}
+
+absl::Status Scheduler::Step() {
+  // Requests whose clients left go first, freeing their KV cache for admission.
+  for (auto& seq : running_) {
+    if (seq->handle->cancelled()) Finish(seq.get());  // its handler has answered the client
+  }
+  running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
+  Admit();
+  if (running_.empty()) return absl::OkStatus();
+
+  // One decode token per sequence that has its prompt in the cache, then prompt chunks.
+  std::vector<SequenceChunk> chunks;
+  std::vector<Sequence*> owners;
+  int64_t budget = options_.max_batch_tokens;
+  for (auto& seq : running_) {
+    if (seq->next_token >= 0 && budget > 0) {
+      chunks.push_back({&seq->cache, absl::MakeConstSpan(&seq->next_token, 1), false});
+      owners.push_back(seq.get());
+      --budget;
+    }
+  }
+  for (auto& seq : running_) {
+    const size_t left = seq->request.prompt.size() - seq->prefilled;
+    if (seq->next_token >= 0 || left == 0 || budget <= 0) continue;
+    const size_t n = std::min<size_t>(left, static_cast<size_t>(budget));
+    chunks.push_back({&seq->cache, absl::MakeConstSpan(seq->request.prompt).subspan(seq->prefilled, n), false});
+    owners.push_back(seq.get());
+    budget -= static_cast<int64_t>(n);
+  }
+  absl::Status status = runner_->Forward(chunks, &logits_);
+  if (!status.ok()) return status;
+
+  const int64_t vocab = runner_->config().vocab_size;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    Sequence* seq = owners[i];
+    if (seq->next_token < 0) {
+      seq->prefilled += chunks[i].tokens.size();
+      if (seq->prefilled < seq->request.prompt.size()) continue;  // more prompt to come
+    }
+    Advance(seq, logits_.data() + static_cast<int64_t>(i) * vocab);
+  }
+  running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
+  absl::MutexLock lock(&mu_);
+  stats_.running = static_cast<int>(running_.size());
+  return absl::OkStatus();
+}
+
+bool Scheduler::Advance(Sequence* seq, const float* logits) {
+  const MixtralConfig& c = runner_->config();
+  const int32_t id = seq->sampler.Sample(logits, c.vocab_size);
+  if (seq->generated++ == 0) seq->first_token = absl::Now();
+  const bool eos = std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) != c.eos_token_ids.end();
+  StreamEvent event;
+  event.token_ids.push_back(id);
+  if (!eos) event.text = seq->text.Push(id);
+  if (eos || seq->text.stopped() || seq->generated >= seq->request.max_tokens) {
+    const FinishReason reason = eos ? FinishReason::kEos
+                                : seq->text.stopped() ? FinishReason::kStop
+                                                      : FinishReason::kLength;
+    event.text += seq->text.Finish();
+    // The finishing token and the last of the text ride on the final event.
+    const absl::Time now = absl::Now();
+    event.finish = reason;
+    event.prompt_tokens = static_cast<int>(seq->request.prompt.size());
+    event.generated_tokens = seq->generated;
+    event.time_to_first_token_ms = absl::ToDoubleMilliseconds(seq->first_token - seq->arrival);
+    event.total_ms = absl::ToDoubleMilliseconds(now - seq->arrival);
+    seq->handle->Push(std::move(event));
+    Finish(seq);
+    return true;
+  }
+  seq->next_token = id;
+  seq->handle->Push(std::move(event));
+  return false;
+}
+
+void Scheduler::Finish(Sequence* seq) {
+  {
+    absl::MutexLock lock(&mu_);
+    stats_.kv_bytes_used -= seq->kv_bytes;
+    ++stats_.served;
+  }
+  for (auto& s : running_) {
+    if (s.get() == seq) s.reset();
+  }
+}
+
+void Scheduler::FailAll(const absl::Status& status) {
+  StreamEvent e;
+  e.error = status;
+  for (auto& seq : running_) {
+    if (seq) seq->handle->Push(e);
+  }
+  running_.clear();
+  absl::MutexLock lock(&mu_);
+  for (Pending& p : waiting_) p.handle->Push(e);
+  waiting_.clear();
+  stats_ = SchedulerStats{0, 0, 0, options_.kv_budget_bytes, stats_.served};
+}
+
+SchedulerStats Scheduler::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace moe

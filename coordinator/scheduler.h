@@ -1,0 +1,154 @@
+// Scheduler: continuous batching. Requests wait in a bounded queue, are admitted when their KV
+// cache fits the budget, and every step runs one batch that mixes one decode token of each
+// running sequence with chunks of prompts still being prefilled, up to a token budget; sequences
+// join and leave between steps. Results flow back to each request's handle as stream events.
+//
+// Thread-safety: Submit(), stats() and every RequestHandle method may be called from any thread
+// (the gRPC handlers); Step(), WaitForWork() and FailAll() only from the engine thread, the one
+// that owns the ModelRunner (and MPI).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "coordinator/kv_cache.h"
+#include "coordinator/model_runner.h"
+#include "coordinator/sampler.h"
+#include "coordinator/text_stream.h"
+#include "core/tokenizer.h"
+
+namespace moe {
+
+enum class FinishReason { kNone, kEos, kLength, kStop, kCancelled };
+
+// A validated request, as the engine sees it (no protobuf here).
+struct ServeRequest {
+  std::vector<int32_t> prompt;    // token ids, BOS included when wanted
+  SamplingParams sampling;
+  int max_tokens = 16;            // >= 1
+  std::vector<std::string> stop;  // stop strings
+};
+
+// What a handler receives. The last event of a request has finish != kNone or a non-OK error.
+struct StreamEvent {
+  std::vector<int32_t> token_ids;  // new tokens
+  std::string text;                // the text they complete
+  FinishReason finish = FinishReason::kNone;
+  absl::Status error;              // the request failed (UNAVAILABLE when a worker is lost)
+  int prompt_tokens = 0;           // usage, on the last event
+  int generated_tokens = 0;
+  double time_to_first_token_ms = 0;
+  double total_ms = 0;
+};
+
+// One request's channel from the scheduler to its handler.
+class RequestHandle {
+ public:
+  // Waits up to `timeout` for events and returns those that arrived (possibly none).
+  std::vector<StreamEvent> Wait(absl::Duration timeout);
+  // The client left or its deadline passed: the request leaves the batch at the next step and its
+  // KV cache is freed. No further events are delivered.
+  void Cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+
+ private:
+  friend class Scheduler;
+  void Push(StreamEvent event);
+
+  absl::Mutex mu_;
+  std::deque<StreamEvent> events_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> cancelled_{false};
+};
+
+struct SchedulerOptions {
+  int64_t max_batch_tokens = 512;       // tokens per step: decode tokens + prefill chunks
+  int max_running = 64;                 // sequences in the batch at once
+  int max_waiting = 256;                // queue beyond which Submit says RESOURCE_EXHAUSTED
+  int64_t kv_budget_bytes = int64_t{1} << 30;  // KV cache for all running sequences
+};
+
+struct SchedulerStats {
+  int running = 0;
+  int waiting = 0;
+  int64_t kv_bytes_used = 0;    // reserved by running sequences
+  int64_t kv_bytes_budget = 0;
+  int64_t served = 0;           // requests finished (any reason) since start
+};
+
+class Scheduler {
+ public:
+  // runner, tokenizer: not owned; the tokenizer turns tokens into text.
+  Scheduler(ModelRunner* runner, const Tokenizer* tokenizer, SchedulerOptions options);
+
+  // Bytes of KV cache a request of this many positions reserves.
+  int64_t KvBytes(int64_t positions) const { return positions * kv_bytes_per_position_; }
+
+  // Queues a request. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE after
+  // StopAdmitting(); INVALID_ARGUMENT when its KV cache could never fit the budget.
+  absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(ServeRequest request);
+  // From now on Submit fails with `why` (graceful shutdown).
+  void StopAdmitting(const absl::Status& why);
+
+  // Engine thread: waits up to `timeout` until there is work; true if there is.
+  bool WaitForWork(absl::Duration timeout);
+  // Engine thread: one batch. A non-OK status means the model cannot run any more (a worker was
+  // lost); the caller then fails everything with FailAll().
+  absl::Status Step();
+  // Engine thread: ends every waiting and running request with `status`.
+  void FailAll(const absl::Status& status);
+
+  SchedulerStats stats() const;
+
+ private:
+  struct Pending {
+    ServeRequest request;
+    std::shared_ptr<RequestHandle> handle;
+    absl::Time arrival;
+  };
+  struct Sequence {
+    Sequence(Pending p, KvCache cache, const Tokenizer* tokenizer, int64_t kv_bytes);
+    ServeRequest request;
+    std::shared_ptr<RequestHandle> handle;
+    absl::Time arrival;
+    absl::Time first_token;
+    KvCache cache;
+    Sampler sampler;
+    TextStream text;
+    int64_t kv_bytes;
+    size_t prefilled = 0;        // prompt tokens already in the cache
+    int generated = 0;
+    int32_t next_token = -1;     // sampled, to be fed at the next step
+  };
+
+  void Admit();
+  // Samples the next token of `seq` from `logits`; returns true when the sequence finished.
+  bool Advance(Sequence* seq, const float* logits);
+  // Frees the sequence's KV cache and removes it from running_ (leaves a null to compact).
+  void Finish(Sequence* seq);
+
+  ModelRunner* runner_;
+  const Tokenizer* tokenizer_;
+  SchedulerOptions options_;
+  int64_t kv_bytes_per_position_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar work_;
+  std::deque<Pending> waiting_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> stopped_ ABSL_GUARDED_BY(mu_);
+  SchedulerStats stats_ ABSL_GUARDED_BY(mu_);
+
+  // Engine thread only.
+  std::vector<std::unique_ptr<Sequence>> running_;
+  std::vector<float> logits_;
+};
+
+}  // namespace moe

@@ -1,0 +1,195 @@
+#include "coordinator/server/inference_service.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace moe {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+// Well-formed UTF-8: no stray continuation bytes, no overlong forms, no surrogates, <= U+10FFFF.
+bool IsValidUtf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;
+    for (size_t k = 1; k <= n; ++k) {
+      const unsigned char b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (b & 0x3F);
+    }
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+moe::v1::FinishReason ToProto(FinishReason r) {
+  switch (r) {
+    case FinishReason::kEos: return moe::v1::FINISH_REASON_EOS;
+    case FinishReason::kLength: return moe::v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStop: return moe::v1::FINISH_REASON_STOP;
+    case FinishReason::kCancelled: return moe::v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kNone: break;
+  }
+  return moe::v1::FINISH_REASON_UNSPECIFIED;
+}
+
+}  // namespace
+
+absl::StatusOr<ServeRequest> InferenceService::Translate(const moe::v1::GenerateRequest& req) const {
+  ServeRequest r;
+  if (req.has_token_ids()) {
+    r.prompt.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
+  } else if (req.prompt_case() == moe::v1::GenerateRequest::kText) {
+    if (!IsValidUtf8(req.text())) return absl::InvalidArgumentError("text is not valid UTF-8");
+    if (!req.text().empty()) {
+      for (int id : tokenizer_->Encode(req.text(), /*add_bos=*/true)) r.prompt.push_back(id);
+    }
+  }
+  if (r.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty (set text or token_ids)");
+  for (int32_t id : r.prompt) {
+    if (id < 0 || id >= config_->vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", id,
+                                                     " is outside the vocabulary [0, ",
+                                                     config_->vocab_size, ")"));
+    }
+  }
+  const moe::v1::SamplingParams& s = req.sampling();
+  if (s.max_tokens() < 1) return absl::InvalidArgumentError("sampling.max_tokens must be >= 1");
+  if (s.max_tokens() > static_cast<uint32_t>(limits_.max_tokens)) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.max_tokens (", s.max_tokens(),
+                                                   ") exceeds the server's limit of ",
+                                                   limits_.max_tokens));
+  }
+  r.max_tokens = static_cast<int>(s.max_tokens());
+  if (static_cast<int64_t>(r.prompt.size()) + r.max_tokens > config_->max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", r.prompt.size(), " tokens) + max_tokens (", r.max_tokens,
+        ") exceeds the model's context of ", config_->max_position_embeddings, " positions"));
+  }
+  r.sampling.temperature = s.temperature();
+  r.sampling.top_k = s.top_k();
+  r.sampling.top_p = s.has_top_p() ? s.top_p() : 1.0f;
+  r.sampling.seed = s.seed();
+  if (absl::Status v = r.sampling.Validate(); !v.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.", v.message()));
+  }
+  r.stop.assign(s.stop().begin(), s.stop().end());
+  return r;
+}
+
+grpc::Status InferenceService::Generate(grpc::ServerContext* context,
+                                        const moe::v1::GenerateRequest* request,
+                                        grpc::ServerWriter<moe::v1::GenerateResponse>* writer) {
+  absl::StatusOr<ServeRequest> r = Translate(*request);
+  if (!r.ok()) return ToGrpc(r.status());
+  absl::StatusOr<std::shared_ptr<RequestHandle>> handle = scheduler_->Submit(*std::move(r));
+  if (!handle.ok()) return ToGrpc(handle.status());
+  for (;;) {
+    if (context->IsCancelled()) {
+      (*handle)->Cancel();
+      const bool expired = context->deadline() <= std::chrono::system_clock::now();
+      return expired ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded")
+                     : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+    }
+    for (StreamEvent& e : (*handle)->Wait(absl::Milliseconds(20))) {
+      if (!e.error.ok()) return ToGrpc(e.error);
+      moe::v1::GenerateResponse out;
+      out.mutable_token_ids()->Add(e.token_ids.begin(), e.token_ids.end());
+      out.set_text(std::move(e.text));
+      if (e.finish != FinishReason::kNone) {
+        out.set_finish_reason(ToProto(e.finish));
+        moe::v1::Usage* u = out.mutable_usage();
+        u->set_prompt_tokens(static_cast<uint32_t>(e.prompt_tokens));
+        u->set_generated_tokens(static_cast<uint32_t>(e.generated_tokens));
+        u->set_time_to_first_token_ms(e.time_to_first_token_ms);
+        u->set_total_ms(e.total_ms);
+      }
+      if (!writer->Write(out)) {  // the client is gone
+        (*handle)->Cancel();
+        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      }
+      if (e.finish != FinishReason::kNone) return grpc::Status::OK;
+    }
+  }
+}
+
+grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const moe::v1::TokenizeRequest* request,
+                                        moe::v1::TokenizeResponse* response) {
+  if (!IsValidUtf8(request->text())) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text is not valid UTF-8");
+  }
+  for (int id : tokenizer_->Encode(request->text(), request->add_bos())) response->add_ids(id);
+  return grpc::Status::OK;
+}
+
+grpc::Status InferenceService::Detokenize(grpc::ServerContext*, const moe::v1::DetokenizeRequest* request,
+                                          moe::v1::DetokenizeResponse* response) {
+  std::vector<int> ids;
+  for (int id : request->ids()) {
+    if (id < 0 || id >= tokenizer_->vocab_size()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("token id ", id, " is outside the tokenizer's vocabulary [0, ",
+                                       tokenizer_->vocab_size(), ")"));
+    }
+    ids.push_back(id);
+  }
+  response->set_text(tokenizer_->Decode(ids));
+  return grpc::Status::OK;
+}
+
+grpc::Status InferenceService::GetModelInfo(grpc::ServerContext*, const moe::v1::GetModelInfoRequest*,
+                                            moe::v1::ModelInfo* info) {
+  const MixtralConfig& c = *config_;
+  info->set_hidden_size(c.hidden_size);
+  info->set_intermediate_size(c.intermediate_size);
+  info->set_num_hidden_layers(c.num_hidden_layers);
+  info->set_num_attention_heads(c.num_attention_heads);
+  info->set_num_key_value_heads(c.num_key_value_heads);
+  info->set_head_dim(c.head_dim);
+  info->set_num_local_experts(c.num_local_experts);
+  info->set_num_experts_per_tok(c.num_experts_per_tok);
+  info->set_vocab_size(c.vocab_size);
+  info->set_max_position_embeddings(c.max_position_embeddings);
+  info->set_sliding_window(c.sliding_window);
+  info->set_rope_theta(c.rope_theta);
+  if (placement_ != nullptr) {
+    info->set_workers(placement_->n_workers());
+    for (const auto& row : placement_->table()) {
+      info->add_placement()->mutable_worker_rank()->Add(row.begin(), row.end());
+    }
+  }
+  const SchedulerStats s = scheduler_->stats();
+  info->set_running_sequences(s.running);
+  info->set_waiting_requests(s.waiting);
+  info->set_kv_cache_bytes_used(s.kv_bytes_used);
+  info->set_kv_cache_bytes_budget(s.kv_bytes_budget);
+  info->set_requests_served(s.served);
+  return grpc::Status::OK;
+}
+
+}  // namespace moe

@@ -1,0 +1,28 @@
+// Serve: runs the gRPC server around a scheduler on the engine thread until a signal or a fatal
+// engine error, then shuts down gracefully.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "absl/status/status.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/server/inference_service.h"
+
+namespace moe {
+
+struct ServeOptions {
+  std::string listen = "127.0.0.1:50051";  // host:port; port 0 picks a free one
+  std::string port_file;                   // if set, the bound port is written there
+  double shutdown_grace_seconds = 30;      // in-flight requests get this long to finish
+  SchedulerOptions scheduler;
+  ServiceLimits limits;
+};
+
+// Serves until *stop becomes true (graceful: stop accepting, let running requests finish within
+// the grace period, fail the rest with UNAVAILABLE) or the engine fails (every request in
+// flight gets UNAVAILABLE; the engine's error is returned). Must run on the engine thread.
+absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const ExpertPlacement* placement,
+                   const ServeOptions& options, const std::atomic<bool>* stop);
+
+}  // namespace moe
