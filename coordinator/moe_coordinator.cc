@@ -118,7 +118,10 @@ int Main(int argc, char** argv) {
 
   MpiExchangeOptions exchange_options;
   exchange_options.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_s);
-  exchange_options.stop_requested = &g_stop;
+  // One-shot modes stop at the next exchange after a signal; a server drains its requests
+  // gracefully instead (Serve watches the flag), so its exchanges must keep running.
+  const bool serving = !absl::GetFlag(FLAGS_listen).empty();
+  exchange_options.stop_requested = serving ? nullptr : &g_stop;
   MpiExchange exchange(&*shared, exchange_options);
   for (const RankReport& r : reports) {
     if (!r.ok) {
@@ -132,7 +135,7 @@ int Main(int argc, char** argv) {
   OpTimes times;
   ModelRunner runner(weights->get(), &exchange, &times);
   absl::Status status;
-  if (!absl::GetFlag(FLAGS_listen).empty()) {
+  if (serving) {
     auto tokenizer = Tokenizer::Load(cli::DefaultTokenizerPath(model));
     if (!tokenizer.ok()) return Exit(tokenizer.status(), &exchange);
     ServeOptions serve;

@@ -159,8 +159,10 @@ bool Scheduler::Advance(Sequence* seq, const float* logits) {
     event.generated_tokens = seq->generated;
     event.time_to_first_token_ms = absl::ToDoubleMilliseconds(seq->first_token - seq->arrival);
     event.total_ms = absl::ToDoubleMilliseconds(now - seq->arrival);
-    seq->handle->Push(std::move(event));
+    // Accounted before the client hears of it, so a GetModelInfo after the stream ends sees it.
+    auto handle = seq->handle;
     Finish(seq);
+    handle->Push(std::move(event));
     return true;
   }
   seq->next_token = id;

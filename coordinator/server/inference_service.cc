@@ -98,7 +98,10 @@ absl::StatusOr<ServeRequest> InferenceService::Translate(const moe::v1::Generate
   if (absl::Status v = r.sampling.Validate(); !v.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("sampling.", v.message()));
   }
-  r.stop.assign(s.stop().begin(), s.stop().end());
+  for (const std::string& stop : s.stop()) {
+    if (!IsValidUtf8(stop)) return absl::InvalidArgumentError("sampling.stop holds invalid UTF-8");
+    r.stop.push_back(stop);
+  }
   return r;
 }
 

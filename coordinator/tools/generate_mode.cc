@@ -5,6 +5,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "coordinator/generation.h"
 #include "coordinator/tools/cli.h"
 #include "coordinator/tools/modes.h"
@@ -20,6 +21,7 @@ ABSL_FLAG(uint64_t, seed, 0, "random seed for sampling; same seed, same text");
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer.model (default: the model's, else the bundled one)");
 ABSL_FLAG(bool, stats, false, "print timing to stderr at the end");
 ABSL_FLAG(int, prefill_chunk, 512, "prompt tokens per forward step (bounds one step's work)");
+ABSL_FLAG(bool, print_ids, false, "print the generated token ids (comma-separated) instead of text");
 
 namespace moe::cli {
 
@@ -49,12 +51,17 @@ absl::Status RunGenerateMode(ModelRunner* runner, const std::string& model_dir) 
 
   StreamingDetokenizer detok(tokenizer.get());
   const auto& eos = config.eos_token_ids;
+  const bool print_ids = absl::GetFlag(FLAGS_print_ids);
   MOE_ASSIGN_OR_RETURN(GenerationResult result, Generate(runner, request, [&](int32_t id) {
-                         if (std::find(eos.begin(), eos.end(), id) == eos.end()) {
+                         if (!print_ids && std::find(eos.begin(), eos.end(), id) == eos.end()) {
                            std::cout << detok.Push(id) << std::flush;
                          }
                        }));
-  std::cout << detok.Flush() << std::endl;
+  if (print_ids) {
+    std::cout << absl::StrJoin(result.tokens, ",") << std::endl;
+  } else {
+    std::cout << detok.Flush() << std::endl;
+  }
   if (absl::GetFlag(FLAGS_stats)) {
     const size_t n = result.tokens.size();
     std::fprintf(stderr,

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""A minimal Python client of moe.v1.Inference, with Debian's python3-grpcio.
+
+The stubs are generated at build time into build/python (protoc + grpc_python_plugin); to make
+them by hand: python3 -m grpc_tools.protoc -Iproto --python_out=OUT --grpc_python_out=OUT
+proto/moe/v1/inference.proto
+
+usage: scripts/client_example.py [--server 127.0.0.1:50051] [--prompt TEXT] [--max-tokens N]
+"""
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.environ.get("MOE_PYTHON_STUBS", os.path.join(HERE, "..", "build", "python")))
+
+import grpc  # noqa: E402
+from moe.v1 import inference_pb2 as pb  # noqa: E402
+from moe.v1 import inference_pb2_grpc as pbg  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--server", default="127.0.0.1:50051")
+    ap.add_argument("--prompt", default="The capital of France is")
+    ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--temperature", type=float, default=0.0)
+    args = ap.parse_args()
+
+    # grpc honours $http_proxy even for loopback: switch it off for this channel.
+    channel = grpc.insecure_channel(args.server, options=[("grpc.enable_http_proxy", 0)])
+    stub = pbg.InferenceStub(channel)
+    info = stub.GetModelInfo(pb.GetModelInfoRequest())
+    print(f"model: {info.num_hidden_layers} layers, {info.num_local_experts} experts top-{info.num_experts_per_tok}, "
+          f"{info.workers} workers")
+    request = pb.GenerateRequest(text=args.prompt.encode(),
+                                 sampling=pb.SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature))
+    try:
+        for message in stub.Generate(request, timeout=60):
+            print(message.text, end="", flush=True)
+            if message.finish_reason:
+                u = message.usage
+                print(f"\n[{pb.FinishReason.Name(message.finish_reason)}] {u.generated_tokens} tokens, "
+                      f"first after {u.time_to_first_token_ms:.1f} ms, all after {u.total_ms:.1f} ms")
+    except grpc.RpcError as e:
+        print(f"\nerror: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Starts the cluster serving gRPC on loopback, in the foreground (Ctrl-C or SIGTERM stops it
+# gracefully). Makes the small demo model first if it is missing.
+# usage: scripts/serve.sh [--model DIR] [--workers W] [--listen HOST:PORT] [-- more coordinator flags]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=models/demo WORKERS=2 LISTEN=127.0.0.1:50051
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --model) MODEL=$2; shift 2 ;;
+    --workers) WORKERS=$2; shift 2 ;;
+    --listen) LISTEN=$2; shift 2 ;;
+    --) shift; break ;;
+    *) break ;;
+  esac
+done
+if [[ $MODEL == models/demo && ! -f $MODEL/model.safetensors ]]; then
+  scripts/make_demo_model.sh
+fi
+exec scripts/launch.sh --model "$MODEL" --workers "$WORKERS" -- --listen "$LISTEN" "$@"

@@ -1,0 +1,192 @@
+// Continuous batching in process (no gRPC, no MPI): requests that join and leave while others
+// run get the tokens they get alone; cancellation frees the KV cache; the queue and the KV budget
+// are enforced; stop strings cut the text.
+#include "coordinator/scheduler.h"
+
+#include <string>
+#include <thread>
+
+#include "coordinator/generation.h"
+#include "coordinator/text_stream.h"
+#include "coordinator/tools/local_engine.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace moe {
+namespace {
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kernels::SetCpuThreads(2);
+    auto e = LocalEngine::Create(std::string(MOE_SOURCE_DIR) + "/tests/golden/e8_top2_bf16");
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+    auto t = Tokenizer::Load(MOE_TOKENIZER_PATH);
+    ASSERT_TRUE(t.ok());
+    tokenizer_ = std::move(*t);
+  }
+
+  ServeRequest Request(int i) {
+    ServeRequest r;
+    r.prompt = {1};
+    for (int k = 0; k < 5 + 7 * i; ++k) r.prompt.push_back(3 + (i * 131 + k * 17) % 990);
+    r.max_tokens = 6 + 3 * i;
+    if (i % 2 == 1) {
+      r.sampling.temperature = 0.8f;
+      r.sampling.top_k = 20;
+      r.sampling.seed = 100 + i;
+    }
+    return r;
+  }
+
+  std::vector<int32_t> Alone(const ServeRequest& r) {
+    GenerationRequest g;
+    g.prompt = r.prompt;
+    g.sampling = r.sampling;
+    g.max_new_tokens = r.max_tokens;
+    auto out = Generate(engine_->runner(), g);
+    EXPECT_TRUE(out.ok());
+    return out.ok() ? out->tokens : std::vector<int32_t>{};
+  }
+
+  // Drains events until the request finishes; returns its tokens.
+  static std::vector<int32_t> Collect(RequestHandle* h, Scheduler* s, FinishReason* reason) {
+    std::vector<int32_t> ids;
+    for (int guard = 0; guard < 100000; ++guard) {
+      if (s->WaitForWork(absl::ZeroDuration())) {
+        EXPECT_TRUE(s->Step().ok());
+      }
+      for (StreamEvent& e : h->Wait(absl::ZeroDuration())) {
+        ids.insert(ids.end(), e.token_ids.begin(), e.token_ids.end());
+        if (e.finish != FinishReason::kNone) {
+          *reason = e.finish;
+          return ids;
+        }
+      }
+    }
+    ADD_FAILURE() << "request never finished";
+    return ids;
+  }
+
+  std::unique_ptr<LocalEngine> engine_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+TEST_F(SchedulerTest, StaggeredRequestsGetWhatTheyGetAlone) {
+  SchedulerOptions options;
+  options.max_batch_tokens = 16;  // forces chunked prefill beside decodes
+  Scheduler s(engine_->runner(), tokenizer_.get(), options);
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  std::vector<std::vector<int32_t>> got(6);
+  std::vector<bool> done(6, false);
+  for (int step = 0, submitted = 0; std::count(done.begin(), done.end(), true) < 6 && step < 10000; ++step) {
+    if (submitted < 6 && step % 3 == 0) {  // a new request joins every third step
+      auto h = s.Submit(Request(submitted++));
+      ASSERT_TRUE(h.ok());
+      handles.push_back(*h);
+    }
+    if (s.WaitForWork(absl::ZeroDuration())) {
+      ASSERT_TRUE(s.Step().ok());
+    }
+    for (size_t i = 0; i < handles.size(); ++i) {
+      for (StreamEvent& e : handles[i]->Wait(absl::ZeroDuration())) {
+        got[i].insert(got[i].end(), e.token_ids.begin(), e.token_ids.end());
+        if (e.finish != FinishReason::kNone) done[i] = true;
+      }
+    }
+  }
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(got[i], Alone(Request(i))) << "request " << i;
+  EXPECT_EQ(s.stats().kv_bytes_used, 0);
+  EXPECT_EQ(s.stats().served, 6);
+}
+
+TEST_F(SchedulerTest, CancelFreesTheKvCache) {
+  Scheduler s(engine_->runner(), tokenizer_.get(), {});
+  ServeRequest r = Request(2);
+  r.max_tokens = 200;
+  auto h = s.Submit(r);
+  ASSERT_TRUE(h.ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(s.Step().ok());
+  EXPECT_EQ(s.stats().running, 1);
+  EXPECT_EQ(s.stats().kv_bytes_used, s.KvBytes(static_cast<int64_t>(r.prompt.size()) + 200));
+  (*h)->Cancel();
+  ASSERT_TRUE(s.Step().ok());
+  EXPECT_EQ(s.stats().running, 0);
+  EXPECT_EQ(s.stats().kv_bytes_used, 0);
+}
+
+TEST_F(SchedulerTest, QueueAndBudgetLimits) {
+  SchedulerOptions options;
+  options.max_waiting = 2;
+  options.kv_budget_bytes = 0;
+  {
+    Scheduler s(engine_->runner(), tokenizer_.get(), options);
+    EXPECT_EQ(s.Submit(Request(0)).status().code(), absl::StatusCode::kInvalidArgument);  // never fits
+  }
+  options.kv_budget_bytes = int64_t{1} << 30;
+  Scheduler s(engine_->runner(), tokenizer_.get(), options);
+  ASSERT_TRUE(s.Submit(Request(0)).ok());
+  ASSERT_TRUE(s.Submit(Request(1)).ok());
+  EXPECT_EQ(s.Submit(Request(2)).status().code(), absl::StatusCode::kResourceExhausted);
+  s.StopAdmitting(absl::UnavailableError("shutting down"));
+  EXPECT_EQ(s.Submit(Request(3)).status().code(), absl::StatusCode::kUnavailable);
+  s.FailAll(absl::UnavailableError("gone"));
+  EXPECT_EQ(s.stats().waiting, 0);
+}
+
+TEST_F(SchedulerTest, KvBudgetDelaysAdmission) {
+  SchedulerOptions options;
+  Scheduler probe(engine_->runner(), tokenizer_.get(), options);
+  const ServeRequest a = Request(0), b = Request(1);
+  // Room for a or b, not both: b waits until a has finished.
+  options.kv_budget_bytes = probe.KvBytes(static_cast<int64_t>(std::max(a.prompt.size() + a.max_tokens,
+                                                                         b.prompt.size() + b.max_tokens)));
+  Scheduler s(engine_->runner(), tokenizer_.get(), options);
+  auto ha = s.Submit(a), hb = s.Submit(b);
+  ASSERT_TRUE(ha.ok() && hb.ok());
+  ASSERT_TRUE(s.Step().ok());
+  EXPECT_EQ(s.stats().running, 1);
+  EXPECT_EQ(s.stats().waiting, 1);
+  FinishReason ra, rb;
+  EXPECT_EQ(Collect(ha->get(), &s, &ra), Alone(a));
+  EXPECT_EQ(Collect(hb->get(), &s, &rb), Alone(b));
+  EXPECT_EQ(ra, FinishReason::kLength);
+}
+
+TEST(TextStreamTest, StopStringsAndCharacters) {
+  auto t = Tokenizer::Load(MOE_TOKENIZER_PATH);
+  ASSERT_TRUE(t.ok());
+  const std::vector<int> ids = (*t)->Encode("Hello world, how are you? Fine.", false);
+  {
+    TextStream s(t->get(), {"are"});
+    std::string out;
+    for (int id : ids) {
+      out += s.Push(id);
+      if (s.stopped()) break;
+    }
+    EXPECT_TRUE(s.stopped());
+    EXPECT_EQ(out + s.Finish(), "Hello world, how ");
+  }
+  {
+    TextStream s(t->get(), {"never there", ""});
+    std::string out;
+    for (int id : ids) out += s.Push(id);
+    EXPECT_FALSE(s.stopped());
+    EXPECT_EQ(out + s.Finish(), "Hello world, how are you? Fine.");
+  }
+  {
+    // Held-back text never splits a multi-byte character.
+    TextStream s(t->get(), {"xyz"});
+    for (int id : (*t)->Encode("日本語のテキスト", false)) {
+      const std::string piece = s.Push(id);
+      EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos);
+      if (!piece.empty()) {
+        EXPECT_NE(static_cast<unsigned char>(piece[0]) & 0xC0, 0x80u);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moe

@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""The gRPC server on a real cluster (mpirun, coordinator + workers, ephemeral loopback port).
+
+- 16 concurrent streaming clients with different prompts and sampling settings, for W=2 and W=4:
+  every output equals what the single-process tool (moe-generate) produces for that prompt alone.
+  A greedy output may only differ after a token where the reference itself had a near-tie (the
+  batch changes float32 summation order at the 1e-6 level); any such case is checked and reported.
+- Every request error and its status code; cancellation mid-stream and a deadline, both freeing
+  the KV cache (GetModelInfo); the standard health service; a full queue; a lost worker (UNAVAILABLE
+  for what is in flight); graceful shutdown on SIGTERM.
+
+usage: serving_test.py BIN_DIR SOURCE_DIR WORK_DIR PYTHON_STUBS_DIR
+Prints "N passed, M failed" and exits non-zero on any failure.
+"""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+BIN, SRC, WORK, STUBS = sys.argv[1:5]
+sys.path.insert(0, STUBS)
+import grpc  # noqa: E402
+from moe.v1 import inference_pb2 as pb  # noqa: E402
+from moe.v1 import inference_pb2_grpc as pbg  # noqa: E402
+
+PY = "/usr/bin/python3"
+MODEL = os.path.join(WORK, "model")
+results = {"passed": 0, "failed": 0}
+
+
+def check(ok, what):
+    results["passed" if ok else "failed"] += 1
+    print(("ok: " if ok else "FAIL: ") + what, flush=True)
+    return ok
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+class Cluster:
+    """The cluster under scripts/launch.sh, serving on an ephemeral loopback port."""
+
+    def __init__(self, workers, *server_flags, model=MODEL):
+        self.model = model
+        self.port_file = os.path.join(WORK, f"port-{time.monotonic_ns()}")
+        env = dict(os.environ, BUILD_DIR=os.path.dirname(BIN))
+        self.log = open(os.path.join(WORK, f"cluster-w{workers}-{os.path.basename(self.port_file)}.log"), "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(SRC, "scripts/launch.sh"), "--model", model, "--workers", str(workers), "--",
+             "--listen", "127.0.0.1:0", "--port-file", self.port_file, "--worker-timeout-s", "3",
+             *server_flags], stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.time() + 120
+        while not os.path.exists(self.port_file):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"cluster did not start: see {self.log.name}")
+            time.sleep(0.1)
+        self.port = int(open(self.port_file).read())
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=[("grpc.enable_http_proxy", 0)])
+        self.stub = pbg.InferenceStub(self.channel)
+
+    def pid_of(self, program):
+        out = subprocess.run(["pgrep", "-f", f"^[^ ]*{program} --model {self.model}"], capture_output=True,
+                             text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc.poll() is None:
+            for pid in self.pid_of("moe-coordinator"):
+                os.kill(pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.channel.close()
+        self.log.close()
+        return self.proc.returncode
+
+
+def generate(stub, prompt, timeout=None, **sampling):
+    """Returns (token ids, text, last message)."""
+    req = pb.GenerateRequest(sampling=pb.SamplingParams(**sampling))
+    if isinstance(prompt, list):
+        req.token_ids.ids.extend(prompt)
+    else:
+        req.text = prompt.encode()
+    ids, text, last = [], "", None
+    for msg in stub.Generate(req, timeout=timeout):
+        ids += list(msg.token_ids)
+        text += msg.text
+        last = msg
+    return ids, text, last
+
+
+def reference(prompt, max_tokens, temperature=0.0, top_p=1.0, top_k=0, seed=0):
+    out = run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt, "--max-new-tokens",
+               str(max_tokens), "--temperature", str(temperature), "--top-p", str(top_p), "--top-k", str(top_k),
+               "--seed", str(seed), "--print-ids", "--threads", "1"])
+    return [int(x) for x in out.strip().split(",") if x]
+
+
+def near_tie(prompt_ids, ref, got):
+    """True if, at the first position where got and ref differ, the reference's logits for the two
+    tokens are within 1e-4 of each other relative to the logit scale."""
+    import numpy as np
+    k = next(i for i in range(min(len(ref), len(got))) if ref[i] != got[i])
+    out = os.path.join(WORK, "tie.npy")
+    run([os.path.join(BIN, "moe-logits"), "--model", MODEL, "--tokens", ",".join(map(str, prompt_ids + ref[:k])),
+         "--out", out])
+    row = np.load(out)[-1]
+    gap = abs(float(row[ref[k]]) - float(row[got[k]]))
+    print(f"  diverged at token {k}: logits {row[ref[k]]:.6f} vs {row[got[k]]:.6f} (gap {gap:.2e})")
+    return gap <= 1e-4 * float(np.abs(row).max())
+
+
+def tokenize(stub, text):
+    return list(stub.Tokenize(pb.TokenizeRequest(text=text.encode(), add_bos=True)).ids)
+
+
+PROMPTS = [f"Request number {i}: tell me about {topic}" for i, topic in enumerate(
+    ["the sea", "mountains", "a cat", "rivers", "the moon", "cities", "trees", "music",
+     "rain", "bread", "stars", "trains", "winter", "books", "gardens", "light"])]
+
+
+def settings(i):
+    """Greedy for even clients, seeded sampling with different settings for odd ones."""
+    if i % 2 == 0:
+        return dict(max_tokens=24 + i)
+    return dict(max_tokens=24 + i, temperature=0.7 + 0.05 * i, top_p=0.9, top_k=40 + i, seed=1000 + i)
+
+
+def concurrent_clients(cluster, refs, label):
+    outs = [None] * len(PROMPTS)
+    errors = []
+
+    def client(i):
+        try:
+            outs[i] = generate(cluster.stub, PROMPTS[i], timeout=120, **settings(i))
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"client {i}: {e}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(not errors, f"{label}: 16 concurrent streams finished without error {errors[:2]}")
+    for i, out in enumerate(outs):
+        if out is None:
+            continue
+        ids, text, last = out
+        ref = refs[i]
+        if ids == ref:
+            check(True, f"{label} client {i} ({'greedy' if i % 2 == 0 else 'sampled'}): {len(ids)} tokens equal "
+                  f"the single-process tool's; finish {pb.FinishReason.Name(last.finish_reason)}")
+        elif i % 2 == 0 and near_tie(tokenize(cluster.stub, PROMPTS[i]), ref, ids):
+            check(True, f"{label} client {i}: equal up to a near-tie in the reference (allowed)")
+        else:
+            check(False, f"{label} client {i}: {ids} != {ref}")
+        usage = last.usage
+        check(usage.generated_tokens == len(ids) and usage.prompt_tokens > 0 and usage.total_ms >= usage.time_to_first_token_ms > 0,
+              f"{label} client {i}: usage {usage.prompt_tokens} prompt, {usage.generated_tokens} generated, "
+              f"TTFT {usage.time_to_first_token_ms:.1f} ms, total {usage.total_ms:.1f} ms")
+
+
+def expect_error(what, code, fn, fragment=""):
+    try:
+        fn()
+        check(False, f"{what}: no error")
+    except grpc.RpcError as e:
+        check(e.code() == code and fragment in e.details(), f"{what}: {e.code().name} '{e.details()}'")
+
+
+def info(stub):
+    return stub.GetModelInfo(pb.GetModelInfoRequest())
+
+
+def wait_idle(stub, what):
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        i = info(stub)
+        if i.running_sequences == 0 and i.waiting_requests == 0 and i.kv_cache_bytes_used == 0:
+            return check(True, f"{what}: KV cache freed (0 running, 0 bytes used)")
+        time.sleep(0.05)
+    i = info(stub)
+    return check(False, f"{what}: still {i.running_sequences} running, {i.kv_cache_bytes_used} KV bytes")
+
+
+def main():
+    os.makedirs(WORK, exist_ok=True)
+    run([PY, os.path.join(SRC, "scripts/make_model.py"), "--out", MODEL, "--vocab", "32000", "--hidden", "64",
+         "--intermediate", "96", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--experts", "8",
+         "--top-k", "2", "--max-pos", "1024", "--dtype", "bf16", "--seed", "11",
+         "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+    refs = [reference(PROMPTS[i], settings(i)["max_tokens"],
+                      **{k: v for k, v in settings(i).items() if k != "max_tokens"})
+            for i in range(len(PROMPTS))]
+
+    # W=4: 16 concurrent clients.
+    c = Cluster(4)
+    try:
+        concurrent_clients(c, refs, "W=4")
+    finally:
+        check(c.stop() == 0, "W=4: SIGTERM with nothing in flight: the job exits 0")
+
+    # W=2: 16 clients, every error, cancellation, deadline, health, lost worker.
+    c = Cluster(2, "--max-tokens-limit", "256")
+    try:
+        concurrent_clients(c, refs, "W=2")
+        health = c.channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                                       response_deserializer=lambda b: b)
+        check(health(b"") == b"\x08\x01", "health service says SERVING")
+        i = info(c.stub)
+        check(i.workers == 2 and len(i.placement) == 2 and i.vocab_size == 32000 and i.requests_served == 16,
+              f"GetModelInfo: {i.workers} workers, placement {list(i.placement[0].worker_rank)}, {i.requests_served} served")
+        check(tokenize(c.stub, "Hello world") == [1, 22557, 1526], "Tokenize('Hello world') = [1, 22557, 1526]")
+        check(c.stub.Detokenize(pb.DetokenizeRequest(ids=[1, 22557, 1526])).text == "Hello world", "Detokenize")
+
+        bad = grpc.StatusCode.INVALID_ARGUMENT
+        expect_error("empty prompt", bad, lambda: generate(c.stub, "", max_tokens=4), "prompt is empty")
+        expect_error("no prompt at all", bad, lambda: list(c.stub.Generate(pb.GenerateRequest(
+            sampling=pb.SamplingParams(max_tokens=4)))), "prompt is empty")
+        expect_error("prompt + max_tokens beyond the context", bad,
+                     lambda: generate(c.stub, [1] * 1000, max_tokens=100), "exceeds the model's context of 1024")
+        expect_error("max_tokens 0", bad, lambda: generate(c.stub, "hi", max_tokens=0), "max_tokens must be >= 1")
+        expect_error("max_tokens above the server limit", bad, lambda: generate(c.stub, "hi", max_tokens=300),
+                     "exceeds the server's limit of 256")
+        expect_error("negative temperature", bad, lambda: generate(c.stub, "hi", max_tokens=4, temperature=-0.5),
+                     "temperature must be >= 0")
+        expect_error("top_p 0", bad, lambda: generate(c.stub, "hi", max_tokens=4, top_p=0.0), "top_p must be in (0, 1]")
+        expect_error("top_p 1.5", bad, lambda: generate(c.stub, "hi", max_tokens=4, top_p=1.5), "top_p must be in (0, 1]")
+        expect_error("negative top_k", bad, lambda: generate(c.stub, "hi", max_tokens=4, top_k=-1), "top_k must be >= 0")
+        expect_error("token id outside the vocabulary", bad, lambda: generate(c.stub, [1, 32000], max_tokens=4),
+                     "token id 32000 is outside the vocabulary")
+        expect_error("negative token id", bad, lambda: generate(c.stub, [1, -7], max_tokens=4), "outside the vocabulary")
+        raw = c.channel.unary_stream("/moe.v1.Inference/Generate", request_serializer=lambda b: b,
+                                     response_deserializer=pb.GenerateResponse.FromString)
+        # text = b"\xff\xfe" (field 1), sampling.max_tokens = 5 (field 3)
+        expect_error("invalid UTF-8", bad, lambda: list(raw(b"\x0a\x02\xff\xfe\x1a\x02\x08\x05")), "not valid UTF-8")
+        expect_error("invalid UTF-8 to Tokenize", bad,
+                     lambda: c.stub.Tokenize(pb.TokenizeRequest(text=b"ok\xc3")), "not valid UTF-8")
+
+        # A bad request in the middle of good ones disturbs nothing.
+        ok_out = []
+        t = threading.Thread(target=lambda: ok_out.append(generate(c.stub, PROMPTS[0], timeout=60, **settings(0))))
+        t.start()
+        expect_error("bad request beside a running one", bad, lambda: generate(c.stub, "", max_tokens=4))
+        t.join()
+        check(ok_out and ok_out[0][0] == refs[0], "the running request is unaffected")
+
+        # Stop strings: the text ends before the first stop string, finish reason STOP.
+        ids, text, last = generate(c.stub, PROMPTS[2], max_tokens=40)
+        stop = text[len(text) // 2: len(text) // 2 + 3]
+        if stop.strip():
+            _, text2, last2 = generate(c.stub, PROMPTS[2], max_tokens=40, stop=[stop.encode()])
+            check(last2.finish_reason == pb.FINISH_REASON_STOP and text2 == text[:text.find(stop)],
+                  f"stop string {stop!r}: finish {pb.FinishReason.Name(last2.finish_reason)}, text cut before it")
+
+        # Cancellation mid-stream frees the KV cache; deadlines too.
+        call = c.stub.Generate(pb.GenerateRequest(text=b"A long story", sampling=pb.SamplingParams(max_tokens=250)))
+        got = [next(call) for _ in range(3)]
+        check(info(c.stub).running_sequences == 1 and info(c.stub).kv_cache_bytes_used > 0,
+              f"mid-stream: 1 running, {info(c.stub).kv_cache_bytes_used} KV bytes reserved after {len(got)} messages")
+        call.cancel()
+        wait_idle(c.stub, "cancelled mid-stream")
+        expect_error("deadline", grpc.StatusCode.DEADLINE_EXCEEDED,
+                     lambda: generate(c.stub, "A long story", timeout=0.02, max_tokens=250))
+        wait_idle(c.stub, "after the deadline")
+
+        # Graceful shutdown: SIGTERM while a request runs; it finishes, the job exits 0.
+        done = []
+        t = threading.Thread(target=lambda: done.append(generate(c.stub, PROMPTS[4], timeout=60, max_tokens=250)))
+        t.start()
+        while info(c.stub).running_sequences == 0 and t.is_alive():
+            time.sleep(0.01)
+        rc = c.stop(signal.SIGTERM)
+        t.join()
+        if not done:
+            print(open(c.log.name).read()[-1500:])
+        check(done and done[0][2].finish_reason == pb.FINISH_REASON_LENGTH and len(done[0][0]) == 250,
+              "SIGTERM: the request in flight still finished (250 tokens)")
+        check(rc == 0, f"SIGTERM: the job exited {rc}")
+    finally:
+        if c.proc.poll() is None:
+            c.stop(signal.SIGKILL)
+
+    # A full queue and a lost worker, on a larger model so that requests stay in flight a while.
+    slow = os.path.join(WORK, "slow")
+    run([PY, os.path.join(SRC, "scripts/make_model.py"), "--out", slow, "--vocab", "32000", "--hidden", "512",
+         "--intermediate", "1024", "--layers", "4", "--heads", "8", "--kv-heads", "2", "--experts", "8",
+         "--top-k", "2", "--max-pos", "4096", "--dtype", "bf16", "--seed", "12",
+         "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+    c = Cluster(2, "--max-running", "1", "--max-queue", "1", model=slow)
+    try:
+        errs = []
+        long_calls = []
+
+        def long_client():
+            try:
+                generate(c.stub, "A long story", timeout=120, max_tokens=3000)
+            except grpc.RpcError as e:
+                errs.append(e)
+        for _ in range(2):  # one runs, one waits
+            long_calls.append(threading.Thread(target=long_client))
+            long_calls[-1].start()
+            time.sleep(0.2)
+        expect_error("queue full", grpc.StatusCode.RESOURCE_EXHAUSTED,
+                     lambda: generate(c.stub, "hi", max_tokens=4), "queue is full")
+        # Stop a worker: the coordinator gives up after --worker-timeout-s and fails what is in flight.
+        worker = c.pid_of("moe-worker")[0]
+        os.kill(worker, signal.SIGSTOP)
+        for t in long_calls:
+            t.join(timeout=60)
+        os.kill(worker, signal.SIGCONT)
+        check(len(errs) == 2 and all(e.code() == grpc.StatusCode.UNAVAILABLE for e in errs),
+              f"lost worker: requests in flight get UNAVAILABLE ({[e.details()[:80] for e in errs]})")
+        try:
+            rc = c.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check(rc not in (None, 0), f"lost worker: the job exits non-zero ({rc})")
+    finally:
+        if c.proc.poll() is None:
+            os.killpg(c.proc.pid, signal.SIGKILL)
+            c.proc.wait()
+
+    print(f"{results['passed']} passed, {results['failed']} failed")
+    sys.exit(1 if results["failed"] else 0)
+
+
+if __name__ == "__main__":
+    main()
