@@ -28,8 +28,16 @@ Scheduler::Sequence::Sequence(Pending p, KvCache kv, const Tokenizer* tokenizer,
       arrival(p.arrival),
       cache(std::move(kv)),
       sampler(request.sampling),
-      text(tokenizer, request.stop),
+      text(tokenizer, request.stop, request.prompt),
       kv_bytes(bytes) {}
+
+absl::Status SchedulerOptions::Validate() const {
+  if (max_batch_tokens < 1) return absl::InvalidArgumentError("--max-batch-tokens must be >= 1");
+  if (max_running < 1) return absl::InvalidArgumentError("--max-running must be >= 1");
+  if (max_waiting < 1) return absl::InvalidArgumentError("--max-queue must be >= 1");
+  if (kv_budget_bytes < 1) return absl::InvalidArgumentError("--kv-cache-mb must be >= 1");
+  return absl::OkStatus();
+}
 
 Scheduler::Scheduler(ModelRunner* runner, const Tokenizer* tokenizer, SchedulerOptions options)
     : runner_(runner), tokenizer_(tokenizer), options_(options) {
@@ -49,6 +57,7 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> Scheduler::Submit(ServeRequest re
   auto handle = std::make_shared<RequestHandle>();
   absl::MutexLock lock(&mu_);
   if (stopped_.has_value()) return *stopped_;
+  DropCancelledWaiting();
   if (static_cast<int>(waiting_.size()) >= options_.max_waiting) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server's queue is full (", options_.max_waiting, " requests waiting); retry later"));
@@ -71,15 +80,20 @@ bool Scheduler::WaitForWork(absl::Duration timeout) {
   return !waiting_.empty();
 }
 
+void Scheduler::DropCancelledWaiting() {
+  const size_t before = waiting_.size();
+  waiting_.erase(std::remove_if(waiting_.begin(), waiting_.end(),
+                                [](const Pending& p) { return p.handle->cancelled(); }),
+                 waiting_.end());
+  stats_.served += static_cast<int64_t>(before - waiting_.size());
+  stats_.waiting = static_cast<int>(waiting_.size());
+}
+
 void Scheduler::Admit() {
   absl::MutexLock lock(&mu_);
+  DropCancelledWaiting();  // clients that gave up while waiting hold no place in the queue
   while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
     Pending& p = waiting_.front();
-    if (p.handle->cancelled()) {
-      waiting_.pop_front();
-      ++stats_.served;
-      continue;
-    }
     const int64_t positions = static_cast<int64_t>(p.request.prompt.size()) + p.request.max_tokens;
     const int64_t bytes = KvBytes(positions);
     if (stats_.kv_bytes_used + bytes > options_.kv_budget_bytes) break;  // first come, first served
@@ -148,11 +162,12 @@ bool Scheduler::Advance(Sequence* seq, const float* logits) {
   event.token_ids.push_back(id);
   if (!eos) event.text = seq->text.Push(id);
   if (eos || seq->text.stopped() || seq->generated >= seq->request.max_tokens) {
-    const FinishReason reason = eos ? FinishReason::kEos
-                                : seq->text.stopped() ? FinishReason::kStop
-                                                      : FinishReason::kLength;
+    // The finishing token and the last of the text ride on the final event. The held-back tail
+    // can itself complete a stop string, so the reason is decided after it.
     event.text += seq->text.Finish();
-    // The finishing token and the last of the text ride on the final event.
+    const FinishReason reason = seq->text.stopped() ? FinishReason::kStop
+                                : eos               ? FinishReason::kEos
+                                                    : FinishReason::kLength;
     const absl::Time now = absl::Now();
     event.finish = reason;
     event.prompt_tokens = static_cast<int>(seq->request.prompt.size());

@@ -74,6 +74,9 @@ struct SchedulerOptions {
   int max_running = 64;                 // sequences in the batch at once
   int max_waiting = 256;                // queue beyond which Submit says RESOURCE_EXHAUSTED
   int64_t kv_budget_bytes = int64_t{1} << 30;  // KV cache for all running sequences
+
+  // Says which field is out of range (every one must be positive).
+  absl::Status Validate() const;
 };
 
 struct SchedulerStats {
@@ -130,6 +133,7 @@ class Scheduler {
   };
 
   void Admit();
+  void DropCancelledWaiting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Samples the next token of `seq` from `logits`; returns true when the sequence finished.
   bool Advance(Sequence* seq, const float* logits);
   // Frees the sequence's KV cache and removes it from running_ (leaves a null to compact).

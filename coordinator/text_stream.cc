@@ -4,8 +4,9 @@
 
 namespace moe {
 
-TextStream::TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop)
-    : detok_(tokenizer) {
+TextStream::TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop,
+                       const std::vector<int32_t>& prompt)
+    : detok_(tokenizer, prompt) {
   for (std::string& s : stop) {
     if (s.empty()) continue;
     hold_ = std::max(hold_, s.size() - 1);
@@ -38,12 +39,12 @@ std::string TextStream::Finish() {
   if (stopped_) return "";
   std::string out = pending_ + detok_.Flush();
   pending_.clear();
-  for (const std::string& s : stop_) {  // a stop string completed by the flushed tail
-    const size_t at = out.find(s);
-    if (at != std::string::npos) {
-      stopped_ = true;
-      out.resize(at);
-    }
+  // A stop string completed by the flushed tail: cut at the earliest one.
+  size_t first = std::string::npos;
+  for (const std::string& s : stop_) first = std::min(first, out.find(s));
+  if (first != std::string::npos) {
+    stopped_ = true;
+    out.resize(first);
   }
   return out;
 }

@@ -11,8 +11,10 @@ namespace moe {
 
 class TextStream {
  public:
-  // tokenizer: not owned; stop: strings that end the generation (empty ones are ignored).
-  TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop);
+  // tokenizer: not owned; stop: strings that end the generation (empty ones are ignored);
+  // prompt: the ids before the generated ones, so the first generated piece keeps its space.
+  TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop,
+             const std::vector<int32_t>& prompt = {});
 
   // Adds a generated token; returns the text that may be sent now. Text that could still turn
   // out to start a stop string is held back until it cannot.

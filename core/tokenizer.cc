@@ -80,16 +80,23 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromModel(SentencePieceMod
   }
   auto t = std::unique_ptr<Tokenizer>(new Tokenizer());
   for (int& b : t->byte_ids_) b = -1;
+  t->byte_of_.assign(static_cast<size_t>(n), -1);
   for (int id = 0; id < n; ++id) {
     const SentencePieceModel::Piece& p = model.pieces[id];
     using Type = SentencePieceModel::PieceType;
-    if (p.type == Type::kNormal || p.type == Type::kUserDefined || p.type == Type::kUnused) {
+    if (p.type == Type::kNormal) {
       t->mergeable_.emplace(p.text, id);
     } else if (p.type == Type::kByte) {
       unsigned value;
-      if (p.text.size() == 6 && std::sscanf(p.text.c_str(), "<0x%2X>", &value) == 1 && value < 256) {
-        t->byte_ids_[value] = id;
+      if (p.text.size() != 6 || std::sscanf(p.text.c_str(), "<0x%2X>", &value) != 1 || value > 255) {
+        return absl::InvalidArgumentError(absl::StrCat("byte piece ", id, " is not of the form <0xXX>"));
       }
+      t->byte_ids_[value] = id;
+      t->byte_of_[id] = static_cast<int16_t>(value);
+    } else if (p.type == Type::kUserDefined || p.type == Type::kUnused) {
+      // SentencePiece matches user-defined pieces whole and re-splits unused ones; this encoder
+      // does neither, so it refuses such models rather than encode them differently.
+      return absl::InvalidArgumentError("tokenizers with user-defined or unused pieces are not supported");
     }
   }
   if (model.byte_fallback) {
@@ -209,7 +216,7 @@ std::string Tokenizer::Decode(const std::vector<int>& ids) const {
     const SentencePieceModel::Piece& p = model_.pieces[id];
     if (p.type == Type::kControl) continue;  // BOS, EOS: no surface, and not "first"
     if (p.type == Type::kByte) {
-      bytes.push_back(static_cast<char>(std::strtol(p.text.c_str() + 3, nullptr, 16)));
+      bytes.push_back(static_cast<char>(byte_of_[id]));
       first = false;
       continue;
     }
@@ -237,6 +244,23 @@ bool EndsWithReplacement(const std::string& s) {
   return s.size() >= 3 && s.compare(s.size() - 3, 3, kReplacement) == 0;
 }
 }  // namespace
+
+bool Tokenizer::IsControl(int id) const {
+  return id >= 0 && id < vocab_size() &&
+         model_.pieces[id].type == SentencePieceModel::PieceType::kControl;
+}
+
+StreamingDetokenizer::StreamingDetokenizer(const Tokenizer* tokenizer,
+                                           const std::vector<int32_t>& context)
+    : tokenizer_(tokenizer) {
+  // A few trailing context ids are enough to frame the next piece; control ids (BOS) add nothing
+  // and would make the window start "at the beginning of the text".
+  constexpr size_t kContext = 6;
+  for (size_t i = context.size() > kContext ? context.size() - kContext : 0; i < context.size(); ++i) {
+    if (!tokenizer_->IsControl(context[i])) ids_.push_back(context[i]);
+  }
+  read_offset_ = ids_.size();
+}
 
 std::string StreamingDetokenizer::Push(int id) {
   ids_.push_back(id);

@@ -27,6 +27,7 @@ class Tokenizer {
   // Ids outside the vocabulary are skipped; control tokens (BOS, EOS) decode to nothing.
   std::string Decode(const std::vector<int>& ids) const;
   int vocab_size() const { return static_cast<int>(model_.pieces.size()); }
+  bool IsControl(int id) const;  // BOS, EOS: pieces without text
   int bos_id() const { return model_.bos_id; }
   int eos_id() const { return model_.eos_id; }
 
@@ -37,6 +38,7 @@ class Tokenizer {
   SentencePieceModel model_;
   absl::flat_hash_map<std::string, int> mergeable_;  // normal pieces -> id: what BPE may form
   int byte_ids_[256] = {};                           // byte value -> <0xXX> piece id
+  std::vector<int16_t> byte_of_;                     // [vocab] id -> byte value, -1 if not a byte
 };
 
 // Turns a growing list of token ids into text deltas. Decoding ids one at a time is wrong twice
@@ -45,7 +47,9 @@ class Tokenizer {
 // ids and emits what grew, holding back while the tail is an incomplete character.
 class StreamingDetokenizer {
  public:
-  explicit StreamingDetokenizer(const Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
+  // context: ids already shown (the prompt); the last few of them frame the first new pieces, so
+  // the first generated word keeps its leading space as it would in the whole text.
+  explicit StreamingDetokenizer(const Tokenizer* tokenizer, const std::vector<int32_t>& context = {});
 
   // Adds one generated id; returns the text it completes (often empty or several characters).
   std::string Push(int id);

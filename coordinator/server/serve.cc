@@ -12,6 +12,8 @@ namespace moe {
 
 absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const ExpertPlacement* placement,
                    const ServeOptions& options, const std::atomic<bool>* stop) {
+  if (absl::Status s = options.scheduler.Validate(); !s.ok()) return s;
+  if (options.limits.max_tokens < 1) return absl::InvalidArgumentError("--max-tokens-limit must be >= 1");
   Scheduler scheduler(runner, tokenizer, options.scheduler);
   InferenceService service(&scheduler, tokenizer, &runner->config(), placement, options.limits);
   grpc::EnableDefaultHealthCheckService(true);
@@ -21,7 +23,7 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
+    return absl::FailedPreconditionError(absl::StrCat("cannot listen on ", options.listen));
   }
   server->GetHealthCheckService()->SetServingStatus(true);
   const std::string host = options.listen.substr(0, options.listen.rfind(':'));

@@ -49,7 +49,7 @@ absl::Status RunGenerateMode(ModelRunner* runner, const std::string& model_dir) 
   request.sampling.seed = absl::GetFlag(FLAGS_seed);
   request.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
 
-  StreamingDetokenizer detok(tokenizer.get());
+  StreamingDetokenizer detok(tokenizer.get(), request.prompt);
   const auto& eos = config.eos_token_ids;
   const bool print_ids = absl::GetFlag(FLAGS_print_ids);
   MOE_ASSIGN_OR_RETURN(GenerationResult result, Generate(runner, request, [&](int32_t id) {

@@ -131,8 +131,41 @@ TEST_F(SchedulerTest, QueueAndBudgetLimits) {
   EXPECT_EQ(s.Submit(Request(2)).status().code(), absl::StatusCode::kResourceExhausted);
   s.StopAdmitting(absl::UnavailableError("shutting down"));
   EXPECT_EQ(s.Submit(Request(3)).status().code(), absl::StatusCode::kUnavailable);
-  s.FailAll(absl::UnavailableError("gone"));
+}
+
+TEST_F(SchedulerTest, FailAllReachesEveryRequest) {
+  SchedulerOptions options;
+  options.max_running = 1;
+  Scheduler s(engine_->runner(), tokenizer_.get(), options);
+  auto running = s.Submit(Request(0));
+  auto waiting = s.Submit(Request(1));
+  ASSERT_TRUE(running.ok() && waiting.ok());
+  ASSERT_TRUE(s.Step().ok());
+  s.FailAll(absl::UnavailableError("worker lost"));
+  for (auto* h : {running->get(), waiting->get()}) {
+    bool failed = false;
+    for (StreamEvent& e : h->Wait(absl::ZeroDuration())) failed |= absl::IsUnavailable(e.error);
+    EXPECT_TRUE(failed);
+  }
   EXPECT_EQ(s.stats().waiting, 0);
+  EXPECT_EQ(s.stats().running, 0);
+}
+
+TEST_F(SchedulerTest, CancelledWaitersLeaveTheQueue) {
+  SchedulerOptions options;
+  options.max_running = 1;
+  options.max_waiting = 1;
+  Scheduler s(engine_->runner(), tokenizer_.get(), options);
+  ServeRequest long_one = Request(0);
+  long_one.max_tokens = 100;
+  auto running = s.Submit(long_one);
+  ASSERT_TRUE(running.ok());
+  ASSERT_TRUE(s.Step().ok());  // admitted
+  auto waiting = s.Submit(Request(1));
+  ASSERT_TRUE(waiting.ok());
+  EXPECT_EQ(s.Submit(Request(2)).status().code(), absl::StatusCode::kResourceExhausted);
+  (*waiting)->Cancel();  // its client gave up: the place is free again at once
+  EXPECT_TRUE(s.Submit(Request(2)).ok());
 }
 
 TEST_F(SchedulerTest, KvBudgetDelaysAdmission) {
@@ -152,6 +185,29 @@ TEST_F(SchedulerTest, KvBudgetDelaysAdmission) {
   EXPECT_EQ(Collect(ha->get(), &s, &ra), Alone(a));
   EXPECT_EQ(Collect(hb->get(), &s, &rb), Alone(b));
   EXPECT_EQ(ra, FinishReason::kLength);
+}
+
+TEST(TextStreamTest, FirstGeneratedWordKeepsItsSpace) {
+  auto t = Tokenizer::Load(MOE_TOKENIZER_PATH);
+  ASSERT_TRUE(t.ok());
+  const std::vector<int> all = (*t)->Encode("The capital of France is Paris, of course", true);
+  const std::vector<int32_t> prompt(all.begin(), all.begin() + 6);  // <s> The capital of France is
+  TextStream s(t->get(), {}, prompt);
+  std::string out;
+  for (size_t i = 6; i < all.size(); ++i) out += s.Push(all[i]);
+  out += s.Finish();
+  EXPECT_EQ(out, " Paris, of course");
+}
+
+TEST(TextStreamTest, EarliestOfSeveralStopStrings) {
+  auto t = Tokenizer::Load(MOE_TOKENIZER_PATH);
+  ASSERT_TRUE(t.ok());
+  TextStream s(t->get(), {"you", "are you", "never"});
+  std::string out;
+  for (int id : (*t)->Encode("how are you today", false)) out += s.Push(id);
+  out += s.Finish();
+  EXPECT_TRUE(s.stopped());
+  EXPECT_EQ(out, "how ");
 }
 
 TEST(TextStreamTest, StopStringsAndCharacters) {
