@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "coordinator/tools/flag_spelling.h"
 #include "grpcpp/grpcpp.h"
 #include "moe/v1/inference.grpc.pb.h"
 
@@ -248,13 +249,7 @@ int Bench() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("moe-cli (generate|tokenize|info|bench) [--server HOST:PORT] [flags]");
-  // Same flag spelling as the other tools: --max-tokens or --max_tokens.
-  for (int i = 1; i < argc; ++i) {
-    if (argv[i][0] != '-' || argv[i][1] != '-') continue;
-    for (char* p = argv[i] + 2; *p != '\0' && *p != '='; ++p) {
-      if (*p == '-') *p = '_';
-    }
-  }
+  moe::cli::AcceptDashedFlagNames(argc, argv);  // --max-tokens or --max_tokens
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string cmd = args.size() > 1 ? args[1] : "";
   if (cmd == "generate") return Generate();

@@ -1,5 +1,7 @@
 #include "coordinator/tools/cli.h"
 
+#include "coordinator/tools/flag_spelling.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,13 +37,7 @@ std::vector<char*> Init(int argc, char** argv, const char* usage) {
   kernels::MaybeReexecWithOpenBlasCoreType(argv);
   std::string name = argv[0];
   ToolName() = name.substr(name.find_last_of('/') + 1);
-  for (int i = 1; i < argc; ++i) {
-    char* a = argv[i];
-    if (a[0] != '-' || a[1] != '-') continue;
-    for (char* p = a + 2; *p != '\0' && *p != '='; ++p) {
-      if (*p == '-') *p = '_';
-    }
-  }
+  AcceptDashedFlagNames(argc, argv);
   absl::SetProgramUsageMessage(usage);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   kernels::SetCpuThreads(absl::GetFlag(FLAGS_threads));
