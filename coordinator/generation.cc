@@ -33,6 +33,11 @@ absl::StatusOr<GenerationResult> Generate(ModelRunner* runner, const GenerationR
   const MixtralConfig& c = runner->config();
   MOE_RETURN_IF_ERROR(ValidateRequest(c, request));
   GenerationResult result;
+  struct EndSequence {  // on every return path: observers may drop this sequence's state
+    ModelRunner* runner;
+    uint64_t id;
+    ~EndSequence() { runner->EndSequence(id); }
+  } end{runner, request.sequence_id};
   KvCache cache = runner->NewCache();
   Sampler sampler(request.sampling);
   std::vector<float> logits;
@@ -41,13 +46,14 @@ absl::StatusOr<GenerationResult> Generate(ModelRunner* runner, const GenerationR
   absl::Span<const int32_t> prompt(request.prompt);
   const size_t chunk_size = static_cast<size_t>(std::max(1, request.prefill_chunk));
   while (prompt.size() > chunk_size) {
-    const SequenceChunk chunk{&cache, prompt.subspan(0, chunk_size), /*all_logits=*/false};
+    const SequenceChunk chunk{&cache, prompt.subspan(0, chunk_size), /*all_logits=*/false,
+                              request.sequence_id};
     MOE_RETURN_IF_ERROR(runner->Forward({&chunk, 1}, &logits));
     prompt.remove_prefix(chunk_size);
   }
   std::vector<int32_t> next(prompt.begin(), prompt.end());
   for (int step = 0; step < request.max_new_tokens; ++step) {
-    const SequenceChunk chunk{&cache, next, /*all_logits=*/false};
+    const SequenceChunk chunk{&cache, next, /*all_logits=*/false, request.sequence_id};
     MOE_RETURN_IF_ERROR(runner->Forward({&chunk, 1}, &logits));
     const int32_t id = sampler.Sample(logits.data(), c.vocab_size);
     const auto now = std::chrono::steady_clock::now();

@@ -16,6 +16,7 @@ struct GenerationRequest {
   SamplingParams sampling;
   int max_new_tokens = 64;       // >= 1
   int prefill_chunk = 512;       // prompt tokens per forward step; bounds one step's work
+  uint64_t sequence_id = 1;      // names the sequence to routing observers (traces, telemetry)
 };
 
 struct GenerationResult {

@@ -44,6 +44,13 @@ absl::Status ModelRunner::Validate(absl::Span<const SequenceChunk> chunks) const
 absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
                                   std::vector<float>* logits) {
   MOE_RETURN_IF_ERROR(Validate(chunks));
+  for (RoutingObserver* observer : observers_) observer->OnStepBegin();
+  struct StepEnd {  // on every path out, so observers never stay "in a step"
+    const std::vector<RoutingObserver*>& observers;
+    ~StepEnd() {
+      for (RoutingObserver* observer : observers) observer->OnStepEnd();
+    }
+  } step_end{observers_};
   const MixtralConfig& c = weights_->config;
   const int64_t hidden = c.hidden_size;
   int64_t n = 0;
@@ -51,6 +58,7 @@ absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
 
   h_.resize(static_cast<size_t>(n * hidden));
   positions_.resize(static_cast<size_t>(n));
+  routed_.resize(static_cast<size_t>(n));
   {
     ScopedOpTimer t(times_, Op::kEmbed);
     int64_t row = 0;
@@ -58,6 +66,7 @@ absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
       chunk.cache->Reserve(static_cast<int64_t>(chunk.tokens.size()));
       for (size_t i = 0; i < chunk.tokens.size(); ++i, ++row) {
         positions_[row] = static_cast<int32_t>(chunk.cache->length() + static_cast<int64_t>(i));
+        routed_[row] = RoutedToken{chunk.sequence_id, positions_[row], chunk.tokens[i]};
         const char* src = static_cast<const char*>(weights_->embed.data) +
                           chunk.tokens[i] * hidden * DTypeSize(weights_->embed.dtype);
         kernels::simd::ConvertToF32(weights_->embed.dtype, src, hidden, h_.data() + row * hidden);
@@ -70,6 +79,7 @@ absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
     MOE_RETURN_IF_ERROR(MoeBlock(l, n));
   }
   for (const SequenceChunk& chunk : chunks) chunk.cache->Advance(static_cast<int64_t>(chunk.tokens.size()));
+  for (RoutingObserver* observer : observers_) observer->OnForward(routed_, routing_);
 
   // Final norm and lm_head only on the rows that need logits.
   int64_t n_out = 0;
@@ -93,6 +103,10 @@ absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
   logits->resize(static_cast<size_t>(n_out * c.vocab_size));
   kernels::MatMul(x_.data(), n_out, weights_->lm_head, logits->data());
   return absl::OkStatus();
+}
+
+void ModelRunner::EndSequence(uint64_t sequence_id) {
+  for (RoutingObserver* observer : observers_) observer->OnSequenceEnd(sequence_id);
 }
 
 void ModelRunner::Attention(int layer, absl::Span<const SequenceChunk> chunks) {

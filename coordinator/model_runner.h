@@ -10,6 +10,7 @@
 #include "absl/types/span.h"
 #include "coordinator/kv_cache.h"
 #include "coordinator/moe_routing.h"
+#include "coordinator/routing_observer.h"
 #include "core/expert_exchange.h"
 #include "core/model_weights.h"
 #include "core/op_timer.h"
@@ -21,6 +22,7 @@ struct SequenceChunk {
   KvCache* cache = nullptr;          // not owned
   absl::Span<const int32_t> tokens;  // [n_new]
   bool all_logits = false;           // logits for every new token, else only the last
+  uint64_t sequence_id = 1;          // names the sequence to routing observers
 };
 
 class ModelRunner {
@@ -38,6 +40,10 @@ class ModelRunner {
   const MixtralConfig& config() const { return weights_->config; }
   // Routing of the last Forward, per layer; kept for tests and telemetry.
   const std::vector<Routing>& last_routing() const { return routing_; }
+  // Observers see every successful Forward's routing; not owned, must outlive the runner.
+  void AddRoutingObserver(RoutingObserver* observer) { observers_.push_back(observer); }
+  // Tells the observers that a sequence is done (the scheduler and Generate call it).
+  void EndSequence(uint64_t sequence_id);
 
  private:
   absl::Status Validate(absl::Span<const SequenceChunk> chunks) const;
@@ -59,6 +65,8 @@ class ModelRunner {
   std::vector<float> proj_;         // [n, hidden]
   std::vector<float> router_logits_;  // [n, experts]
   std::vector<Routing> routing_;      // [layers]
+  std::vector<RoutingObserver*> observers_;
+  std::vector<RoutedToken> routed_;   // [n], for the observers
   ExpertBatch batch_;
   std::vector<int64_t> slot_;
   std::vector<float> expert_out_;

@@ -5,6 +5,8 @@
 //   mpirun -np 1 moe-coordinator --model DIR [--placement F] MODE : -np W moe-worker --model DIR
 #include <mpi.h>
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "coordinator/model_runner.h"
 #include "coordinator/server/serve.h"
+#include "coordinator/telemetry/load_aggregator.h"
 #include "coordinator/tools/cli.h"
 #include "coordinator/tools/modes.h"
 #include "core/cluster_setup.h"
@@ -35,6 +38,14 @@ ABSL_FLAG(int, max_queue, 256, "serving: waiting requests beyond which new ones 
 ABSL_FLAG(int64_t, kv_cache_mb, 1024, "serving: KV cache budget for all running sequences, MiB");
 ABSL_FLAG(int, max_tokens_limit, 4096, "serving: largest max_tokens a request may ask for");
 ABSL_FLAG(double, shutdown_grace_s, 30, "serving: on SIGTERM, how long running requests may finish");
+ABSL_FLAG(int, telemetry_interval_ms, 500, "serving: how often each worker reports its load (a heartbeat too)");
+ABSL_FLAG(double, load_window_s, 60, "serving: the sliding window of the windowed expert load");
+ABSL_FLAG(std::string, telemetry_address, "",
+          "serving: HOST:PORT the workers reach the coordinator's gRPC server at (default: the "
+          "--listen host, or this host's name when listening on all interfaces)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "serving: serve Prometheus /metrics on HOST:PORT (port 0 picks a free one; empty: off)");
+ABSL_FLAG(std::string, metrics_port_file, "", "serving: write the /metrics port to this file");
 
 namespace moe {
 namespace {
@@ -44,6 +55,18 @@ std::atomic<int> g_signal{0};
 void OnSignal(int sig) {
   g_signal = sig;
   g_stop = true;
+}
+
+// The address workers report telemetry to: the listen host unless it is a wildcard, which other
+// hosts cannot dial; then this host's name.
+std::string TelemetryAddress(const std::string& listen, int port) {
+  if (!absl::GetFlag(FLAGS_telemetry_address).empty()) return absl::GetFlag(FLAGS_telemetry_address);
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
+    char name[256] = {};
+    host = gethostname(name, sizeof(name) - 1) == 0 ? name : "localhost";
+  }
+  return absl::StrCat(host, ":", port);
 }
 
 // Ends the job after an error: a clean shutdown when every worker can still hear it, MPI_Abort
@@ -116,28 +139,66 @@ int Main(int argc, char** argv) {
   std::printf("moe-coordinator: ranks started:\n%s", FormatRankReports(reports).c_str());
   std::fflush(stdout);
 
+  const bool serving = !absl::GetFlag(FLAGS_listen).empty();
+  // Load telemetry (serving only): fed by the routing and the exchanges, and by the workers'
+  // reports once they know where to send them (step 3).
+  std::unique_ptr<LoadAggregator> telemetry;
+  if (serving && weights.ok()) {
+    const MixtralConfig& c = (*weights)->config;
+    LoadAggregatorOptions t;
+    t.n_layers = c.num_hidden_layers;
+    t.n_experts = c.num_local_experts;
+    t.top_k = c.num_experts_per_tok;
+    t.placement = &*shared;
+    t.window_seconds = absl::GetFlag(FLAGS_load_window_s);
+    t.report_interval_seconds = absl::GetFlag(FLAGS_telemetry_interval_ms) / 1e3;
+    telemetry = std::make_unique<LoadAggregator>(std::move(t));
+  }
+
   MpiExchangeOptions exchange_options;
   exchange_options.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_s);
   // One-shot modes stop at the next exchange after a signal; a server drains its requests
   // gracefully instead (Serve watches the flag), so its exchanges must keep running.
-  const bool serving = !absl::GetFlag(FLAGS_listen).empty();
   exchange_options.stop_requested = serving ? nullptr : &g_stop;
+  if (telemetry != nullptr) {
+    exchange_options.observer = telemetry.get();
+    exchange_options.telemetry_epoch = telemetry->epoch();
+  }
   MpiExchange exchange(&*shared, exchange_options);
+  // Workers wait for the telemetry endpoint after start-up; every path out must send it once.
+  bool endpoint_sent = false;
+  auto send_endpoint = [&](const std::string& address) {
+    if (endpoint_sent) return;
+    endpoint_sent = true;
+    ShareTelemetryEndpoint(TelemetryEndpoint{address, absl::GetFlag(FLAGS_telemetry_interval_ms)});
+  };
+  auto exit = [&](const absl::Status& s) {
+    send_endpoint("");
+    return Exit(s, &exchange);
+  };
   for (const RankReport& r : reports) {
     if (!r.ok) {
-      return Exit(absl::FailedPreconditionError(absl::StrCat(
-                      r.rank == 0 ? "coordinator" : absl::StrCat("worker rank ", r.rank), ": ", r.error)),
-                  &exchange);
+      return exit(absl::FailedPreconditionError(absl::StrCat(
+          r.rank == 0 ? "coordinator" : absl::StrCat("worker rank ", r.rank), ": ", r.error)));
     }
   }
+  if (absl::GetFlag(FLAGS_telemetry_interval_ms) < 10) {
+    return exit(absl::InvalidArgumentError("--telemetry-interval-ms must be >= 10"));
+  }
+  if (!(absl::GetFlag(FLAGS_load_window_s) > 0)) {
+    return exit(absl::InvalidArgumentError("--load-window-s must be > 0"));
+  }
 
-  // 3. The one-shot mode, through the cluster.
+  // 3. The mode, through the cluster.
   OpTimes times;
   ModelRunner runner(weights->get(), &exchange, &times);
+  auto trace = cli::OpenRoutingTrace(&runner, &*shared);
+  if (!trace.ok()) return exit(trace.status());
   absl::Status status;
   if (serving) {
+    runner.AddRoutingObserver(telemetry.get());
     auto tokenizer = Tokenizer::Load(cli::DefaultTokenizerPath(model));
-    if (!tokenizer.ok()) return Exit(tokenizer.status(), &exchange);
+    if (!tokenizer.ok()) return exit(tokenizer.status());
     ServeOptions serve;
     serve.listen = absl::GetFlag(FLAGS_listen);
     serve.port_file = absl::GetFlag(FLAGS_port_file);
@@ -147,15 +208,22 @@ int Main(int argc, char** argv) {
     serve.scheduler.max_waiting = absl::GetFlag(FLAGS_max_queue);
     serve.scheduler.kv_budget_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
     serve.limits.max_tokens = absl::GetFlag(FLAGS_max_tokens_limit);
+    serve.telemetry = telemetry.get();
+    serve.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+    serve.metrics_port_file = absl::GetFlag(FLAGS_metrics_port_file);
+    serve.on_listening = [&](int port) { send_endpoint(TelemetryAddress(serve.listen, port)); };
     status = Serve(&runner, tokenizer->get(), &*shared, serve, &g_stop);
     if (status.ok() && g_stop.load()) {
       std::fprintf(stderr, "moe-coordinator: stopped by signal %d\n", g_signal.load());
     }
   } else if (cli::LogitsModeRequested()) {
+    send_endpoint("");
     status = cli::RunLogitsMode(&runner);
   } else if (cli::GenerateModeRequested()) {
+    send_endpoint("");
     status = cli::RunGenerateMode(&runner, model);
   } else if (absl::GetFlag(FLAGS_bench)) {
+    send_endpoint("");
     cli::BenchHooks hooks;
     hooks.reset = [&] { exchange.stats().Reset(size); };
     hooks.report = [&](const char* phase) {
@@ -180,7 +248,10 @@ int Main(int argc, char** argv) {
         "nothing to do: give --listen (serve gRPC), --tokens and --out (logits dump), --prompt "
         "(generation) or --bench");
   }
-  return Exit(status, &exchange);
+  if (*trace != nullptr) {
+    if (absl::Status closed = (*trace)->Close(); status.ok()) status = closed;
+  }
+  return exit(status);
 }
 
 }  // namespace

@@ -23,7 +23,8 @@ void RequestHandle::Push(StreamEvent event) {
 }
 
 Scheduler::Sequence::Sequence(Pending p, KvCache kv, const Tokenizer* tokenizer, int64_t bytes)
-    : request(std::move(p.request)),
+    : id(p.id),
+      request(std::move(p.request)),
       handle(std::move(p.handle)),
       arrival(p.arrival),
       cache(std::move(kv)),
@@ -62,7 +63,7 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> Scheduler::Submit(ServeRequest re
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server's queue is full (", options_.max_waiting, " requests waiting); retry later"));
   }
-  waiting_.push_back(Pending{std::move(request), handle, absl::Now()});
+  waiting_.push_back(Pending{++last_id_, std::move(request), handle, absl::Now()});
   stats_.waiting = static_cast<int>(waiting_.size());
   work_.Signal();
   return handle;
@@ -122,7 +123,7 @@ absl::Status Scheduler::Step() {
   int64_t budget = options_.max_batch_tokens;
   for (auto& seq : running_) {
     if (seq->next_token >= 0 && budget > 0) {
-      chunks.push_back({&seq->cache, absl::MakeConstSpan(&seq->next_token, 1), false});
+      chunks.push_back({&seq->cache, absl::MakeConstSpan(&seq->next_token, 1), false, seq->id});
       owners.push_back(seq.get());
       --budget;
     }
@@ -131,7 +132,8 @@ absl::Status Scheduler::Step() {
     const size_t left = seq->request.prompt.size() - seq->prefilled;
     if (seq->next_token >= 0 || left == 0 || budget <= 0) continue;
     const size_t n = std::min<size_t>(left, static_cast<size_t>(budget));
-    chunks.push_back({&seq->cache, absl::MakeConstSpan(seq->request.prompt).subspan(seq->prefilled, n), false});
+    chunks.push_back({&seq->cache, absl::MakeConstSpan(seq->request.prompt).subspan(seq->prefilled, n),
+                      false, seq->id});
     owners.push_back(seq.get());
     budget -= static_cast<int64_t>(n);
   }
@@ -186,6 +188,7 @@ bool Scheduler::Advance(Sequence* seq, const float* logits) {
 }
 
 void Scheduler::Finish(Sequence* seq) {
+  runner_->EndSequence(seq->id);
   {
     absl::MutexLock lock(&mu_);
     stats_.kv_bytes_used -= seq->kv_bytes;
@@ -200,7 +203,10 @@ void Scheduler::FailAll(const absl::Status& status) {
   StreamEvent e;
   e.error = status;
   for (auto& seq : running_) {
-    if (seq) seq->handle->Push(e);
+    if (seq) {
+      runner_->EndSequence(seq->id);
+      seq->handle->Push(e);
+    }
   }
   running_.clear();
   absl::MutexLock lock(&mu_);

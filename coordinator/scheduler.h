@@ -113,12 +113,14 @@ class Scheduler {
 
  private:
   struct Pending {
+    uint64_t id;  // 1, 2, ... in arrival order; names the sequence in telemetry and traces
     ServeRequest request;
     std::shared_ptr<RequestHandle> handle;
     absl::Time arrival;
   };
   struct Sequence {
     Sequence(Pending p, KvCache cache, const Tokenizer* tokenizer, int64_t kv_bytes);
+    uint64_t id;
     ServeRequest request;
     std::shared_ptr<RequestHandle> handle;
     absl::Time arrival;
@@ -148,6 +150,7 @@ class Scheduler {
   absl::CondVar work_;
   std::deque<Pending> waiting_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Status> stopped_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
   SchedulerStats stats_ ABSL_GUARDED_BY(mu_);
 
   // Engine thread only.

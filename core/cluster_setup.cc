@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/mpi_wait.h"
 
 namespace moe {
 
@@ -80,6 +81,24 @@ std::string FormatRankReports(const std::vector<RankReport>& reports) {
                           r.ok ? "" : "  FAILED");
   }
   return out;
+}
+
+TelemetryEndpoint ShareTelemetryEndpoint(const TelemetryEndpoint& at_root) {
+  struct Wire {
+    char address[256];
+    int32_t interval_ms;
+  } wire{};
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank == 0) {
+    std::snprintf(wire.address, sizeof(wire.address), "%s", at_root.address.c_str());
+    wire.interval_ms = at_root.interval_ms;
+  }
+  std::vector<MPI_Request> request(1);
+  MPI_Ibcast(&wire, sizeof(wire), MPI_BYTE, 0, MPI_COMM_WORLD, &request[0]);
+  WaitAll(&request, {0}, 0, "telemetry endpoint").IgnoreError();  // no deadline: cannot fail
+  wire.address[sizeof(wire.address) - 1] = '\0';
+  return TelemetryEndpoint{wire.address, wire.interval_ms};
 }
 
 }  // namespace moe

@@ -36,6 +36,16 @@ RankReport ReportLoad(int rank, int experts_hosted,
 // Collective over MPI_COMM_WORLD: rank 0 gets every rank's report (in rank order), others get {}.
 std::vector<RankReport> GatherRankReports(const RankReport& mine);
 
+// Where workers stream their load telemetry (the coordinator's gRPC server) and how often.
+struct TelemetryEndpoint {
+  std::string address;    // HOST:PORT; empty: no telemetry (one-shot modes)
+  int32_t interval_ms = 500;
+};
+
+// Collective over MPI_COMM_WORLD: every rank returns rank 0's endpoint. Non-root ranks wait for
+// it with back-off (the coordinator starts its server first), however long that takes.
+TelemetryEndpoint ShareTelemetryEndpoint(const TelemetryEndpoint& at_root);
+
 // A table for start-up logs.
 std::string FormatRankReports(const std::vector<RankReport>& reports);
 

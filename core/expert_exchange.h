@@ -28,6 +28,9 @@ class ExpertRunner {
   // out: [batch.n_rows(), batch.hidden], row i = expert(row i). Fails if an expert with rows is
   // not hosted here.
   virtual absl::Status RunExperts(const ExpertBatch& batch, float* out) = 0;
+  // Seconds the last RunExperts spent in each expert ([n_experts]), for telemetry; null when the
+  // runner does not time them.
+  virtual const double* LastExpertSeconds() const { return nullptr; }
 };
 
 class ExpertExchange {

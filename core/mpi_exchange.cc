@@ -81,6 +81,7 @@ absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>*
                          batch.rows.begin() + (begin + rows) * hidden);
   }
 
+  const uint32_t epoch = options_.telemetry_epoch != nullptr ? options_.telemetry_epoch->load() : 0;
   std::vector<MPI_Request> requests;
   std::vector<int> peers;
   auto post = [&](MPI_Request req, int peer) {
@@ -97,7 +98,7 @@ absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>*
     const int64_t n = static_cast<int64_t>(send_ids_[r].size());
     StepHeader& h = headers_[r];
     h = StepHeader{kStepMagic, static_cast<int32_t>(StepCommand::kForward), step_id_,
-                   batch.layer, n_experts, n, hidden};
+                   batch.layer, n_experts, n, hidden, epoch, 0};
     MPI_Request req;
     MPI_Isend(&h, sizeof(h), MPI_BYTE, r, kHeaderTag, MPI_COMM_WORLD, &req);
     post(req, r);
@@ -122,6 +123,8 @@ absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>*
                               absl::StrCat("layer ", batch.layer, " exchange (step ", step_id_, ")")));
 
   double slowest = 0;
+  step_compute_.assign(static_cast<size_t>(n_workers) + 1, 0.0);
+  step_rows_.assign(static_cast<size_t>(n_workers) + 1, 0);
   for (int r = 1; r <= n_workers; ++r) {
     const ReplyHeader& reply = replies_[r];
     const int64_t n = static_cast<int64_t>(send_ids_[r].size());
@@ -135,6 +138,8 @@ absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>*
     slowest = std::max(slowest, reply.compute_seconds);
     stats_.worker_compute_seconds[r] += reply.compute_seconds;
     stats_.worker_rows[r] += n;
+    step_compute_[r] = reply.compute_seconds;
+    step_rows_[r] = n;
   }
   // Unpack in the order packed: expert by expert.
   std::vector<int64_t> cursor(static_cast<size_t>(n_workers) + 1, 0);
@@ -148,7 +153,11 @@ absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>*
   }
   ++stats_.exchanges;
   stats_.slowest_compute_seconds += slowest;
-  stats_.wall_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  stats_.wall_seconds += wall;
+  if (options_.observer != nullptr) {
+    options_.observer->OnExchange(ExchangeRecord{batch.layer, wall, step_compute_, step_rows_});
+  }
   return absl::OkStatus();
 }
 
@@ -157,7 +166,7 @@ void MpiExchange::Shutdown() {
   std::vector<int> peers;
   for (int r = 1; r <= placement_->n_workers(); ++r) {
     headers_[r] = StepHeader{kStepMagic, static_cast<int32_t>(StepCommand::kShutdown), ++step_id_,
-                             0, 0, 0, 0};
+                             0, 0, 0, 0, 0, 0};
     MPI_Request req;
     MPI_Isend(&headers_[r], sizeof(StepHeader), MPI_BYTE, r, kHeaderTag, MPI_COMM_WORLD, &req);
     requests.push_back(req);
@@ -183,6 +192,7 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
   ExpertBatch batch;
   std::vector<float> out;
   for (;;) {
+    const auto idle_start = Clock::now();
     std::vector<MPI_Request> requests(1);
     MPI_Irecv(&h, sizeof(h), MPI_BYTE, kCoordinator, kHeaderTag, MPI_COMM_WORLD, &requests[0]);
     // Idle: wait as long as it takes. After a signal, give the coordinator a grace period to send
@@ -212,6 +222,7 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
                                               ", experts ", h.n_experts, ", hidden ", h.hidden,
                                               ", rows ", h.n_rows, ")"));
     }
+    const auto receive_start = Clock::now();
     const int n = static_cast<int>(h.n_rows);
     counts.resize(static_cast<size_t>(n_experts));
     ids.resize(static_cast<size_t>(n));
@@ -253,8 +264,9 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
     const auto start = Clock::now();
     out.resize(batch.rows.size());
     MOE_RETURN_IF_ERROR(runner->RunExperts(batch, out.data()));
+    const auto computed = Clock::now();
     ReplyHeader reply{kReplyMagic, h.layer, h.step_id, h.n_rows,
-                      std::chrono::duration<double>(Clock::now() - start).count()};
+                      std::chrono::duration<double>(computed - start).count()};
     requests.assign(1, MPI_REQUEST_NULL);
     MPI_Isend(&reply, sizeof(reply), MPI_BYTE, kCoordinator, kReplyTag, MPI_COMM_WORLD, &requests[0]);
     if (n > 0) {
@@ -264,6 +276,19 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
     }
     MOE_RETURN_IF_ERROR(WaitAll(&requests, std::vector<int>(requests.size(), kCoordinator), 30.0,
                                 who + " returning outputs"));
+    if (opt.observer != nullptr) {
+      const auto done = Clock::now();
+      const double* seconds = runner->LastExpertSeconds();
+      opt.observer->OnWorkerStep(WorkerStepRecord{
+          h.telemetry_epoch, h.step_id, h.layer, counts,
+          seconds != nullptr ? absl::MakeConstSpan(seconds, static_cast<size_t>(n_experts))
+                             : absl::Span<const double>(),
+          reply.compute_seconds,
+          std::chrono::duration<double>((start - receive_start) + (done - computed)).count(),
+          std::chrono::duration<double>(receive_start - idle_start).count(),
+          static_cast<int64_t>(sizeof(StepHeader)) + n_experts * 8 + int64_t{n} * (4 + h.hidden * 4),
+          static_cast<int64_t>(sizeof(ReplyHeader)) + int64_t{n} * h.hidden * 4});
+    }
   }
 }
 

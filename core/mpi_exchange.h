@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/exchange_telemetry.h"
 #include "core/expert_exchange.h"
 #include "core/expert_placement.h"
 
@@ -36,6 +37,10 @@ struct StepHeader {
   int32_t n_experts = 0;
   int64_t n_rows = 0;     // rows for this worker
   int64_t hidden = 0;
+  // Telemetry epoch (ResetLoad): workers zero their load counters when it changes, so resets fall
+  // on the same step boundary on every rank. No telemetry data rides the data plane.
+  uint32_t telemetry_epoch = 0;
+  uint32_t reserved = 0;
 };
 
 struct ReplyHeader {
@@ -65,6 +70,9 @@ struct MpiExchangeOptions {
   double worker_timeout_seconds = 10.0;
   // Set by a signal handler: the next exchange fails with Cancelled (the one in flight finishes).
   const std::atomic<bool>* stop_requested = nullptr;
+  // Telemetry, both optional: told about every exchange; the epoch stamped on step headers.
+  ExchangeObserver* observer = nullptr;
+  const std::atomic<uint32_t>* telemetry_epoch = nullptr;
 };
 
 // Coordinator side. Not thread-safe: the step loop's thread only, the one that called MPI_Init.
@@ -88,6 +96,8 @@ class MpiExchange : public ExpertExchange {
   std::vector<std::vector<float>> recv_rows_;
   std::vector<ReplyHeader> replies_;
   std::vector<StepHeader> headers_;
+  std::vector<double> step_compute_;  // [W + 1] this exchange's replies, for the observer
+  std::vector<int64_t> step_rows_;
 };
 
 struct ExpertServeOptions {
@@ -100,6 +110,8 @@ struct ExpertServeOptions {
   const std::atomic<bool>* stop_requested = nullptr;
   // Long enough for the coordinator to finish a layer of attention and send the shutdown.
   double stop_grace_seconds = 30.0;
+  // Told about every step answered (optional); the runner's per-expert times when it has them.
+  WorkerStepObserver* observer = nullptr;
 };
 
 // Worker side: answers forward steps with `runner` until the coordinator says shutdown (OK) or

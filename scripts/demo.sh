@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: installs packages, builds, makes the small demo model,
 # starts the cluster (coordinator + 2 workers under mpirun, gRPC on loopback), generates through
-# the command-line and the Python clients, shows the server's state, and shuts the cluster down.
+# the command-line and the Python clients, shows the server's state and its load telemetry (the
+# live view, then the routing trace analysed offline), and shuts the cluster down.
 # usage: scripts/demo.sh [PROMPT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROMPT=${1:-"The capital of France is"}
 scripts/install-deps.sh
 scripts/build.sh
-[[ -f models/demo/model.safetensors ]] || scripts/make_demo_model.sh
+scripts/make_demo_model.sh
 
 PORT_FILE=$(mktemp -u /tmp/moe-demo-port.XXXXXX)
-scripts/launch.sh --model models/demo --workers 2 -- --listen 127.0.0.1:0 --port-file "$PORT_FILE" &
+OUT=build/demo  # the routing trace and its plots
+mkdir -p "$OUT"
+scripts/launch.sh --model models/demo --workers 2 -- --listen 127.0.0.1:0 --port-file "$PORT_FILE" \
+  --routing-trace "$OUT/routing.trace" &
 LAUNCHER=$!
 cleanup() {
   pkill -TERM -f "^[^ ]*moe-coordinator --model models/demo" 2>/dev/null || true
@@ -35,4 +39,11 @@ echo "--- scripts/client_example.py (Python, python3-grpcio)"
 /usr/bin/python3 scripts/client_example.py --server "$SERVER" --prompt "$PROMPT"
 echo "--- moe-cli info"
 build/bin/moe-cli info --server "$SERVER"
+echo "--- moe-cli bench --concurrency 8 (some load to look at)"
+build/bin/moe-cli bench --server "$SERVER" --concurrency 8 --requests 2 --max-tokens 32
+sleep 1  # one worker report interval (500 ms), so the workers' own counts have caught up
+echo "--- moe-cli load --once (live: moe-cli load, refreshing like top)"
+build/bin/moe-cli load --server "$SERVER" --once
+echo "--- scripts/analyze_routing.py $OUT/routing.trace (every token's routing, recorded by --routing-trace)"
+/usr/bin/python3 scripts/analyze_routing.py "$OUT/routing.trace" --out "$OUT"
 echo "--- shutting the cluster down (SIGTERM)"

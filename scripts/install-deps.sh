@@ -8,7 +8,8 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin openssh-client
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev libsentencepiece-dev nlohmann-json3-dev libhwy-dev
+  libopenblas-dev libsentencepiece-dev nlohmann-json3-dev libhwy-dev libcpp-httplib-dev
+  prometheus
   python3 python3-numpy python3-grpcio python3-protobuf python3-matplotlib
   procps
 )

@@ -14,7 +14,7 @@ while [[ $# -gt 0 ]]; do
     *) break ;;
   esac
 done
-if [[ $MODEL == models/demo && ! -f $MODEL/model.safetensors ]]; then
-  scripts/make_demo_model.sh
+if [[ $MODEL == models/demo ]]; then
+  scripts/make_demo_model.sh  # makes it if missing or out of date
 fi
 exec scripts/launch.sh --model "$MODEL" --workers "$WORKERS" -- --listen "$LISTEN" "$@"

@@ -1,6 +1,7 @@
 #include "worker/expert_host.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/ops.h"
@@ -21,9 +22,11 @@ absl::Status ExpertHost::RunExperts(const ExpertBatch& batch, float* out) {
   }
   const LayerWeights& layer = weights_->layers[batch.layer];
   const int64_t inter = c.intermediate_size, hidden = c.hidden_size;
+  expert_seconds_.assign(static_cast<size_t>(c.num_local_experts), 0.0);
   for (int e = 0; e < batch.n_experts(); ++e) {
     const int64_t begin = batch.expert_offsets[e], rows = batch.expert_offsets[e + 1] - begin;
     if (rows == 0) continue;
+    const auto start = std::chrono::steady_clock::now();
     if (rows < 0 || !layer.owned[e]) {
       return absl::FailedPreconditionError(
           absl::StrCat("layer ", batch.layer, " expert ", e, " is not hosted here"));
@@ -36,6 +39,7 @@ absl::Status ExpertHost::RunExperts(const ExpertBatch& batch, float* out) {
     kernels::MatMul(x, rows, w.w3, up_.data());                    // [rows, inter]
     kernels::SiluMul(gate_.data(), up_.data(), rows * inter, gate_.data());
     kernels::MatMul(gate_.data(), rows, w.w2, out + begin * hidden);  // [rows, hidden]
+    expert_seconds_[e] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   return absl::OkStatus();
 }

@@ -17,12 +17,14 @@ class ExpertHost : public ExpertRunner {
       : weights_(weights), times_(times) {}
 
   absl::Status RunExperts(const ExpertBatch& batch, float* out) override;
+  const double* LastExpertSeconds() const override { return expert_seconds_.data(); }
 
  private:
   const ModelWeights* weights_;
   OpTimes* times_;
   std::vector<float> gate_;  // [rows, intermediate] scratch
   std::vector<float> up_;    // [rows, intermediate] scratch
+  std::vector<double> expert_seconds_;  // [experts] of the last batch
 };
 
 }  // namespace moe

@@ -1,6 +1,7 @@
 // moe-worker: ranks 1..W of the cluster. Loads only the experts the coordinator's placement gives
 // it (every layer) and answers forward steps until the coordinator shuts it down.
 #include <mpi.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <csignal>
@@ -11,6 +12,8 @@
 #include "core/cluster_setup.h"
 #include "core/mpi_exchange.h"
 #include "worker/expert_host.h"
+#include "worker/load_recorder.h"
+#include "worker/telemetry_reporter.h"
 
 namespace moe {
 namespace {
@@ -58,10 +61,22 @@ int Main(int argc, char** argv) {
       rank, placement->CountOwned(rank), weights,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
 
+  // Load telemetry: counted by the serving loop, streamed by a thread of its own (serving only).
+  const TelemetryEndpoint endpoint = ShareTelemetryEndpoint({});
+  char host_name[256] = {};
+  gethostname(host_name, sizeof(host_name) - 1);
+  LoadRecorder recorder(rank, host_name, &*placement);
+  std::unique_ptr<TelemetryReporter> reporter;
+  if (!endpoint.address.empty() && weights.ok()) {
+    reporter = std::make_unique<TelemetryReporter>(&recorder, endpoint.address,
+                                                   absl::Milliseconds(endpoint.interval_ms));
+  }
+
   ExpertServeOptions serve;
   serve.rank = rank;
   serve.placement = &*placement;
   serve.stop_requested = &g_stop;
+  serve.observer = &recorder;
   RefusingRunner refusing;
   std::unique_ptr<ExpertHost> host;
   if (weights.ok()) {
@@ -70,6 +85,7 @@ int Main(int argc, char** argv) {
     host = std::make_unique<ExpertHost>(weights->get());
   }
   const absl::Status status = ServeExperts(host ? static_cast<ExpertRunner*>(host.get()) : &refusing, serve);
+  reporter.reset();
   if (!status.ok()) {
     cli::Fail(status);
     std::fflush(stderr);

@@ -3,7 +3,11 @@
 //   moe-cli tokenize --text "Hello world"
 //   moe-cli info
 //   moe-cli bench --concurrency 1,4,16,64 [--requests 2 --max-tokens 32 --prompt-tokens 32]
+//   moe-cli load [--interval-ms 1000] [--once] [--window]     (live load view, like top)
+//   moe-cli reset-load
 // --server HOST:PORT (default 127.0.0.1:50051) selects the server.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,7 +27,9 @@
 #include "absl/synchronization/mutex.h"
 #include "coordinator/tools/flag_spelling.h"
 #include "grpcpp/grpcpp.h"
+#include "coordinator/client/load_view.h"
 #include "moe/v1/inference.grpc.pb.h"
+#include "moe/v1/telemetry.grpc.pb.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "server address HOST:PORT");
 ABSL_FLAG(std::string, prompt, "", "generate: prompt text (BOS is prepended by the server)");
@@ -40,17 +46,21 @@ ABSL_FLAG(std::string, text, "", "tokenize: text");
 ABSL_FLAG(std::string, concurrency, "1,4,16,64", "bench: concurrent clients, comma-separated");
 ABSL_FLAG(int, requests, 2, "bench: requests per client");
 ABSL_FLAG(int, prompt_tokens, 32, "bench: random prompt length");
+ABSL_FLAG(int, interval_ms, 1000, "load: refresh interval");
+ABSL_FLAG(bool, once, false, "load: print one snapshot and exit");
+ABSL_FLAG(bool, window, false, "load: show the sliding-window counts instead of the totals since reset");
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::unique_ptr<moe::v1::Inference::Stub> Connect() {
+std::shared_ptr<grpc::Channel> Channel() {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);  // loopback must not go through $http_proxy
-  return moe::v1::Inference::NewStub(grpc::CreateCustomChannel(
-      absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(), args));
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(), args);
 }
+
+std::unique_ptr<moe::v1::Inference::Stub> Connect() { return moe::v1::Inference::NewStub(Channel()); }
 
 int Fail(const std::string& what, const grpc::Status& s) {
   std::fprintf(stderr, "moe-cli: %s failed: %s (%s)\n", what.c_str(), s.error_message().c_str(),
@@ -245,10 +255,55 @@ int Bench() {
   return 0;
 }
 
+// A live table of the server's load, refreshed from WatchLoad (or one snapshot with --once).
+int Load() {
+  auto stub = moe::v1::Telemetry::NewStub(Channel());
+  moe::LoadViewOptions view;
+  view.window = absl::GetFlag(FLAGS_window);
+  if (absl::GetFlag(FLAGS_once)) {
+    grpc::ClientContext context;
+    moe::v1::LoadSnapshot snapshot;
+    grpc::Status s = stub->GetLoad(&context, moe::v1::GetLoadRequest(), &snapshot);
+    if (!s.ok()) return Fail("GetLoad", s);
+    std::fputs(moe::RenderLoadView(snapshot, view).c_str(), stdout);
+    return 0;
+  }
+  if (absl::GetFlag(FLAGS_interval_ms) < 50) {
+    std::fprintf(stderr, "moe-cli: --interval-ms must be >= 50\n");
+    return 1;
+  }
+  const bool tty = isatty(STDOUT_FILENO);
+  grpc::ClientContext context;
+  moe::v1::WatchLoadRequest request;
+  request.set_interval_ms(static_cast<uint32_t>(absl::GetFlag(FLAGS_interval_ms)));
+  auto reader = stub->WatchLoad(&context, request);
+  moe::v1::LoadSnapshot snapshot;
+  while (reader->Read(&snapshot)) {
+    // On a terminal, redraw in place like top; piped, append snapshots one after another.
+    if (tty) std::fputs("\033[H\033[2J", stdout);
+    std::fputs(moe::RenderLoadView(snapshot, view).c_str(), stdout);
+    if (!tty) std::fputs("\n", stdout);
+    std::fflush(stdout);
+  }
+  grpc::Status s = reader->Finish();
+  return s.ok() ? 0 : Fail("WatchLoad", s);
+}
+
+int ResetLoad() {
+  auto stub = moe::v1::Telemetry::NewStub(Channel());
+  grpc::ClientContext context;
+  moe::v1::ResetLoadResponse response;
+  grpc::Status s = stub->ResetLoad(&context, moe::v1::ResetLoadRequest(), &response);
+  if (!s.ok()) return Fail("ResetLoad", s);
+  std::printf("load counters reset; epoch %u\n", response.epoch());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("moe-cli (generate|tokenize|info|bench) [--server HOST:PORT] [flags]");
+  absl::SetProgramUsageMessage(
+      "moe-cli (generate|tokenize|info|bench|load|reset-load) [--server HOST:PORT] [flags]");
   moe::cli::AcceptDashedFlagNames(argc, argv);  // --max-tokens or --max_tokens
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string cmd = args.size() > 1 ? args[1] : "";
@@ -256,6 +311,10 @@ int main(int argc, char** argv) {
   if (cmd == "tokenize") return Tokenize();
   if (cmd == "info") return Info();
   if (cmd == "bench") return Bench();
-  std::fprintf(stderr, "moe-cli: give a command: generate, tokenize, info or bench (--help for flags)\n");
+  if (cmd == "load") return Load();
+  if (cmd == "reset-load") return ResetLoad();
+  std::fprintf(stderr,
+               "moe-cli: give a command: generate, tokenize, info, bench, load or reset-load (--help for "
+               "flags)\n");
   return 2;
 }

@@ -73,6 +73,26 @@ absl::StatusOr<ServeRequest> InferenceService::Translate(const moe::v1::Generate
 grpc::Status InferenceService::Generate(grpc::ServerContext* context,
                                         const moe::v1::GenerateRequest* request,
                                         grpc::ServerWriter<moe::v1::GenerateResponse>* writer) {
+  StreamEvent last;
+  const grpc::Status status = Stream(context, request, writer, &last);
+  if (metrics_ != nullptr) {
+    if (status.ok()) {
+      const char* finish = last.finish == FinishReason::kEos    ? "eos"
+                           : last.finish == FinishReason::kStop ? "stop"
+                                                                : "length";
+      metrics_->RecordFinished(finish, last.prompt_tokens, last.generated_tokens,
+                               last.time_to_first_token_ms / 1e3, last.total_ms / 1e3);
+    } else {
+      metrics_->RecordFailed(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())));
+    }
+  }
+  return status;
+}
+
+grpc::Status InferenceService::Stream(grpc::ServerContext* context,
+                                      const moe::v1::GenerateRequest* request,
+                                      grpc::ServerWriter<moe::v1::GenerateResponse>* writer,
+                                      StreamEvent* last) {
   absl::StatusOr<ServeRequest> r = Translate(*request);
   if (!r.ok()) return ToGrpc(r.status());
   absl::StatusOr<std::shared_ptr<RequestHandle>> handle = scheduler_->Submit(*std::move(r));
@@ -101,7 +121,10 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* context,
         (*handle)->Cancel();
         return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       }
-      if (e.finish != FinishReason::kNone) return grpc::Status::OK;
+      if (e.finish != FinishReason::kNone) {
+        *last = std::move(e);
+        return grpc::Status::OK;
+      }
     }
   }
 }

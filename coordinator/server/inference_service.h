@@ -3,6 +3,7 @@
 #pragma once
 
 #include "coordinator/scheduler.h"
+#include "coordinator/telemetry/request_metrics.h"
 #include "core/config.h"
 #include "core/expert_placement.h"
 #include "core/tokenizer.h"
@@ -16,14 +17,16 @@ struct ServiceLimits {
 
 class InferenceService final : public moe::v1::Inference::Service {
  public:
-  // Nothing is owned; placement may be null (single process).
+  // Nothing is owned; placement may be null (single process), metrics too (not counted).
   InferenceService(Scheduler* scheduler, const Tokenizer* tokenizer, const MixtralConfig* config,
-                   const ExpertPlacement* placement, ServiceLimits limits)
+                   const ExpertPlacement* placement, ServiceLimits limits,
+                   RequestMetrics* metrics = nullptr)
       : scheduler_(scheduler),
         tokenizer_(tokenizer),
         config_(config),
         placement_(placement),
-        limits_(limits) {}
+        limits_(limits),
+        metrics_(metrics) {}
 
   grpc::Status Generate(grpc::ServerContext* context, const moe::v1::GenerateRequest* request,
                         grpc::ServerWriter<moe::v1::GenerateResponse>* writer) override;
@@ -39,11 +42,16 @@ class InferenceService final : public moe::v1::Inference::Service {
   absl::StatusOr<ServeRequest> Translate(const moe::v1::GenerateRequest& request) const;
 
  private:
+  // Generate without the accounting; *last receives the final event of a finished stream.
+  grpc::Status Stream(grpc::ServerContext* context, const moe::v1::GenerateRequest* request,
+                      grpc::ServerWriter<moe::v1::GenerateResponse>* writer, StreamEvent* last);
+
   Scheduler* scheduler_;
   const Tokenizer* tokenizer_;
   const MixtralConfig* config_;
   const ExpertPlacement* placement_;
   ServiceLimits limits_;
+  RequestMetrics* metrics_;
 };
 
 }  // namespace moe

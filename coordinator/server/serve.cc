@@ -5,35 +5,91 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "coordinator/telemetry/load_metrics.h"
+#include "coordinator/telemetry/metrics_server.h"
+#include "coordinator/telemetry/telemetry_service.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 
 namespace moe {
+namespace {
+
+void WritePortFile(const std::string& path, int port) {
+  if (path.empty()) return;
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << port << "\n";
+  std::rename(tmp.c_str(), path.c_str());  // readers never see half a number
+}
+
+}  // namespace
 
 absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const ExpertPlacement* placement,
                    const ServeOptions& options, const std::atomic<bool>* stop) {
   if (absl::Status s = options.scheduler.Validate(); !s.ok()) return s;
   if (options.limits.max_tokens < 1) return absl::InvalidArgumentError("--max-tokens-limit must be >= 1");
   Scheduler scheduler(runner, tokenizer, options.scheduler);
-  InferenceService service(&scheduler, tokenizer, &runner->config(), placement, options.limits);
+  RequestMetrics request_metrics;
+  InferenceService service(&scheduler, tokenizer, &runner->config(), placement, options.limits,
+                           &request_metrics);
+  std::atomic<bool> stopping{false};  // ends WatchLoad streams when serving ends
+  std::unique_ptr<TelemetryService> telemetry;
+  std::unique_ptr<WorkerTelemetryService> worker_telemetry;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
+  if (options.telemetry != nullptr) {
+    telemetry = std::make_unique<TelemetryService>(options.telemetry, &stopping);
+    worker_telemetry = std::make_unique<WorkerTelemetryService>(options.telemetry);
+    builder.RegisterService(telemetry.get());
+    builder.RegisterService(worker_telemetry.get());
+  }
+
+  // Prometheus first: a bad --metrics-listen fails before anything else listens.
+  std::unique_ptr<MetricsServer> metrics;
+  if (!options.metrics_listen.empty()) {
+    auto started = MetricsServer::Start(options.metrics_listen, [&] {
+      PrometheusText page;
+      const SchedulerStats stats = scheduler.stats();
+      page.Family("moe_requests_running", "gauge", "Requests in the running batch.");
+      page.Sample("moe_requests_running", stats.running);
+      page.Family("moe_requests_waiting", "gauge", "Requests waiting for admission.");
+      page.Sample("moe_requests_waiting", stats.waiting);
+      page.Family("moe_kv_cache_bytes", "gauge", "KV cache bytes reserved by running requests (state=used) and the budget.");
+      page.Sample("moe_kv_cache_bytes", {{"state", "used"}}, static_cast<double>(stats.kv_bytes_used));
+      page.Sample("moe_kv_cache_bytes", {{"state", "budget"}}, static_cast<double>(stats.kv_bytes_budget));
+      request_metrics.Render(&page);
+      if (options.telemetry != nullptr) RenderLoadMetrics(options.telemetry->Snapshot(), &page);
+      return page.text();
+    });
+    if (!started.ok()) return started.status();
+    metrics = *std::move(started);
+  }
+
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::FailedPreconditionError(absl::StrCat("cannot listen on ", options.listen));
   }
   server->GetHealthCheckService()->SetServingStatus(true);
   const std::string host = options.listen.substr(0, options.listen.rfind(':'));
-  std::printf("moe-coordinator: serving moe.v1.Inference on %s:%d\n", host.c_str(), port);
-  std::fflush(stdout);
-  if (!options.port_file.empty()) {
-    const std::string tmp = options.port_file + ".tmp";
-    std::ofstream(tmp) << port << "\n";
-    std::rename(tmp.c_str(), options.port_file.c_str());  // readers never see half a number
+  std::printf("moe-coordinator: serving moe.v1.Inference%s on %s:%d\n",
+              options.telemetry != nullptr ? " and moe.v1.Telemetry" : "", host.c_str(), port);
+  if (metrics != nullptr) {
+    const std::string metrics_host = options.metrics_listen.substr(0, options.metrics_listen.rfind(':'));
+    std::printf("moe-coordinator: Prometheus metrics on http://%s:%d/metrics\n", metrics_host.c_str(),
+                metrics->port());
+    WritePortFile(options.metrics_port_file, metrics->port());
   }
+  std::fflush(stdout);
+  // Open streams (watchers, worker reports) end at once instead of holding Shutdown to its deadline.
+  auto shutdown = [&] {
+    stopping = true;
+    if (worker_telemetry != nullptr) worker_telemetry->CancelAll();
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  };
+  if (options.on_listening) options.on_listening(port);
+  WritePortFile(options.port_file, port);
 
   absl::Status engine;
   while (!stop->load()) {
@@ -47,7 +103,7 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
     const absl::Status lost = absl::UnavailableError(absl::StrCat("the cluster failed: ", engine.message()));
     scheduler.StopAdmitting(lost);
     scheduler.FailAll(lost);
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    shutdown();
     return engine;
   }
   // Graceful: refuse new requests, let the running ones finish within the grace period.
@@ -59,13 +115,13 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
     if (scheduler.WaitForWork(absl::Milliseconds(10))) {
       if (absl::Status st = scheduler.Step(); !st.ok()) {
         scheduler.FailAll(absl::UnavailableError(absl::StrCat("the cluster failed: ", st.message())));
-        server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+        shutdown();
         return st;
       }
     }
   }
   scheduler.FailAll(absl::UnavailableError("the server shut down before the request finished"));
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  shutdown();
   std::printf("moe-coordinator: server stopped (%lld requests served)\n",
               static_cast<long long>(scheduler.stats().served));
   return absl::OkStatus();

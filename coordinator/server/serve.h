@@ -3,11 +3,13 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/server/inference_service.h"
+#include "coordinator/telemetry/load_aggregator.h"
 
 namespace moe {
 
@@ -17,6 +19,15 @@ struct ServeOptions {
   double shutdown_grace_seconds = 30;      // in-flight requests get this long to finish
   SchedulerOptions scheduler;
   ServiceLimits limits;
+  // Load telemetry (not owned; may be null): moe.v1.Telemetry for users and
+  // moe.v1.WorkerTelemetry for the workers' reports, on the same port.
+  LoadAggregator* telemetry = nullptr;
+  // Prometheus /metrics on its own HOST:PORT (empty: off); its bound port goes to the file if set.
+  std::string metrics_listen;
+  std::string metrics_port_file;
+  // Called once with the bound port when the server accepts calls, before the first step (the
+  // coordinator then tells the workers where to report). Not called if the server fails to start.
+  std::function<void(int port)> on_listening;
 };
 
 // Serves until *stop becomes true (graceful: stop accepting, let running requests finish within

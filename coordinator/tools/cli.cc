@@ -17,6 +17,9 @@
 
 ABSL_FLAG(std::string, model, "", "model directory (config.json + safetensors)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = one per core)");
+ABSL_FLAG(std::string, routing_trace, "",
+          "record every token's routing (request, position, token, experts and weights per layer) "
+          "into this file; see docs/routing-trace-format.md and scripts/analyze_routing.py");
 
 namespace moe::cli {
 namespace {
@@ -66,6 +69,16 @@ std::string DefaultTokenizerPath(const std::string& model_dir) {
     if (Exists(dir + "/tokenizer.model")) return dir + "/tokenizer.model";
   }
   return in_model;
+}
+
+absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> OpenRoutingTrace(ModelRunner* runner,
+                                                                     const ExpertPlacement* placement) {
+  const std::string path = absl::GetFlag(FLAGS_routing_trace);
+  if (path.empty()) return nullptr;
+  absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> writer =
+      RoutingTraceWriter::Open(path, runner->config(), placement);
+  if (writer.ok()) runner->AddRoutingObserver(writer->get());
+  return writer;
 }
 
 }  // namespace moe::cli

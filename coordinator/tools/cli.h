@@ -1,10 +1,14 @@
 // Shared start-up for the command-line tools: flag spelling, CPU set-up, one-line errors.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "coordinator/model_runner.h"
+#include "coordinator/telemetry/routing_trace.h"
 
 namespace moe::cli {
 
@@ -20,6 +24,12 @@ std::string ModelDir();
 
 // Prints "<tool>: error: <message>" on one line to stderr and returns exit code 1.
 int Fail(const absl::Status& status);
+
+// --routing-trace FILE: records every token's routing through `runner` into FILE
+// (docs/routing-trace-format.md). Null when the flag is empty; keep the writer alive while the
+// runner runs (it flushes and closes when destroyed). placement: null in a single process.
+absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> OpenRoutingTrace(ModelRunner* runner,
+                                                                     const ExpertPlacement* placement);
 
 // The tokenizer to use: <model_dir>/tokenizer.model if present, else the copy next to the binary.
 std::string DefaultTokenizerPath(const std::string& model_dir);

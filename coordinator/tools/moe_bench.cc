@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   cli::Init(argc, argv, "moe-bench --model DIR [--prompt-tokens 512] [--decode-tokens 32] [--threads N]");
   auto engine = LocalEngine::Create(cli::ModelDir());
   if (!engine.ok()) return cli::Fail(engine.status());
+  auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);
+  if (!trace.ok()) return cli::Fail(trace.status());
   if (auto s = cli::RunBenchMode((*engine)->runner(), (*engine)->weights(), (*engine)->times());
       !s.ok()) {
     return cli::Fail(s);

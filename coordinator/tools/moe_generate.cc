@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   cli::Init(argc, argv, "moe-generate --model DIR --prompt TEXT [--max-new-tokens N ...]");
   auto engine = LocalEngine::Create(cli::ModelDir());
   if (!engine.ok()) return cli::Fail(engine.status());
+  auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);
+  if (!trace.ok()) return cli::Fail(trace.status());
   if (auto s = cli::RunGenerateMode((*engine)->runner(), cli::ModelDir()); !s.ok()) return cli::Fail(s);
   return 0;
 }

@@ -11,6 +11,8 @@ int main(int argc, char** argv) {
   if (!cli::LogitsModeRequested()) return cli::Fail(absl::InvalidArgumentError("--tokens is empty"));
   auto engine = LocalEngine::Create(cli::ModelDir());
   if (!engine.ok()) return cli::Fail(engine.status());
+  auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);
+  if (!trace.ok()) return cli::Fail(trace.status());
   if (auto s = cli::RunLogitsMode((*engine)->runner()); !s.ok()) return cli::Fail(s);
   return 0;
 }

@@ -21,78 +21,19 @@ import time
 
 BIN, SRC, WORK, STUBS = sys.argv[1:5]
 sys.path.insert(0, STUBS)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grpc  # noqa: E402
 from moe.v1 import inference_pb2 as pb  # noqa: E402
-from moe.v1 import inference_pb2_grpc as pbg  # noqa: E402
+from harness import Harness, generate  # noqa: E402
 
 PY = "/usr/bin/python3"
 MODEL = os.path.join(WORK, "model")
-results = {"passed": 0, "failed": 0}
+harness = Harness(BIN, SRC, WORK)
+check, run, results = harness.check, harness.run, harness.results
 
 
-def check(ok, what):
-    results["passed" if ok else "failed"] += 1
-    print(("ok: " if ok else "FAIL: ") + what, flush=True)
-    return ok
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
-
-
-class Cluster:
-    """The cluster under scripts/launch.sh, serving on an ephemeral loopback port."""
-
-    def __init__(self, workers, *server_flags, model=MODEL):
-        self.model = model
-        self.port_file = os.path.join(WORK, f"port-{time.monotonic_ns()}")
-        env = dict(os.environ, BUILD_DIR=os.path.dirname(BIN))
-        self.log = open(os.path.join(WORK, f"cluster-w{workers}-{os.path.basename(self.port_file)}.log"), "w")
-        self.proc = subprocess.Popen(
-            [os.path.join(SRC, "scripts/launch.sh"), "--model", model, "--workers", str(workers), "--",
-             "--listen", "127.0.0.1:0", "--port-file", self.port_file, "--worker-timeout-s", "3",
-             *server_flags], stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.time() + 120
-        while not os.path.exists(self.port_file):
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"cluster did not start: see {self.log.name}")
-            time.sleep(0.1)
-        self.port = int(open(self.port_file).read())
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=[("grpc.enable_http_proxy", 0)])
-        self.stub = pbg.InferenceStub(self.channel)
-
-    def pid_of(self, program):
-        out = subprocess.run(["pgrep", "-f", f"^[^ ]*{program} --model {self.model}"], capture_output=True,
-                             text=True).stdout
-        return [int(p) for p in out.split()]
-
-    def stop(self, sig=signal.SIGTERM, timeout=60):
-        if self.proc.poll() is None:
-            for pid in self.pid_of("moe-coordinator"):
-                os.kill(pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.channel.close()
-        self.log.close()
-        return self.proc.returncode
-
-
-def generate(stub, prompt, timeout=None, **sampling):
-    """Returns (token ids, text, last message)."""
-    req = pb.GenerateRequest(sampling=pb.SamplingParams(**sampling))
-    if isinstance(prompt, list):
-        req.token_ids.ids.extend(prompt)
-    else:
-        req.text = prompt.encode()
-    ids, text, last = [], "", None
-    for msg in stub.Generate(req, timeout=timeout):
-        ids += list(msg.token_ids)
-        text += msg.text
-        last = msg
-    return ids, text, last
+def Cluster(workers, *server_flags, model=MODEL):
+    return harness.cluster(workers, *server_flags, model=model)
 
 
 def reference(prompt, max_tokens, temperature=0.0, top_p=1.0, top_k=0, seed=0):
@@ -354,8 +295,7 @@ def main():
             os.killpg(c.proc.pid, signal.SIGKILL)
             c.proc.wait()
 
-    print(f"{results['passed']} passed, {results['failed']} failed")
-    sys.exit(1 if results["failed"] else 0)
+    sys.exit(harness.finish())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+#include "coordinator/client/load_view.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace moe {
+namespace {
+
+std::string Percent(double part, double whole) {
+  return whole > 0 ? absl::StrFormat("%5.1f%%", 100.0 * part / whole) : std::string("     -");
+}
+
+std::string Ratio(double x, bool have) { return have ? absl::StrFormat("%5.1f%%", 100.0 * x) : "     -"; }
+
+}  // namespace
+
+std::string RenderLoadView(const moe::v1::LoadSnapshot& s, const LoadViewOptions& options) {
+  std::string out = absl::StrFormat(
+      "moe-cluster load | epoch %u | up %.0f s | since reset %.1f s | %lld steps, %lld tokens | %s\n",
+      s.epoch(), s.uptime_seconds(), s.seconds_since_reset(), static_cast<long long>(s.steps()),
+      static_cast<long long>(s.tokens()),
+      options.window ? absl::StrFormat("last %.0f s window", s.window_seconds()) : "since reset");
+
+  // Experts: each layer's share per expert, its imbalance, locality and straggler cost.
+  absl::StrAppend(&out, "\nlayer  tokens ");
+  for (int e = 0; e < s.num_experts(); ++e) absl::StrAppendFormat(&out, "%6s ", absl::StrCat("e", e));
+  absl::StrAppend(&out, "| bal   imb%   cv  | 1st-rep overlap |", s.num_workers() > 0 ? " w-bal straggler" : "",
+                  "\n");
+  for (const moe::v1::LayerLoad& l : s.layers()) {
+    const auto& counts = options.window ? l.expert_window_tokens() : l.expert_tokens();
+    const moe::v1::Imbalance& im = options.window ? l.expert_window_imbalance() : l.expert_imbalance();
+    double total = 0;
+    for (int64_t c : counts) total += static_cast<double>(c);
+    absl::StrAppendFormat(&out, "%5d %7.0f ", l.layer(), total / std::max(1, s.top_k()));
+    for (int64_t c : counts) absl::StrAppend(&out, Percent(static_cast<double>(c), total), " ");
+    absl::StrAppendFormat(&out, "| %4.2f %5.0f %5.2f | %s  %s |", im.balancedness(), 100 * im.imbalance_ratio(),
+                          im.cv(), Ratio(l.locality().first_choice_repeat_ratio(), l.locality().pairs() > 0),
+                          Ratio(l.locality().set_overlap_ratio(), l.locality().pairs() > 0));
+    if (s.num_workers() > 0) {
+      absl::StrAppendFormat(&out, " %5.2f %7.1f ms", l.worker_imbalance().balancedness(),
+                            1e3 * l.straggler_seconds());
+    }
+    absl::StrAppend(&out, "\n");
+  }
+  const moe::v1::Imbalance& all = s.expert_imbalance();
+  absl::StrAppendFormat(&out, "  all experts (since reset): balancedness %.3f, imbalance ratio %.1f%%, CV %.3f",
+                        all.balancedness(), 100 * all.imbalance_ratio(), all.cv());
+  if (s.num_workers() > 0) {
+    absl::StrAppendFormat(&out, " | workers: balancedness %.3f, imbalance ratio %.1f%%",
+                          s.worker_imbalance().balancedness(), 100 * s.worker_imbalance().imbalance_ratio());
+  }
+  const moe::v1::Locality& loc = s.locality();
+  absl::StrAppendFormat(&out,
+                        "\n  temporal locality over %lld pairs: first choice repeats %s (chance %.1f%%), "
+                        "sets overlap %s (chance %.1f%%)\n",
+                        static_cast<long long>(loc.pairs()), Ratio(loc.first_choice_repeat_ratio(), loc.pairs() > 0),
+                        100 * loc.chance_first_choice(), Ratio(loc.set_overlap_ratio(), loc.pairs() > 0),
+                        100 * loc.chance_set_overlap());
+  if (s.num_workers() == 0) return out;
+
+  // Workers: the coordinator's dispatch count next to what each worker reports, and its times.
+  absl::StrAppendFormat(&out, "  straggler cost %.1f ms of %.1f ms in %lld exchanges\n\n",
+                        1e3 * s.straggler_seconds(), 1e3 * s.exchange_seconds(),
+                        static_cast<long long>(s.exchanges()));
+  absl::StrAppend(&out,
+                  "worker host             routed  reported  share  compute s   wait s   idle s    MB in   MB out  report\n");
+  double routed_total = 0;
+  for (const moe::v1::WorkerLoad& w : s.workers()) routed_total += static_cast<double>(w.routed_tokens());
+  for (const moe::v1::WorkerLoad& w : s.workers()) {
+    const std::string health = w.seconds_since_report() < 0 ? "none yet"
+                               : w.alive() ? absl::StrFormat("%.1f s ago", w.seconds_since_report())
+                                           : absl::StrFormat("LOST %.0f s", w.seconds_since_report());
+    absl::StrAppendFormat(&out, "%6d %-15s %8lld %9lld %s %10.3f %8.3f %8.1f %8.2f %8.2f  %s\n", w.rank(),
+                          w.host().substr(0, 15), static_cast<long long>(w.routed_tokens()),
+                          static_cast<long long>(w.reported_tokens()),
+                          Percent(static_cast<double>(w.routed_tokens()), routed_total), w.compute_seconds(),
+                          w.exchange_wait_seconds(), w.idle_seconds(), w.bytes_in() / 1e6, w.bytes_out() / 1e6,
+                          health);
+  }
+  return out;
+}
+
+}  // namespace moe

@@ -1,0 +1,17 @@
+// The terminal table of `moe-cli load`: per-layer expert shares with imbalance and locality, then
+// per-worker load and health, from one LoadSnapshot.
+#pragma once
+
+#include <string>
+
+#include "moe/v1/telemetry.pb.h"
+
+namespace moe {
+
+struct LoadViewOptions {
+  bool window = false;  // the sliding-window counts instead of the totals since reset
+};
+
+std::string RenderLoadView(const moe::v1::LoadSnapshot& snapshot, const LoadViewOptions& options);
+
+}  // namespace moe

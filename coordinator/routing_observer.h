@@ -1,0 +1,34 @@
+// RoutingObserver: sees the router's decisions of every forward step, with which sequence and
+// position each row belongs to. Telemetry (load aggregation) and routing traces hang here, off the
+// step's critical path: observers get read-only views and must be cheap (no I/O that can block).
+#pragma once
+
+#include <cstdint>
+
+#include "absl/types/span.h"
+#include "coordinator/moe_routing.h"
+
+namespace moe {
+
+// One row of a forward step.
+struct RoutedToken {
+  uint64_t sequence_id = 0;
+  int32_t position = 0;  // in its sequence
+  int32_t token = 0;     // the id fed at that position
+};
+
+class RoutingObserver {
+ public:
+  virtual ~RoutingObserver() = default;
+  // Around every forward step, whether it succeeds or not (before its first exchange; after its
+  // last exchange and OnForward).
+  virtual void OnStepBegin() {}
+  virtual void OnStepEnd() {}
+  // After every successful forward step. tokens: the step's rows in batch order; routing: per
+  // layer, the choices of those rows (routing[l].expert[row * top_k + j]).
+  virtual void OnForward(absl::Span<const RoutedToken> tokens, absl::Span<const Routing> routing) = 0;
+  // The sequence is finished; its id will not appear again.
+  virtual void OnSequenceEnd(uint64_t /*sequence_id*/) {}
+};
+
+}  // namespace moe

@@ -1,0 +1,244 @@
+#include "coordinator/telemetry/load_aggregator.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "coordinator/telemetry/imbalance.h"
+
+namespace moe {
+namespace {
+
+constexpr int kWindowBuckets = 60;  // the window moves in steps of window / 60
+
+double SteadySeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+LoadAggregatorOptions WithClock(LoadAggregatorOptions options) {
+  if (!options.now_seconds) options.now_seconds = SteadySeconds;
+  return options;
+}
+
+}  // namespace
+
+LoadAggregator::LoadAggregator(LoadAggregatorOptions options)
+    : options_(WithClock(std::move(options))),
+      n_workers_(options_.placement != nullptr ? options_.placement->n_workers() : 0),
+      bucket_seconds_(std::max(options_.window_seconds, 1e-3) / kWindowBuckets),
+      start_(options_.now_seconds()) {
+  absl::MutexLock lock(&mu_);
+  ApplyResetLocked();
+  epoch_ = 1;
+}
+
+void LoadAggregator::ApplyResetLocked() {
+  const size_t cells = static_cast<size_t>(options_.n_layers) * options_.n_experts;
+  const size_t layers = static_cast<size_t>(options_.n_layers);
+  reset_pending_ = false;
+  reset_at_ = Now();
+  steps_ = tokens_ = 0;
+  expert_tokens_.assign(cells, 0);
+  window_.assign(kWindowBuckets, std::vector<int64_t>(cells, 0));
+  window_id_.assign(kWindowBuckets, -1);
+  pairs_.assign(layers, 0);
+  repeats_.assign(layers, 0);
+  overlaps_.assign(layers, 0);
+  straggler_.assign(layers, 0.0);
+  exchange_seconds_ = 0;
+  exchanges_ = 0;
+  // Sequences in flight keep their previous token: a pair straddling the reset counts after it.
+  workers_.resize(static_cast<size_t>(n_workers_) + 1);
+  epoch_.fetch_add(1);
+}
+
+uint32_t LoadAggregator::Reset() {
+  absl::MutexLock lock(&mu_);
+  if (in_step_) {
+    reset_pending_ = true;
+    return epoch_.load() + 1;
+  }
+  ApplyResetLocked();
+  return epoch_.load();
+}
+
+void LoadAggregator::OnStepBegin() {
+  absl::MutexLock lock(&mu_);
+  in_step_ = true;
+}
+
+void LoadAggregator::OnStepEnd() {
+  absl::MutexLock lock(&mu_);
+  in_step_ = false;
+  if (reset_pending_) ApplyResetLocked();
+}
+
+int64_t* LoadAggregator::WindowBucketLocked(double t) {
+  const int64_t id = static_cast<int64_t>((t - start_) / bucket_seconds_);
+  const size_t slot = static_cast<size_t>(id % kWindowBuckets);
+  if (window_id_[slot] != id) {
+    std::fill(window_[slot].begin(), window_[slot].end(), 0);
+    window_id_[slot] = id;
+  }
+  return window_[slot].data();
+}
+
+void LoadAggregator::OnForward(absl::Span<const RoutedToken> tokens, absl::Span<const Routing> routing) {
+  const int L = options_.n_layers, E = options_.n_experts, k = options_.top_k;
+  absl::MutexLock lock(&mu_);
+  ++steps_;
+  tokens_ += static_cast<int64_t>(tokens.size());
+  int64_t* window = WindowBucketLocked(Now());
+  for (size_t row = 0; row < tokens.size(); ++row) {
+    for (int l = 0; l < L; ++l) {
+      const int32_t* chosen = routing[l].expert.data() + row * k;
+      for (int j = 0; j < k; ++j) {
+        ++expert_tokens_[static_cast<size_t>(l) * E + chosen[j]];
+        ++window[static_cast<size_t>(l) * E + chosen[j]];
+      }
+    }
+    // Temporal locality: compare with this sequence's previous position, if we saw it.
+    Previous& prev = previous_[tokens[row].sequence_id];
+    const bool consecutive = !prev.experts.empty() && prev.position + 1 == tokens[row].position;
+    prev.experts.resize(static_cast<size_t>(L) * k);
+    for (int l = 0; l < L; ++l) {
+      const int32_t* now = routing[l].expert.data() + row * k;
+      int32_t* before = prev.experts.data() + static_cast<size_t>(l) * k;
+      if (consecutive) {
+        bool overlap = false;
+        for (int a = 0; a < k && !overlap; ++a) {
+          overlap = std::find(before, before + k, now[a]) != before + k;
+        }
+        ++pairs_[l];
+        repeats_[l] += now[0] == before[0];
+        overlaps_[l] += overlap;
+      }
+      std::copy(now, now + k, before);
+    }
+    prev.position = tokens[row].position;
+  }
+}
+
+void LoadAggregator::OnSequenceEnd(uint64_t sequence_id) {
+  absl::MutexLock lock(&mu_);
+  previous_.erase(sequence_id);
+}
+
+void LoadAggregator::OnExchange(const ExchangeRecord& record) {
+  double slowest = 0, sum = 0;
+  for (int r = 1; r <= n_workers_ && r < static_cast<int>(record.worker_compute_seconds.size()); ++r) {
+    slowest = std::max(slowest, record.worker_compute_seconds[r]);
+    sum += record.worker_compute_seconds[r];
+  }
+  absl::MutexLock lock(&mu_);
+  if (n_workers_ > 0 && record.layer >= 0 && record.layer < options_.n_layers) {
+    straggler_[record.layer] += slowest - sum / n_workers_;
+  }
+  exchange_seconds_ += record.wall_seconds;
+  ++exchanges_;
+}
+
+void LoadAggregator::OnWorkerReport(const moe::v1::WorkerReport& report) {
+  absl::MutexLock lock(&mu_);
+  if (report.rank() < 1 || report.rank() > n_workers_) return;  // not one of ours: ignore
+  WorkerState& w = workers_[report.rank()];
+  if (report.sequence() <= w.last.sequence() && w.received_at >= 0) return;  // stale (reconnect)
+  w.last = report;
+  w.received_at = Now();
+  ++w.reports;
+}
+
+moe::v1::LoadSnapshot LoadAggregator::Snapshot() const {
+  const int L = options_.n_layers, E = options_.n_experts, k = options_.top_k, W = n_workers_;
+  moe::v1::LoadSnapshot s;
+  absl::MutexLock lock(&mu_);
+  const double now = Now();
+  s.set_epoch(epoch_.load());
+  s.set_uptime_seconds(now - start_);
+  s.set_seconds_since_reset(now - reset_at_);
+  s.set_window_seconds(options_.window_seconds);
+  s.set_num_layers(L);
+  s.set_num_experts(E);
+  s.set_top_k(k);
+  s.set_num_workers(W);
+  s.set_steps(steps_);
+  s.set_tokens(tokens_);
+
+  const int64_t current = static_cast<int64_t>((now - start_) / bucket_seconds_);
+  std::vector<std::vector<double>> expert_loads(L), worker_loads(L);
+  std::vector<int64_t> routed(static_cast<size_t>(W) + 1, 0);
+  moe::v1::Locality* all = s.mutable_locality();
+  double straggler = 0;
+  for (int l = 0; l < L; ++l) {
+    moe::v1::LayerLoad* layer = s.add_layers();
+    layer->set_layer(l);
+    std::vector<double> window(static_cast<size_t>(E), 0.0);
+    worker_loads[l].assign(static_cast<size_t>(W), 0.0);
+    for (int e = 0; e < E; ++e) {
+      const int64_t n = expert_tokens_[static_cast<size_t>(l) * E + e];
+      int64_t in_window = 0;
+      for (int b = 0; b < kWindowBuckets; ++b) {
+        if (window_id_[b] >= 0 && window_id_[b] > current - kWindowBuckets) {
+          in_window += window_[b][static_cast<size_t>(l) * E + e];
+        }
+      }
+      layer->add_expert_tokens(n);
+      layer->add_expert_window_tokens(in_window);
+      expert_loads[l].push_back(static_cast<double>(n));
+      window[e] = static_cast<double>(in_window);
+      if (W > 0) {
+        const int owner = options_.placement->owner(l, e);
+        worker_loads[l][owner - 1] += static_cast<double>(n);
+        routed[owner] += n;
+      }
+    }
+    for (double w : worker_loads[l]) layer->add_worker_tokens(static_cast<int64_t>(w));
+    *layer->mutable_expert_imbalance() = ComputeImbalance(expert_loads[l]);
+    *layer->mutable_expert_window_imbalance() = ComputeImbalance(window);
+    *layer->mutable_worker_imbalance() = ComputeImbalance(worker_loads[l]);
+    moe::v1::Locality* loc = layer->mutable_locality();
+    loc->set_pairs(pairs_[l]);
+    loc->set_first_choice_repeats(repeats_[l]);
+    loc->set_set_overlaps(overlaps_[l]);
+    FinishLocality(E, k, loc);
+    all->set_pairs(all->pairs() + pairs_[l]);
+    all->set_first_choice_repeats(all->first_choice_repeats() + repeats_[l]);
+    all->set_set_overlaps(all->set_overlaps() + overlaps_[l]);
+    layer->set_straggler_seconds(straggler_[l]);
+    straggler += straggler_[l];
+  }
+  FinishLocality(E, k, all);
+  *s.mutable_expert_imbalance() = ComputeOverallImbalance(expert_loads);
+  *s.mutable_worker_imbalance() = ComputeOverallImbalance(worker_loads);
+  s.set_straggler_seconds(straggler);
+  s.set_exchange_seconds(exchange_seconds_);
+  s.set_exchanges(exchanges_);
+
+  const uint32_t epoch = epoch_.load();
+  for (int r = 1; r <= W; ++r) {
+    const WorkerState& state = workers_[r];
+    moe::v1::WorkerLoad* w = s.add_workers();
+    w->set_rank(r);
+    w->set_routed_tokens(routed[r]);
+    w->set_reports(state.reports);
+    w->set_seconds_since_report(state.received_at >= 0 ? now - state.received_at : -1);
+    w->set_alive(state.received_at >= 0 && now - state.received_at < 3 * options_.report_interval_seconds);
+    w->set_host(state.last.host());
+    // A report from before the reset describes steps that no longer count: the worker has run
+    // nothing in this epoch yet (its first step in it would have moved its report to it).
+    if (state.received_at < 0 || state.last.epoch() != epoch) continue;
+    const moe::v1::WorkerReport& rep = state.last;
+    int64_t tokens = 0;
+    for (const moe::v1::ExpertLoad& e : rep.experts()) tokens += e.tokens();
+    w->set_reported_tokens(tokens);
+    w->set_exchanges(rep.exchanges());
+    w->set_compute_seconds(rep.compute_seconds());
+    w->set_exchange_wait_seconds(rep.exchange_wait_seconds());
+    w->set_idle_seconds(rep.idle_seconds());
+    w->set_bytes_in(rep.bytes_in());
+    w->set_bytes_out(rep.bytes_out());
+    *w->mutable_experts() = rep.experts();
+  }
+  return s;
+}
+
+}  // namespace moe

@@ -1,0 +1,103 @@
+// LoadAggregator: the coordinator's picture of expert load. It merges three sources:
+//  - the routing of every forward step (it is a RoutingObserver): per (layer, expert) token-choices
+//    since reset and over a sliding window, per-worker load by the placement, temporal locality;
+//  - every exchange (an ExchangeObserver): the straggler cost, from each worker's compute time;
+//  - the workers' own reports, arriving over gRPC (OnWorkerReport).
+// Snapshot() turns them into the moe.v1.LoadSnapshot that GetLoad, WatchLoad, moe-cli load and the
+// Prometheus endpoint all show.
+//
+// Threads: OnStepBegin/OnForward/OnStepEnd/OnExchange/OnSequenceEnd come from the engine thread;
+// OnWorkerReport, Snapshot and Reset from gRPC threads. One mutex, held for O(tokens x layers)
+// counting per step; the engine never waits on I/O here.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "coordinator/routing_observer.h"
+#include "core/exchange_telemetry.h"
+#include "core/expert_placement.h"
+#include "moe/v1/telemetry.pb.h"
+
+namespace moe {
+
+struct LoadAggregatorOptions {
+  int n_layers = 0;
+  int n_experts = 0;
+  int top_k = 0;
+  const ExpertPlacement* placement = nullptr;  // null: a single process, no workers
+  double window_seconds = 60;                  // the sliding window (--load-window-s)
+  double report_interval_seconds = 0.5;        // workers' report interval (heartbeat)
+  std::function<double()> now_seconds;         // monotonic clock; default steady_clock (tests fake it)
+};
+
+class LoadAggregator : public RoutingObserver, public ExchangeObserver {
+ public:
+  explicit LoadAggregator(LoadAggregatorOptions options);
+
+  void OnStepBegin() override;
+  void OnForward(absl::Span<const RoutedToken> tokens, absl::Span<const Routing> routing) override;
+  void OnStepEnd() override;
+  void OnSequenceEnd(uint64_t sequence_id) override;
+  void OnExchange(const ExchangeRecord& record) override;
+
+  void OnWorkerReport(const moe::v1::WorkerReport& report);
+
+  // Zeroes everything now if no step is running, else when the running one ends; returns the new
+  // epoch. Workers follow when their next step header carries it.
+  uint32_t Reset();
+  moe::v1::LoadSnapshot Snapshot() const;
+
+  // The epoch to stamp on step headers (MpiExchangeOptions::telemetry_epoch); changes only
+  // between steps.
+  const std::atomic<uint32_t>* epoch() const { return &epoch_; }
+
+ private:
+  struct Previous {  // a sequence's last routed token, for temporal locality
+    int32_t position = 0;
+    std::vector<int32_t> experts;  // [layers * top_k]
+  };
+  struct WorkerState {
+    moe::v1::WorkerReport last;
+    double received_at = -1;
+    int64_t reports = 0;
+  };
+
+  void ApplyResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The window's bucket for time t, cleared if it last held an older bucket.
+  int64_t* WindowBucketLocked(double t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  double Now() const { return options_.now_seconds(); }
+
+  const LoadAggregatorOptions options_;
+  const int n_workers_;
+  const double bucket_seconds_;
+  const double start_;
+  std::atomic<uint32_t> epoch_{1};
+
+  mutable absl::Mutex mu_;
+  bool in_step_ ABSL_GUARDED_BY(mu_) = false;
+  bool reset_pending_ ABSL_GUARDED_BY(mu_) = false;
+  double reset_at_ ABSL_GUARDED_BY(mu_);
+  int64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int64_t> expert_tokens_ ABSL_GUARDED_BY(mu_);  // [layers * E]
+  // Sliding window: a ring of buckets, each [layers * E], stamped with the bucket number it holds.
+  std::vector<std::vector<int64_t>> window_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> window_id_ ABSL_GUARDED_BY(mu_);
+  // Locality per layer: pairs, first-choice repeats, set overlaps.
+  std::vector<int64_t> pairs_ ABSL_GUARDED_BY(mu_);     // [layers]
+  std::vector<int64_t> repeats_ ABSL_GUARDED_BY(mu_);   // [layers]
+  std::vector<int64_t> overlaps_ ABSL_GUARDED_BY(mu_);  // [layers]
+  absl::flat_hash_map<uint64_t, Previous> previous_ ABSL_GUARDED_BY(mu_);
+  std::vector<double> straggler_ ABSL_GUARDED_BY(mu_);  // [layers]
+  double exchange_seconds_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t exchanges_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<WorkerState> workers_ ABSL_GUARDED_BY(mu_);  // [W + 1] by rank
+};
+
+}  // namespace moe

@@ -1,0 +1,62 @@
+#include "coordinator/telemetry/telemetry_service.h"
+
+#include <algorithm>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace moe {
+
+grpc::Status TelemetryService::GetLoad(grpc::ServerContext*, const moe::v1::GetLoadRequest*,
+                                       moe::v1::LoadSnapshot* response) {
+  *response = aggregator_->Snapshot();
+  return grpc::Status::OK;
+}
+
+grpc::Status TelemetryService::WatchLoad(grpc::ServerContext* context,
+                                         const moe::v1::WatchLoadRequest* request,
+                                         grpc::ServerWriter<moe::v1::LoadSnapshot>* writer) {
+  const absl::Duration interval =
+      absl::Milliseconds(request->interval_ms() == 0 ? 1000 : std::max<uint32_t>(request->interval_ms(), 50));
+  for (;;) {
+    if (!writer->Write(aggregator_->Snapshot())) return grpc::Status::OK;  // the client left
+    // Sleep in short slices so a leaving client or a server shutdown ends the stream promptly.
+    const absl::Time next = absl::Now() + interval;
+    while (absl::Now() < next) {
+      if (context->IsCancelled()) return grpc::Status::CANCELLED;
+      if (stopping_ != nullptr && stopping_->load()) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
+      }
+      absl::SleepFor(std::min(absl::Milliseconds(20), next - absl::Now()));
+    }
+  }
+}
+
+grpc::Status TelemetryService::ResetLoad(grpc::ServerContext*, const moe::v1::ResetLoadRequest*,
+                                         moe::v1::ResetLoadResponse* response) {
+  response->set_epoch(aggregator_->Reset());
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerTelemetryService::StreamReports(grpc::ServerContext* context,
+                                                   grpc::ServerReader<moe::v1::WorkerReport>* reader,
+                                                   moe::v1::WorkerReportAck*) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (cancelled_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
+    open_.insert(context);
+  }
+  moe::v1::WorkerReport report;
+  while (reader->Read(&report)) aggregator_->OnWorkerReport(report);
+  absl::MutexLock lock(&mu_);
+  open_.erase(context);
+  return grpc::Status::OK;
+}
+
+void WorkerTelemetryService::CancelAll() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  for (grpc::ServerContext* context : open_) context->TryCancel();
+}
+
+}  // namespace moe

@@ -1,0 +1,49 @@
+// TelemetryService: the gRPC face of the LoadAggregator, for users (moe.v1.Telemetry: GetLoad,
+// WatchLoad, ResetLoad) and for the workers' report streams (moe.v1.WorkerTelemetry).
+#pragma once
+
+#include <atomic>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "coordinator/telemetry/load_aggregator.h"
+#include "moe/v1/telemetry.grpc.pb.h"
+
+namespace moe {
+
+class TelemetryService final : public moe::v1::Telemetry::Service {
+ public:
+  // aggregator: not owned. stopping: when it becomes true, WatchLoad streams end (server
+  // shutdown); may be null.
+  TelemetryService(LoadAggregator* aggregator, const std::atomic<bool>* stopping)
+      : aggregator_(aggregator), stopping_(stopping) {}
+
+  grpc::Status GetLoad(grpc::ServerContext* context, const moe::v1::GetLoadRequest* request,
+                       moe::v1::LoadSnapshot* response) override;
+  grpc::Status WatchLoad(grpc::ServerContext* context, const moe::v1::WatchLoadRequest* request,
+                         grpc::ServerWriter<moe::v1::LoadSnapshot>* writer) override;
+  grpc::Status ResetLoad(grpc::ServerContext* context, const moe::v1::ResetLoadRequest* request,
+                         moe::v1::ResetLoadResponse* response) override;
+
+ private:
+  LoadAggregator* aggregator_;
+  const std::atomic<bool>* stopping_;
+};
+
+class WorkerTelemetryService final : public moe::v1::WorkerTelemetry::Service {
+ public:
+  explicit WorkerTelemetryService(LoadAggregator* aggregator) : aggregator_(aggregator) {}
+  grpc::Status StreamReports(grpc::ServerContext* context,
+                             grpc::ServerReader<moe::v1::WorkerReport>* reader,
+                             moe::v1::WorkerReportAck* response) override;
+  // Ends every open report stream now (server shutdown); new ones are refused.
+  void CancelAll();
+
+ private:
+  LoadAggregator* aggregator_;
+  absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<grpc::ServerContext*> open_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace moe

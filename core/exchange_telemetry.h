@@ -1,0 +1,46 @@
+// What the exchange tells telemetry, on both sides of it. Observers are called on the step loop's
+// thread right after each exchange, so they must be cheap: count and return (the reporting, the
+// aggregation and every I/O happen on other threads).
+#pragma once
+
+#include <cstdint>
+
+#include "absl/types/span.h"
+
+namespace moe {
+
+// Coordinator side: one exchange (one layer of one step) as the coordinator saw it.
+struct ExchangeRecord {
+  int layer = 0;
+  double wall_seconds = 0;                       // first send to last output received
+  absl::Span<const double> worker_compute_seconds;  // [W + 1] by rank (0 unused): each reply's
+  absl::Span<const int64_t> worker_rows;            // [W + 1] rows sent to each rank
+};
+
+class ExchangeObserver {
+ public:
+  virtual ~ExchangeObserver() = default;
+  virtual void OnExchange(const ExchangeRecord& record) = 0;
+};
+
+// Worker side: one step this worker answered.
+struct WorkerStepRecord {
+  uint32_t epoch = 0;                     // telemetry epoch from the step header
+  int64_t step_id = 0;
+  int layer = 0;
+  absl::Span<const int64_t> expert_rows;     // [E] rows per expert (0 for experts not hosted)
+  absl::Span<const double> expert_seconds;   // [E] time per expert; empty if the runner can't say
+  double compute_seconds = 0;             // running the experts
+  double wait_seconds = 0;                // receiving the dispatch and sending the outputs
+  double idle_seconds = 0;                // waiting for this step's header
+  int64_t bytes_in = 0;
+  int64_t bytes_out = 0;
+};
+
+class WorkerStepObserver {
+ public:
+  virtual ~WorkerStepObserver() = default;
+  virtual void OnWorkerStep(const WorkerStepRecord& record) = 0;
+};
+
+}  // namespace moe

@@ -1,0 +1,89 @@
+"""What the integration tests share: pass/fail accounting, running tools, and the cluster under
+scripts/launch.sh serving on an ephemeral loopback port. The caller puts the generated gRPC stubs
+(build/python) on sys.path before importing this."""
+import os
+import signal
+import subprocess
+import time
+
+import grpc
+from moe.v1 import inference_pb2 as pb
+from moe.v1 import inference_pb2_grpc as pbg
+
+
+class Harness:
+    def __init__(self, bin_dir, src_dir, work_dir):
+        self.bin, self.src, self.work = bin_dir, src_dir, work_dir
+        self.results = {"passed": 0, "failed": 0}
+
+    def check(self, ok, what):
+        self.results["passed" if ok else "failed"] += 1
+        print(("ok: " if ok else "FAIL: ") + what, flush=True)
+        return ok
+
+    def finish(self):
+        """Prints the tally; the exit code for sys.exit."""
+        print(f"{self.results['passed']} passed, {self.results['failed']} failed")
+        return 1 if self.results["failed"] else 0
+
+    @staticmethod
+    def run(cmd, **kw):
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+    def cluster(self, workers, *server_flags, model):
+        return Cluster(self, workers, server_flags, model)
+
+
+class Cluster:
+    """The cluster under scripts/launch.sh, serving on an ephemeral loopback port."""
+
+    def __init__(self, h, workers, server_flags, model):
+        self.model = model
+        self.port_file = os.path.join(h.work, f"port-{time.monotonic_ns()}")
+        env = dict(os.environ, BUILD_DIR=os.path.dirname(h.bin))
+        self.log = open(os.path.join(h.work, f"cluster-w{workers}-{os.path.basename(self.port_file)}.log"), "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(h.src, "scripts/launch.sh"), "--model", model, "--workers", str(workers), "--",
+             "--listen", "127.0.0.1:0", "--port-file", self.port_file, "--worker-timeout-s", "3",
+             *server_flags], stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.time() + 120
+        while not os.path.exists(self.port_file):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"cluster did not start: see {self.log.name}")
+            time.sleep(0.1)
+        self.port = int(open(self.port_file).read())
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=[("grpc.enable_http_proxy", 0)])
+        self.stub = pbg.InferenceStub(self.channel)
+
+    def pid_of(self, program):
+        out = subprocess.run(["pgrep", "-f", f"^[^ ]*{program} --model {self.model}"], capture_output=True,
+                             text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc.poll() is None:
+            for pid in self.pid_of("moe-coordinator"):
+                os.kill(pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.channel.close()
+        self.log.close()
+        return self.proc.returncode
+
+
+def generate(stub, prompt, timeout=None, **sampling):
+    """Returns (token ids, text, last message)."""
+    req = pb.GenerateRequest(sampling=pb.SamplingParams(**sampling))
+    if isinstance(prompt, list):
+        req.token_ids.ids.extend(prompt)
+    else:
+        req.text = prompt.encode()
+    ids, text, last = [], "", None
+    for msg in stub.Generate(req, timeout=timeout):
+        ids += list(msg.token_ids)
+        text += msg.text
+        last = msg
+    return ids, text, last

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Load telemetry on a real cluster (mpirun, coordinator + 3 workers, a router-skewed model).
+
+- GetLoad on a fresh server returns zeros (not errors), with every worker heard from.
+- Requests one at a time: the server's per-(layer, expert) counts equal those of the
+  single-process engine (moe-generate --routing-trace) for the same prompts, and every layer's
+  counts sum to tokens x top-k.
+- Then concurrent requests: the counts equal the routing trace's exactly; what each worker reports
+  equals what the coordinator routed to it, per (layer, expert); the temporal locality computed by
+  scripts/analyze_routing.py from the trace equals the server's, layer by layer.
+- WatchLoad streams snapshots; moe-cli load shows the table.
+- Debian's prometheus server scrapes /metrics on loopback and its HTTP API returns the expected
+  series and values.
+- ResetLoad zeroes everything, workers included; counting resumes with the next request.
+
+usage: telemetry_test.py BIN_DIR SOURCE_DIR WORK_DIR PYTHON_STUBS_DIR
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+BIN, SRC, WORK, STUBS = sys.argv[1:5]
+sys.path.insert(0, STUBS)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(SRC, "scripts"))
+import numpy as np  # noqa: E402
+from moe.v1 import telemetry_pb2 as tpb  # noqa: E402
+from moe.v1 import telemetry_pb2_grpc as tpbg  # noqa: E402
+from harness import Harness, generate  # noqa: E402
+import routing_trace  # noqa: E402
+
+PY = "/usr/bin/python3"
+MODEL = os.path.join(WORK, "model")
+TRACE = os.path.join(WORK, "cluster.trace")
+LAYERS, EXPERTS, TOP_K, WORKERS = 2, 8, 2, 3
+h = Harness(BIN, SRC, WORK)
+check = h.check
+
+SEQUENTIAL = ["The history of the sea", "Mountains rise above", "A cat sat on the mat and then"]
+CONCURRENT = [f"Client {i} asks about {topic}" for i, topic in enumerate(
+    ["rivers", "the moon", "cities", "trees", "music", "rain", "bread", "stars"])]
+
+
+def expert_matrix(snapshot):
+    return np.array([list(layer.expert_tokens) for layer in snapshot.layers], dtype=np.int64)
+
+
+def single_process_counts(prompt, max_tokens):
+    path = os.path.join(WORK, "single.trace")
+    h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt, "--max-new-tokens",
+           str(max_tokens), "--threads", "1", "--routing-trace", path])
+    return routing_trace.expert_counts(routing_trace.load(path))
+
+
+def wait_for(predicate, what, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    check(False, f"timed out waiting for {what}")
+    return None
+
+
+def workers_caught_up(telemetry):
+    """The snapshot once every worker's report covers everything routed so far."""
+    s = telemetry.GetLoad(tpb.GetLoadRequest())
+    return s if all(w.reported_tokens == w.routed_tokens for w in s.workers) else None
+
+
+def worker_matrix(snapshot):
+    m = np.zeros((LAYERS, EXPERTS), dtype=np.int64)
+    for w in snapshot.workers:
+        for e in w.experts:
+            m[e.layer, e.expert] += e.tokens
+    return m
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prometheus_query(port, query):
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+    with opener.open(url, timeout=5) as r:
+        body = json.load(r)
+    return {tuple(sorted((k, v) for k, v in x["metric"].items() if k not in ("__name__", "instance", "job"))):
+            float(x["value"][1]) for x in body["data"]["result"]}
+
+
+def check_prometheus(metrics_port, snapshot, n_requests):
+    prom = shutil.which("prometheus")
+    if not check(prom is not None, "Debian's prometheus server is installed (scripts/install-deps.sh)"):
+        return
+    port = free_port()
+    config = os.path.join(WORK, "prometheus.yml")
+    with open(config, "w") as f:
+        f.write("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: moe\n    static_configs:\n"
+                f"      - targets: ['127.0.0.1:{metrics_port}']\n")
+    tsdb = os.path.join(WORK, "tsdb")
+    shutil.rmtree(tsdb, ignore_errors=True)
+    log = open(os.path.join(WORK, "prometheus.log"), "w")
+    proc = subprocess.Popen([prom, f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, no_proxy="127.0.0.1"))
+    try:
+        want = {(("expert", str(e)), ("layer", "0")): float(snapshot.layers[0].expert_tokens[e])
+                for e in range(EXPERTS)}
+
+        def scraped():
+            try:
+                got = prometheus_query(port, 'moe_expert_tokens_total{layer="0"}')
+            except OSError:
+                return None  # not up yet
+            return got if got == want else None
+        got = wait_for(scraped, "Prometheus to scrape moe_expert_tokens_total", timeout=60)
+        check(got == want, f"Prometheus returns moe_expert_tokens_total for layer 0 as the server counts it "
+                           f"({sorted(int(v) for v in want.values())})")
+        up = prometheus_query(port, "moe_worker_up")
+        check(up == {(("worker", str(r)),): 1.0 for r in range(1, WORKERS + 1)},
+              f"moe_worker_up is 1 for the {WORKERS} workers: {up}")
+        total = prometheus_query(port, "sum(moe_requests_total)")
+        check(total == {(): float(n_requests)}, f"sum(moe_requests_total) = {n_requests}: {total}")
+        ttft = prometheus_query(port, "moe_time_to_first_token_seconds_count")
+        check(ttft == {(): float(n_requests)}, f"the time-to-first-token histogram counted {n_requests} requests")
+        bal = prometheus_query(port, 'moe_balancedness{scope="experts",layer="all"}')
+        check(bal and abs(list(bal.values())[0] - snapshot.expert_imbalance.balancedness) < 1e-9,
+              "moe_balancedness{scope=experts,layer=all} equals GetLoad's")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def main():
+    os.makedirs(WORK, exist_ok=True)
+    h.run([PY, os.path.join(SRC, "scripts/make_model.py"), "--out", MODEL, "--vocab", "32000", "--hidden", "64",
+           "--intermediate", "96", "--layers", str(LAYERS), "--heads", "4", "--kv-heads", "2", "--experts",
+           str(EXPERTS), "--top-k", str(TOP_K), "--max-pos", "1024", "--dtype", "bf16", "--seed", "5",
+           "--router-skew", "2", "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+    metrics_port_file = os.path.join(WORK, "metrics-port")
+    if os.path.exists(metrics_port_file):
+        os.remove(metrics_port_file)
+    c = h.cluster(WORKERS, "--routing-trace", TRACE, "--telemetry-interval-ms", "100", "--metrics-listen",
+                  "127.0.0.1:0", "--metrics-port-file", metrics_port_file, model=MODEL)
+    try:
+        telemetry = tpbg.TelemetryStub(c.channel)
+        fresh = telemetry.GetLoad(tpb.GetLoadRequest())
+        check(fresh.steps == 0 and not expert_matrix(fresh).any() and fresh.num_workers == WORKERS
+              and fresh.expert_imbalance.balancedness == 1.0, "GetLoad on a fresh server: zeros, not an error")
+        wait_for(lambda: all(w.alive for w in telemetry.GetLoad(tpb.GetLoadRequest()).workers),
+                 "every worker's first report")
+        check(True, "every worker reports (heartbeat)")
+
+        # One request at a time: the batches are those of the single-process engine.
+        expected = np.zeros((LAYERS, EXPERTS), dtype=np.int64)
+        tokens = 0
+        for i, prompt in enumerate(SEQUENTIAL):
+            ids, _, last = generate(c.stub, prompt, max_tokens=12 + i)
+            expected += single_process_counts(prompt, 12 + i)
+            tokens += last.usage.prompt_tokens + last.usage.generated_tokens - 1  # the last is not fed
+        s = telemetry.GetLoad(tpb.GetLoadRequest())
+        got = expert_matrix(s)
+        check(np.array_equal(got, expected),
+              f"sequential requests: server counts equal the single-process engine's\n{got}\nvs\n{expected}")
+        check(s.tokens == tokens and all(got.sum(axis=1) == tokens * TOP_K),
+              f"every layer routed tokens x top-k = {tokens} x {TOP_K} token-choices")
+
+        # Concurrent requests: batches mix sequences; the trace and the workers must still agree.
+        threads = [threading.Thread(target=generate, args=(c.stub, p), kwargs=dict(max_tokens=10 + i))
+                   for i, p in enumerate(CONCURRENT)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        s = wait_for(lambda: workers_caught_up(telemetry), "worker reports to cover every step")
+        trace = routing_trace.load(TRACE)
+        from_trace = routing_trace.expert_counts(trace)
+        check(np.array_equal(expert_matrix(s), from_trace),
+              f"telemetry counts equal the routing trace's ({len(trace.records)} tokens, {s.steps} steps)")
+        check(np.array_equal(worker_matrix(s), from_trace),
+              "worker-reported counts per (layer, expert) equal the coordinator's")
+        check(sum(w.routed_tokens for w in s.workers) == from_trace.sum() and all(w.exchanges > 0 for w in s.workers),
+              "worker-reported totals equal what the coordinator routed: "
+              + ", ".join(f"rank {w.rank} {w.reported_tokens}" for w in s.workers))
+        check(s.expert_imbalance.balancedness < 0.8,
+              f"the skewed router shows imbalance (balancedness {s.expert_imbalance.balancedness:.3f})")
+
+        # Locality from the trace by the analysis script, against the server's.
+        report = os.path.join(WORK, "analysis.json")
+        h.run([PY, os.path.join(SRC, "scripts/analyze_routing.py"), TRACE, "--out", os.path.join(WORK, "plots"),
+               "--json", report])
+        analysis = json.load(open(report))
+        same = True
+        for layer, server in zip(analysis["locality"]["layers"], s.layers):
+            mine = (layer["pairs"], layer["first_choice_repeats"], layer["set_overlaps"])
+            theirs = (server.locality.pairs, server.locality.first_choice_repeats, server.locality.set_overlaps)
+            same &= mine == theirs and abs(layer["set_overlap_ratio"] - server.locality.set_overlap_ratio) < 1e-12
+            print(f"  layer {server.layer}: script {mine}, server {theirs}")
+        check(same and s.locality.pairs > 0, "temporal locality from analyze_routing.py equals the server's, per layer")
+        check(abs(analysis["locality"]["chance_set_overlap"] - s.locality.chance_set_overlap) < 1e-12,
+              f"chance overlap {s.locality.chance_set_overlap:.4f} both ways")
+        check(all(os.path.getsize(os.path.join(WORK, "plots", f)) > 0
+                  for f in ("heatmap.png", "worker_load.png", "locality.png")), "the script wrote the three PNGs")
+
+        # The live views.
+        stream = telemetry.WatchLoad(tpb.WatchLoadRequest(interval_ms=100))
+        first, second = next(stream), next(stream)
+        stream.cancel()
+        check(second.uptime_seconds > first.uptime_seconds, "WatchLoad streams fresh snapshots")
+        view = h.run([os.path.join(BIN, "moe-cli"), "load", "--once", "--server", f"127.0.0.1:{c.port}"])
+        print(view)
+        check("temporal locality" in view and len([ln for ln in view.splitlines() if "s ago" in ln]) == WORKERS,
+              "moe-cli load --once shows the layers and every worker")
+
+        check_prometheus(int(open(metrics_port_file).read()), s, len(SEQUENTIAL) + len(CONCURRENT))
+
+        # Reset: zeros everywhere, then counting resumes with the next request, workers included.
+        epoch = telemetry.ResetLoad(tpb.ResetLoadRequest()).epoch
+        z = telemetry.GetLoad(tpb.GetLoadRequest())
+        check(z.epoch == epoch and z.steps == 0 and not expert_matrix(z).any() and z.locality.pairs == 0
+              and all(w.reported_tokens == 0 and w.routed_tokens == 0 for w in z.workers),
+              f"GetLoad after ResetLoad: zeros (epoch {epoch})")
+        generate(c.stub, SEQUENTIAL[0], max_tokens=12)
+        after = wait_for(lambda: workers_caught_up(telemetry), "worker reports after the reset")
+        check(after is not None and np.array_equal(expert_matrix(after), single_process_counts(SEQUENTIAL[0], 12))
+              and np.array_equal(worker_matrix(after), expert_matrix(after)),
+              "after the reset the server and its workers count only the new request")
+    finally:
+        rc = c.stop()
+    check(rc == 0, "SIGTERM: the cluster exits 0")
+    sys.exit(h.finish())
+
+
+if __name__ == "__main__":
+    main()

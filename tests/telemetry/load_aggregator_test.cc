@@ -1,0 +1,203 @@
+// LoadAggregator: counts, windows, locality, straggler cost, resets and worker reports, driven by
+// hand-made steps whose right answers are worked out in the comments.
+#include "coordinator/telemetry/load_aggregator.h"
+
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace moe {
+namespace {
+
+// Routing for rows whose choices are given as {first, second} per row, one layer.
+Routing Choices(std::vector<std::vector<int32_t>> rows) {
+  Routing r;
+  r.top_k = 2;
+  for (const auto& row : rows) {
+    r.expert.insert(r.expert.end(), row.begin(), row.end());
+    r.weight.insert(r.weight.end(), {0.6f, 0.4f});
+  }
+  return r;
+}
+
+struct Fixture {
+  double now = 0;
+  ExpertPlacement placement = *ExpertPlacement::Contiguous(2, 4, 2);  // rank 1: e0-1, rank 2: e2-3
+  std::unique_ptr<LoadAggregator> agg;
+
+  Fixture() {
+    LoadAggregatorOptions o;
+    o.n_layers = 2;
+    o.n_experts = 4;
+    o.top_k = 2;
+    o.placement = &placement;
+    o.window_seconds = 60;
+    o.report_interval_seconds = 0.5;
+    o.now_seconds = [this] { return now; };
+    agg = std::make_unique<LoadAggregator>(std::move(o));
+  }
+
+  void Step(std::vector<RoutedToken> tokens, std::vector<Routing> routing) {
+    agg->OnStepBegin();
+    agg->OnForward(tokens, routing);
+    agg->OnStepEnd();
+  }
+};
+
+TEST(LoadAggregatorTest, FreshSnapshotIsZeroAndBalanced) {
+  Fixture f;
+  const moe::v1::LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.epoch(), 1u);
+  EXPECT_EQ(s.steps(), 0);
+  ASSERT_EQ(s.layers_size(), 2);
+  for (const auto& l : s.layers()) {
+    EXPECT_EQ(l.expert_tokens_size(), 4);
+    for (int64_t c : l.expert_tokens()) EXPECT_EQ(c, 0);
+    EXPECT_EQ(l.expert_imbalance().balancedness(), 1.0);
+    EXPECT_EQ(l.expert_imbalance().imbalance_ratio(), 0.0);
+    EXPECT_EQ(l.locality().pairs(), 0);
+  }
+  ASSERT_EQ(s.workers_size(), 2);
+  EXPECT_EQ(s.workers(0).seconds_since_report(), -1);
+  EXPECT_FALSE(s.workers(0).alive());
+  EXPECT_NEAR(s.locality().chance_set_overlap(), 1.0 - 1.0 / 6.0, 1e-12);  // 1 - C(2,2)/C(4,2)
+}
+
+TEST(LoadAggregatorTest, CountsImbalanceAndWorkers) {
+  Fixture f;
+  // Layer 0: rows choose {0,1} {0,2} {0,1}: e0 3, e1 2, e2 1, e3 0. Layer 1: {3,2} x3: e2 3, e3 3.
+  f.Step({{7, 0, 10}, {7, 1, 11}, {7, 2, 12}},
+         {Choices({{0, 1}, {0, 2}, {0, 1}}), Choices({{3, 2}, {3, 2}, {3, 2}})});
+  const moe::v1::LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.steps(), 1);
+  EXPECT_EQ(s.tokens(), 3);
+  EXPECT_EQ(std::vector<int64_t>(s.layers(0).expert_tokens().begin(), s.layers(0).expert_tokens().end()),
+            (std::vector<int64_t>{3, 2, 1, 0}));
+  // mean 1.5, max 3: balancedness 0.5, ratio 1; std sqrt(1.25) -> CV 0.745...
+  EXPECT_DOUBLE_EQ(s.layers(0).expert_imbalance().balancedness(), 0.5);
+  EXPECT_DOUBLE_EQ(s.layers(0).expert_imbalance().imbalance_ratio(), 1.0);
+  EXPECT_NEAR(s.layers(0).expert_imbalance().cv(), std::sqrt(1.25) / 1.5, 1e-12);
+  // Workers per layer: layer 0 {5, 1}, layer 1 {0, 6}; routed totals 5 and 7.
+  EXPECT_EQ(s.layers(0).worker_tokens(0), 5);
+  EXPECT_EQ(s.layers(0).worker_tokens(1), 1);
+  EXPECT_EQ(s.workers(0).routed_tokens(), 5);
+  EXPECT_EQ(s.workers(1).routed_tokens(), 7);
+  // Overall experts: means 1.5 + 1.5, maxima 3 + 3 -> 0.5.
+  EXPECT_DOUBLE_EQ(s.expert_imbalance().balancedness(), 0.5);
+  // Overall workers: means 3 + 3, maxima 5 + 6 -> 6 / 11.
+  EXPECT_DOUBLE_EQ(s.worker_imbalance().balancedness(), 6.0 / 11.0);
+}
+
+TEST(LoadAggregatorTest, TemporalLocalityFollowsEachSequenceAcrossSteps) {
+  Fixture f;
+  // Sequence 1 at positions 0,1 in one step, 2 in the next; sequence 2 interleaved at 5 then 7
+  // (a gap: no pair). Layer 0 choices, seq 1: {0,1} -> {0,2} (repeat, overlap) -> {3,2}
+  // (no repeat, overlap on 2). Seq 2: {1,3} then {1,0} but not consecutive.
+  f.Step({{1, 0, 1}, {2, 5, 1}, {1, 1, 1}},
+         {Choices({{0, 1}, {1, 3}, {0, 2}}), Choices({{0, 1}, {0, 1}, {2, 3}})});
+  f.Step({{1, 2, 1}, {2, 7, 1}}, {Choices({{3, 2}, {1, 0}}), Choices({{1, 0}, {0, 1}})});
+  const moe::v1::LoadSnapshot s = f.agg->Snapshot();
+  const moe::v1::Locality& l0 = s.layers(0).locality();
+  EXPECT_EQ(l0.pairs(), 2);
+  EXPECT_EQ(l0.first_choice_repeats(), 1);
+  EXPECT_EQ(l0.set_overlaps(), 2);
+  // Layer 1, seq 1: {0,1} -> {2,3} (nothing) -> {1,0} (no repeat: 2 vs 1; no overlap).
+  const moe::v1::Locality& l1 = s.layers(1).locality();
+  EXPECT_EQ(l1.pairs(), 2);
+  EXPECT_EQ(l1.first_choice_repeats(), 0);
+  EXPECT_EQ(l1.set_overlaps(), 0);
+  EXPECT_EQ(s.locality().pairs(), 4);
+  EXPECT_DOUBLE_EQ(s.locality().set_overlap_ratio(), 0.5);
+  // A finished sequence forgets its last token: the same id starting again makes no pair.
+  f.agg->OnSequenceEnd(1);
+  f.Step({{1, 3, 1}}, {Choices({{3, 2}}), Choices({{1, 0}})});
+  EXPECT_EQ(f.agg->Snapshot().locality().pairs(), 4);
+}
+
+TEST(LoadAggregatorTest, WindowForgetsOldSteps) {
+  Fixture f;
+  f.Step({{1, 0, 1}}, {Choices({{0, 1}}), Choices({{0, 1}})});
+  f.now = 30;
+  f.Step({{1, 1, 1}}, {Choices({{2, 3}}), Choices({{0, 1}})});
+  moe::v1::LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.layers(0).expert_window_tokens(0), 1);
+  EXPECT_EQ(s.layers(0).expert_window_tokens(2), 1);
+  f.now = 75;  // the first step is more than 60 s old, the second is not
+  s = f.agg->Snapshot();
+  EXPECT_EQ(s.layers(0).expert_window_tokens(0), 0);
+  EXPECT_EQ(s.layers(0).expert_window_tokens(2), 1);
+  EXPECT_EQ(s.layers(0).expert_tokens(0), 1);  // totals keep everything
+  f.now = 200;
+  s = f.agg->Snapshot();
+  for (int64_t c : s.layers(0).expert_window_tokens()) EXPECT_EQ(c, 0);
+}
+
+TEST(LoadAggregatorTest, StragglerCostIsSlowestMinusMean) {
+  Fixture f;
+  const std::vector<double> compute = {0, 0.010, 0.004};  // by rank; mean 7 ms, slowest 10 ms
+  const std::vector<int64_t> rows = {0, 5, 1};
+  f.agg->OnExchange(ExchangeRecord{1, 0.012, compute, rows});
+  const moe::v1::LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_NEAR(s.layers(1).straggler_seconds(), 0.003, 1e-12);
+  EXPECT_NEAR(s.straggler_seconds(), 0.003, 1e-12);
+  EXPECT_NEAR(s.exchange_seconds(), 0.012, 1e-12);
+  EXPECT_EQ(s.exchanges(), 1);
+}
+
+moe::v1::WorkerReport Report(int rank, uint32_t epoch, uint64_t sequence, int64_t tokens) {
+  moe::v1::WorkerReport r;
+  r.set_rank(rank);
+  r.set_epoch(epoch);
+  r.set_sequence(sequence);
+  r.set_compute_seconds(0.5);
+  moe::v1::ExpertLoad* e = r.add_experts();
+  e->set_layer(0);
+  e->set_expert(0);
+  e->set_tokens(tokens);
+  return r;
+}
+
+TEST(LoadAggregatorTest, WorkerReportsAndHeartbeat) {
+  Fixture f;
+  f.agg->OnWorkerReport(Report(1, 1, 1, 9));
+  f.agg->OnWorkerReport(Report(1, 1, 0, 100));  // older than what we have: ignored
+  f.agg->OnWorkerReport(Report(5, 1, 1, 9));    // no such worker: ignored
+  f.now = 1.0;
+  moe::v1::LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.workers(0).reported_tokens(), 9);
+  EXPECT_EQ(s.workers(0).reports(), 1);
+  EXPECT_DOUBLE_EQ(s.workers(0).seconds_since_report(), 1.0);
+  EXPECT_TRUE(s.workers(0).alive());     // within 3 intervals of 0.5 s
+  EXPECT_EQ(s.workers(1).reports(), 0);
+  f.now = 2.0;
+  EXPECT_FALSE(f.agg->Snapshot().workers(0).alive());
+}
+
+TEST(LoadAggregatorTest, ResetZeroesAtOnceWhenIdleAndAfterTheRunningStep) {
+  Fixture f;
+  f.Step({{1, 0, 1}}, {Choices({{0, 1}}), Choices({{0, 1}})});
+  f.agg->OnWorkerReport(Report(1, 1, 1, 2));
+  EXPECT_EQ(f.agg->Reset(), 2u);
+  moe::v1::LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.epoch(), 2u);
+  EXPECT_EQ(s.steps(), 0);
+  EXPECT_EQ(s.layers(0).expert_tokens(0), 0);
+  EXPECT_EQ(s.workers(0).reported_tokens(), 0);  // its report is from epoch 1
+  EXPECT_EQ(s.workers(0).reports(), 1);          // but it is still heard from
+  f.agg->OnWorkerReport(Report(1, 2, 2, 4));
+  EXPECT_EQ(f.agg->Snapshot().workers(0).reported_tokens(), 4);
+
+  // During a step the reset waits for the step's end: the step still counts in the old epoch,
+  // and the exchanges of that step carry the old epoch too.
+  f.agg->OnStepBegin();
+  EXPECT_EQ(f.agg->Reset(), 3u);
+  EXPECT_EQ(f.agg->epoch()->load(), 2u);
+  f.agg->OnForward(std::vector<RoutedToken>{{1, 1, 1}}, std::vector<Routing>{Choices({{0, 1}}), Choices({{0, 1}})});
+  EXPECT_EQ(f.agg->Snapshot().steps(), 1);
+  f.agg->OnStepEnd();
+  EXPECT_EQ(f.agg->epoch()->load(), 3u);
+  EXPECT_EQ(f.agg->Snapshot().steps(), 0);
+}
+
+}  // namespace
+}  // namespace moe

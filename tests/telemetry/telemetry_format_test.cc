@@ -1,0 +1,210 @@
+// The pieces that format telemetry: imbalance math, Prometheus text, the routing trace file, the
+// worker's load recorder and the load view.
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "coordinator/client/load_view.h"
+#include "coordinator/telemetry/imbalance.h"
+#include "coordinator/telemetry/load_metrics.h"
+#include "coordinator/telemetry/prometheus_text.h"
+#include "coordinator/telemetry/request_metrics.h"
+#include "coordinator/telemetry/routing_trace.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/load_recorder.h"
+
+namespace moe {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ImbalanceTest, KnownValues) {
+  const std::vector<double> x = {4, 2, 2, 0};  // mean 2, max 4, std sqrt(2)
+  const moe::v1::Imbalance im = ComputeImbalance(x);
+  EXPECT_DOUBLE_EQ(im.balancedness(), 0.5);
+  EXPECT_DOUBLE_EQ(im.imbalance_ratio(), 1.0);
+  EXPECT_DOUBLE_EQ(im.cv(), std::sqrt(2.0) / 2.0);
+  const moe::v1::Imbalance zero = ComputeImbalance(std::vector<double>{0, 0});
+  EXPECT_EQ(zero.balancedness(), 1.0);
+  EXPECT_EQ(zero.imbalance_ratio(), 0.0);
+  EXPECT_EQ(zero.cv(), 0.0);
+  // Overall: layers {4,0} and {1,1}: means 2 + 1, maxima 4 + 1; summed loads {5,1}: CV 4/6.
+  const moe::v1::Imbalance all = ComputeOverallImbalance({{4, 0}, {1, 1}});
+  EXPECT_DOUBLE_EQ(all.balancedness(), 3.0 / 5.0);
+  EXPECT_DOUBLE_EQ(all.imbalance_ratio(), 2.0 / 3.0);
+  EXPECT_DOUBLE_EQ(all.cv(), 2.0 / 3.0);
+}
+
+TEST(ImbalanceTest, ChanceOfLocality) {
+  EXPECT_DOUBLE_EQ(ChanceFirstChoiceRepeat(8), 0.125);
+  EXPECT_NEAR(ChanceSetOverlap(8, 2), 1.0 - 15.0 / 28.0, 1e-15);  // Mixtral: about 46%
+  EXPECT_DOUBLE_EQ(ChanceSetOverlap(4, 1), 0.25);
+  EXPECT_DOUBLE_EQ(ChanceSetOverlap(3, 2), 1.0);  // two pairs out of three experts must share
+}
+
+TEST(PrometheusTextTest, FamiliesLabelsAndEscaping) {
+  PrometheusText t;
+  t.Family("moe_x_total", "counter", "An x.");
+  t.Sample("moe_x_total", {{"host", "a\"b\\c\nd"}}, 3);
+  t.Sample("moe_y", 0.25);
+  EXPECT_EQ(t.text(),
+            "# HELP moe_x_total An x.\n# TYPE moe_x_total counter\n"
+            "moe_x_total{host=\"a\\\"b\\\\c\\nd\"} 3\nmoe_y 0.25\n");
+}
+
+TEST(PrometheusTextTest, HistogramIsCumulative) {
+  RequestMetrics m;
+  m.RecordFinished("length", 5, 3, 0.02, 0.2);
+  m.RecordFinished("eos", 5, 1, 3.0, 3.0);
+  m.RecordFailed("INVALID_ARGUMENT");
+  PrometheusText t;
+  m.Render(&t);
+  EXPECT_THAT(t.text(), HasSubstr("moe_requests_total{outcome=\"INVALID_ARGUMENT\"} 1\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_requests_total{outcome=\"length\"} 1\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_time_to_first_token_seconds_bucket{le=\"0.025\"} 1\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_time_to_first_token_seconds_bucket{le=\"2.5\"} 1\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_time_to_first_token_seconds_bucket{le=\"5\"} 2\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_time_to_first_token_seconds_bucket{le=\"+Inf\"} 2\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_time_to_first_token_seconds_count 2\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_generated_tokens_total 4\n"));
+  // (0.2 - 0.02) / 2 = 0.09 s per token after the first; a 1-token request has no such time.
+  EXPECT_THAT(t.text(), HasSubstr("moe_time_per_output_token_seconds_count 1\n"));
+}
+
+TEST(PrometheusTextTest, LoadMetricsKeepEachFamilyContiguous) {
+  moe::v1::LoadSnapshot s;
+  s.set_num_workers(2);
+  for (int l = 0; l < 2; ++l) {
+    moe::v1::LayerLoad* layer = s.add_layers();
+    layer->set_layer(l);
+    for (int e = 0; e < 3; ++e) {
+      layer->add_expert_tokens(l * 10 + e);
+      layer->add_expert_window_tokens(e);
+    }
+  }
+  s.add_workers()->set_rank(1);
+  s.add_workers()->set_rank(2);
+  PrometheusText t;
+  RenderLoadMetrics(s, &t);
+  EXPECT_THAT(t.text(), HasSubstr("moe_expert_tokens_total{layer=\"1\",expert=\"2\"} 12\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_balancedness{scope=\"workers\",layer=\"all\"}"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_worker_up{worker=\"2\"} 0\n"));
+  // The exposition format wants all samples of a family together, after its TYPE line.
+  std::istringstream lines(t.text());
+  std::string line, family;
+  std::set<std::string> finished;
+  for (int n = 0; std::getline(lines, line); ++n) {
+    if (line.rfind("# TYPE ", 0) == 0) {
+      if (!family.empty()) finished.insert(family);
+      family = line.substr(7, line.find(' ', 7) - 7);
+      EXPECT_EQ(finished.count(family), 0u) << "family " << family << " appears twice";
+      continue;
+    }
+    if (line[0] == '#') continue;
+    const std::string name = line.substr(0, line.find_first_of("{ "));
+    EXPECT_TRUE(name == family || name.rfind(family + "_", 0) == 0) << line << " under " << family;
+  }
+}
+
+TEST(RoutingTraceTest, WritesTheDocumentedLayout) {
+  MixtralConfig c;
+  c.num_hidden_layers = 3;
+  c.num_local_experts = 4;
+  c.num_experts_per_tok = 2;
+  const ExpertPlacement placement = *ExpertPlacement::Contiguous(3, 4, 2);
+  const std::string path = ::testing::TempDir() + "/trace.bin";
+  auto writer = RoutingTraceWriter::Open(path, c, &placement);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  Routing r;
+  r.top_k = 2;
+  r.expert = {3, 1, 0, 2};
+  r.weight = {0.75f, 0.25f, 0.5f, 0.5f};
+  const std::vector<RoutedToken> tokens = {{42, 7, 1000}, {43, 0, 1}};
+  (*writer)->OnForward(tokens, std::vector<Routing>{r, r, r});
+  ASSERT_TRUE((*writer)->Close().ok());
+
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t header = RoutingTraceWriter::HeaderBytes(3, 4), record = RoutingTraceWriter::RecordBytes(3, 2);
+  EXPECT_EQ(header, 64u + 24u);                  // 2 * 3 * 4 = 24 bytes of placement
+  EXPECT_EQ(record, 32u + 8u + 24u);             // 6 choices padded to 8, 6 floats
+  ASSERT_EQ(bytes.size(), header + 2 * record);
+  EXPECT_EQ(bytes.substr(0, 8), "MOETRACE");
+  auto u32 = [&](size_t at) {
+    uint32_t v;
+    std::memcpy(&v, bytes.data() + at, 4);
+    return v;
+  };
+  EXPECT_EQ(u32(8), 1u);
+  EXPECT_EQ(u32(12), header);
+  EXPECT_EQ(u32(16), record);
+  EXPECT_EQ(u32(32), 2u);
+  int16_t owner;
+  std::memcpy(&owner, bytes.data() + 64 + 2 * (1 * 4 + 3), 2);  // layer 1, expert 3
+  EXPECT_EQ(owner, 2);
+  const char* rec = bytes.data() + header + record;  // the second token
+  uint64_t id;
+  std::memcpy(&id, rec, 8);
+  EXPECT_EQ(id, 43u);
+  EXPECT_EQ(u32(header + record + 16), 1u);  // step 1
+  EXPECT_EQ(static_cast<uint8_t>(rec[32]), 0);  // layer 0, choice 0 of row 1
+  EXPECT_EQ(static_cast<uint8_t>(rec[33]), 2);
+  float w;
+  std::memcpy(&w, rec + 40 + 4 * 5, 4);  // layer 2, choice 1
+  EXPECT_EQ(w, 0.5f);
+}
+
+TEST(RoutingTraceTest, UnwritablePathIsAnError) {
+  MixtralConfig c;
+  auto writer = RoutingTraceWriter::Open("/nonexistent-dir/trace.bin", c, nullptr);
+  EXPECT_FALSE(writer.ok());
+  EXPECT_THAT(std::string(writer.status().message()), HasSubstr("/nonexistent-dir/trace.bin"));
+}
+
+TEST(LoadRecorderTest, CountsHostedExpertsAndRestartsOnANewEpoch) {
+  const ExpertPlacement placement = *ExpertPlacement::Contiguous(2, 4, 2);  // rank 2: e2, e3
+  LoadRecorder recorder(2, "host-b", &placement);
+  const std::vector<int64_t> rows = {0, 0, 3, 1};
+  const std::vector<double> seconds = {0, 0, 0.3, 0.1};
+  recorder.OnWorkerStep(WorkerStepRecord{1, 10, 1, rows, seconds, 0.4, 0.01, 0.5, 100, 50});
+  moe::v1::WorkerReport r = recorder.NextReport();
+  EXPECT_EQ(r.rank(), 2);
+  EXPECT_EQ(r.host(), "host-b");
+  EXPECT_EQ(r.sequence(), 1u);
+  EXPECT_EQ(r.exchanges(), 1);
+  EXPECT_EQ(r.last_step_id(), 10);
+  ASSERT_EQ(r.experts_size(), 4);  // (0,2) (0,3) (1,2) (1,3)
+  EXPECT_EQ(r.experts(2).layer(), 1);
+  EXPECT_EQ(r.experts(2).expert(), 2);
+  EXPECT_EQ(r.experts(2).tokens(), 3);
+  EXPECT_DOUBLE_EQ(r.experts(2).busy_seconds(), 0.3);
+  EXPECT_EQ(r.bytes_in(), 100);
+  recorder.OnWorkerStep(WorkerStepRecord{2, 11, 0, rows, {}, 0.4, 0.01, 0.5, 100, 50});
+  r = recorder.NextReport();
+  EXPECT_EQ(r.epoch(), 2u);
+  EXPECT_EQ(r.sequence(), 2u);
+  EXPECT_EQ(r.exchanges(), 1);
+  EXPECT_EQ(r.experts(0).tokens(), 3);  // layer 0 expert 2, the only step of epoch 2
+  EXPECT_EQ(r.experts(2).tokens(), 0);
+}
+
+TEST(LoadViewTest, ShowsSharesWorkersAndLostWorkers) {
+  moe::v1::LoadSnapshot s;
+  s.set_num_experts(2);
+  s.set_top_k(1);
+  s.set_num_workers(1);
+  moe::v1::LayerLoad* l = s.add_layers();
+  l->add_expert_tokens(3);
+  l->add_expert_tokens(1);
+  moe::v1::WorkerLoad* w = s.add_workers();
+  w->set_rank(1);
+  w->set_seconds_since_report(9);
+  w->set_alive(false);
+  const std::string view = RenderLoadView(s, {});
+  EXPECT_THAT(view, HasSubstr(" 75.0%  25.0%"));
+  EXPECT_THAT(view, HasSubstr("LOST 9 s"));
+}
+
+}  // namespace
+}  // namespace moe

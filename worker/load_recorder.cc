@@ -1,0 +1,61 @@
+#include "worker/load_recorder.h"
+
+namespace moe {
+
+LoadRecorder::LoadRecorder(int rank, std::string host, const ExpertPlacement* placement)
+    : rank_(rank), host_(std::move(host)), n_experts_(placement->n_experts()) {
+  slot_.assign(static_cast<size_t>(placement->n_layers()) * n_experts_, -1);
+  for (int l = 0; l < placement->n_layers(); ++l) {
+    for (int e = 0; e < n_experts_; ++e) {
+      if (!placement->Owns(rank, l, e)) continue;
+      slot_[static_cast<size_t>(l) * n_experts_ + e] = static_cast<int>(hosted_.size());
+      hosted_.emplace_back(l, e);
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  ZeroLocked();
+}
+
+void LoadRecorder::ZeroLocked() {
+  totals_.Clear();
+  for (const auto& [layer, expert] : hosted_) {
+    moe::v1::ExpertLoad* load = totals_.add_experts();
+    load->set_layer(layer);
+    load->set_expert(expert);
+  }
+}
+
+void LoadRecorder::OnWorkerStep(const WorkerStepRecord& r) {
+  absl::MutexLock lock(&mu_);
+  if (r.epoch != epoch_) {
+    epoch_ = r.epoch;
+    ZeroLocked();
+  }
+  totals_.set_exchanges(totals_.exchanges() + 1);
+  totals_.set_last_step_id(r.step_id);
+  totals_.set_compute_seconds(totals_.compute_seconds() + r.compute_seconds);
+  totals_.set_exchange_wait_seconds(totals_.exchange_wait_seconds() + r.wait_seconds);
+  totals_.set_idle_seconds(totals_.idle_seconds() + r.idle_seconds);
+  totals_.set_bytes_in(totals_.bytes_in() + r.bytes_in);
+  totals_.set_bytes_out(totals_.bytes_out() + r.bytes_out);
+  for (int e = 0; e < n_experts_ && e < static_cast<int>(r.expert_rows.size()); ++e) {
+    if (r.expert_rows[e] == 0) continue;
+    const int slot = slot_[static_cast<size_t>(r.layer) * n_experts_ + e];
+    if (slot < 0) continue;  // ServeExperts has already refused rows for experts not hosted
+    moe::v1::ExpertLoad* load = totals_.mutable_experts(slot);
+    load->set_tokens(load->tokens() + r.expert_rows[e]);
+    if (!r.expert_seconds.empty()) load->set_busy_seconds(load->busy_seconds() + r.expert_seconds[e]);
+  }
+}
+
+moe::v1::WorkerReport LoadRecorder::NextReport() {
+  absl::MutexLock lock(&mu_);
+  moe::v1::WorkerReport report = totals_;
+  report.set_rank(rank_);
+  report.set_host(host_);
+  report.set_epoch(epoch_);
+  report.set_sequence(++sequence_);
+  return report;
+}
+
+}  // namespace moe

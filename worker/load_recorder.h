@@ -1,0 +1,44 @@
+// LoadRecorder: a worker's load counters, fed by the serving loop after every step and read by the
+// telemetry reporter thread. Counters restart when a step arrives with a new telemetry epoch
+// (ResetLoad on the coordinator), so resets fall on the same step boundary everywhere.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "core/exchange_telemetry.h"
+#include "core/expert_placement.h"
+#include "moe/v1/telemetry.pb.h"
+
+namespace moe {
+
+class LoadRecorder : public WorkerStepObserver {
+ public:
+  // placement: not owned; the (layer, expert) pairs this rank hosts are the ones reported.
+  LoadRecorder(int rank, std::string host, const ExpertPlacement* placement);
+
+  // Serving loop: a few additions under a short lock; never blocks on I/O.
+  void OnWorkerStep(const WorkerStepRecord& record) override;
+
+  // Reporter thread: the counters so far, as the next report (sequence numbers increase).
+  moe::v1::WorkerReport NextReport();
+
+ private:
+  void ZeroLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const int rank_;
+  const std::string host_;
+  const int n_experts_;
+  std::vector<std::pair<int, int>> hosted_;  // (layer, expert) pairs, report order
+  std::vector<int> slot_;                    // [layer * E + expert] -> index in hosted_, or -1
+
+  absl::Mutex mu_;
+  uint32_t epoch_ ABSL_GUARDED_BY(mu_) = 1;  // the coordinator starts at epoch 1
+  uint64_t sequence_ ABSL_GUARDED_BY(mu_) = 0;
+  moe::v1::WorkerReport totals_ ABSL_GUARDED_BY(mu_);  // experts: one entry per hosted_ pair
+};
+
+}  // namespace moe

@@ -1,0 +1,41 @@
+// TelemetryReporter: a worker's background thread that streams its LoadRecorder's counters to the
+// coordinator's WorkerTelemetry service every interval (each report doubles as a heartbeat).
+// It never touches MPI or the serving loop: a slow or absent coordinator costs a reconnect, not
+// a step.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "moe/v1/telemetry.grpc.pb.h"
+#include "worker/load_recorder.h"
+
+namespace moe {
+
+class TelemetryReporter {
+ public:
+  // recorder: not owned, must outlive the reporter. Starts the thread.
+  TelemetryReporter(LoadRecorder* recorder, std::string address, absl::Duration interval);
+  // Stops streaming (cancels the stream in flight) and joins the thread.
+  ~TelemetryReporter();
+
+ private:
+  void Run();
+  // One stream: reports until a Write fails or the reporter stops; false once stopping.
+  bool StreamOnce(moe::v1::WorkerTelemetry::Stub* stub);
+
+  LoadRecorder* recorder_;
+  const std::string address_;
+  const absl::Duration interval_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;  // the live stream, to cancel
+  std::thread thread_;
+};
+
+}  // namespace moe
