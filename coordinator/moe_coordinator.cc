@@ -167,10 +167,11 @@ int Main(int argc, char** argv) {
   MpiExchange exchange(&*shared, exchange_options);
   // Workers wait for the telemetry endpoint after start-up; every path out must send it once.
   bool endpoint_sent = false;
+  const std::string worker_token = NewTelemetryToken();
   auto send_endpoint = [&](const std::string& address) {
     if (endpoint_sent) return;
     endpoint_sent = true;
-    ShareTelemetryEndpoint(TelemetryEndpoint{address, absl::GetFlag(FLAGS_telemetry_interval_ms)});
+    ShareTelemetryEndpoint(TelemetryEndpoint{address, absl::GetFlag(FLAGS_telemetry_interval_ms), worker_token});
   };
   auto exit = [&](const absl::Status& s) {
     send_endpoint("");
@@ -187,6 +188,9 @@ int Main(int argc, char** argv) {
   }
   if (!(absl::GetFlag(FLAGS_load_window_s) > 0)) {
     return exit(absl::InvalidArgumentError("--load-window-s must be > 0"));
+  }
+  if (absl::GetFlag(FLAGS_telemetry_address).size() > 200) {
+    return exit(absl::InvalidArgumentError("--telemetry-address is longer than 200 characters"));
   }
 
   // 3. The mode, through the cluster.
@@ -209,6 +213,7 @@ int Main(int argc, char** argv) {
     serve.scheduler.kv_budget_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
     serve.limits.max_tokens = absl::GetFlag(FLAGS_max_tokens_limit);
     serve.telemetry = telemetry.get();
+    serve.worker_token = worker_token;
     serve.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
     serve.metrics_port_file = absl::GetFlag(FLAGS_metrics_port_file);
     serve.on_listening = [&](int port) { send_endpoint(TelemetryAddress(serve.listen, port)); };

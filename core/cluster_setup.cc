@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -86,19 +87,29 @@ std::string FormatRankReports(const std::vector<RankReport>& reports) {
 TelemetryEndpoint ShareTelemetryEndpoint(const TelemetryEndpoint& at_root) {
   struct Wire {
     char address[256];
+    char token[40];
     int32_t interval_ms;
   } wire{};
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (rank == 0) {
     std::snprintf(wire.address, sizeof(wire.address), "%s", at_root.address.c_str());
+    std::snprintf(wire.token, sizeof(wire.token), "%s", at_root.token.c_str());
     wire.interval_ms = at_root.interval_ms;
   }
   std::vector<MPI_Request> request(1);
   MPI_Ibcast(&wire, sizeof(wire), MPI_BYTE, 0, MPI_COMM_WORLD, &request[0]);
   WaitAll(&request, {0}, 0, "telemetry endpoint").IgnoreError();  // no deadline: cannot fail
   wire.address[sizeof(wire.address) - 1] = '\0';
-  return TelemetryEndpoint{wire.address, wire.interval_ms};
+  wire.token[sizeof(wire.token) - 1] = '\0';
+  return TelemetryEndpoint{wire.address, wire.interval_ms, wire.token};
+}
+
+std::string NewTelemetryToken() {
+  std::random_device random;  // the OS's entropy
+  std::string token;
+  for (int i = 0; i < 4; ++i) absl::StrAppendFormat(&token, "%08x", random());
+  return token;
 }
 
 }  // namespace moe

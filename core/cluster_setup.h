@@ -38,9 +38,18 @@ std::vector<RankReport> GatherRankReports(const RankReport& mine);
 
 // Where workers stream their load telemetry (the coordinator's gRPC server) and how often.
 struct TelemetryEndpoint {
-  std::string address;    // HOST:PORT; empty: no telemetry (one-shot modes)
+  std::string address;    // HOST:PORT, under 256 bytes; empty: no telemetry (one-shot modes)
   int32_t interval_ms = 500;
+  // A secret the workers present with their reports: the report service shares the public gRPC
+  // port, and MPI is the channel only cluster members hear. 32 hex digits.
+  std::string token;
 };
+
+// The gRPC metadata key that carries the token on worker report streams (keys are lower case).
+inline constexpr char kWorkerTokenHeader[] = "x-moe-worker-token";
+
+// A fresh random token for TelemetryEndpoint::token.
+std::string NewTelemetryToken();
 
 // Collective over MPI_COMM_WORLD: every rank returns rank 0's endpoint. Non-root ranks wait for
 // it with back-off (the coordinator starts its server first), however long that takes.

@@ -1,12 +1,12 @@
 #include "worker/telemetry_reporter.h"
 
-#include <chrono>
+#include <cstdio>
 
 namespace moe {
 
-TelemetryReporter::TelemetryReporter(LoadRecorder* recorder, std::string address,
+TelemetryReporter::TelemetryReporter(LoadRecorder* recorder, std::string address, std::string token,
                                      absl::Duration interval)
-    : recorder_(recorder), address_(std::move(address)), interval_(interval) {
+    : recorder_(recorder), address_(std::move(address)), token_(std::move(token)), interval_(interval) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -34,6 +34,7 @@ void TelemetryReporter::Run() {
 
 bool TelemetryReporter::StreamOnce(moe::v1::WorkerTelemetry::Stub* stub) {
   grpc::ClientContext context;
+  context.AddMetadata(kWorkerTokenHeader, token_);
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return false;
@@ -41,14 +42,21 @@ bool TelemetryReporter::StreamOnce(moe::v1::WorkerTelemetry::Stub* stub) {
   }
   moe::v1::WorkerReportAck ack;
   std::unique_ptr<grpc::ClientWriter<moe::v1::WorkerReport>> writer = stub->StreamReports(&context, &ack);
+  int written = 0;
   while (writer->Write(recorder_->NextReport())) {
+    ++written;
     absl::MutexLock lock(&mu_);
     if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval_)) break;
   }
   // The coordinator shuts its server down before it shuts the workers down, so by the time we
   // stop nobody listens: cancel instead of waiting for an answer.
   context.TryCancel();
-  writer->Finish().IgnoreError();
+  const grpc::Status status = writer->Finish();
+  failed_streams_ = written > 0 ? 0 : failed_streams_ + 1;
+  if (failed_streams_ == 10) {  // about 10 intervals without a single report: say so, once
+    std::fprintf(stderr, "moe-worker: cannot report load to the coordinator at %s (%s); retrying quietly\n",
+                 address_.c_str(), status.error_message().c_str());
+  }
   absl::MutexLock lock(&mu_);
   context_ = nullptr;
   return !stopping_;

@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "core/cluster_setup.h"
 #include "moe/v1/telemetry.grpc.pb.h"
 #include "worker/load_recorder.h"
 
@@ -19,8 +20,10 @@ namespace moe {
 
 class TelemetryReporter {
  public:
-  // recorder: not owned, must outlive the reporter. Starts the thread.
-  TelemetryReporter(LoadRecorder* recorder, std::string address, absl::Duration interval);
+  // recorder: not owned, must outlive the reporter. token: the cluster's (TelemetryEndpoint).
+  // Starts the thread.
+  TelemetryReporter(LoadRecorder* recorder, std::string address, std::string token,
+                    absl::Duration interval);
   // Stops streaming (cancels the stream in flight) and joins the thread.
   ~TelemetryReporter();
 
@@ -31,7 +34,9 @@ class TelemetryReporter {
 
   LoadRecorder* recorder_;
   const std::string address_;
+  const std::string token_;
   const absl::Duration interval_;
+  int failed_streams_ = 0;  // in a row; the first long run of them is logged once
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;  // the live stream, to cancel

@@ -41,7 +41,7 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   builder.RegisterService(&service);
   if (options.telemetry != nullptr) {
     telemetry = std::make_unique<TelemetryService>(options.telemetry, &stopping);
-    worker_telemetry = std::make_unique<WorkerTelemetryService>(options.telemetry);
+    worker_telemetry = std::make_unique<WorkerTelemetryService>(options.telemetry, options.worker_token);
     builder.RegisterService(telemetry.get());
     builder.RegisterService(worker_telemetry.get());
   }

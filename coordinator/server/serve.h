@@ -22,6 +22,7 @@ struct ServeOptions {
   // Load telemetry (not owned; may be null): moe.v1.Telemetry for users and
   // moe.v1.WorkerTelemetry for the workers' reports, on the same port.
   LoadAggregator* telemetry = nullptr;
+  std::string worker_token;  // what worker report streams must present (TelemetryEndpoint::token)
   // Prometheus /metrics on its own HOST:PORT (empty: off); its bound port goes to the file if set.
   std::string metrics_listen;
   std::string metrics_port_file;

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "coordinator/telemetry/imbalance.h"
 
 namespace moe {
@@ -137,14 +139,39 @@ void LoadAggregator::OnExchange(const ExchangeRecord& record) {
   ++exchanges_;
 }
 
-void LoadAggregator::OnWorkerReport(const moe::v1::WorkerReport& report) {
+absl::Status LoadAggregator::OnWorkerReport(const moe::v1::WorkerReport& report) {
+  // Checked so that the sums in Snapshot() cannot overflow: every count is below 2^48.
+  constexpr int64_t kMaxCount = int64_t{1} << 48;
+  auto count_ok = [](int64_t v) { return v >= 0 && v < kMaxCount; };
+  auto seconds_ok = [](double v) { return std::isfinite(v) && v >= 0; };
+  const int rank = report.rank();
+  if (rank < 1 || rank > n_workers_) {
+    return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, "; the workers are 1..", n_workers_));
+  }
+  if (!count_ok(report.exchanges()) || !count_ok(report.bytes_in()) || !count_ok(report.bytes_out()) ||
+      !seconds_ok(report.compute_seconds()) || !seconds_ok(report.exchange_wait_seconds()) ||
+      !seconds_ok(report.idle_seconds())) {
+    return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " has an impossible counter"));
+  }
+  for (const moe::v1::ExpertLoad& e : report.experts()) {
+    if (e.layer() < 0 || e.layer() >= options_.n_layers || e.expert() < 0 || e.expert() >= options_.n_experts ||
+        options_.placement->owner(e.layer(), e.expert()) != rank || !count_ok(e.tokens()) ||
+        !seconds_ok(e.busy_seconds())) {
+      return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " counts layer ", e.layer(),
+                                                     " expert ", e.expert(), ", which it does not host, or "
+                                                     "an impossible value"));
+    }
+  }
+  if (report.experts_size() > options_.n_layers * options_.n_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " lists more experts than the model has"));
+  }
   absl::MutexLock lock(&mu_);
-  if (report.rank() < 1 || report.rank() > n_workers_) return;  // not one of ours: ignore
-  WorkerState& w = workers_[report.rank()];
-  if (report.sequence() <= w.last.sequence() && w.received_at >= 0) return;  // stale (reconnect)
+  WorkerState& w = workers_[rank];
+  if (report.sequence() <= w.last.sequence() && w.received_at >= 0) return absl::OkStatus();  // stale
   w.last = report;
   w.received_at = Now();
   ++w.reports;
+  return absl::OkStatus();
 }
 
 moe::v1::LoadSnapshot LoadAggregator::Snapshot() const {
@@ -221,7 +248,9 @@ moe::v1::LoadSnapshot LoadAggregator::Snapshot() const {
     w->set_routed_tokens(routed[r]);
     w->set_reports(state.reports);
     w->set_seconds_since_report(state.received_at >= 0 ? now - state.received_at : -1);
-    w->set_alive(state.received_at >= 0 && now - state.received_at < 3 * options_.report_interval_seconds);
+    // Three intervals, but not less than a second: a loaded host may delay a thread that long.
+    const double stale_after = std::max(3 * options_.report_interval_seconds, 1.0);
+    w->set_alive(state.received_at >= 0 && now - state.received_at < stale_after);
     w->set_host(state.last.host());
     // A report from before the reset describes steps that no longer count: the worker has run
     // nothing in this epoch yet (its first step in it would have moved its report to it).

@@ -18,6 +18,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "coordinator/routing_observer.h"
 #include "core/exchange_telemetry.h"
@@ -46,7 +47,10 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
   void OnSequenceEnd(uint64_t sequence_id) override;
   void OnExchange(const ExchangeRecord& record) override;
 
-  void OnWorkerReport(const moe::v1::WorkerReport& report);
+  // Keeps the latest report of each worker. INVALID_ARGUMENT, keeping nothing, for a report that
+  // cannot be a worker's: a rank outside 1..W, experts that rank does not host, negative counts,
+  // times or bytes, non-finite times. Stale reports (an older sequence number) are ignored.
+  absl::Status OnWorkerReport(const moe::v1::WorkerReport& report);
 
   // Zeroes everything now if no step is running, else when the running one ends; returns the new
   // epoch. Workers follow when their next step header carries it.

@@ -107,7 +107,7 @@ void RenderLoadMetrics(const moe::v1::LoadSnapshot& s, PrometheusText* out) {
        [](const moe::v1::WorkerLoad& w) { return static_cast<double>(w.bytes_in()); }},
       {"moe_worker_sent_bytes_total", "counter", "Output bytes the worker sent back.",
        [](const moe::v1::WorkerLoad& w) { return static_cast<double>(w.bytes_out()); }},
-      {"moe_worker_up", "gauge", "1 if the worker's last telemetry report is recent (3 intervals).",
+      {"moe_worker_up", "gauge", "1 if the worker's last telemetry report is recent (3 intervals, at least 1 s).",
        [](const moe::v1::WorkerLoad& w) { return w.alive() ? 1.0 : 0.0; }},
       {"moe_worker_seconds_since_report", "gauge", "Age of the worker's last telemetry report (-1: none yet).",
        [](const moe::v1::WorkerLoad& w) { return w.seconds_since_report(); }},

@@ -29,15 +29,20 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     return absl::FailedPreconditionError(absl::StrCat("cannot listen on ", listen, " for /metrics"));
   }
   httplib::Server* raw = server->server_.get();
-  server->thread_ = std::thread([raw] { raw->listen_after_bind(); });
-  // stop() is a no-op until the loop runs, so the destructor could otherwise wait forever.
-  for (int i = 0; i < 1000 && !raw->is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::atomic<bool>* done = &server->done_;
+  server->thread_ = std::thread([raw, done] {
+    raw->listen_after_bind();
+    *done = true;
+  });
   return server;
 }
 
 MetricsServer::~MetricsServer() {
-  if (server_ != nullptr) server_->stop();
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  // stop() does nothing until the accept loop runs, so wait for it to run (or to have failed).
+  while (!server_->is_running() && !done_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  server_->stop();
+  thread_.join();
 }
 
 }  // namespace moe

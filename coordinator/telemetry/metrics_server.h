@@ -2,6 +2,7 @@
 // (--metrics-listen), from a thread of cpp-httplib's. The page is rendered on each scrape.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -28,6 +29,7 @@ class MetricsServer {
   MetricsServer() = default;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::atomic<bool> done_{false};  // the accept loop has returned
   int port_ = 0;
 };
 

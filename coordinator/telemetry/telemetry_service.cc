@@ -41,16 +41,32 @@ grpc::Status TelemetryService::ResetLoad(grpc::ServerContext*, const moe::v1::Re
 grpc::Status WorkerTelemetryService::StreamReports(grpc::ServerContext* context,
                                                    grpc::ServerReader<moe::v1::WorkerReport>* reader,
                                                    moe::v1::WorkerReportAck*) {
+  const auto presented = context->client_metadata().find(kWorkerTokenHeader);
+  if (presented == context->client_metadata().end() ||
+      grpc::string_ref(token_) != presented->second) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "worker reports need the cluster's token");
+  }
   {
     absl::MutexLock lock(&mu_);
     if (cancelled_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
     open_.insert(context);
   }
+  grpc::Status status = grpc::Status::OK;
   moe::v1::WorkerReport report;
-  while (reader->Read(&report)) aggregator_->OnWorkerReport(report);
+  int rank = 0;
+  while (reader->Read(&report)) {
+    if (rank == 0) rank = report.rank();
+    absl::Status taken = report.rank() == rank
+                             ? aggregator_->OnWorkerReport(report)
+                             : absl::InvalidArgumentError("a report stream speaks for one rank only");
+    if (!taken.ok()) {
+      status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(taken.message()));
+      break;
+    }
+  }
   absl::MutexLock lock(&mu_);
   open_.erase(context);
-  return grpc::Status::OK;
+  return status;
 }
 
 void WorkerTelemetryService::CancelAll() {

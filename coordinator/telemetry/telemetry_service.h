@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "coordinator/telemetry/load_aggregator.h"
+#include "core/cluster_setup.h"
 #include "moe/v1/telemetry.grpc.pb.h"
 
 namespace moe {
@@ -32,7 +33,10 @@ class TelemetryService final : public moe::v1::Telemetry::Service {
 
 class WorkerTelemetryService final : public moe::v1::WorkerTelemetry::Service {
  public:
-  explicit WorkerTelemetryService(LoadAggregator* aggregator) : aggregator_(aggregator) {}
+  // Streams must carry `token` in the kWorkerTokenHeader metadata; each stream speaks for the
+  // rank of its first report only, and a report the aggregator refuses ends the stream.
+  WorkerTelemetryService(LoadAggregator* aggregator, std::string token)
+      : aggregator_(aggregator), token_(std::move(token)) {}
   grpc::Status StreamReports(grpc::ServerContext* context,
                              grpc::ServerReader<moe::v1::WorkerReport>* reader,
                              moe::v1::WorkerReportAck* response) override;
@@ -41,6 +45,7 @@ class WorkerTelemetryService final : public moe::v1::WorkerTelemetry::Service {
 
  private:
   LoadAggregator* aggregator_;
+  const std::string token_;
   absl::Mutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<grpc::ServerContext*> open_ ABSL_GUARDED_BY(mu_);

@@ -16,5 +16,8 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return cli::Fail(s);
   }
+  if (*trace != nullptr) {
+    if (auto s = (*trace)->Close(); !s.ok()) return cli::Fail(s);  // a broken trace is an error
+  }
   return 0;
 }

@@ -14,5 +14,8 @@ int main(int argc, char** argv) {
   auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);
   if (!trace.ok()) return cli::Fail(trace.status());
   if (auto s = cli::RunLogitsMode((*engine)->runner()); !s.ok()) return cli::Fail(s);
+  if (*trace != nullptr) {
+    if (auto s = (*trace)->Close(); !s.ok()) return cli::Fail(s);  // a broken trace is an error
+  }
   return 0;
 }

@@ -30,6 +30,7 @@ BIN, SRC, WORK, STUBS = sys.argv[1:5]
 sys.path.insert(0, STUBS)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(SRC, "scripts"))
+import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from moe.v1 import telemetry_pb2 as tpb  # noqa: E402
 from moe.v1 import telemetry_pb2_grpc as tpbg  # noqa: E402
@@ -127,9 +128,9 @@ def check_prometheus(metrics_port, snapshot, n_requests):
         got = wait_for(scraped, "Prometheus to scrape moe_expert_tokens_total", timeout=60)
         check(got == want, f"Prometheus returns moe_expert_tokens_total for layer 0 as the server counts it "
                            f"({sorted(int(v) for v in want.values())})")
-        up = prometheus_query(port, "moe_worker_up")
-        check(up == {(("worker", str(r)),): 1.0 for r in range(1, WORKERS + 1)},
-              f"moe_worker_up is 1 for the {WORKERS} workers: {up}")
+        all_up = {(("worker", str(r)),): 1.0 for r in range(1, WORKERS + 1)}
+        up = wait_for(lambda: prometheus_query(port, "moe_worker_up") == all_up, "moe_worker_up for every worker")
+        check(up, f"moe_worker_up is 1 for the {WORKERS} workers")
         total = prometheus_query(port, "sum(moe_requests_total)")
         check(total == {(): float(n_requests)}, f"sum(moe_requests_total) = {n_requests}: {total}")
         ttft = prometheus_query(port, "moe_time_to_first_token_seconds_count")
@@ -159,9 +160,21 @@ def main():
         fresh = telemetry.GetLoad(tpb.GetLoadRequest())
         check(fresh.steps == 0 and not expert_matrix(fresh).any() and fresh.num_workers == WORKERS
               and fresh.expert_imbalance.balancedness == 1.0, "GetLoad on a fresh server: zeros, not an error")
-        wait_for(lambda: all(w.alive for w in telemetry.GetLoad(tpb.GetLoadRequest()).workers),
-                 "every worker's first report")
-        check(True, "every worker reports (heartbeat)")
+        heard = wait_for(lambda: all(w.alive for w in telemetry.GetLoad(tpb.GetLoadRequest()).workers),
+                         "every worker's first report")
+        check(heard, "every worker reports (heartbeat)")
+        # The report service shares the public port: without the cluster's token it refuses.
+        forged = tpb.WorkerReport(rank=1, sequence=2**63, experts=[tpb.ExpertLoad(layer=0, expert=0, tokens=10**9)])
+        for token in (None, "0" * 32):
+            try:
+                tpbg.WorkerTelemetryStub(c.channel).StreamReports(
+                    iter([forged]), metadata=[("x-moe-worker-token", token)] if token else None, timeout=10)
+                refused = False
+            except grpc.RpcError as e:
+                refused = e.code() == grpc.StatusCode.PERMISSION_DENIED
+            check(refused, f"a worker report {'with a wrong' if token else 'without the'} token: PERMISSION_DENIED")
+        check(telemetry.GetLoad(tpb.GetLoadRequest()).workers[0].reported_tokens == 0,
+              "the forged report changed nothing")
 
         # One request at a time: the batches are those of the single-process engine.
         expected = np.zeros((LAYERS, EXPERTS), dtype=np.int64)
@@ -185,13 +198,16 @@ def main():
         for t in threads:
             t.join()
         s = wait_for(lambda: workers_caught_up(telemetry), "worker reports to cover every step")
+        if s is None:
+            return
         trace = routing_trace.load(TRACE)
         from_trace = routing_trace.expert_counts(trace)
         check(np.array_equal(expert_matrix(s), from_trace),
               f"telemetry counts equal the routing trace's ({len(trace.records)} tokens, {s.steps} steps)")
         check(np.array_equal(worker_matrix(s), from_trace),
               "worker-reported counts per (layer, expert) equal the coordinator's")
-        check(sum(w.routed_tokens for w in s.workers) == from_trace.sum() and all(w.exchanges > 0 for w in s.workers),
+        check(all(w.reported_tokens == w.routed_tokens and w.exchanges > 0 for w in s.workers)
+              and sum(w.reported_tokens for w in s.workers) == from_trace.sum(),
               "worker-reported totals equal what the coordinator routed: "
               + ", ".join(f"rank {w.rank} {w.reported_tokens}" for w in s.workers))
         check(s.expert_imbalance.balancedness < 0.8,
@@ -219,10 +235,13 @@ def main():
         first, second = next(stream), next(stream)
         stream.cancel()
         check(second.uptime_seconds > first.uptime_seconds, "WatchLoad streams fresh snapshots")
-        view = h.run([os.path.join(BIN, "moe-cli"), "load", "--once", "--server", f"127.0.0.1:{c.port}"])
+        def load_view():
+            view = h.run([os.path.join(BIN, "moe-cli"), "load", "--once", "--server", f"127.0.0.1:{c.port}"])
+            healthy = len([ln for ln in view.splitlines() if "s ago" in ln]) == WORKERS
+            return view if "temporal locality" in view and healthy else None
+        view = wait_for(load_view, "moe-cli load to show every worker")
         print(view)
-        check("temporal locality" in view and len([ln for ln in view.splitlines() if "s ago" in ln]) == WORKERS,
-              "moe-cli load --once shows the layers and every worker")
+        check(view, "moe-cli load --once shows the layers and every worker")
 
         check_prometheus(int(open(metrics_port_file).read()), s, len(SEQUENTIAL) + len(CONCURRENT))
 
@@ -240,8 +259,8 @@ def main():
     finally:
         rc = c.stop()
     check(rc == 0, "SIGTERM: the cluster exits 0")
-    sys.exit(h.finish())
 
 
 if __name__ == "__main__":
     main()
+    sys.exit(h.finish())

@@ -2,6 +2,7 @@
 // hand-made steps whose right answers are worked out in the comments.
 #include "coordinator/telemetry/load_aggregator.h"
 
+#include <cmath>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -159,9 +160,16 @@ moe::v1::WorkerReport Report(int rank, uint32_t epoch, uint64_t sequence, int64_
 
 TEST(LoadAggregatorTest, WorkerReportsAndHeartbeat) {
   Fixture f;
-  f.agg->OnWorkerReport(Report(1, 1, 1, 9));
-  f.agg->OnWorkerReport(Report(1, 1, 0, 100));  // older than what we have: ignored
-  f.agg->OnWorkerReport(Report(5, 1, 1, 9));    // no such worker: ignored
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 1, 9)).ok());
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 0, 100)).ok());  // older than what we have: ignored
+  EXPECT_FALSE(f.agg->OnWorkerReport(Report(5, 1, 1, 9)).ok());  // no such worker
+  EXPECT_FALSE(f.agg->OnWorkerReport(Report(2, 1, 1, 9)).ok());  // rank 2 does not host expert 0
+  EXPECT_FALSE(f.agg->OnWorkerReport(Report(1, 1, 2, -1)).ok()); // negative count
+  moe::v1::WorkerReport huge = Report(1, 1, 2, int64_t{1} << 62);  // would overflow the sums
+  EXPECT_FALSE(f.agg->OnWorkerReport(huge).ok());
+  moe::v1::WorkerReport nan = Report(1, 1, 2, 1);
+  nan.set_idle_seconds(std::nan(""));
+  EXPECT_FALSE(f.agg->OnWorkerReport(nan).ok());
   f.now = 1.0;
   moe::v1::LoadSnapshot s = f.agg->Snapshot();
   EXPECT_EQ(s.workers(0).reported_tokens(), 9);
@@ -169,14 +177,14 @@ TEST(LoadAggregatorTest, WorkerReportsAndHeartbeat) {
   EXPECT_DOUBLE_EQ(s.workers(0).seconds_since_report(), 1.0);
   EXPECT_TRUE(s.workers(0).alive());     // within 3 intervals of 0.5 s
   EXPECT_EQ(s.workers(1).reports(), 0);
-  f.now = 2.0;
+  f.now = 1.6;
   EXPECT_FALSE(f.agg->Snapshot().workers(0).alive());
 }
 
 TEST(LoadAggregatorTest, ResetZeroesAtOnceWhenIdleAndAfterTheRunningStep) {
   Fixture f;
   f.Step({{1, 0, 1}}, {Choices({{0, 1}}), Choices({{0, 1}})});
-  f.agg->OnWorkerReport(Report(1, 1, 1, 2));
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 1, 2)).ok());
   EXPECT_EQ(f.agg->Reset(), 2u);
   moe::v1::LoadSnapshot s = f.agg->Snapshot();
   EXPECT_EQ(s.epoch(), 2u);
@@ -184,7 +192,7 @@ TEST(LoadAggregatorTest, ResetZeroesAtOnceWhenIdleAndAfterTheRunningStep) {
   EXPECT_EQ(s.layers(0).expert_tokens(0), 0);
   EXPECT_EQ(s.workers(0).reported_tokens(), 0);  // its report is from epoch 1
   EXPECT_EQ(s.workers(0).reports(), 1);          // but it is still heard from
-  f.agg->OnWorkerReport(Report(1, 2, 2, 4));
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 2, 2, 4)).ok());
   EXPECT_EQ(f.agg->Snapshot().workers(0).reported_tokens(), 4);
 
   // During a step the reset waits for the step's end: the step still counts in the old epoch,
