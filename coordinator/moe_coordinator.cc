@@ -173,36 +173,36 @@ int Main(int argc, char** argv) {
     endpoint_sent = true;
     ShareTelemetryEndpoint(TelemetryEndpoint{address, absl::GetFlag(FLAGS_telemetry_interval_ms), worker_token});
   };
-  auto exit = [&](const absl::Status& s) {
+  auto finish = [&](const absl::Status& s) {
     send_endpoint("");
     return Exit(s, &exchange);
   };
   for (const RankReport& r : reports) {
     if (!r.ok) {
-      return exit(absl::FailedPreconditionError(absl::StrCat(
+      return finish(absl::FailedPreconditionError(absl::StrCat(
           r.rank == 0 ? "coordinator" : absl::StrCat("worker rank ", r.rank), ": ", r.error)));
     }
   }
   if (absl::GetFlag(FLAGS_telemetry_interval_ms) < 10) {
-    return exit(absl::InvalidArgumentError("--telemetry-interval-ms must be >= 10"));
+    return finish(absl::InvalidArgumentError("--telemetry-interval-ms must be >= 10"));
   }
   if (!(absl::GetFlag(FLAGS_load_window_s) > 0)) {
-    return exit(absl::InvalidArgumentError("--load-window-s must be > 0"));
+    return finish(absl::InvalidArgumentError("--load-window-s must be > 0"));
   }
   if (absl::GetFlag(FLAGS_telemetry_address).size() > 200) {
-    return exit(absl::InvalidArgumentError("--telemetry-address is longer than 200 characters"));
+    return finish(absl::InvalidArgumentError("--telemetry-address is longer than 200 characters"));
   }
 
   // 3. The mode, through the cluster.
   OpTimes times;
   ModelRunner runner(weights->get(), &exchange, &times);
   auto trace = cli::OpenRoutingTrace(&runner, &*shared);
-  if (!trace.ok()) return exit(trace.status());
+  if (!trace.ok()) return finish(trace.status());
   absl::Status status;
   if (serving) {
     runner.AddRoutingObserver(telemetry.get());
     auto tokenizer = Tokenizer::Load(cli::DefaultTokenizerPath(model));
-    if (!tokenizer.ok()) return exit(tokenizer.status());
+    if (!tokenizer.ok()) return finish(tokenizer.status());
     ServeOptions serve;
     serve.listen = absl::GetFlag(FLAGS_listen);
     serve.port_file = absl::GetFlag(FLAGS_port_file);
@@ -256,7 +256,7 @@ int Main(int argc, char** argv) {
   if (*trace != nullptr) {
     if (absl::Status closed = (*trace)->Close(); status.ok()) status = closed;
   }
-  return exit(status);
+  return finish(status);
 }
 
 }  // namespace

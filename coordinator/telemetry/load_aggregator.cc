@@ -153,6 +153,9 @@ absl::Status LoadAggregator::OnWorkerReport(const moe::v1::WorkerReport& report)
       !seconds_ok(report.idle_seconds())) {
     return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " has an impossible counter"));
   }
+  if (report.experts_size() > options_.n_layers * options_.n_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " lists more experts than the model has"));
+  }
   for (const moe::v1::ExpertLoad& e : report.experts()) {
     if (e.layer() < 0 || e.layer() >= options_.n_layers || e.expert() < 0 || e.expert() >= options_.n_experts ||
         options_.placement->owner(e.layer(), e.expert()) != rank || !count_ok(e.tokens()) ||
@@ -161,9 +164,6 @@ absl::Status LoadAggregator::OnWorkerReport(const moe::v1::WorkerReport& report)
                                                      " expert ", e.expert(), ", which it does not host, or "
                                                      "an impossible value"));
     }
-  }
-  if (report.experts_size() > options_.n_layers * options_.n_experts) {
-    return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " lists more experts than the model has"));
   }
   absl::MutexLock lock(&mu_);
   WorkerState& w = workers_[rank];
