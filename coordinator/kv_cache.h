@@ -4,19 +4,23 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "kernels/backend.h"
+
 namespace moe {
 
-// Positions are stored contiguously per layer ([capacity, n_kv_heads * head_dim]); a sliding
-// window masks old positions at attention time rather than evicting them.
-// Not thread-safe: owned by one sequence, touched by the step loop only.
+// Positions are stored contiguously per layer ([capacity, n_kv_heads * head_dim]) in the memory of
+// the backend that runs attention (the GPU's for CUDA); a sliding window masks old positions at
+// attention time rather than evicting them.
+// Not thread-safe: owned by one sequence, touched by the step loop only. Movable, not copyable.
 class KvCache {
  public:
-  KvCache(int n_layers, int64_t row_width) : row_width_(row_width), keys_(n_layers), values_(n_layers) {}
+  KvCache(kernels::Backend* backend, int n_layers, int64_t row_width);
 
   int64_t length() const { return length_; }   // positions committed
   int64_t row_width() const { return row_width_; }
-  // Makes room for n more positions beyond length() in every layer.
-  void Reserve(int64_t n);
+  // Makes room for n more positions beyond length() in every layer; fails when memory runs out.
+  absl::Status Reserve(int64_t n);
   float* keys(int layer) { return keys_[layer].data(); }      // [capacity, row_width]
   float* values(int layer) { return values_[layer].data(); }  // [capacity, row_width]
   // Commits n positions written (in every layer) after length().
@@ -27,8 +31,8 @@ class KvCache {
   int64_t row_width_;
   int64_t capacity_ = 0;
   int64_t length_ = 0;
-  std::vector<std::vector<float>> keys_;
-  std::vector<std::vector<float>> values_;
+  std::vector<kernels::BackendArray<float>> keys_;
+  std::vector<kernels::BackendArray<float>> values_;
 };
 
 }  // namespace moe

@@ -1,24 +1,87 @@
 #include "coordinator/model_runner.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
-#include "kernels/cpu/simd_kernels.h"
-#include "kernels/ops.h"
 
 namespace moe {
+namespace {
 
-ModelRunner::ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, OpTimes* times)
-    : weights_(weights), exchange_(exchange), times_(times) {
+// Times one stage. Backend work is asynchronous, so on a device the stage ends when the device
+// has finished it: the wait is paid only when someone asked for times (the benchmark).
+class StageTimer {
+ public:
+  StageTimer(OpTimes* times, Op op, kernels::Backend* backend)
+      : backend_(times != nullptr && !backend->host_memory() ? backend : nullptr), timer_(times, op) {}
+  ~StageTimer() {
+    if (backend_ != nullptr) backend_->Sync().IgnoreError();  // the step's own Sync reports it
+  }
+
+ private:
+  kernels::Backend* backend_;
+  ScopedOpTimer timer_;
+};
+
+}  // namespace
+
+ModelRunner::ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, OpTimes* times,
+                         kernels::Backend* backend)
+    : weights_(weights), exchange_(exchange), times_(times), backend_(backend) {
   MOE_CHECK(weights_->embed.data != nullptr);  // loaded without the attention side
   routing_.resize(static_cast<size_t>(weights_->config.num_hidden_layers));
+  for (auto* a : {&tokens_dev_, &positions_dev_, &experts_dev_}) *a = kernels::BackendArray<int32_t>(backend);
+  for (auto* a : {&slot_dev_, &source_row_dev_, &logit_rows_dev_}) *a = kernels::BackendArray<int64_t>(backend);
+  for (auto* a : {&h_, &x_, &q_, &k_, &v_, &attn_, &proj_, &router_logits_, &weights_dev_, &rows_dev_,
+                  &expert_out_dev_, &logits_dev_}) {
+    *a = kernels::BackendArray<float>(backend);
+  }
+}
+
+ModelRunner::ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, OpTimes* times)
+    : ModelRunner(weights, exchange, times, kernels::CpuBackend()) {
+  MOE_CHECK(Upload().ok());  // the CPU backend views the weights where they are
+}
+
+absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const ModelWeights* weights,
+                                                                 ExpertExchange* exchange,
+                                                                 kernels::Backend* backend,
+                                                                 OpTimes* times) {
+  if (weights->embed.data == nullptr) {
+    return absl::FailedPreconditionError("the weights were loaded without the attention side");
+  }
+  std::unique_ptr<ModelRunner> runner(new ModelRunner(weights, exchange, times, backend));
+  MOE_RETURN_IF_ERROR(runner->Upload());
+  return runner;
+}
+
+absl::Status ModelRunner::Upload() {
+  kernels::Backend* b = backend_;
+  MOE_ASSIGN_OR_RETURN(embed_, b->Upload(weights_->embed));
+  MOE_ASSIGN_OR_RETURN(lm_head_, weights_->lm_head.data == weights_->embed.data
+                                     ? absl::StatusOr<WeightMatrix>(embed_)
+                                     : b->Upload(weights_->lm_head));
+  MOE_ASSIGN_OR_RETURN(final_norm_, b->Upload(weights_->final_norm));
+  layers_.clear();
+  for (const LayerWeights& layer : weights_->layers) {
+    const AttentionLayerWeights& w = layer.attention;
+    LayerTensors t;
+    MOE_ASSIGN_OR_RETURN(t.input_norm, b->Upload(w.input_norm));
+    MOE_ASSIGN_OR_RETURN(t.q_proj, b->Upload(w.q_proj));
+    MOE_ASSIGN_OR_RETURN(t.k_proj, b->Upload(w.k_proj));
+    MOE_ASSIGN_OR_RETURN(t.v_proj, b->Upload(w.v_proj));
+    MOE_ASSIGN_OR_RETURN(t.o_proj, b->Upload(w.o_proj));
+    MOE_ASSIGN_OR_RETURN(t.post_norm, b->Upload(w.post_norm));
+    MOE_ASSIGN_OR_RETURN(t.router, b->Upload(w.router, /*as_f32=*/true));
+    layers_.push_back(t);
+  }
+  return b->Sync();
 }
 
 KvCache ModelRunner::NewCache() const {
   const MixtralConfig& c = weights_->config;
-  return KvCache(c.num_hidden_layers, static_cast<int64_t>(c.num_key_value_heads) * c.head_dim);
+  return KvCache(backend_, c.num_hidden_layers,
+                 static_cast<int64_t>(c.num_key_value_heads) * c.head_dim);
 }
 
 absl::Status ModelRunner::Validate(absl::Span<const SequenceChunk> chunks) const {
@@ -41,6 +104,33 @@ absl::Status ModelRunner::Validate(absl::Span<const SequenceChunk> chunks) const
   return absl::OkStatus();
 }
 
+absl::Status ModelRunner::Reserve(int64_t n, int64_t n_out) {
+  const MixtralConfig& c = weights_->config;
+  const int64_t hidden = c.hidden_size, k = c.num_experts_per_tok;
+  const int64_t q_width = static_cast<int64_t>(c.num_attention_heads) * c.head_dim;
+  const int64_t kv_width = static_cast<int64_t>(c.num_key_value_heads) * c.head_dim;
+  const bool ok =
+      tokens_dev_.Reserve(n) && positions_dev_.Reserve(n) && experts_dev_.Reserve(n * k) &&
+      slot_dev_.Reserve(n * k) && source_row_dev_.Reserve(n * k) && logit_rows_dev_.Reserve(n_out) &&
+      h_.Reserve(n * hidden) && x_.Reserve(n * hidden) && q_.Reserve(n * q_width) &&
+      k_.Reserve(n * kv_width) && v_.Reserve(n * kv_width) && attn_.Reserve(n * q_width) &&
+      proj_.Reserve(n * hidden) && router_logits_.Reserve(n * c.num_local_experts) &&
+      weights_dev_.Reserve(n * k) && rows_dev_.Reserve(n * k * hidden) &&
+      expert_out_dev_.Reserve(n * k * hidden) && logits_dev_.Reserve(n_out * c.vocab_size);
+  if (!ok) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of ", backend_->Describe(), " memory for a step of ", n, " tokens"));
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+const T* ModelRunner::Stage(const std::vector<T>& host, kernels::BackendArray<T>* device) {
+  if (backend_->host_memory()) return host.data();
+  backend_->ToDevice(device->data(), host.data(), host.size() * sizeof(T));
+  return device->data();
+}
+
 absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
                                   std::vector<float>* logits) {
   MOE_RETURN_IF_ERROR(Validate(chunks));
@@ -53,55 +143,54 @@ absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
   } step_end{observers_};
   const MixtralConfig& c = weights_->config;
   const int64_t hidden = c.hidden_size;
-  int64_t n = 0;
-  for (const SequenceChunk& chunk : chunks) n += static_cast<int64_t>(chunk.tokens.size());
 
-  h_.resize(static_cast<size_t>(n * hidden));
-  positions_.resize(static_cast<size_t>(n));
-  routed_.resize(static_cast<size_t>(n));
-  {
-    ScopedOpTimer t(times_, Op::kEmbed);
-    int64_t row = 0;
-    for (const SequenceChunk& chunk : chunks) {
-      chunk.cache->Reserve(static_cast<int64_t>(chunk.tokens.size()));
-      for (size_t i = 0; i < chunk.tokens.size(); ++i, ++row) {
-        positions_[row] = static_cast<int32_t>(chunk.cache->length() + static_cast<int64_t>(i));
-        routed_[row] = RoutedToken{chunk.sequence_id, positions_[row], chunk.tokens[i]};
-        const char* src = static_cast<const char*>(weights_->embed.data) +
-                          chunk.tokens[i] * hidden * DTypeSize(weights_->embed.dtype);
-        kernels::simd::ConvertToF32(weights_->embed.dtype, src, hidden, h_.data() + row * hidden);
-      }
+  tokens_.clear();
+  positions_.clear();
+  routed_.clear();
+  logit_rows_.clear();
+  for (const SequenceChunk& chunk : chunks) {
+    MOE_RETURN_IF_ERROR(chunk.cache->Reserve(static_cast<int64_t>(chunk.tokens.size())));
+    const int64_t len = static_cast<int64_t>(chunk.tokens.size());
+    const int64_t first_row = static_cast<int64_t>(tokens_.size());
+    for (int64_t i = 0; i < len; ++i) {
+      const int32_t pos = static_cast<int32_t>(chunk.cache->length() + i);
+      tokens_.push_back(chunk.tokens[i]);
+      positions_.push_back(pos);
+      routed_.push_back(RoutedToken{chunk.sequence_id, pos, chunk.tokens[i]});
+      if (chunk.all_logits || i == len - 1) logit_rows_.push_back(first_row + i);
     }
+  }
+  const int64_t n = static_cast<int64_t>(tokens_.size());
+  const int64_t n_out = static_cast<int64_t>(logit_rows_.size());
+  MOE_RETURN_IF_ERROR(Reserve(n, n_out));
+  {
+    StageTimer t(times_, Op::kEmbed, backend_);
+    backend_->Embed(embed_, Stage(tokens_, &tokens_dev_), n, h_.data());
+    Stage(positions_, &positions_dev_);
   }
 
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     Attention(l, chunks);
     MOE_RETURN_IF_ERROR(MoeBlock(l, n));
   }
-  for (const SequenceChunk& chunk : chunks) chunk.cache->Advance(static_cast<int64_t>(chunk.tokens.size()));
-  for (RoutingObserver* observer : observers_) observer->OnForward(routed_, routing_);
 
   // Final norm and lm_head only on the rows that need logits.
-  int64_t n_out = 0;
   {
-    int64_t row = 0;
-    for (const SequenceChunk& chunk : chunks) {
-      const int64_t len = static_cast<int64_t>(chunk.tokens.size());
-      const int64_t first = chunk.all_logits ? row : row + len - 1;
-      for (int64_t r = first; r < row + len; ++r, ++n_out) {
-        std::memmove(x_.data() + n_out * hidden, h_.data() + r * hidden, hidden * sizeof(float));
-      }
-      row += len;
-    }
+    StageTimer t(times_, Op::kNorm, backend_);
+    backend_->GatherRows(h_.data(), Stage(logit_rows_, &logit_rows_dev_), n_out, hidden, x_.data());
+    backend_->RmsNorm(x_.data(), final_norm_, n_out, hidden, static_cast<float>(c.rms_norm_eps),
+                      x_.data());
   }
   {
-    ScopedOpTimer t(times_, Op::kNorm);
-    kernels::RmsNorm(x_.data(), weights_->final_norm.data(), n_out, hidden,
-                     static_cast<float>(c.rms_norm_eps), x_.data());
+    StageTimer t(times_, Op::kLmHead, backend_);
+    logits->resize(static_cast<size_t>(n_out * c.vocab_size));
+    backend_->MatMul(x_.data(), n_out, lm_head_, logits_dev_.data());
+    backend_->ToHost(logits->data(), logits_dev_.data(), logits->size() * sizeof(float));
   }
-  ScopedOpTimer t(times_, Op::kLmHead);
-  logits->resize(static_cast<size_t>(n_out * c.vocab_size));
-  kernels::MatMul(x_.data(), n_out, weights_->lm_head, logits->data());
+  MOE_RETURN_IF_ERROR(backend_->Sync());
+  // Only a step that succeeded commits its positions and reaches the observers.
+  for (const SequenceChunk& chunk : chunks) chunk.cache->Advance(static_cast<int64_t>(chunk.tokens.size()));
+  for (RoutingObserver* observer : observers_) observer->OnForward(routed_, routing_);
   return absl::OkStatus();
 }
 
@@ -111,43 +200,37 @@ void ModelRunner::EndSequence(uint64_t sequence_id) {
 
 void ModelRunner::Attention(int layer, absl::Span<const SequenceChunk> chunks) {
   const MixtralConfig& c = weights_->config;
-  const AttentionLayerWeights& w = weights_->layers[layer].attention;
+  const LayerTensors& w = layers_[layer];
+  kernels::Backend* b = backend_;
   const int64_t n = static_cast<int64_t>(positions_.size()), hidden = c.hidden_size;
   const int64_t q_width = static_cast<int64_t>(c.num_attention_heads) * c.head_dim;
   const int64_t kv_width = static_cast<int64_t>(c.num_key_value_heads) * c.head_dim;
-  x_.resize(static_cast<size_t>(n * hidden));
-  q_.resize(static_cast<size_t>(n * q_width));
-  k_.resize(static_cast<size_t>(n * kv_width));
-  v_.resize(static_cast<size_t>(n * kv_width));
-  attn_.resize(static_cast<size_t>(n * q_width));
-  proj_.resize(static_cast<size_t>(n * hidden));
   {
-    ScopedOpTimer t(times_, Op::kNorm);
-    kernels::RmsNorm(h_.data(), w.input_norm.data(), n, hidden, static_cast<float>(c.rms_norm_eps),
-                     x_.data());
+    StageTimer t(times_, Op::kNorm, b);
+    b->RmsNorm(h_.data(), w.input_norm, n, hidden, static_cast<float>(c.rms_norm_eps), x_.data());
   }
   {
-    ScopedOpTimer t(times_, Op::kQkv);
-    kernels::MatMul(x_.data(), n, w.q_proj, q_.data());
-    kernels::MatMul(x_.data(), n, w.k_proj, k_.data());
-    kernels::MatMul(x_.data(), n, w.v_proj, v_.data());
+    StageTimer t(times_, Op::kQkv, b);
+    b->MatMul(x_.data(), n, w.q_proj, q_.data());
+    b->MatMul(x_.data(), n, w.k_proj, k_.data());
+    b->MatMul(x_.data(), n, w.v_proj, v_.data());
   }
   {
-    ScopedOpTimer t(times_, Op::kRope);
+    StageTimer t(times_, Op::kRope, b);
     const float theta = static_cast<float>(c.rope_theta);
-    kernels::ApplyRope(q_.data(), positions_.data(), n, c.num_attention_heads, c.head_dim, theta);
-    kernels::ApplyRope(k_.data(), positions_.data(), n, c.num_key_value_heads, c.head_dim, theta);
+    const int32_t* positions = b->host_memory() ? positions_.data() : positions_dev_.data();
+    b->ApplyRope(q_.data(), positions, n, c.num_attention_heads, c.head_dim, theta);
+    b->ApplyRope(k_.data(), positions, n, c.num_key_value_heads, c.head_dim, theta);
   }
   {
-    ScopedOpTimer t(times_, Op::kAttention);
+    StageTimer t(times_, Op::kAttention, b);
     int64_t row = 0;
     for (const SequenceChunk& chunk : chunks) {
       const int64_t len = static_cast<int64_t>(chunk.tokens.size());
       const int64_t first_pos = chunk.cache->length();
-      std::memcpy(chunk.cache->keys(layer) + first_pos * kv_width, k_.data() + row * kv_width,
-                  len * kv_width * sizeof(float));
-      std::memcpy(chunk.cache->values(layer) + first_pos * kv_width, v_.data() + row * kv_width,
-                  len * kv_width * sizeof(float));
+      const size_t bytes = static_cast<size_t>(len * kv_width) * sizeof(float);
+      b->Copy(chunk.cache->keys(layer) + first_pos * kv_width, k_.data() + row * kv_width, bytes);
+      b->Copy(chunk.cache->values(layer) + first_pos * kv_width, v_.data() + row * kv_width, bytes);
       kernels::AttentionShape shape;
       shape.n_new = len;
       shape.first_pos = first_pos;
@@ -155,40 +238,60 @@ void ModelRunner::Attention(int layer, absl::Span<const SequenceChunk> chunks) {
       shape.n_kv_heads = c.num_key_value_heads;
       shape.head_dim = c.head_dim;
       shape.window = c.sliding_window;
-      kernels::Attention(q_.data() + row * q_width, chunk.cache->keys(layer),
-                         chunk.cache->values(layer), shape, attn_.data() + row * q_width);
+      b->Attention(q_.data() + row * q_width, chunk.cache->keys(layer), chunk.cache->values(layer),
+                   shape, attn_.data() + row * q_width);
       row += len;
     }
   }
-  ScopedOpTimer t(times_, Op::kOutProj);
-  kernels::MatMul(attn_.data(), n, w.o_proj, proj_.data());
-  for (int64_t i = 0; i < n * hidden; ++i) h_[i] += proj_[i];
+  StageTimer t(times_, Op::kOutProj, b);
+  b->MatMul(attn_.data(), n, w.o_proj, proj_.data());
+  b->AddInPlace(h_.data(), proj_.data(), n * hidden);
 }
 
 absl::Status ModelRunner::MoeBlock(int layer, int64_t n) {
   const MixtralConfig& c = weights_->config;
-  const AttentionLayerWeights& w = weights_->layers[layer].attention;
+  const LayerTensors& w = layers_[layer];
+  kernels::Backend* b = backend_;
   const int64_t hidden = c.hidden_size;
+  const int k = c.num_experts_per_tok;
+  Routing& routing = routing_[layer];
+  const bool host = b->host_memory();
   {
-    ScopedOpTimer t(times_, Op::kNorm);
-    kernels::RmsNorm(h_.data(), w.post_norm.data(), n, hidden, static_cast<float>(c.rms_norm_eps),
-                     x_.data());
+    StageTimer t(times_, Op::kNorm, b);
+    b->RmsNorm(h_.data(), w.post_norm, n, hidden, static_cast<float>(c.rms_norm_eps), x_.data());
   }
   {
-    ScopedOpTimer t(times_, Op::kRouter);
-    router_logits_.resize(static_cast<size_t>(n * c.num_local_experts));
-    kernels::MatMul(x_.data(), n, w.router, router_logits_.data());  // [n, experts]
-    routing_[layer] =
-        RouteTopK(router_logits_.data(), n, c.num_local_experts, c.num_experts_per_tok);
-    BuildExpertBatch(routing_[layer], x_.data(), n, hidden, c.num_local_experts, layer, &batch_,
-                     &slot_);
+    StageTimer t(times_, Op::kRouter, b);
+    routing.top_k = k;
+    routing.expert.resize(static_cast<size_t>(n * k));
+    routing.weight.resize(static_cast<size_t>(n * k));
+    b->MatMul(x_.data(), n, w.router, router_logits_.data());  // [n, experts]
+    b->RouteTopK(router_logits_.data(), n, c.num_local_experts, k,
+                 host ? routing.expert.data() : experts_dev_.data(),
+                 host ? routing.weight.data() : weights_dev_.data());
+    if (!host) {
+      b->ToHost(routing.expert.data(), experts_dev_.data(), routing.expert.size() * sizeof(int32_t));
+      b->ToHost(routing.weight.data(), weights_dev_.data(), routing.weight.size() * sizeof(float));
+    }
+    // The plan is made on the host: the exchange, the observers and telemetry all need it there.
+    MOE_RETURN_IF_ERROR(b->Sync());
+    PlanExpertBatch(routing, n, c.num_local_experts, &batch_.expert_offsets, &slot_, &source_row_);
+    batch_.layer = layer;
+    batch_.hidden = hidden;
+    batch_.rows.resize(static_cast<size_t>(n * k * hidden));
+    const int64_t* source_row = Stage(source_row_, &source_row_dev_);
+    b->GatherRows(x_.data(), source_row, n * k, hidden, host ? batch_.rows.data() : rows_dev_.data());
+    if (!host) b->ToHost(batch_.rows.data(), rows_dev_.data(), batch_.rows.size() * sizeof(float));
+    MOE_RETURN_IF_ERROR(b->Sync());
   }
   {
-    ScopedOpTimer t(times_, Op::kExchange);
+    StageTimer t(times_, Op::kExchange, b);
     MOE_RETURN_IF_ERROR(exchange_->Exchange(batch_, &expert_out_));
   }
-  ScopedOpTimer t(times_, Op::kCombine);
-  CombineExpertOutputs(routing_[layer], slot_, expert_out_.data(), n, hidden, h_.data());
+  StageTimer t(times_, Op::kCombine, b);
+  const float* expert_out = Stage(expert_out_, &expert_out_dev_);
+  b->CombineRows(expert_out, Stage(slot_, &slot_dev_), host ? routing.expert.data() : experts_dev_.data(),
+                 host ? routing.weight.data() : weights_dev_.data(), n, k, hidden, h_.data());
   return absl::OkStatus();
 }
 

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "coordinator/kv_cache.h"
 #include "coordinator/moe_routing.h"
@@ -14,6 +16,7 @@
 #include "core/expert_exchange.h"
 #include "core/model_weights.h"
 #include "core/op_timer.h"
+#include "kernels/backend.h"
 
 namespace moe {
 
@@ -27,7 +30,14 @@ struct SequenceChunk {
 
 class ModelRunner {
  public:
-  // weights must hold the attention side; exchange reaches every expert. Neither is owned.
+  // weights must hold the attention side; exchange reaches every expert; backend runs the
+  // attention side and holds its copy of the weights (CUDA uploads them here, which can fail).
+  // None is owned.
+  static absl::StatusOr<std::unique_ptr<ModelRunner>> Create(const ModelWeights* weights,
+                                                             ExpertExchange* exchange,
+                                                             kernels::Backend* backend,
+                                                             OpTimes* times = nullptr);
+  // On the CPU backend, which cannot fail.
   ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, OpTimes* times = nullptr);
 
   // Runs every chunk's tokens as one batch through all layers, appending to their caches.
@@ -38,6 +48,7 @@ class ModelRunner {
 
   KvCache NewCache() const;
   const MixtralConfig& config() const { return weights_->config; }
+  kernels::Backend* backend() const { return backend_; }
   // Routing of the last Forward, per layer; kept for tests and telemetry.
   const std::vector<Routing>& last_routing() const { return routing_; }
   // Observers see every successful Forward's routing; not owned, must outlive the runner.
@@ -46,30 +57,60 @@ class ModelRunner {
   void EndSequence(uint64_t sequence_id);
 
  private:
+  // The attention side's weights as the backend reads them.
+  struct LayerTensors {
+    const float* input_norm;
+    WeightMatrix q_proj, k_proj, v_proj, o_proj;
+    const float* post_norm;
+    WeightMatrix router;  // float32 on every backend: routing must not flip on rounding
+  };
+
+  ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, OpTimes* times,
+              kernels::Backend* backend);
+  absl::Status Upload();
   absl::Status Validate(absl::Span<const SequenceChunk> chunks) const;
+  absl::Status Reserve(int64_t n, int64_t n_out);
+  // The host array as the backend reads it: itself on the CPU, else copied into device.
+  template <typename T>
+  const T* Stage(const std::vector<T>& host, kernels::BackendArray<T>* device);
   void Attention(int layer, absl::Span<const SequenceChunk> chunks);
   absl::Status MoeBlock(int layer, int64_t n);
 
   const ModelWeights* weights_;
   ExpertExchange* exchange_;
   OpTimes* times_;
+  kernels::Backend* backend_;
+  WeightMatrix embed_, lm_head_;
+  const float* final_norm_ = nullptr;
+  std::vector<LayerTensors> layers_;
 
-  // Scratch reused across steps so decoding does not allocate.
-  std::vector<int32_t> positions_;  // [n]
-  std::vector<float> h_;            // [n, hidden] residual stream
-  std::vector<float> x_;            // [n, hidden] normed
-  std::vector<float> q_;            // [n, heads * head_dim]
-  std::vector<float> k_;            // [n, kv_heads * head_dim]
-  std::vector<float> v_;            // [n, kv_heads * head_dim]
-  std::vector<float> attn_;         // [n, heads * head_dim]
-  std::vector<float> proj_;         // [n, hidden]
-  std::vector<float> router_logits_;  // [n, experts]
+  // Host state of the step.
+  std::vector<int32_t> tokens_;       // [n]
+  std::vector<int32_t> positions_;    // [n]
+  std::vector<int64_t> logit_rows_;   // [n_out] rows of h that need logits
   std::vector<Routing> routing_;      // [layers]
   std::vector<RoutingObserver*> observers_;
   std::vector<RoutedToken> routed_;   // [n], for the observers
   ExpertBatch batch_;
-  std::vector<int64_t> slot_;
-  std::vector<float> expert_out_;
+  std::vector<int64_t> slot_;         // [n, top_k] batch row of each choice
+  std::vector<int64_t> source_row_;   // [n * top_k] token of each batch row
+  std::vector<float> expert_out_;     // [n * top_k, hidden]
+
+  // Backend scratch reused across steps so decoding does not allocate.
+  kernels::BackendArray<int32_t> tokens_dev_, positions_dev_, experts_dev_;
+  kernels::BackendArray<int64_t> slot_dev_, source_row_dev_, logit_rows_dev_;
+  kernels::BackendArray<float> h_;      // [n, hidden] residual stream
+  kernels::BackendArray<float> x_;      // [n, hidden] normed
+  kernels::BackendArray<float> q_;      // [n, heads * head_dim]
+  kernels::BackendArray<float> k_;      // [n, kv_heads * head_dim]
+  kernels::BackendArray<float> v_;      // [n, kv_heads * head_dim]
+  kernels::BackendArray<float> attn_;   // [n, heads * head_dim]
+  kernels::BackendArray<float> proj_;   // [n, hidden]
+  kernels::BackendArray<float> router_logits_;  // [n, experts]
+  kernels::BackendArray<float> weights_dev_;    // [n, top_k] routing weights
+  kernels::BackendArray<float> rows_dev_;       // [n * top_k, hidden] dispatched rows
+  kernels::BackendArray<float> expert_out_dev_; // [n * top_k, hidden]
+  kernels::BackendArray<float> logits_dev_;     // [n_out, vocab]
 };
 
 }  // namespace moe

@@ -134,6 +134,16 @@ int Main(int argc, char** argv) {
   LoadOptions options;
   options.owns_expert = [](int, int) { return false; };
   auto weights = LoadModelWeights(model, options);
+  // The attention side on this rank's device (reported with the load, like a missing file).
+  std::unique_ptr<kernels::Backend> backend;
+  if (weights.ok()) {
+    absl::StatusOr<std::unique_ptr<kernels::Backend>> made = kernels::MakeBackend(cli::DeviceFlags());
+    if (made.ok()) {
+      backend = std::move(*made);
+    } else {
+      weights = made.status();
+    }
+  }
   const std::vector<RankReport> reports = GatherRankReports(ReportLoad(
       0, 0, weights, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
   std::printf("moe-coordinator: ranks started:\n%s", FormatRankReports(reports).c_str());
@@ -195,7 +205,10 @@ int Main(int argc, char** argv) {
 
   // 3. The mode, through the cluster.
   OpTimes times;
-  ModelRunner runner(weights->get(), &exchange, &times);
+  absl::StatusOr<std::unique_ptr<ModelRunner>> made_runner =
+      ModelRunner::Create(weights->get(), &exchange, backend.get(), &times);
+  if (!made_runner.ok()) return finish(made_runner.status());
+  ModelRunner& runner = **made_runner;
   auto trace = cli::OpenRoutingTrace(&runner, &*shared);
   if (!trace.ok()) return finish(trace.status());
   absl::Status status;

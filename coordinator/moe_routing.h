@@ -20,6 +20,12 @@ struct Routing {
 // MixtralSparseMoeBlock). Equal probabilities rank the lower expert index first.
 Routing RouteTopK(const float* logits, int64_t n_tokens, int n_experts, int top_k);
 
+// The dispatch plan: expert_offsets [n_experts + 1] of the grouped batch; slot[t * top_k + j] is
+// the batch row of token t's j-th choice and source_row[row] the token a batch row copies.
+void PlanExpertBatch(const Routing& routing, int64_t n_tokens, int n_experts,
+                     std::vector<int64_t>* expert_offsets, std::vector<int64_t>* slot,
+                     std::vector<int64_t>* source_row);
+
 // Packs x's rows ([n_tokens, hidden]) grouped by expert into batch, once per (token, choice);
 // slot[t * top_k + j] is the batch row of token t's j-th choice.
 void BuildExpertBatch(const Routing& routing, const float* x, int64_t n_tokens, int64_t hidden,

@@ -99,7 +99,15 @@ void Scheduler::Admit() {
     const int64_t bytes = KvBytes(positions);
     if (stats_.kv_bytes_used + bytes > options_.kv_budget_bytes) break;  // first come, first served
     KvCache cache = runner_->NewCache();
-    cache.Reserve(positions);
+    if (absl::Status reserved = cache.Reserve(positions); !reserved.ok()) {
+      // Within the byte budget but not in the device's memory: this request fails, others go on.
+      StreamEvent failed;
+      failed.error = reserved;
+      p.handle->Push(std::move(failed));
+      ++stats_.served;
+      waiting_.pop_front();
+      continue;
+    }
     stats_.kv_bytes_used += bytes;
     running_.push_back(std::make_unique<Sequence>(std::move(p), std::move(cache), tokenizer_, bytes));
     waiting_.pop_front();

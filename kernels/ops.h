@@ -57,6 +57,15 @@ void SiluMul(const float* gate, const float* up, int64_t n, float* out);
 void Attention(const float* q, const float* k_cache, const float* v_cache,
                const AttentionShape& shape, float* out);
 void Softmax(float* x, int64_t n);
+
+// The MoE block's routing steps (see Backend for the contracts); the CPU runs these directly.
+void RouteTopK(const float* logits, int64_t n, int n_experts, int top_k, int32_t* experts,
+               float* weights);
+void GatherRows(const float* x, const int64_t* source_row, int64_t n_rows, int64_t hidden,
+                float* out);
+void CombineRows(const float* expert_out, const int64_t* slot, const int32_t* experts,
+                 const float* weights, int64_t n_tokens, int top_k, int64_t hidden,
+                 float* residual);
 }  // namespace reference
 
 }  // namespace moe::kernels

@@ -1,29 +1,45 @@
 // ExpertHost: runs the experts this process owns on the rows dispatched to them, one batched
-// SwiGLU per expert. The same code serves the single-process tools and the MPI workers.
+// SwiGLU per non-empty expert, on a kernels::Backend (the CPU, or a GPU: weights uploaded once,
+// rows copied in and results copied out per batch). The same code serves the single-process tools
+// and the MPI workers.
 #pragma once
 
+#include <memory>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "core/expert_exchange.h"
 #include "core/model_weights.h"
 #include "core/op_timer.h"
+#include "kernels/backend.h"
 
 namespace moe {
 
 class ExpertHost : public ExpertRunner {
  public:
-  // weights: loaded with the experts this host owns; not owned, must outlive the host.
-  explicit ExpertHost(const ModelWeights* weights, OpTimes* times = nullptr)
-      : weights_(weights), times_(times) {}
+  // weights: loaded with the experts this host owns; neither it nor backend is owned, and both
+  // must outlive the host. Fails when the backend cannot hold the experts.
+  static absl::StatusOr<std::unique_ptr<ExpertHost>> Create(const ModelWeights* weights,
+                                                            kernels::Backend* backend,
+                                                            OpTimes* times = nullptr);
+  // On the CPU backend, which cannot fail.
+  explicit ExpertHost(const ModelWeights* weights, OpTimes* times = nullptr);
 
   absl::Status RunExperts(const ExpertBatch& batch, float* out) override;
   const double* LastExpertSeconds() const override { return expert_seconds_.data(); }
 
  private:
+  ExpertHost(const ModelWeights* weights, kernels::Backend* backend, OpTimes* times);
+  absl::Status Upload();
+
   const ModelWeights* weights_;
+  kernels::Backend* backend_;
   OpTimes* times_;
-  std::vector<float> gate_;  // [rows, intermediate] scratch
-  std::vector<float> up_;    // [rows, intermediate] scratch
+  std::vector<std::vector<ExpertWeights>> experts_;  // [layer][expert] as the backend reads them
+  kernels::BackendArray<float> rows_;  // [rows, hidden] the batch, when not in host memory
+  kernels::BackendArray<float> out_;   // [rows, hidden]
+  kernels::BackendArray<float> gate_;  // [rows, intermediate] scratch
+  kernels::BackendArray<float> up_;    // [rows, intermediate] scratch
   std::vector<double> expert_seconds_;  // [experts] of the last batch
 };
 

@@ -57,6 +57,21 @@ int Main(int argc, char** argv) {
     weights = absl::FailedPreconditionError(absl::StrCat(
         model, " on this host has a different shape from the coordinator's model"));
   }
+  // The experts on this rank's device: a missing GPU or too little memory is reported like a
+  // missing file, by the coordinator, and this rank then refuses work.
+  std::unique_ptr<kernels::Backend> backend;
+  std::unique_ptr<ExpertHost> host;
+  if (weights.ok()) {
+    absl::StatusOr<std::unique_ptr<kernels::Backend>> made = kernels::MakeBackend(cli::DeviceFlags());
+    absl::StatusOr<std::unique_ptr<ExpertHost>> hosted =
+        made.ok() ? ExpertHost::Create(weights->get(), made->get()) : made.status();
+    if (hosted.ok()) {
+      backend = std::move(*made);
+      host = std::move(*hosted);
+    } else {
+      weights = hosted.status();
+    }
+  }
   GatherRankReports(ReportLoad(
       rank, placement->CountOwned(rank), weights,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
@@ -78,14 +93,14 @@ int Main(int argc, char** argv) {
   serve.stop_requested = &g_stop;
   serve.observer = &recorder;
   RefusingRunner refusing;
-  std::unique_ptr<ExpertHost> host;
   if (weights.ok()) {
     serve.n_layers = (*weights)->config.num_hidden_layers;
     serve.hidden = (*weights)->config.hidden_size;
-    host = std::make_unique<ExpertHost>(weights->get());
   }
   const absl::Status status = ServeExperts(host ? static_cast<ExpertRunner*>(host.get()) : &refusing, serve);
   reporter.reset();
+  host.reset();  // before the backend it runs on
+  backend.reset();
   if (!status.ok()) {
     cli::Fail(status);
     std::fflush(stderr);

@@ -61,6 +61,23 @@ double MeasureReadBandwidth(int64_t bytes) {
   return best;
 }
 
+// A device's memory bandwidth: a device-to-device copy of `bytes`, counting bytes read and
+// written; best of several passes. 0 when the memory cannot be had.
+double MeasureDeviceBandwidth(kernels::Backend* backend, int64_t bytes) {
+  kernels::BackendArray<char> a(backend), b(backend);
+  if (!a.Reserve(bytes) || !b.Reserve(bytes)) return 0;
+  backend->Copy(b.data(), a.data(), static_cast<size_t>(bytes));  // warm-up
+  double best = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    if (!backend->Sync().ok()) return 0;
+    const auto start = Clock::now();
+    backend->Copy(b.data(), a.data(), static_cast<size_t>(bytes));
+    if (!backend->Sync().ok()) return 0;
+    best = std::max(best, 2.0 * static_cast<double>(bytes) / Seconds(start, Clock::now()));
+  }
+  return best;
+}
+
 // VmHWM: the most this process has held resident so far.
 int64_t PeakResidentBytes() {
   std::ifstream in("/proc/self/status");
@@ -87,7 +104,8 @@ double ActiveBytesPerToken(const ModelWeights& w) {
   return total;
 }
 
-void PrintBreakdown(const char* phase, const OpTimes& times, double total) {
+void PrintBreakdown(const char* phase, const OpTimes& times, double total, int layers,
+                    int steps) {
   std::printf("  %s time by op:", phase);
   for (int i = 0; i < static_cast<int>(Op::kCount); ++i) {
     const double s = times.seconds[i];
@@ -95,6 +113,16 @@ void PrintBreakdown(const char* phase, const OpTimes& times, double total) {
     std::printf(" %s %.1f%%", OpName(static_cast<Op>(i)), 100.0 * s / total);
   }
   std::printf("  (exchange includes experts)\n");
+  auto per_layer_ms = [&](std::initializer_list<Op> ops) {
+    double s = 0;
+    for (Op op : ops) s += times.seconds[static_cast<int>(op)];
+    return 1e3 * s / (static_cast<double>(layers) * steps);
+  };
+  std::printf("  %s per layer and step: attention %.3f ms (norm, qkv, rope, attention, o_proj), "
+              "router %.3f ms, exchange %.3f ms of which experts %.3f ms, combine %.3f ms\n",
+              phase, per_layer_ms({Op::kQkv, Op::kRope, Op::kAttention, Op::kOutProj, Op::kNorm}),
+              per_layer_ms({Op::kRouter}), per_layer_ms({Op::kExchange}),
+              per_layer_ms({Op::kExperts}), per_layer_ms({Op::kCombine}));
 }
 
 }  // namespace
@@ -103,6 +131,9 @@ absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTi
                           const BenchHooks& hooks) {
   std::printf("machine: %s, %u cores visible; %s\n", CpuModel().c_str(),
               std::thread::hardware_concurrency(), kernels::DescribeCpuPaths().c_str());
+  kernels::Backend* backend = runner->backend();
+  const bool on_device = !backend->host_memory();
+  std::printf("attention side computes on: %s\n", backend->Describe().c_str());
   const MixtralConfig& c = runner->config();
   std::printf("model: %s, weights %s, %.2f GB mapped by this process\n", c.Summary().c_str(),
               DTypeName(weights.lm_head.dtype), weights.mapped_bytes / 1e9);
@@ -138,8 +169,12 @@ absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTi
   const SequenceChunk prefill{&cache, prompt, false};
   if (auto s = runner->Forward({&prefill, 1}, &logits); !s.ok()) return s;
   const double prefill_s = Seconds(start, Clock::now());
-  std::printf("prefill: %d tokens in %.3f s = %.1f tokens/s\n", n_prompt, prefill_s, n_prompt / prefill_s);
-  PrintBreakdown("prefill", *times, prefill_s);
+  // Matrix work of the prefill: 2 flops per active weight per token (attention scores not counted).
+  const double active = ActiveBytesPerToken(weights);
+  const double prefill_flops = 2.0 * active / DTypeSize(weights.lm_head.dtype) * n_prompt;
+  std::printf("prefill: %d tokens in %.3f s = %.1f tokens/s (%.1f TFLOP/s of weight GEMMs)\n",
+              n_prompt, prefill_s, n_prompt / prefill_s, prefill_flops / prefill_s / 1e12);
+  PrintBreakdown("prefill", *times, prefill_s, c.num_hidden_layers, 1);
   if (hooks.report) hooks.report("prefill");
 
   times->Reset();
@@ -154,17 +189,24 @@ absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTi
   const double decode_s = Seconds(start, Clock::now());
   // Peak memory before the bandwidth buffer below inflates it.
   const int64_t peak_rss = PeakResidentBytes();
-  const double bandwidth = MeasureReadBandwidth(int64_t{absl::GetFlag(FLAGS_bandwidth_mib)} << 20);
-  std::printf("memory read bandwidth (measured, %d threads): %.1f GB/s\n", kernels::CpuThreads(),
-              bandwidth / 1e9);
-  const double active = ActiveBytesPerToken(weights);
+  const int64_t probe_bytes = int64_t{absl::GetFlag(FLAGS_bandwidth_mib)} << 20;
+  double bandwidth;
+  if (on_device) {
+    bandwidth = MeasureDeviceBandwidth(backend, probe_bytes);
+    std::printf("device memory bandwidth (measured, device-to-device copy, read + write): %.1f GB/s\n",
+                bandwidth / 1e9);
+  } else {
+    bandwidth = MeasureReadBandwidth(probe_bytes);
+    std::printf("memory read bandwidth (measured, %d threads): %.1f GB/s\n", kernels::CpuThreads(),
+                bandwidth / 1e9);
+  }
   const double roofline = bandwidth / active;
   const double decode_tps = n_decode / decode_s;
   std::printf("decode:  %d tokens in %.3f s = %.2f tokens/s; roofline %.2f tokens/s "
               "(%.3f GB active weights per token at %.1f GB/s): %.0f%% of roofline\n",
               n_decode, decode_s, decode_tps, roofline, active / 1e9, bandwidth / 1e9,
               100.0 * decode_tps / roofline);
-  PrintBreakdown("decode", *times, decode_s);
+  PrintBreakdown("decode", *times, decode_s, c.num_hidden_layers, n_decode);
   if (hooks.report) hooks.report("decode");
 
   std::printf("peak RSS of this process: %.2f GB (KV cache %.1f MB)\n", peak_rss / 1e9,

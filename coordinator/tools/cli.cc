@@ -17,6 +17,10 @@
 
 ABSL_FLAG(std::string, model, "", "model directory (config.json + safetensors)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = one per core)");
+ABSL_FLAG(std::string, device, "cpu", "where this process computes: cpu or cuda");
+ABSL_FLAG(int, cuda_device, -1,
+          "with --device cuda, the GPU index to use; -1 picks OMPI_COMM_WORLD_LOCAL_RANK modulo "
+          "the GPUs visible (0 outside mpirun)");
 ABSL_FLAG(std::string, routing_trace, "",
           "record every token's routing (request, position, token, experts and weights per layer) "
           "into this file; see docs/routing-trace-format.md and scripts/analyze_routing.py");
@@ -45,6 +49,10 @@ std::vector<char*> Init(int argc, char** argv, const char* usage) {
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   kernels::SetCpuThreads(absl::GetFlag(FLAGS_threads));
   return positional;
+}
+
+kernels::DeviceOptions DeviceFlags() {
+  return kernels::DeviceOptions{absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_cuda_device)};
 }
 
 std::string ModelDir() {

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "coordinator/model_runner.h"
 #include "coordinator/telemetry/routing_trace.h"
+#include "kernels/backend.h"
 
 namespace moe::cli {
 
@@ -21,6 +22,9 @@ std::vector<char*> Init(int argc, char** argv, const char* usage);
 
 // --model, required: exits with a one-line error when missing.
 std::string ModelDir();
+
+// --device and --cuda-device.
+kernels::DeviceOptions DeviceFlags();
 
 // Prints "<tool>: error: <message>" on one line to stderr and returns exit code 1.
 int Fail(const absl::Status& status);

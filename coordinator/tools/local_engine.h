@@ -1,5 +1,5 @@
 // LocalEngine: the whole model in one process: attention side and every expert, joined by the
-// in-process exchange. What moe-generate, moe-logits and moe-bench run.
+// in-process exchange, on one backend. What moe-generate, moe-logits and moe-bench run.
 #pragma once
 
 #include <memory>
@@ -10,13 +10,16 @@
 #include "core/expert_exchange.h"
 #include "core/model_weights.h"
 #include "core/op_timer.h"
+#include "kernels/backend.h"
 #include "worker/expert_host.h"
 
 namespace moe {
 
 class LocalEngine {
  public:
-  static absl::StatusOr<std::unique_ptr<LocalEngine>> Create(const std::string& model_dir);
+  // Runs on the backend device names (the CPU by default).
+  static absl::StatusOr<std::unique_ptr<LocalEngine>> Create(
+      const std::string& model_dir, const kernels::DeviceOptions& device = {});
 
   ModelRunner* runner() { return runner_.get(); }
   const ModelWeights& weights() const { return *weights_; }
@@ -25,6 +28,7 @@ class LocalEngine {
  private:
   LocalEngine() = default;
   OpTimes times_;
+  std::unique_ptr<kernels::Backend> backend_;
   std::unique_ptr<ModelWeights> weights_;
   std::unique_ptr<ExpertHost> experts_;
   std::unique_ptr<InProcessExchange> exchange_;

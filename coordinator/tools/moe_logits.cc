@@ -7,9 +7,9 @@
 
 int main(int argc, char** argv) {
   using namespace moe;
-  cli::Init(argc, argv, "moe-logits --model DIR --tokens 1,415,2936 --out FILE.npy [--incremental]");
+  cli::Init(argc, argv, "moe-logits --model DIR --tokens 1,415,2936 --out FILE.npy [--incremental] [--device cpu|cuda]");
   if (!cli::LogitsModeRequested()) return cli::Fail(absl::InvalidArgumentError("--tokens is empty"));
-  auto engine = LocalEngine::Create(cli::ModelDir());
+  auto engine = LocalEngine::Create(cli::ModelDir(), cli::DeviceFlags());
   if (!engine.ok()) return cli::Fail(engine.status());
   auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);
   if (!trace.ok()) return cli::Fail(trace.status());

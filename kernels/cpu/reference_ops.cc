@@ -1,8 +1,10 @@
 // Plain, obviously-correct versions of every op: the yardstick the fast kernels are tested against.
-// They follow Hugging Face's float32 arithmetic step by step and are never used on a hot path.
+// They follow Hugging Face's float32 arithmetic step by step. Only the MoE routing steps at the end
+// (RouteTopK, GatherRows, CombineRows) also serve the CPU backend: they cost next to nothing.
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -96,6 +98,53 @@ void Attention(const float* q, const float* k_cache, const float* v_cache,
         o[d] = static_cast<float>(acc);
       }
     }
+  }
+}
+
+void RouteTopK(const float* logits, int64_t n, int n_experts, int top_k, int32_t* experts,
+               float* weights) {
+  std::vector<float> p(static_cast<size_t>(n_experts));
+  std::vector<int32_t> order(static_cast<size_t>(n_experts));
+  for (int64_t t = 0; t < n; ++t) {
+    std::copy(logits + t * n_experts, logits + (t + 1) * n_experts, p.begin());
+    Softmax(p.data(), n_experts);
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top_k, order.end(), [&](int32_t a, int32_t b) {
+      return p[a] > p[b] || (p[a] == p[b] && a < b);
+    });
+    float sum = 0;
+    for (int j = 0; j < top_k; ++j) sum += p[order[j]];
+    for (int j = 0; j < top_k; ++j) {
+      experts[t * top_k + j] = order[j];
+      weights[t * top_k + j] = p[order[j]] / sum;
+    }
+  }
+}
+
+void GatherRows(const float* x, const int64_t* source_row, int64_t n_rows, int64_t hidden,
+                float* out) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    std::copy(x + source_row[r] * hidden, x + (source_row[r] + 1) * hidden, out + r * hidden);
+  }
+}
+
+void CombineRows(const float* expert_out, const int64_t* slot, const int32_t* experts,
+                 const float* weights, int64_t n_tokens, int top_k, int64_t hidden,
+                 float* residual) {
+  std::vector<float> moe_out(static_cast<size_t>(hidden));
+  std::vector<int> choices(static_cast<size_t>(top_k));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    std::iota(choices.begin(), choices.end(), 0);
+    std::sort(choices.begin(), choices.end(),
+              [&](int a, int b) { return experts[t * top_k + a] < experts[t * top_k + b]; });
+    std::fill(moe_out.begin(), moe_out.end(), 0.0f);
+    for (int j : choices) {
+      const float w = weights[t * top_k + j];
+      const float* y = expert_out + slot[t * top_k + j] * hidden;
+      for (int64_t c = 0; c < hidden; ++c) moe_out[c] += y[c] * w;
+    }
+    float* h = residual + t * hidden;
+    for (int64_t c = 0; c < hidden; ++c) h[c] += moe_out[c];
   }
 }
 

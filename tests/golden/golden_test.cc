@@ -1,13 +1,17 @@
 // The engine against logits that Hugging Face transformers produced (tests/golden/README.md): for
 // every case and prompt, prefill and incremental decoding through the KV cache, relative error by
-// norm under 1e-4; and the experts chosen per token and layer equal those HF chose.
+// norm under 1e-4; and the experts chosen per token and layer equal those HF chose. On the CUDA
+// backend too (skipped, saying why, without a GPU): float32 checkpoints to the same 1e-4, 16-bit
+// ones, whose GEMMs round activations to 16 bits, to 2e-2.
 #include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 
+#include "absl/strings/match.h"
 #include "coordinator/tools/local_engine.h"
 #include "core/npy.h"
 #include "gtest/gtest.h"
@@ -18,6 +22,7 @@ namespace moe {
 namespace {
 
 constexpr double kMaxRelErr = 1e-4;  // never loosen: see ../shared/STYLE.md, "the golden test is sacred"
+constexpr double kMaxRelErr16BitCuda = 2e-2;  // the bound for 16-bit weights and activations
 
 double RelErr(const float* got, const float* want, size_t n) {
   double num = 0, den = 0;
@@ -28,19 +33,28 @@ double RelErr(const float* got, const float* want, size_t n) {
   return std::sqrt(num / den);
 }
 
-class GoldenTest : public ::testing::TestWithParam<std::string> {
+class GoldenTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
  protected:
   void SetUp() override {
     kernels::SetCpuThreads(2);
-    dir_ = std::string(MOE_SOURCE_DIR) + "/tests/golden/" + GetParam();
+    name_ = std::get<0>(GetParam());
+    device_ = std::get<1>(GetParam());
+    dir_ = std::string(MOE_SOURCE_DIR) + "/tests/golden/" + name_;
     std::ifstream in(dir_ + "/golden.json");
     ASSERT_TRUE(in) << "missing " << dir_ << "/golden.json";
     std::stringstream ss;
     ss << in.rdbuf();
     golden_ = nlohmann::json::parse(ss.str());
-    auto engine = LocalEngine::Create(dir_);
+    auto engine = LocalEngine::Create(dir_, kernels::DeviceOptions{device_, -1});
+    if (!engine.ok() && device_ == "cuda" &&
+        absl::StartsWith(engine.status().message(), "--device cuda:")) {
+      GTEST_SKIP() << "no CUDA device: " << engine.status().message();
+    }
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = std::move(*engine);
+    const DType dtype = engine_->weights().layers[0].attention.q_proj.dtype;
+    sixteen_bit_cuda_ = device_ == "cuda" && dtype != DType::kF32;
+    max_rel_err_ = sixteen_bit_cuda_ ? kMaxRelErr16BitCuda : kMaxRelErr;
   }
 
   std::vector<int32_t> Prompt(size_t i) { return golden_["prompts"][i].get<std::vector<int32_t>>(); }
@@ -55,7 +69,9 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {
     return *std::move(want);
   }
 
-  std::string dir_;
+  std::string name_, device_, dir_;
+  bool sixteen_bit_cuda_ = false;
+  double max_rel_err_ = kMaxRelErr;
   nlohmann::json golden_;
   std::unique_ptr<LocalEngine> engine_;
 };
@@ -72,9 +88,9 @@ TEST_P(GoldenTest, PrefillMatchesTransformers) {
     const SequenceChunk chunk{&cache, prompt, /*all_logits=*/true};
     ASSERT_TRUE(runner->Forward({&chunk, 1}, &logits).ok());
     const double err = RelErr(logits.data(), want.data.data(), want.data.size());
-    EXPECT_LT(err, kMaxRelErr) << GetParam() << " prompt " << p;
-    std::printf("[golden] %s prompt %zu (%zu tokens) prefill rel err %.2e\n", GetParam().c_str(), p,
-                prompt.size(), err);
+    EXPECT_LT(err, max_rel_err_) << name_ << " prompt " << p;
+    std::printf("[golden] %s on %s prompt %zu (%zu tokens) prefill rel err %.2e\n", name_.c_str(),
+                device_.c_str(), p, prompt.size(), err);
 
     // The experts HF chose for every token and layer ([layers, tokens, top_k]), as sets.
     auto experts_or = ReadNpyInt32(dir_ + "/experts_" + std::to_string(p) + ".npy");
@@ -82,13 +98,23 @@ TEST_P(GoldenTest, PrefillMatchesTransformers) {
     const std::vector<int32_t>& experts = experts_or->data;
     const auto& routing = runner->last_routing();
     const int k = runner->config().num_experts_per_tok;
+    size_t differ = 0, total = 0;
     for (size_t l = 0; l < routing.size(); ++l) {
-      for (size_t t = 0; t < prompt.size(); ++t) {
+      for (size_t t = 0; t < prompt.size(); ++t, ++total) {
         std::set<int> got(routing[l].expert.begin() + t * k, routing[l].expert.begin() + (t + 1) * k);
         std::set<int> hf;
         for (int j = 0; j < k; ++j) hf.insert(experts[(l * prompt.size() + t) * k + j]);
-        EXPECT_EQ(got, hf) << "layer " << l << " token " << t;
+        differ += got != hf;
+        // Activations rounded to 16 bits may flip a near tie; float32 must pick exactly as HF.
+        if (!sixteen_bit_cuda_) {
+          EXPECT_EQ(got, hf) << "layer " << l << " token " << t;
+        }
       }
+    }
+    if (sixteen_bit_cuda_) {
+      std::printf("[golden] %s on %s prompt %zu: %zu of %zu expert choices differ from HF\n",
+                  name_.c_str(), device_.c_str(), p, differ, total);
+      EXPECT_LE(differ * 20, total) << "more than 5% of the routing differs from HF";
     }
   }
 }
@@ -110,14 +136,19 @@ TEST_P(GoldenTest, IncrementalMatchesTransformers) {
     }
     ASSERT_EQ(all.size(), prompt.size() * static_cast<size_t>(vocab));
     const double err = RelErr(all.data(), want.data.data(), want.data.size());
-    EXPECT_LT(err, kMaxRelErr) << GetParam() << " prompt " << p;
-    std::printf("[golden] %s prompt %zu incremental rel err %.2e\n", GetParam().c_str(), p, err);
+    EXPECT_LT(err, max_rel_err_) << name_ << " prompt " << p;
+    std::printf("[golden] %s on %s prompt %zu incremental rel err %.2e\n", name_.c_str(),
+                device_.c_str(), p, err);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Transformers, GoldenTest,
-                         ::testing::Values("swa_gqa4", "head_dim", "e4_top1", "e8_top2_bf16",
-                                           "f16_tied"));
+                         ::testing::Combine(::testing::Values("swa_gqa4", "head_dim", "e4_top1",
+                                                              "e8_top2_bf16", "f16_tied"),
+                                            ::testing::Values("cpu", "cuda")),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_" + std::get<1>(info.param);
+                         });
 
 }  // namespace
 }  // namespace moe

@@ -60,6 +60,18 @@ for mode in no-config bad-json missing-tensor wrong-shape wrong-dtype truncated 
   "$PY" "$SRC/tests/tools/corrupt_checkpoint.py" "$WORK/tiny" "$WORK/bad-$mode" "$mode"
 done
 L="$BIN/moe-logits"
+
+# --device: a bad name, and CUDA where there is none, are one line each. On a GPU machine the CUDA
+# run must generate (its numerics are the golden test's business: 16-bit GEMMs may pick other words).
+expect_error "unknown device" "--device must be cpu or cuda, got 'tpu'" \
+  "$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-new-tokens 4 --device tpu
+if g_cuda=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "The quick brown fox" --max-new-tokens 12 \
+            --device cuda 2>"$WORK/err.txt"); then
+  [[ -n "$g_cuda" ]] && pass "moe-generate --device cuda generates" || fail "moe-generate --device cuda printed nothing"
+else
+  expect_error "--device cuda without a GPU (or without a CUDA build)" "^moe-generate: error: --device cuda: " \
+    "$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-new-tokens 4 --device cuda
+fi
 expect_error "missing model dir" "cannot open" $L --model "$WORK/nope" --tokens 1 --out "$WORK/x.npy"
 expect_error "missing config.json" "config.json" $L --model "$WORK/bad-no-config" --tokens 1 --out "$WORK/x.npy"
 expect_error "malformed config.json" "not valid JSON" $L --model "$WORK/bad-bad-json" --tokens 1 --out "$WORK/x.npy"

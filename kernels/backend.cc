@@ -1,0 +1,36 @@
+#include "kernels/backend.h"
+
+#include "absl/strings/str_cat.h"
+
+#ifdef MOE_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_device.h"
+#endif
+
+namespace moe::kernels {
+
+bool BuiltWithCuda() {
+#ifdef MOE_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceOptions& options) {
+  if (options.device == "cpu") return NewCpuBackend();
+  if (options.device != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device must be cpu or cuda, got '", options.device, "'"));
+  }
+#ifdef MOE_HAVE_CUDA
+  absl::StatusOr<int> device = cuda::ChooseCudaDevice(options.cuda_device);
+  if (!device.ok()) return device.status();
+  return cuda::NewCudaBackend(*device);
+#else
+  return absl::FailedPreconditionError(
+      "--device cuda: this build has no CUDA backend (configured with MOE_CUDA=OFF or without nvcc)");
+#endif
+}
+
+}  // namespace moe::kernels

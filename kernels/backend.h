@@ -1,0 +1,144 @@
+// Backend: where activations live and which kernels run on them. The forward pass (ModelRunner)
+// and the experts (ExpertHost) are written once against this interface; the CPU backend runs
+// kernels/ops.h on host memory, the CUDA backend runs kernels/cuda/ on one GPU.
+//
+// Every pointer an op takes is in the backend's memory (host memory for the CPU, device memory
+// for CUDA) unless its name says host. Ops are asynchronous on CUDA: they queue work and return.
+// The first failure (a CUDA error, a shape the kernels do not take) is kept and every later op is
+// skipped; Sync() waits for the queued work and returns that failure, so callers check at their
+// boundaries rather than after every op.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/ops.h"
+
+namespace moe::kernels {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // "cpu", or "cuda:0 (NVIDIA H100 80GB HBM3)".
+  virtual std::string Describe() const = 0;
+  // True when buffers are plain host memory, so callers may skip ToHost/ToDevice copies.
+  virtual bool host_memory() const = 0;
+
+  // Memory. Allocate returns null when memory runs out; that failure is not kept (the backend
+  // stays usable), so the caller reports it.
+  virtual void* Allocate(size_t bytes) = 0;
+  virtual void Release(void* p) = 0;
+  virtual void ToDevice(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void ToHost(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void Copy(void* dst, const void* src, size_t bytes) = 0;
+
+  // A weight as this backend's MatMul and Embed read it: the CPU returns w unchanged (a view into
+  // the mapped checkpoint); CUDA copies it to the device in its own dtype, or widened to float32
+  // with as_f32. The copy lives as long as the backend.
+  virtual absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, bool as_f32 = false) = 0;
+  virtual absl::StatusOr<const float*> Upload(const std::vector<float>& v) = 0;
+
+  // out[i, :] = float32(table[tokens[i], :]).
+  virtual void Embed(const WeightMatrix& table, const int32_t* tokens, int64_t n, float* out) = 0;
+  // y[m, w.rows] = x[m, w.cols] @ w^T, float32 accumulation. CUDA rounds x to w's dtype first
+  // when w is 16-bit (cuBLAS multiplies like types), so it matches the CPU to 16-bit precision.
+  virtual void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y) = 0;
+  virtual void RmsNorm(const float* x, const float* weight, int64_t m, int64_t n, float eps,
+                       float* y) = 0;
+  virtual void ApplyRope(float* x, const int32_t* positions, int64_t m, int n_heads, int head_dim,
+                         float rope_theta) = 0;
+  virtual void Attention(const float* q, const float* k_cache, const float* v_cache,
+                         const AttentionShape& shape, float* out) = 0;
+  virtual void SiluMul(const float* gate, const float* up, int64_t n, float* out) = 0;
+  // y[n] += x[n]
+  virtual void AddInPlace(float* y, const float* x, int64_t n) = 0;
+  // Per token: softmax over the experts, the top_k by falling probability (lower index first on
+  // ties), renormalised to sum to 1. logits [n, n_experts] -> experts, weights [n, top_k].
+  virtual void RouteTopK(const float* logits, int64_t n, int n_experts, int top_k,
+                         int32_t* experts, float* weights) = 0;
+  // Permute: out[r, :] = x[source_row[r], :] for r < n_rows.
+  virtual void GatherRows(const float* x, const int64_t* source_row, int64_t n_rows,
+                          int64_t hidden, float* out) = 0;
+  // Unpermute and combine: residual[t, :] += sum_j weights[t, j] * expert_out[slot[t, j], :], the
+  // choices summed in ascending expert order (as Hugging Face's loop over experts).
+  virtual void CombineRows(const float* expert_out, const int64_t* slot, const int32_t* experts,
+                           const float* weights, int64_t n_tokens, int top_k, int64_t hidden,
+                           float* residual) = 0;
+
+  // Waits for queued work; returns the first failure since the backend was made.
+  virtual absl::Status Sync() = 0;
+};
+
+// A typed array in a backend's memory that grows on demand and never shrinks.
+template <typename T>
+class BackendArray {
+ public:
+  BackendArray() = default;
+  explicit BackendArray(Backend* backend) : backend_(backend) {}
+  BackendArray(BackendArray&& o) noexcept { *this = std::move(o); }
+  BackendArray& operator=(BackendArray&& o) noexcept {
+    if (this != &o) {
+      Free();
+      backend_ = o.backend_;
+      data_ = o.data_;
+      capacity_ = o.capacity_;
+      o.data_ = nullptr;
+      o.capacity_ = 0;
+    }
+    return *this;
+  }
+  BackendArray(const BackendArray&) = delete;
+  BackendArray& operator=(const BackendArray&) = delete;
+  ~BackendArray() { Free(); }
+
+  // Room for at least n elements; contents are kept when keep is true. False when the backend
+  // ran out of memory.
+  bool Reserve(int64_t n, bool keep = false) {
+    if (n <= capacity_) return true;
+    T* fresh = static_cast<T*>(backend_->Allocate(static_cast<size_t>(n) * sizeof(T)));
+    if (fresh == nullptr) return false;
+    if (keep && data_ != nullptr) backend_->Copy(fresh, data_, static_cast<size_t>(capacity_) * sizeof(T));
+    Free();
+    data_ = fresh;
+    capacity_ = n;
+    return true;
+  }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  int64_t capacity() const { return capacity_; }
+
+ private:
+  void Free() {
+    if (data_ != nullptr) backend_->Release(data_);
+    data_ = nullptr;
+    capacity_ = 0;
+  }
+  Backend* backend_ = nullptr;
+  T* data_ = nullptr;
+  int64_t capacity_ = 0;
+};
+
+// Which backend a process runs on, from --device and --cuda-device.
+struct DeviceOptions {
+  std::string device = "cpu";  // "cpu" or "cuda"
+  int cuda_device = -1;        // -1: OMPI_COMM_WORLD_LOCAL_RANK modulo the GPUs present
+};
+
+// The backend named by options, or why it cannot be had: an unknown name, a build without CUDA,
+// or no GPU (one line each, for the command-line tools to print).
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceOptions& options);
+
+// The process-wide CPU backend (stateless, so one serves every caller), and a fresh one.
+Backend* CpuBackend();
+std::unique_ptr<Backend> NewCpuBackend();
+
+// True when this build has the CUDA backend (nvcc was found and MOE_CUDA was not OFF).
+bool BuiltWithCuda();
+
+}  // namespace moe::kernels

@@ -1,0 +1,85 @@
+// The CPU backend: kernels/ops.h on host memory. Weights stay where the checkpoint is mapped.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/simd_kernels.h"
+
+namespace moe::kernels {
+namespace {
+
+class CpuBackendImpl final : public Backend {
+ public:
+  std::string Describe() const override { return "cpu"; }
+  bool host_memory() const override { return true; }
+
+  void* Allocate(size_t bytes) override {
+    // 64-byte aligned for the SIMD loops; aligned_alloc wants a multiple of the alignment.
+    return std::aligned_alloc(64, std::max<size_t>(64, (bytes + 63) / 64 * 64));
+  }
+  void Release(void* p) override { std::free(p); }
+  void ToDevice(void* dst, const void* src, size_t bytes) override { Copy(dst, src, bytes); }
+  void ToHost(void* dst, const void* src, size_t bytes) override { Copy(dst, src, bytes); }
+  void Copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes > 0 && dst != src) std::memmove(dst, src, bytes);
+  }
+
+  absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, bool as_f32) override { return w; }
+  absl::StatusOr<const float*> Upload(const std::vector<float>& v) override { return v.data(); }
+
+  void Embed(const WeightMatrix& table, const int32_t* tokens, int64_t n, float* out) override {
+    const size_t row_bytes = static_cast<size_t>(table.cols) * DTypeSize(table.dtype);
+    for (int64_t i = 0; i < n; ++i) {
+      simd::ConvertToF32(table.dtype, static_cast<const char*>(table.data) + tokens[i] * row_bytes,
+                         table.cols, out + i * table.cols);
+    }
+  }
+  void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y) override {
+    kernels::MatMul(x, m, w, y);
+  }
+  void RmsNorm(const float* x, const float* weight, int64_t m, int64_t n, float eps,
+               float* y) override {
+    kernels::RmsNorm(x, weight, m, n, eps, y);
+  }
+  void ApplyRope(float* x, const int32_t* positions, int64_t m, int n_heads, int head_dim,
+                 float rope_theta) override {
+    kernels::ApplyRope(x, positions, m, n_heads, head_dim, rope_theta);
+  }
+  void Attention(const float* q, const float* k_cache, const float* v_cache,
+                 const AttentionShape& shape, float* out) override {
+    kernels::Attention(q, k_cache, v_cache, shape, out);
+  }
+  void SiluMul(const float* gate, const float* up, int64_t n, float* out) override {
+    kernels::SiluMul(gate, up, n, out);
+  }
+  void AddInPlace(float* y, const float* x, int64_t n) override {
+    for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+  }
+  void RouteTopK(const float* logits, int64_t n, int n_experts, int top_k, int32_t* experts,
+                 float* weights) override {
+    reference::RouteTopK(logits, n, n_experts, top_k, experts, weights);
+  }
+  void GatherRows(const float* x, const int64_t* source_row, int64_t n_rows, int64_t hidden,
+                  float* out) override {
+    reference::GatherRows(x, source_row, n_rows, hidden, out);
+  }
+  void CombineRows(const float* expert_out, const int64_t* slot, const int32_t* experts,
+                   const float* weights, int64_t n_tokens, int top_k, int64_t hidden,
+                   float* residual) override {
+    reference::CombineRows(expert_out, slot, experts, weights, n_tokens, top_k, hidden, residual);
+  }
+  absl::Status Sync() override { return absl::OkStatus(); }
+};
+
+}  // namespace
+
+Backend* CpuBackend() {
+  static CpuBackendImpl* backend = new CpuBackendImpl();
+  return backend;
+}
+
+std::unique_ptr<Backend> NewCpuBackend() { return std::make_unique<CpuBackendImpl>(); }
+
+}  // namespace moe::kernels

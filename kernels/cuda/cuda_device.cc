@@ -1,0 +1,55 @@
+#include "kernels/cuda/cuda_device.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstdlib>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace moe::kernels::cuda {
+
+int CudaDeviceCount(std::string* why) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    // No driver (cudaErrorInsufficientDriver) and no GPU (cudaErrorNoDevice) both mean none.
+    if (why != nullptr) *why = absl::StrCat("cudaGetDeviceCount: ", cudaGetErrorString(e));
+    cudaGetLastError();  // clear it, so later calls do not inherit it
+    return 0;
+  }
+  if (count == 0 && why != nullptr) *why = "cudaGetDeviceCount found 0 devices";
+  return count;
+}
+
+absl::StatusOr<int> ChooseCudaDevice(int requested) {
+  std::string why;
+  const int count = CudaDeviceCount(&why);
+  if (count == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--device cuda: no CUDA device is available (", why, ")"));
+  }
+  if (requested >= 0) {
+    if (requested >= count) {
+      return absl::InvalidArgumentError(absl::StrCat("--cuda-device ", requested, ": only ", count,
+                                                     " CUDA device(s) are visible"));
+    }
+    return requested;
+  }
+  int local_rank = 0;
+  if (const char* env = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK")) {
+    if (!absl::SimpleAtoi(env, &local_rank) || local_rank < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("OMPI_COMM_WORLD_LOCAL_RANK is not a rank: '", env, "'"));
+    }
+  }
+  return local_rank % count;
+}
+
+std::string CudaDeviceName(int device) {
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return "?";
+  return prop.name;
+}
+
+}  // namespace moe::kernels::cuda
