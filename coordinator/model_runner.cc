@@ -27,7 +27,8 @@ class StageTimer {
 
 ModelRunner::ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, OpTimes* times,
                          kernels::Backend* backend)
-    : weights_(weights), exchange_(exchange), times_(times), backend_(backend) {
+    : weights_(weights), exchange_(exchange), times_(times), backend_(backend),
+      backend_rows_(exchange->TakesBackendRows(*backend)) {
   MOE_CHECK(weights_->embed.data != nullptr);  // loaded without the attention side
   routing_.resize(static_cast<size_t>(weights_->config.num_hidden_layers));
   for (auto* a : {&tokens_dev_, &positions_dev_, &experts_dev_}) *a = kernels::BackendArray<int32_t>(backend);
@@ -278,18 +279,28 @@ absl::Status ModelRunner::MoeBlock(int layer, int64_t n) {
     PlanExpertBatch(routing, n, c.num_local_experts, &batch_.expert_offsets, &slot_, &source_row_);
     batch_.layer = layer;
     batch_.hidden = hidden;
-    batch_.rows.resize(static_cast<size_t>(n * k * hidden));
     const int64_t* source_row = Stage(source_row_, &source_row_dev_);
-    b->GatherRows(x_.data(), source_row, n * k, hidden, host ? batch_.rows.data() : rows_dev_.data());
-    if (!host) b->ToHost(batch_.rows.data(), rows_dev_.data(), batch_.rows.size() * sizeof(float));
+    if (backend_rows_) {
+      b->GatherRows(x_.data(), source_row, n * k, hidden, rows_dev_.data());
+    } else {
+      batch_.rows.resize(static_cast<size_t>(n * k * hidden));
+      b->GatherRows(x_.data(), source_row, n * k, hidden, host ? batch_.rows.data() : rows_dev_.data());
+      if (!host) b->ToHost(batch_.rows.data(), rows_dev_.data(), batch_.rows.size() * sizeof(float));
+    }
     MOE_RETURN_IF_ERROR(b->Sync());
   }
+  const float* expert_out = expert_out_dev_.data();
   {
     StageTimer t(times_, Op::kExchange, b);
-    MOE_RETURN_IF_ERROR(exchange_->Exchange(batch_, &expert_out_));
+    if (backend_rows_) {
+      batch_.rows.clear();
+      MOE_RETURN_IF_ERROR(exchange_->ExchangeBackendRows(batch_, rows_dev_.data(), expert_out_dev_.data()));
+    } else {
+      MOE_RETURN_IF_ERROR(exchange_->Exchange(batch_, &expert_out_));
+    }
   }
   StageTimer t(times_, Op::kCombine, b);
-  const float* expert_out = Stage(expert_out_, &expert_out_dev_);
+  if (!backend_rows_) expert_out = Stage(expert_out_, &expert_out_dev_);
   b->CombineRows(expert_out, Stage(slot_, &slot_dev_), host ? routing.expert.data() : experts_dev_.data(),
                  host ? routing.weight.data() : weights_dev_.data(), n, k, hidden, h_.data());
   return absl::OkStatus();

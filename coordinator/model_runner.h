@@ -80,6 +80,8 @@ class ModelRunner {
   ExpertExchange* exchange_;
   OpTimes* times_;
   kernels::Backend* backend_;
+  // Rows go to the experts in the backend's memory (the exchange reads it), not through the host.
+  const bool backend_rows_;
   WeightMatrix embed_, lm_head_;
   const float* final_norm_ = nullptr;
   std::vector<LayerTensors> layers_;

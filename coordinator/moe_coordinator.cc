@@ -1,7 +1,8 @@
 // moe-coordinator: rank 0 of the cluster. Holds embeddings, attention and the KV cache, the router
-// and sampling; reaches the experts on the worker ranks through the MPI exchange. For now it runs
-// one-shot modes that mirror the single-process tools (logits dump, generation, benchmark), so the
-// distributed path can be checked against them without any client.
+// and sampling; reaches the experts on the worker ranks through the cluster exchange (MPI, or NCCL
+// when every rank is on a GPU). Serves gRPC, or runs one-shot modes that mirror the
+// single-process tools (logits dump, generation, benchmark), so the distributed path can be
+// checked against them.
 //   mpirun -np 1 moe-coordinator --model DIR [--placement F] MODE : -np W moe-worker --model DIR
 #include <mpi.h>
 
@@ -21,7 +22,8 @@
 #include "coordinator/tools/cli.h"
 #include "coordinator/tools/modes.h"
 #include "core/cluster_setup.h"
-#include "core/mpi_exchange.h"
+#include "core/cluster_exchange.h"
+#include "core/data_plane.h"
 #include "core/op_timer.h"
 
 ABSL_FLAG(std::string, placement, "",
@@ -29,6 +31,9 @@ ABSL_FLAG(std::string, placement, "",
 ABSL_FLAG(double, worker_timeout_s, 10.0,
           "fail the step when a worker has not answered for this long (must exceed one step's "
           "expert time)");
+ABSL_FLAG(std::string, exchange, "auto",
+          "how rows move between ranks: auto (NCCL when every rank computes on a GPU of its own, "
+          "else MPI), mpi (host memory), nccl (GPU memory; an error when unusable)");
 ABSL_FLAG(bool, bench, false, "run the benchmark through the cluster (see --bench-prompt-tokens)");
 ABSL_FLAG(std::string, listen, "", "serve gRPC on HOST:PORT (port 0 picks a free one), e.g. 127.0.0.1:50051");
 ABSL_FLAG(std::string, port_file, "", "write the port the server listens on to this file");
@@ -71,7 +76,7 @@ std::string TelemetryAddress(const std::string& listen, int port) {
 
 // Ends the job after an error: a clean shutdown when every worker can still hear it, MPI_Abort
 // when one may be dead or out of step (it would never receive the shutdown).
-int Exit(const absl::Status& status, MpiExchange* exchange) {
+int Exit(const absl::Status& status, ClusterExchange* exchange) {
   int code = 0;
   if (absl::IsCancelled(status)) {
     code = 128 + g_signal.load();
@@ -149,6 +154,19 @@ int Main(int argc, char** argv) {
   std::printf("moe-coordinator: ranks started:\n%s", FormatRankReports(reports).c_str());
   std::fflush(stdout);
 
+  // The data plane, agreed by every rank (a bad --exchange value still takes part, asking for MPI,
+  // and is reported below).
+  const absl::StatusOr<Transport> transport = ParseTransport(absl::GetFlag(FLAGS_exchange));
+  std::string transport_note;
+  absl::StatusOr<std::unique_ptr<DataPlane>> data_plane = ConnectDataPlane(
+      transport.ok() ? *transport : Transport::kMpi, backend.get(), &transport_note);
+  if (data_plane.ok()) {
+    std::printf("moe-coordinator: exchange rows over %s\n", transport_note.c_str());
+    std::fflush(stdout);
+  }
+  // With no plane (its set-up failed, reported below) the shutdown still goes over MPI.
+  std::unique_ptr<DataPlane> plane = data_plane.ok() ? std::move(*data_plane) : NewMpiDataPlane();
+
   const bool serving = !absl::GetFlag(FLAGS_listen).empty();
   // Load telemetry (serving only): fed by the routing and the exchanges, and by the workers'
   // reports once they know where to send them (step 3).
@@ -165,7 +183,7 @@ int Main(int argc, char** argv) {
     telemetry = std::make_unique<LoadAggregator>(std::move(t));
   }
 
-  MpiExchangeOptions exchange_options;
+  ClusterExchangeOptions exchange_options;
   exchange_options.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_s);
   // One-shot modes stop at the next exchange after a signal; a server drains its requests
   // gracefully instead (Serve watches the flag), so its exchanges must keep running.
@@ -174,7 +192,7 @@ int Main(int argc, char** argv) {
     exchange_options.observer = telemetry.get();
     exchange_options.telemetry_epoch = telemetry->epoch();
   }
-  MpiExchange exchange(&*shared, exchange_options);
+  ClusterExchange exchange(&*shared, plane.get(), backend.get(), exchange_options);
   // Workers wait for the telemetry endpoint after start-up; every path out must send it once.
   bool endpoint_sent = false;
   const std::string worker_token = NewTelemetryToken();
@@ -193,6 +211,8 @@ int Main(int argc, char** argv) {
           r.rank == 0 ? "coordinator" : absl::StrCat("worker rank ", r.rank), ": ", r.error)));
     }
   }
+  if (!transport.ok()) return finish(transport.status());
+  if (!data_plane.ok()) return finish(data_plane.status());
   if (absl::GetFlag(FLAGS_telemetry_interval_ms) < 10) {
     return finish(absl::InvalidArgumentError("--telemetry-interval-ms must be >= 10"));
   }
@@ -204,9 +224,10 @@ int Main(int argc, char** argv) {
   }
 
   // 3. The mode, through the cluster.
+  // Stage times only for --bench: on a GPU they wait for the device after every stage.
   OpTimes times;
-  absl::StatusOr<std::unique_ptr<ModelRunner>> made_runner =
-      ModelRunner::Create(weights->get(), &exchange, backend.get(), &times);
+  absl::StatusOr<std::unique_ptr<ModelRunner>> made_runner = ModelRunner::Create(
+      weights->get(), &exchange, backend.get(), absl::GetFlag(FLAGS_bench) ? &times : nullptr);
   if (!made_runner.ok()) return finish(made_runner.status());
   ModelRunner& runner = **made_runner;
   auto trace = cli::OpenRoutingTrace(&runner, &*shared);

@@ -1,12 +1,9 @@
 #include "core/mpi_wait.h"
 
-#include <sched.h>
-#include <time.h>
-
-#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "core/backoff.h"
 
 namespace moe {
 
@@ -18,7 +15,7 @@ absl::Status WaitAll(std::vector<MPI_Request>* requests, const std::vector<int>&
   int remaining = 0;
   for (MPI_Request r : *requests) remaining += (r != MPI_REQUEST_NULL);
   auto last_progress = Clock::now();
-  int idle = 0;
+  Backoff backoff;
   while (remaining > 0) {
     int n_done = 0;
     MPI_Testsome(n, requests->data(), &n_done, done_idx.data(), MPI_STATUSES_IGNORE);
@@ -26,22 +23,14 @@ absl::Status WaitAll(std::vector<MPI_Request>* requests, const std::vector<int>&
     if (n_done > 0) {
       remaining -= n_done;
       last_progress = Clock::now();
-      idle = 0;
+      backoff.Reset();
       continue;
     }
     if (stop != nullptr && stop->load()) {
       return absl::CancelledError(absl::StrCat(what, ": stopped by a signal"));
     }
-    ++idle;
-    if (idle < 64) continue;  // the answer is often microseconds away
-    if (idle < 2048) {
-      sched_yield();
-    } else {
-      const long ns = std::min<long>(1000000, 1000L * (idle - 2047));
-      const timespec ts{0, ns};
-      nanosleep(&ts, nullptr);
-    }
-    if (timeout_seconds > 0 && (idle & 63) == 0 &&
+    backoff.Pause();
+    if (timeout_seconds > 0 && backoff.TimeToCheck() &&
         std::chrono::duration<double>(Clock::now() - last_progress).count() > timeout_seconds) {
       for (int i = 0; i < n; ++i) {
         if ((*requests)[i] != MPI_REQUEST_NULL) {

@@ -11,9 +11,8 @@
 
 namespace moe {
 
-// Polls MPI_Testsome with back-off: a few busy polls, then sched_yield, then sleeps growing to
-// 1 ms. Open MPI would otherwise busy-poll inside blocking calls, and with more ranks than cores
-// (tests run 9 ranks on 2) spinning ranks starve the ones doing work.
+// Polls MPI_Testsome with back-off (core/backoff.h) instead of blocking inside MPI, where Open
+// MPI would busy-poll.
 //
 // requests[i] is a message with rank peers[i]. Returns Unavailable naming the first peer still
 // pending once `timeout_seconds` pass without any request completing (timeout <= 0: no deadline),

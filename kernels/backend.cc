@@ -17,6 +17,17 @@ bool BuiltWithCuda() {
 #endif
 }
 
+std::vector<std::string> CudaDevices(std::string* why) {
+  std::vector<std::string> names;
+#ifdef MOE_HAVE_CUDA
+  const int n = cuda::CudaDeviceCount(why);
+  for (int d = 0; d < n; ++d) names.push_back(cuda::CudaDeviceName(d));
+#else
+  if (why != nullptr) *why = "this build has no CUDA backend";
+#endif
+  return names;
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceOptions& options) {
   if (options.device == "cpu") return NewCpuBackend();
   if (options.device != "cuda") {

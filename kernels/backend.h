@@ -29,6 +29,8 @@ class Backend {
   virtual std::string Describe() const = 0;
   // True when buffers are plain host memory, so callers may skip ToHost/ToDevice copies.
   virtual bool host_memory() const = 0;
+  // The CUDA device this backend computes on, or -1 for the CPU (the NCCL exchange needs it).
+  virtual int cuda_device() const { return -1; }
 
   // Memory. Allocate returns null when memory runs out; that failure is not kept (the backend
   // stays usable), so the caller reports it.
@@ -140,5 +142,9 @@ std::unique_ptr<Backend> NewCpuBackend();
 
 // True when this build has the CUDA backend (nvcc was found and MOE_CUDA was not OFF).
 bool BuiltWithCuda();
+
+// The names of the GPUs this process sees, by index ("NVIDIA H100 80GB HBM3"); empty without
+// one, and `why` (optional) then says what CUDA answered or that the build has no CUDA.
+std::vector<std::string> CudaDevices(std::string* why = nullptr);
 
 }  // namespace moe::kernels

@@ -40,48 +40,74 @@ absl::Status ExpertHost::Upload() {
   return backend_->Sync();
 }
 
-absl::Status ExpertHost::RunExperts(const ExpertBatch& batch, float* out) {
-  ScopedOpTimer timer(times_, Op::kExperts);
+absl::Status ExpertHost::Prepare(const ExpertBatch& layout) {
   const MixtralConfig& c = weights_->config;
-  if (batch.layer < 0 || batch.layer >= c.num_hidden_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("expert batch for layer ", batch.layer,
+  if (layout.layer < 0 || layout.layer >= c.num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("expert batch for layer ", layout.layer,
                                                    " of a ", c.num_hidden_layers, "-layer model"));
   }
-  if (batch.n_experts() != c.num_local_experts || batch.hidden != c.hidden_size ||
-      batch.expert_offsets.front() != 0 ||
-      static_cast<int64_t>(batch.rows.size()) != batch.n_rows() * batch.hidden) {
+  if (layout.n_experts() != c.num_local_experts || layout.hidden != c.hidden_size ||
+      layout.expert_offsets.front() != 0) {
     return absl::InvalidArgumentError("expert batch does not match the model's shape");
   }
-  const LayerWeights& layer = weights_->layers[batch.layer];
-  for (int e = 0; e < batch.n_experts(); ++e) {
-    const int64_t rows = batch.expert_offsets[e + 1] - batch.expert_offsets[e];
+  const LayerWeights& layer = weights_->layers[layout.layer];
+  for (int e = 0; e < layout.n_experts(); ++e) {
+    const int64_t rows = layout.expert_offsets[e + 1] - layout.expert_offsets[e];
     if (rows < 0) return absl::InvalidArgumentError("expert batch offsets decrease");
     if (rows > 0 && !layer.owned[e]) {
       return absl::FailedPreconditionError(
-          absl::StrCat("layer ", batch.layer, " expert ", e, " is not hosted here"));
+          absl::StrCat("layer ", layout.layer, " expert ", e, " is not hosted here"));
     }
   }
-  const int64_t inter = c.intermediate_size, hidden = c.hidden_size, n_rows = batch.n_rows();
+  const int64_t n_rows = layout.n_rows(), inter = c.intermediate_size;
+  if (!gate_.Reserve(n_rows * inter) || !up_.Reserve(n_rows * inter)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of ", backend_->Describe(), " memory for ", n_rows, " expert rows"));
+  }
+  return absl::OkStatus();
+}
+
+bool ExpertHost::TakesBackendRows(const kernels::Backend& memory) const {
+  return &memory == backend_ || (memory.host_memory() && backend_->host_memory());
+}
+
+absl::Status ExpertHost::RunExpertsOnBackendRows(const ExpertBatch& layout, const float* rows,
+                                                 float* out) {
+  ScopedOpTimer timer(times_, Op::kExperts);
+  MOE_RETURN_IF_ERROR(Prepare(layout));
+  return Run(layout, rows, out);
+}
+
+absl::Status ExpertHost::RunExperts(const ExpertBatch& batch, float* out) {
+  ScopedOpTimer timer(times_, Op::kExperts);
+  MOE_RETURN_IF_ERROR(Prepare(batch));
+  const int64_t n_rows = batch.n_rows(), hidden = batch.hidden;
+  if (static_cast<int64_t>(batch.rows.size()) != n_rows * hidden) {
+    return absl::InvalidArgumentError("expert batch rows do not match its offsets");
+  }
   kernels::Backend* b = backend_;
-  const bool host = b->host_memory();
-  if (!gate_.Reserve(n_rows * inter) || !up_.Reserve(n_rows * inter) ||
-      (!host && (!rows_.Reserve(n_rows * hidden) || !out_.Reserve(n_rows * hidden)))) {
+  if (b->host_memory()) return Run(batch, batch.rows.data(), out);
+  if (!rows_.Reserve(n_rows * hidden) || !out_.Reserve(n_rows * hidden)) {
     return absl::ResourceExhaustedError(
         absl::StrCat("out of ", b->Describe(), " memory for ", n_rows, " expert rows"));
   }
-  const float* x_all = batch.rows.data();
-  float* out_all = out;
-  if (!host) {
-    b->ToDevice(rows_.data(), batch.rows.data(), batch.rows.size() * sizeof(float));
-    x_all = rows_.data();
-    out_all = out_.data();
-  }
+  b->ToDevice(rows_.data(), batch.rows.data(), batch.rows.size() * sizeof(float));
+  MOE_RETURN_IF_ERROR(Run(batch, rows_.data(), out_.data()));
+  b->ToHost(out, out_.data(), static_cast<size_t>(n_rows * hidden) * sizeof(float));
+  return b->Sync();
+}
+
+absl::Status ExpertHost::Run(const ExpertBatch& layout, const float* x_all, float* out_all) {
+  const MixtralConfig& c = weights_->config;
+  const int64_t inter = c.intermediate_size, hidden = c.hidden_size;
+  kernels::Backend* b = backend_;
+  const bool host = b->host_memory();
   expert_seconds_.assign(static_cast<size_t>(c.num_local_experts), 0.0);
-  for (int e = 0; e < batch.n_experts(); ++e) {
-    const int64_t begin = batch.expert_offsets[e], rows = batch.expert_offsets[e + 1] - begin;
+  for (int e = 0; e < layout.n_experts(); ++e) {
+    const int64_t begin = layout.expert_offsets[e], rows = layout.expert_offsets[e + 1] - begin;
     if (rows == 0) continue;
     const auto start = std::chrono::steady_clock::now();
-    const ExpertWeights& w = experts_[batch.layer][e];
+    const ExpertWeights& w = experts_[layout.layer][e];
     const float* x = x_all + begin * hidden;                   // [rows, hidden]
     b->MatMul(x, rows, w.w1, gate_.data());                    // [rows, inter]
     b->MatMul(x, rows, w.w3, up_.data());                      // [rows, inter]
@@ -91,7 +117,6 @@ absl::Status ExpertHost::RunExperts(const ExpertBatch& batch, float* out) {
     if (!host) MOE_RETURN_IF_ERROR(b->Sync());
     expert_seconds_[e] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
-  if (!host) b->ToHost(out, out_.data(), static_cast<size_t>(n_rows * hidden) * sizeof(float));
   return b->Sync();
 }
 

@@ -1,7 +1,8 @@
 // ExpertHost: runs the experts this process owns on the rows dispatched to them, one batched
-// SwiGLU per non-empty expert, on a kernels::Backend (the CPU, or a GPU: weights uploaded once,
-// rows copied in and results copied out per batch). The same code serves the single-process tools
-// and the MPI workers.
+// SwiGLU per non-empty expert, on a kernels::Backend (the CPU, or a GPU: weights uploaded once).
+// Rows come in host memory (copied to the device and back per batch) or already in the backend's
+// memory (the in-process exchange on a GPU, and NCCL). The same code serves the single-process
+// tools and the cluster's workers.
 #pragma once
 
 #include <memory>
@@ -26,11 +27,19 @@ class ExpertHost : public ExpertRunner {
   explicit ExpertHost(const ModelWeights* weights, OpTimes* times = nullptr);
 
   absl::Status RunExperts(const ExpertBatch& batch, float* out) override;
+  // Its own backend's memory, or any host memory when it runs on the CPU.
+  bool TakesBackendRows(const kernels::Backend& memory) const override;
+  absl::Status RunExpertsOnBackendRows(const ExpertBatch& layout, const float* rows,
+                                       float* out) override;
   const double* LastExpertSeconds() const override { return expert_seconds_.data(); }
 
  private:
   ExpertHost(const ModelWeights* weights, kernels::Backend* backend, OpTimes* times);
   absl::Status Upload();
+  // Checks the layout against the model and what is hosted here; reserves the scratch.
+  absl::Status Prepare(const ExpertBatch& layout);
+  // The experts on rows and out in this backend's memory; scratch already reserved.
+  absl::Status Run(const ExpertBatch& layout, const float* rows, float* out);
 
   const ModelWeights* weights_;
   kernels::Backend* backend_;

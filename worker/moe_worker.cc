@@ -10,7 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/tools/cli.h"
 #include "core/cluster_setup.h"
-#include "core/mpi_exchange.h"
+#include "core/cluster_exchange.h"
+#include "core/data_plane.h"
 #include "worker/expert_host.h"
 #include "worker/load_recorder.h"
 #include "worker/telemetry_reporter.h"
@@ -75,6 +76,15 @@ int Main(int argc, char** argv) {
   GatherRankReports(ReportLoad(
       rank, placement->CountOwned(rank), weights,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
+  // The data plane, as the coordinator decides; it reports a failure, and this rank then refuses
+  // work and answers the shutdown over MPI.
+  absl::StatusOr<std::unique_ptr<DataPlane>> data_plane =
+      ConnectDataPlane(Transport::kAuto, host != nullptr ? backend.get() : nullptr);
+  if (!data_plane.ok()) {
+    host.reset();  // before the weights it reads
+    if (weights.ok()) weights = data_plane.status();
+  }
+  std::unique_ptr<DataPlane> plane = data_plane.ok() ? std::move(*data_plane) : NewMpiDataPlane();
 
   // Load telemetry: counted by the serving loop, streamed by a thread of its own (serving only).
   const TelemetryEndpoint endpoint = ShareTelemetryEndpoint({});
@@ -92,6 +102,8 @@ int Main(int argc, char** argv) {
   serve.placement = &*placement;
   serve.stop_requested = &g_stop;
   serve.observer = &recorder;
+  serve.data = plane.get();
+  serve.backend = backend.get();
   RefusingRunner refusing;
   if (weights.ok()) {
     serve.n_layers = (*weights)->config.num_hidden_layers;
@@ -99,6 +111,7 @@ int Main(int argc, char** argv) {
   }
   const absl::Status status = ServeExperts(host ? static_cast<ExpertRunner*>(host.get()) : &refusing, serve);
   reporter.reset();
+  plane.reset();  // NCCL's communicator before the GPU it runs on
   host.reset();  // before the backend it runs on
   backend.reset();
   if (!status.ok()) {

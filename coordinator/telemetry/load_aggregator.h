@@ -57,7 +57,7 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
   uint32_t Reset();
   moe::v1::LoadSnapshot Snapshot() const;
 
-  // The epoch to stamp on step headers (MpiExchangeOptions::telemetry_epoch); changes only
+  // The epoch to stamp on step headers (ClusterExchangeOptions::telemetry_epoch); changes only
   // between steps.
   const std::atomic<uint32_t>* epoch() const { return &epoch_; }
 

@@ -5,14 +5,15 @@
 namespace moe {
 
 absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Create(
-    const std::string& model_dir, const kernels::DeviceOptions& device) {
+    const std::string& model_dir, const kernels::DeviceOptions& device, bool timed) {
   auto e = std::unique_ptr<LocalEngine>(new LocalEngine());
+  e->timed_ = timed;
   MOE_ASSIGN_OR_RETURN(e->backend_, kernels::MakeBackend(device));
   MOE_ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(model_dir));
-  MOE_ASSIGN_OR_RETURN(e->experts_, ExpertHost::Create(e->weights_.get(), e->backend_.get(), &e->times_));
+  MOE_ASSIGN_OR_RETURN(e->experts_, ExpertHost::Create(e->weights_.get(), e->backend_.get(), e->times()));
   e->exchange_ = std::make_unique<InProcessExchange>(e->experts_.get());
   MOE_ASSIGN_OR_RETURN(e->runner_, ModelRunner::Create(e->weights_.get(), e->exchange_.get(),
-                                                       e->backend_.get(), &e->times_));
+                                                       e->backend_.get(), e->times()));
   return e;
 }
 

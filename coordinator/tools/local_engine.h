@@ -17,16 +17,18 @@ namespace moe {
 
 class LocalEngine {
  public:
-  // Runs on the backend device names (the CPU by default).
+  // Runs on the backend device names (the CPU by default). timed: time every stage into times(),
+  // which on a GPU waits for the device after each one, so only the benchmark asks for it.
   static absl::StatusOr<std::unique_ptr<LocalEngine>> Create(
-      const std::string& model_dir, const kernels::DeviceOptions& device = {});
+      const std::string& model_dir, const kernels::DeviceOptions& device = {}, bool timed = false);
 
   ModelRunner* runner() { return runner_.get(); }
   const ModelWeights& weights() const { return *weights_; }
-  OpTimes* times() { return &times_; }
+  OpTimes* times() { return timed_ ? &times_ : nullptr; }
 
  private:
   LocalEngine() = default;
+  bool timed_ = false;
   OpTimes times_;
   std::unique_ptr<kernels::Backend> backend_;
   std::unique_ptr<ModelWeights> weights_;

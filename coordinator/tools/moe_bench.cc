@@ -8,7 +8,7 @@
 int main(int argc, char** argv) {
   using namespace moe;
   cli::Init(argc, argv, "moe-bench --model DIR [--prompt-tokens 512] [--decode-tokens 32] [--threads N] [--device cpu|cuda]");
-  auto engine = LocalEngine::Create(cli::ModelDir(), cli::DeviceFlags());
+  auto engine = LocalEngine::Create(cli::ModelDir(), cli::DeviceFlags(), /*timed=*/true);
   if (!engine.ok()) return cli::Fail(engine.status());
   auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);
   if (!trace.ok()) return cli::Fail(trace.status());

@@ -57,6 +57,7 @@ class CudaBackend final : public Backend {
 
   std::string Describe() const override { return absl::StrCat("cuda:", device_, " (", name_, ")"); }
   bool host_memory() const override { return false; }
+  int cuda_device() const override { return device_; }
 
   void* Allocate(size_t bytes) override {
     if (!Enter()) return nullptr;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The cluster under real mpirun: the distributed logits equal the single-process tool's for every
 # worker count and a non-contiguous placement, greedy and seeded generation give the same text,
-# bad placements and broken workers give clear errors, and a dead, hung or signalled run ends
-# within a bound instead of hanging.
+# bad placements, broken workers and an unusable --exchange give clear errors, and a dead, hung or
+# signalled run ends within a bound instead of hanging.
 # usage: cluster_test.sh BIN_DIR SOURCE_DIR WORK_DIR   (PYTHON: an interpreter with numpy)
 set -u
 BIN=$1 SRC=$2 WORK=$3
@@ -104,6 +104,10 @@ expect_failure "a worker's expert is broken" "worker rank 1: .*experts.1.w2.weig
   --model "$WORK/broken-expert" --workers 4 -- --tokens 1,2 --out "$WORK/x.npy"
 expect_failure "bad token through the cluster" "token id 99999 is outside the vocabulary" \
   --model "$M" --workers 2 -- --tokens 1,99999 --out "$WORK/x.npy"
+expect_failure "NCCL asked for on CPU ranks" "--exchange nccl: rank 0 does not compute on a GPU" \
+  --model "$M" --workers 2 -- --exchange nccl --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "an unknown exchange" "--exchange must be auto, mpi or nccl, got 'pigeon'" \
+  --model "$M" --workers 2 -- --exchange pigeon --tokens 1,2 --out "$WORK/x.npy"
 
 # Running and not a zombie (an exited rank stays a zombie until mpirun reaps it).
 alive() {

@@ -1,4 +1,4 @@
-#include "core/mpi_exchange.h"
+#include "core/cluster_exchange.h"
 
 #include <algorithm>
 #include <chrono>
@@ -14,7 +14,7 @@ namespace {
 
 constexpr uint32_t kStepMagic = 0x4d6f4553;   // "MoES"
 constexpr uint32_t kReplyMagic = 0x4d6f4552;  // "MoER"
-enum Tag : int { kHeaderTag = 101, kCountsTag, kIdsTag, kRowsTag, kReplyTag, kOutputTag };
+enum Tag : int { kHeaderTag = 101, kCountsTag, kIdsTag, kReplyTag };  // rows: the data plane's
 constexpr int kCoordinator = 0;
 
 using Clock = std::chrono::steady_clock;
@@ -37,19 +37,44 @@ void ExchangeStats::Reset(int n_ranks) {
   bytes_sent = bytes_received = 0;
 }
 
-MpiExchange::MpiExchange(const ExpertPlacement* placement, MpiExchangeOptions options)
-    : placement_(placement), options_(options) {
+ClusterExchange::ClusterExchange(const ExpertPlacement* placement, DataPlane* data,
+                                 kernels::Backend* staging, ClusterExchangeOptions options)
+    : placement_(placement), data_(data), staging_(staging), options_(options),
+      staged_rows_(staging), staged_out_(staging) {
   const size_t ranks = static_cast<size_t>(placement_->n_workers()) + 1;
-  send_rows_.resize(ranks);
   send_ids_.resize(ranks);
   send_counts_.resize(ranks);
-  recv_rows_.resize(ranks);
   replies_.resize(ranks);
   headers_.resize(ranks);
   stats_.Reset(static_cast<int>(ranks));
 }
 
-absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>* out) {
+absl::Status ClusterExchange::Exchange(const ExpertBatch& batch, std::vector<float>* out) {
+  const int64_t n = batch.n_rows() * batch.hidden;
+  if (static_cast<int64_t>(batch.rows.size()) != n) {
+    return absl::InvalidArgumentError("expert batch rows do not match its offsets");
+  }
+  out->resize(static_cast<size_t>(n));
+  if (data_->device_memory()) {
+    // Host rows on a device plane: through the backend's memory and back.
+    if (staging_ == nullptr || !data_->Reads(*staging_)) {
+      return absl::FailedPreconditionError("the exchange's data plane needs a staging backend");
+    }
+    if (!staged_rows_.Reserve(n) || !staged_out_.Reserve(n)) {
+      return absl::ResourceExhaustedError(absl::StrCat("out of ", staging_->Describe(),
+                                                       " memory for ", batch.n_rows(), " rows"));
+    }
+    staging_->ToDevice(staged_rows_.data(), batch.rows.data(), static_cast<size_t>(n) * sizeof(float));
+    MOE_RETURN_IF_ERROR(staging_->Sync());
+    MOE_RETURN_IF_ERROR(ExchangeBackendRows(batch, staged_rows_.data(), staged_out_.data()));
+    staging_->ToHost(out->data(), staged_out_.data(), static_cast<size_t>(n) * sizeof(float));
+    return staging_->Sync();
+  }
+  return ExchangeBackendRows(batch, batch.rows.data(), out->data());
+}
+
+absl::Status ClusterExchange::ExchangeBackendRows(const ExpertBatch& batch, const float* rows,
+                                                  float* out) {
   const auto start = Clock::now();
   const int n_workers = placement_->n_workers();
   const int n_experts = batch.n_experts();
@@ -63,37 +88,30 @@ absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>*
     return absl::CancelledError("stopped by a signal");
   }
   ++step_id_;
-  out->resize(static_cast<size_t>(batch.n_rows() * hidden));
 
-  // Pack each worker's rows, grouped by expert in expert order, with their expert ids.
+  // Each worker's share: its rows per expert and their expert ids, in expert order.
   for (int r = 1; r <= n_workers; ++r) {
     send_counts_[r].assign(static_cast<size_t>(n_experts), 0);
-    send_rows_[r].clear();
     send_ids_[r].clear();
   }
   for (int e = 0; e < n_experts; ++e) {
-    const int64_t begin = batch.expert_offsets[e], rows = batch.expert_offsets[e + 1] - begin;
-    if (rows == 0) continue;
+    const int64_t count = batch.expert_offsets[e + 1] - batch.expert_offsets[e];
+    if (count == 0) continue;
     const int r = placement_->owner(batch.layer, e);
-    send_counts_[r][e] = rows;
-    send_ids_[r].insert(send_ids_[r].end(), static_cast<size_t>(rows), e);
-    send_rows_[r].insert(send_rows_[r].end(), batch.rows.begin() + begin * hidden,
-                         batch.rows.begin() + (begin + rows) * hidden);
+    send_counts_[r][e] = count;
+    send_ids_[r].insert(send_ids_[r].end(), static_cast<size_t>(count), e);
+    MOE_RETURN_IF_ERROR(CheckMessageSize(count * hidden, "one expert's rows"));
   }
-
-  const uint32_t epoch = options_.telemetry_epoch != nullptr ? options_.telemetry_epoch->load() : 0;
-  std::vector<MPI_Request> requests;
-  std::vector<int> peers;
-  auto post = [&](MPI_Request req, int peer) {
-    requests.push_back(req);
-    peers.push_back(peer);
-  };
   // Every check before the first send: once requests are posted, the only ways out are success or
   // aborting the job (a half-posted step cannot be taken back).
   for (int r = 1; r <= n_workers; ++r) {
     MOE_RETURN_IF_ERROR(CheckMessageSize(static_cast<int64_t>(send_ids_[r].size()) * hidden,
                                          "a dispatch to one worker"));
   }
+
+  const uint32_t epoch = options_.telemetry_epoch != nullptr ? options_.telemetry_epoch->load() : 0;
+  std::vector<MPI_Request> control, replies;
+  std::vector<int> control_peers, reply_peers;
   for (int r = 1; r <= n_workers; ++r) {
     const int64_t n = static_cast<int64_t>(send_ids_[r].size());
     StepHeader& h = headers_[r];
@@ -101,26 +119,37 @@ absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>*
                    batch.layer, n_experts, n, hidden, epoch, 0};
     MPI_Request req;
     MPI_Isend(&h, sizeof(h), MPI_BYTE, r, kHeaderTag, MPI_COMM_WORLD, &req);
-    post(req, r);
+    control.push_back(req);
     MPI_Isend(send_counts_[r].data(), n_experts, MPI_INT64_T, r, kCountsTag, MPI_COMM_WORLD, &req);
-    post(req, r);
+    control.push_back(req);
+    control_peers.insert(control_peers.end(), 2, r);
+    if (n > 0) {
+      MPI_Isend(send_ids_[r].data(), static_cast<int>(n), MPI_INT32_T, r, kIdsTag, MPI_COMM_WORLD, &req);
+      control.push_back(req);
+      control_peers.push_back(r);
+    }
     MPI_Irecv(&replies_[r], sizeof(ReplyHeader), MPI_BYTE, r, kReplyTag, MPI_COMM_WORLD, &req);
-    post(req, r);
-    if (n == 0) continue;
-    MPI_Isend(send_ids_[r].data(), static_cast<int>(n), MPI_INT32_T, r, kIdsTag, MPI_COMM_WORLD, &req);
-    post(req, r);
-    MPI_Isend(send_rows_[r].data(), static_cast<int>(n * hidden), MPI_FLOAT, r, kRowsTag,
-              MPI_COMM_WORLD, &req);
-    post(req, r);
-    recv_rows_[r].resize(static_cast<size_t>(n * hidden));
-    MPI_Irecv(recv_rows_[r].data(), static_cast<int>(n * hidden), MPI_FLOAT, r, kOutputTag,
-              MPI_COMM_WORLD, &req);
-    post(req, r);
+    replies.push_back(req);
+    reply_peers.push_back(r);
     stats_.bytes_sent += n * (hidden * 4 + 4);
     stats_.bytes_received += n * hidden * 4;
   }
-  MOE_RETURN_IF_ERROR(WaitAll(&requests, peers, options_.worker_timeout_seconds,
-                              absl::StrCat("layer ", batch.layer, " exchange (step ", step_id_, ")")));
+  const std::string what = absl::StrCat("layer ", batch.layer, " exchange (step ", step_id_, ")");
+  const double timeout = options_.worker_timeout_seconds;
+  // The layout first: a worker posts its side of the rows' transfers once it knows the counts.
+  MOE_RETURN_IF_ERROR(WaitAll(&control, control_peers, timeout, what));
+  for (int e = 0; e < n_experts; ++e) {
+    const int64_t begin = batch.expert_offsets[e], count = batch.expert_offsets[e + 1] - begin;
+    if (count > 0) data_->Send(rows + begin * hidden, count * hidden, placement_->owner(batch.layer, e));
+  }
+  MOE_RETURN_IF_ERROR(data_->Flush(timeout, what + " dispatch"));
+  // Outputs land in place, expert by expert.
+  for (int e = 0; e < n_experts; ++e) {
+    const int64_t begin = batch.expert_offsets[e], count = batch.expert_offsets[e + 1] - begin;
+    if (count > 0) data_->Recv(out + begin * hidden, count * hidden, placement_->owner(batch.layer, e));
+  }
+  MOE_RETURN_IF_ERROR(data_->Flush(timeout, what + " combine"));
+  MOE_RETURN_IF_ERROR(WaitAll(&replies, reply_peers, timeout, what));
 
   double slowest = 0;
   step_compute_.assign(static_cast<size_t>(n_workers) + 1, 0.0);
@@ -141,16 +170,6 @@ absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>*
     step_compute_[r] = reply.compute_seconds;
     step_rows_[r] = n;
   }
-  // Unpack in the order packed: expert by expert.
-  std::vector<int64_t> cursor(static_cast<size_t>(n_workers) + 1, 0);
-  for (int e = 0; e < n_experts; ++e) {
-    const int64_t begin = batch.expert_offsets[e], rows = batch.expert_offsets[e + 1] - begin;
-    if (rows == 0) continue;
-    const int r = placement_->owner(batch.layer, e);
-    std::copy(recv_rows_[r].begin() + cursor[r] * hidden,
-              recv_rows_[r].begin() + (cursor[r] + rows) * hidden, out->begin() + begin * hidden);
-    cursor[r] += rows;
-  }
   ++stats_.exchanges;
   stats_.slowest_compute_seconds += slowest;
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
@@ -161,7 +180,7 @@ absl::Status MpiExchange::Exchange(const ExpertBatch& batch, std::vector<float>*
   return absl::OkStatus();
 }
 
-void MpiExchange::Shutdown() {
+void ClusterExchange::Shutdown() {
   std::vector<MPI_Request> requests;
   std::vector<int> peers;
   for (int r = 1; r <= placement_->n_workers(); ++r) {
@@ -185,12 +204,21 @@ void MpiExchange::Shutdown() {
 absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
   const int n_experts = opt.placement->n_experts();
   const std::string who = absl::StrCat("worker rank ", opt.rank);
+  DataPlane* data = opt.data;
+  // Rows land in the runner's backend memory when the plane can write there (NCCL on the GPU, MPI
+  // on the CPU), else in host vectors the runner copies from (MPI to a GPU worker).
+  const bool in_backend = opt.backend != nullptr && data->Reads(*opt.backend) &&
+                          runner->TakesBackendRows(*opt.backend);
+  if (data->device_memory() && !in_backend) {
+    return absl::InternalError(absl::StrCat(who, ": a device data plane needs the runner's backend"));
+  }
   int64_t last_step = 0;
   StepHeader h;
   std::vector<int64_t> counts;
   std::vector<int32_t> ids;
   ExpertBatch batch;
-  std::vector<float> out;
+  std::vector<float> out;  // host rows
+  kernels::BackendArray<float> rows_dev(opt.backend), out_dev(opt.backend);  // backend rows
   for (;;) {
     const auto idle_start = Clock::now();
     std::vector<MPI_Request> requests(1);
@@ -226,14 +254,11 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
     const int n = static_cast<int>(h.n_rows);
     counts.resize(static_cast<size_t>(n_experts));
     ids.resize(static_cast<size_t>(n));
-    batch.rows.resize(static_cast<size_t>(h.n_rows * h.hidden));
     requests.assign(1, MPI_REQUEST_NULL);
     MPI_Irecv(counts.data(), n_experts, MPI_INT64_T, kCoordinator, kCountsTag, MPI_COMM_WORLD, &requests[0]);
     if (n > 0) {
-      requests.resize(3);
+      requests.resize(2);
       MPI_Irecv(ids.data(), n, MPI_INT32_T, kCoordinator, kIdsTag, MPI_COMM_WORLD, &requests[1]);
-      MPI_Irecv(batch.rows.data(), static_cast<int>(h.n_rows * h.hidden), MPI_FLOAT, kCoordinator,
-                kRowsTag, MPI_COMM_WORLD, &requests[2]);
     }
     const std::vector<int> peers(requests.size(), kCoordinator);
     MOE_RETURN_IF_ERROR(WaitAll(&requests, peers, 30.0, who + " receiving a dispatch"));
@@ -261,21 +286,42 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
                                               batch.expert_offsets.back(), " rows, header says ",
                                               h.n_rows));
     }
+    // The rows, one transfer per expert as the coordinator sends them, into one buffer.
+    const int64_t elements = h.n_rows * h.hidden;
+    float* rows = nullptr;
+    float* outputs = nullptr;
+    if (in_backend) {
+      if (!rows_dev.Reserve(elements) || !out_dev.Reserve(elements)) {
+        return absl::ResourceExhaustedError(absl::StrCat(who, ": out of ", opt.backend->Describe(),
+                                                         " memory for ", h.n_rows, " rows"));
+      }
+      batch.rows.clear();
+      rows = rows_dev.data();
+      outputs = out_dev.data();
+    } else {
+      batch.rows.resize(static_cast<size_t>(elements));
+      out.resize(static_cast<size_t>(elements));
+      rows = batch.rows.data();
+      outputs = out.data();
+    }
+    for (int e = 0; e < n_experts; ++e) {
+      if (counts[e] > 0) data->Recv(rows + batch.expert_offsets[e] * h.hidden, counts[e] * h.hidden, kCoordinator);
+    }
+    MOE_RETURN_IF_ERROR(data->Flush(30.0, who + " receiving a dispatch"));
+
     const auto start = Clock::now();
-    out.resize(batch.rows.size());
-    MOE_RETURN_IF_ERROR(runner->RunExperts(batch, out.data()));
+    MOE_RETURN_IF_ERROR(in_backend ? runner->RunExpertsOnBackendRows(batch, rows, outputs)
+                               : runner->RunExperts(batch, outputs));
     const auto computed = Clock::now();
     ReplyHeader reply{kReplyMagic, h.layer, h.step_id, h.n_rows,
                       std::chrono::duration<double>(computed - start).count()};
+    for (int e = 0; e < n_experts; ++e) {
+      if (counts[e] > 0) data->Send(outputs + batch.expert_offsets[e] * h.hidden, counts[e] * h.hidden, kCoordinator);
+    }
+    MOE_RETURN_IF_ERROR(data->Flush(30.0, who + " returning outputs"));
     requests.assign(1, MPI_REQUEST_NULL);
     MPI_Isend(&reply, sizeof(reply), MPI_BYTE, kCoordinator, kReplyTag, MPI_COMM_WORLD, &requests[0]);
-    if (n > 0) {
-      requests.resize(2);
-      MPI_Isend(out.data(), static_cast<int>(out.size()), MPI_FLOAT, kCoordinator, kOutputTag,
-                MPI_COMM_WORLD, &requests[1]);
-    }
-    MOE_RETURN_IF_ERROR(WaitAll(&requests, std::vector<int>(requests.size(), kCoordinator), 30.0,
-                                who + " returning outputs"));
+    MOE_RETURN_IF_ERROR(WaitAll(&requests, {kCoordinator}, 30.0, who + " returning outputs"));
     if (opt.observer != nullptr) {
       const auto done = Clock::now();
       const double* seconds = runner->LastExpertSeconds();

@@ -1,17 +1,19 @@
-// The ExpertExchange over MPI (host memory) between the coordinator (rank 0) and the workers
-// (ranks 1..W), and the worker's side of the same protocol.
+// The ExpertExchange between the coordinator (rank 0) and the workers (ranks 1..W), and the
+// worker's side of the same protocol. Control messages go over MPI on the host; rows go through a
+// DataPlane (core/data_plane.h): MPI on host memory, or NCCL on GPU memory.
 //
 // One exchange = one layer of one step. For every worker, in this order:
-//   coordinator -> worker  StepHeader                     (tag kHeaderTag)
-//   coordinator -> worker  int64 rows per expert [E]      (counts first: the dispatch layout)
-//   coordinator -> worker  int32 expert id per row [n]    (rows grouped by expert, each with its id)
-//   coordinator -> worker  float rows [n, hidden]
-//   worker -> coordinator  ReplyHeader                    (echoes step and layer; its compute time)
-//   worker -> coordinator  float outputs [n, hidden]      (same row order)
-// This is an all-to-all-v written as point-to-point pairs, so a silent worker can be named; the
-// NCCL exchange (issue 6) keeps the same order with grouped ncclSend/ncclRecv. Every wait polls with
-// back-off instead of spinning, so idle ranks leave the cores to busy ones, and every wait on a
-// worker has a deadline, so a dead or hung worker fails the step instead of hanging it.
+//   coordinator -> worker  StepHeader                     (MPI, tag kHeaderTag)
+//   coordinator -> worker  int64 rows per expert [E]      (MPI; counts first: the dispatch layout)
+//   coordinator -> worker  int32 expert id per row [n]    (MPI; rows grouped by expert, each with its id)
+//   dispatch: coordinator -> worker  float rows, one transfer per non-empty expert   (data plane)
+//   combine:  worker -> coordinator  float outputs, the same transfers reversed      (data plane)
+//   worker -> coordinator  ReplyHeader                    (MPI; echoes step and layer; its compute time)
+// Dispatch and combine are each one group of transfers over all workers (an all-to-all-v; for NCCL
+// grouped ncclSend/ncclRecv). Rows move straight between the coordinator's batch, which is grouped
+// by expert, and the worker's, so nothing is packed or unpacked. Every wait polls with back-off
+// instead of spinning, so idle ranks leave the cores to busy ones, and every wait on a worker has
+// a deadline, so a dead or hung worker fails the step instead of hanging it.
 #pragma once
 
 #include <mpi.h>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/data_plane.h"
 #include "core/exchange_telemetry.h"
 #include "core/expert_exchange.h"
 #include "core/expert_placement.h"
@@ -63,7 +66,7 @@ struct ExchangeStats {
   void Reset(int n_ranks);
 };
 
-struct MpiExchangeOptions {
+struct ClusterExchangeOptions {
   // A worker that has not answered a step for this long fails it. The time includes the
   // worker's expert computation, so it must exceed the longest step: generation prefills in
   // chunks (--prefill-chunk) to keep steps short; raise it for long one-shot logits dumps.
@@ -76,28 +79,34 @@ struct MpiExchangeOptions {
 };
 
 // Coordinator side. Not thread-safe: the step loop's thread only, the one that called MPI_Init.
-class MpiExchange : public ExpertExchange {
+class ClusterExchange : public ExpertExchange {
  public:
-  MpiExchange(const ExpertPlacement* placement, MpiExchangeOptions options);
+  // data: this rank's data plane (not owned). staging: the backend whose memory an NCCL plane
+  // reads, used to stage host rows given to Exchange(); null for an MPI plane.
+  ClusterExchange(const ExpertPlacement* placement, DataPlane* data, kernels::Backend* staging,
+                  ClusterExchangeOptions options);
   absl::Status Exchange(const ExpertBatch& batch, std::vector<float>* out) override;
+  bool TakesBackendRows(const kernels::Backend& memory) const override { return data_->Reads(memory); }
+  absl::Status ExchangeBackendRows(const ExpertBatch& layout, const float* rows, float* out) override;
   // Tells every worker to exit its serving loop. Best effort; call once, at the end.
   void Shutdown();
   ExchangeStats& stats() { return stats_; }
 
  private:
   const ExpertPlacement* placement_;
-  MpiExchangeOptions options_;
+  DataPlane* data_;
+  kernels::Backend* staging_;
+  ClusterExchangeOptions options_;
   int64_t step_id_ = 0;
   ExchangeStats stats_;
-  // Per worker, reused across steps: rows packed for it, its expert ids, its outputs.
-  std::vector<std::vector<float>> send_rows_;
+  // Per worker, reused across steps: its expert ids and rows per expert, its reply.
   std::vector<std::vector<int32_t>> send_ids_;
   std::vector<std::vector<int64_t>> send_counts_;
-  std::vector<std::vector<float>> recv_rows_;
   std::vector<ReplyHeader> replies_;
   std::vector<StepHeader> headers_;
   std::vector<double> step_compute_;  // [W + 1] this exchange's replies, for the observer
   std::vector<int64_t> step_rows_;
+  kernels::BackendArray<float> staged_rows_, staged_out_;  // Exchange() on an NCCL plane
 };
 
 struct ExpertServeOptions {
@@ -112,6 +121,10 @@ struct ExpertServeOptions {
   double stop_grace_seconds = 30.0;
   // Told about every step answered (optional); the runner's per-expert times when it has them.
   WorkerStepObserver* observer = nullptr;
+  // Where rows arrive (not owned), and the runner's backend (null when it has none): rows are
+  // received straight into its memory when the data plane can write there.
+  DataPlane* data = nullptr;
+  kernels::Backend* backend = nullptr;
 };
 
 // Worker side: answers forward steps with `runner` until the coordinator says shutdown (OK) or

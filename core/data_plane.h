@@ -1,0 +1,62 @@
+// DataPlane: how the cluster exchange's rows move between ranks. Control messages (step headers,
+// counts, expert ids, replies) always go over MPI on the host; the rows themselves, the bulk of
+// every exchange, go through a data plane: MPI on host memory, or NCCL on GPU memory
+// (core/nccl_data_plane.h) so that GPU ranks never copy rows through the host.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "kernels/backend.h"
+
+namespace moe {
+
+class DataPlane {
+ public:
+  virtual ~DataPlane() = default;
+  // "MPI (host memory)", or "NCCL 2.28.9 (cuda:1)".
+  virtual std::string Describe() const = 0;
+  // Whether Send and Recv take buffers in this backend's memory.
+  virtual bool Reads(const kernels::Backend& memory) const = 0;
+  // True when its buffers are GPU memory (a worker then receives into its backend's memory).
+  virtual bool device_memory() const = 0;
+  // Queue a transfer of `count` floats to or from rank `peer`. Transfers with one peer are matched
+  // in the order queued, so both sides must queue the same sequence.
+  virtual void Send(const float* data, int64_t count, int peer) = 0;
+  virtual void Recv(float* data, int64_t count, int peer) = 0;
+  // Runs what is queued as one group (an all-to-all-v) and waits, polling with back-off, until
+  // all of it is done. Fails with Unavailable naming the peers when `timeout_seconds` pass (an
+  // NCCL plane is then aborted and fails every later call), and with the transport's error
+  // otherwise. The queue is empty afterwards either way.
+  virtual absl::Status Flush(double timeout_seconds, const std::string& what) = 0;
+};
+
+// Host memory over MPI_COMM_WORLD point-to-point (non-blocking, waited with core/mpi_wait.h).
+std::unique_ptr<DataPlane> NewMpiDataPlane();
+
+// Which data plane the cluster uses (moe-coordinator --exchange).
+enum class Transport : int32_t { kAuto = 0, kMpi = 1, kNccl = 2 };
+absl::StatusOr<Transport> ParseTransport(absl::string_view name);  // auto | mpi | nccl
+
+// Whether this build has the NCCL data plane, and its NCCL version ("2.28.9"; empty without).
+bool BuiltWithNccl();
+std::string NcclVersion();
+
+// Collective over MPI_COMM_WORLD, on every rank after loading. Rank 0's `requested` decides
+// (others' is ignored); `backend` is the rank's compute backend, null when it failed to start.
+// NCCL is usable when every rank computes on CUDA, each on its own GPU (no two ranks on one
+// device of one host), and this build has NCCL; auto then picks it, and MPI otherwise. Every
+// rank gets a plane of the same kind, or the same error (nccl requested but unusable, or NCCL's
+// set-up failing on some rank, named). `chosen` (optional) says what was chosen and why.
+absl::StatusOr<std::unique_ptr<DataPlane>> ConnectDataPlane(Transport requested,
+                                                            kernels::Backend* backend,
+                                                            std::string* chosen = nullptr);
+
+}  // namespace moe
