@@ -40,7 +40,7 @@ absl::StatusOr<GenerationResult> Generate(ModelRunner* runner, const GenerationR
   } end{runner, request.sequence_id};
   KvCache cache = runner->NewCache();
   Sampler sampler(request.sampling);
-  std::vector<float> logits;
+  std::vector<int32_t> sampled;
   auto clock = std::chrono::steady_clock::now();
   // All but the last prefill chunk only fill the cache; the last one gives the first logits.
   absl::Span<const int32_t> prompt(request.prompt);
@@ -48,14 +48,16 @@ absl::StatusOr<GenerationResult> Generate(ModelRunner* runner, const GenerationR
   while (prompt.size() > chunk_size) {
     const SequenceChunk chunk{&cache, prompt.subspan(0, chunk_size), /*all_logits=*/false,
                               request.sequence_id};
-    MOE_RETURN_IF_ERROR(runner->Forward({&chunk, 1}, &logits));
+    MOE_RETURN_IF_ERROR(runner->Forward({&chunk, 1}, /*logits=*/nullptr));
     prompt.remove_prefix(chunk_size);
   }
   std::vector<int32_t> next(prompt.begin(), prompt.end());
   for (int step = 0; step < request.max_new_tokens; ++step) {
     const SequenceChunk chunk{&cache, next, /*all_logits=*/false, request.sequence_id};
-    MOE_RETURN_IF_ERROR(runner->Forward({&chunk, 1}, &logits));
-    const int32_t id = sampler.Sample(logits.data(), c.vocab_size);
+    MOE_RETURN_IF_ERROR(runner->Forward({&chunk, 1}, /*logits=*/nullptr));
+    Sampler* samplers[] = {&sampler};
+    MOE_RETURN_IF_ERROR(runner->SampleNext(samplers, &sampled));
+    const int32_t id = sampled[0];
     const auto now = std::chrono::steady_clock::now();
     (step == 0 ? result.prefill_seconds : result.decode_seconds) +=
         std::chrono::duration<double>(now - clock).count();

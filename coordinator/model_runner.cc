@@ -31,10 +31,12 @@ ModelRunner::ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, 
       backend_rows_(exchange->TakesBackendRows(*backend)) {
   MOE_CHECK(weights_->embed.data != nullptr);  // loaded without the attention side
   routing_.resize(static_cast<size_t>(weights_->config.num_hidden_layers));
-  for (auto* a : {&tokens_dev_, &positions_dev_, &experts_dev_}) *a = kernels::BackendArray<int32_t>(backend);
+  for (auto* a : {&tokens_dev_, &positions_dev_, &experts_dev_, &candidate_ids_dev_, &all_finite_dev_}) {
+    *a = kernels::BackendArray<int32_t>(backend);
+  }
   for (auto* a : {&slot_dev_, &source_row_dev_, &logit_rows_dev_}) *a = kernels::BackendArray<int64_t>(backend);
   for (auto* a : {&h_, &x_, &q_, &k_, &v_, &attn_, &proj_, &router_logits_, &weights_dev_, &rows_dev_,
-                  &expert_out_dev_, &logits_dev_}) {
+                  &expert_out_dev_, &logits_dev_, &candidate_values_dev_}) {
     *a = kernels::BackendArray<float>(backend);
   }
 }
@@ -134,6 +136,7 @@ const T* ModelRunner::Stage(const std::vector<T>& host, kernels::BackendArray<T>
 
 absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
                                   std::vector<float>* logits) {
+  logit_rows_ready_ = 0;  // until this step succeeds
   MOE_RETURN_IF_ERROR(Validate(chunks));
   for (RoutingObserver* observer : observers_) observer->OnStepBegin();
   struct StepEnd {  // on every path out, so observers never stay "in a step"
@@ -184,14 +187,67 @@ absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
   }
   {
     StageTimer t(times_, Op::kLmHead, backend_);
-    logits->resize(static_cast<size_t>(n_out * c.vocab_size));
     backend_->MatMul(x_.data(), n_out, lm_head_, logits_dev_.data());
-    backend_->ToHost(logits->data(), logits_dev_.data(), logits->size() * sizeof(float));
+    if (logits != nullptr) {
+      logits->resize(static_cast<size_t>(n_out * c.vocab_size));
+      backend_->ToHost(logits->data(), logits_dev_.data(), logits->size() * sizeof(float));
+    }
   }
   MOE_RETURN_IF_ERROR(backend_->Sync());
+  logit_rows_ready_ = n_out;
   // Only a step that succeeded commits its positions and reaches the observers.
   for (const SequenceChunk& chunk : chunks) chunk.cache->Advance(static_cast<int64_t>(chunk.tokens.size()));
   for (RoutingObserver* observer : observers_) observer->OnForward(routed_, routing_);
+  return absl::OkStatus();
+}
+
+absl::Status ModelRunner::SampleNext(absl::Span<Sampler* const> samplers,
+                                     std::vector<int32_t>* tokens) {
+  const int64_t vocab = weights_->config.vocab_size;
+  const int64_t rows = static_cast<int64_t>(samplers.size());
+  if (rows != logit_rows_ready_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "SampleNext got ", rows, " samplers for the ", logit_rows_ready_, " logits rows left"));
+  }
+  tokens->assign(static_cast<size_t>(rows), -1);
+  kernels::Backend* b = backend_;
+  // The CPU takes the same path as a GPU (its copies are memcpy), so every test exercises it.
+  // One TopK for every row, wide enough for the widest need the device can serve.
+  int64_t k = 0;
+  for (Sampler* s : samplers) {
+    const int64_t need = s != nullptr ? s->CandidatesNeeded(vocab) : 0;
+    if (need <= b->max_sample_candidates()) k = std::max(k, need);
+  }
+  if (k > 0) {
+    if (!candidate_values_dev_.Reserve(rows * k) || !candidate_ids_dev_.Reserve(rows * k) ||
+        !all_finite_dev_.Reserve(rows)) {
+      return absl::ResourceExhaustedError(absl::StrCat("out of ", b->Describe(), " memory for sampling"));
+    }
+    candidate_values_.resize(static_cast<size_t>(rows * k));
+    candidate_ids_.resize(static_cast<size_t>(rows * k));
+    all_finite_.resize(static_cast<size_t>(rows));
+    b->TopK(logits_dev_.data(), rows, vocab, static_cast<int>(k), candidate_values_dev_.data(),
+            candidate_ids_dev_.data(), all_finite_dev_.data());
+    b->ToHost(candidate_values_.data(), candidate_values_dev_.data(), candidate_values_.size() * sizeof(float));
+    b->ToHost(candidate_ids_.data(), candidate_ids_dev_.data(), candidate_ids_.size() * sizeof(int32_t));
+    b->ToHost(all_finite_.data(), all_finite_dev_.data(), all_finite_.size() * sizeof(int32_t));
+    MOE_RETURN_IF_ERROR(b->Sync());
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    Sampler* s = samplers[r];
+    if (s == nullptr) continue;
+    const int64_t need = s->CandidatesNeeded(vocab);
+    if (need > 0 && need <= k && all_finite_[r]) {
+      (*tokens)[r] = s->SampleFromCandidates(candidate_values_.data() + r * k,
+                                              candidate_ids_.data() + r * k, k);
+      continue;
+    }
+    // The whole row: sampling without top_k, a need beyond the device's, or non-finite logits.
+    row_.resize(static_cast<size_t>(vocab));
+    b->ToHost(row_.data(), logits_dev_.data() + r * vocab, row_.size() * sizeof(float));
+    MOE_RETURN_IF_ERROR(b->Sync());
+    (*tokens)[r] = s->Sample(row_.data(), vocab);
+  }
   return absl::OkStatus();
 }
 

@@ -13,6 +13,7 @@
 #include "coordinator/kv_cache.h"
 #include "coordinator/moe_routing.h"
 #include "coordinator/routing_observer.h"
+#include "coordinator/sampler.h"
 #include "core/expert_exchange.h"
 #include "core/model_weights.h"
 #include "core/op_timer.h"
@@ -41,10 +42,16 @@ class ModelRunner {
   ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, OpTimes* times = nullptr);
 
   // Runs every chunk's tokens as one batch through all layers, appending to their caches.
-  // logits: [rows, vocab], rows in chunk order (all of a chunk's tokens, or its last).
-  // Fails, changing no cache, on token ids outside the vocabulary or positions beyond
-  // max_position_embeddings.
+  // logits: [rows, vocab], rows in chunk order (all of a chunk's tokens, or its last); null keeps
+  // them in the backend's memory for SampleNext. Fails, changing no cache, on token ids outside
+  // the vocabulary or positions beyond max_position_embeddings.
   absl::Status Forward(absl::Span<const SequenceChunk> chunks, std::vector<float>* logits);
+
+  // The next token of each logits row of the last successful Forward: samplers[i] draws row i
+  // (null: skip it, tokens[i] = -1). Exactly what each Sampler::Sample gives on the row, but a GPU
+  // sends back only each row's best candidates (Backend::TopK), unless a sampler needs the
+  // whole row (sampling without top_k) or the row holds a non-finite logit.
+  absl::Status SampleNext(absl::Span<Sampler* const> samplers, std::vector<int32_t>* tokens);
 
   KvCache NewCache() const;
   const MixtralConfig& config() const { return weights_->config; }
@@ -113,6 +120,13 @@ class ModelRunner {
   kernels::BackendArray<float> rows_dev_;       // [n * top_k, hidden] dispatched rows
   kernels::BackendArray<float> expert_out_dev_; // [n * top_k, hidden]
   kernels::BackendArray<float> logits_dev_;     // [n_out, vocab]
+  int64_t logit_rows_ready_ = 0;                // rows of logits_dev_ the last Forward left
+
+  // Sampling candidates (SampleNext), in the backend and on the host.
+  kernels::BackendArray<float> candidate_values_dev_;
+  kernels::BackendArray<int32_t> candidate_ids_dev_, all_finite_dev_;
+  std::vector<float> candidate_values_, row_;
+  std::vector<int32_t> candidate_ids_, all_finite_;
 };
 
 }  // namespace moe

@@ -51,11 +51,29 @@ int Sampler::Sample(const float* logits, int64_t vocab) {
   } else {
     std::sort(order_.begin(), order_.end(), by_logit);
   }
+  sorted_.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) sorted_[i] = logits[order_[i]];
+  return Draw(sorted_.data(), order_.data(), n);
+}
+
+int64_t Sampler::CandidatesNeeded(int64_t vocab) const {
+  if (params_.temperature == 0 || params_.top_k == 1) return 1;
+  if (params_.top_k > 0) return std::min<int64_t>(params_.top_k, vocab);
+  return 0;
+}
+
+int Sampler::SampleFromCandidates(const float* values, const int32_t* ids, int64_t n) {
+  if (params_.temperature == 0 || params_.top_k == 1) return ids[0];  // the first max
+  if (params_.top_k > 0) n = std::min<int64_t>(n, params_.top_k);
+  return Draw(values, ids, n);
+}
+
+int Sampler::Draw(const float* values, const int32_t* ids, int64_t n) {
   probs_.resize(static_cast<size_t>(n));
-  const double max_logit = logits[order_[0]];
+  const double max_logit = values[0];
   double total = 0;
   for (int64_t i = 0; i < n; ++i) {
-    probs_[i] = std::exp((logits[order_[i]] - max_logit) / params_.temperature);
+    probs_[i] = std::exp((values[i] - max_logit) / params_.temperature);
     total += probs_[i];
   }
   if (params_.top_p < 1) {
@@ -70,9 +88,9 @@ int Sampler::Sample(const float* logits, int64_t vocab) {
   double cumulative = 0;
   for (int64_t i = 0; i < n; ++i) {
     cumulative += probs_[i];
-    if (u < cumulative) return order_[i];
+    if (u < cumulative) return ids[i];
   }
-  return order_[n - 1];
+  return ids[n - 1];
 }
 
 }  // namespace moe

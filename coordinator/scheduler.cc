@@ -145,17 +145,23 @@ absl::Status Scheduler::Step() {
     owners.push_back(seq.get());
     budget -= static_cast<int64_t>(n);
   }
-  absl::Status status = runner_->Forward(chunks, &logits_);
+  absl::Status status = runner_->Forward(chunks, /*logits=*/nullptr);
   if (!status.ok()) return status;
 
-  const int64_t vocab = runner_->config().vocab_size;
+  // Sequences whose prompt is now all in the cache draw their next token.
+  std::vector<Sampler*> samplers(chunks.size(), nullptr);
   for (size_t i = 0; i < chunks.size(); ++i) {
     Sequence* seq = owners[i];
     if (seq->next_token < 0) {
       seq->prefilled += chunks[i].tokens.size();
       if (seq->prefilled < seq->request.prompt.size()) continue;  // more prompt to come
     }
-    Advance(seq, logits_.data() + static_cast<int64_t>(i) * vocab);
+    samplers[i] = &seq->sampler;
+  }
+  status = runner_->SampleNext(samplers, &sampled_);
+  if (!status.ok()) return status;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (samplers[i] != nullptr) Advance(owners[i], sampled_[i]);
   }
   running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
   absl::MutexLock lock(&mu_);
@@ -163,9 +169,8 @@ absl::Status Scheduler::Step() {
   return absl::OkStatus();
 }
 
-bool Scheduler::Advance(Sequence* seq, const float* logits) {
+bool Scheduler::Advance(Sequence* seq, int32_t id) {
   const MixtralConfig& c = runner_->config();
-  const int32_t id = seq->sampler.Sample(logits, c.vocab_size);
   if (seq->generated++ == 0) seq->first_token = absl::Now();
   const bool eos = std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) != c.eos_token_ids.end();
   StreamEvent event;

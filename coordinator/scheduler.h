@@ -136,8 +136,8 @@ class Scheduler {
 
   void Admit();
   void DropCancelledWaiting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Samples the next token of `seq` from `logits`; returns true when the sequence finished.
-  bool Advance(Sequence* seq, const float* logits);
+  // Streams `id`, the next token of `seq`; returns true when the sequence finished.
+  bool Advance(Sequence* seq, int32_t id);
   // Frees the sequence's KV cache and removes it from running_ (leaves a null to compact).
   void Finish(Sequence* seq);
 
@@ -155,7 +155,7 @@ class Scheduler {
 
   // Engine thread only.
   std::vector<std::unique_ptr<Sequence>> running_;
-  std::vector<float> logits_;
+  std::vector<int32_t> sampled_;  // the step's next tokens, reused
 };
 
 }  // namespace moe

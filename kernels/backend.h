@@ -73,6 +73,14 @@ class Backend {
                            const float* weights, int64_t n_tokens, int top_k, int64_t hidden,
                            float* residual) = 0;
 
+  // Sampling candidates. Per row of logits [rows, vocab]: the k largest logits by falling value,
+  // ties to the lower id, NaN ranked as -inf (values hold the logits themselves): values and ids
+  // [rows, k]; all_finite[row] = 1 when every logit of the row is finite, else 0. 1 <= k <= vocab,
+  // and k <= max_sample_candidates().
+  virtual void TopK(const float* logits, int64_t rows, int64_t vocab, int k, float* values,
+                    int32_t* ids, int32_t* all_finite) = 0;
+  virtual int max_sample_candidates() const = 0;
+
   // Waits for queued work; returns the first failure since the backend was made.
   virtual absl::Status Sync() = 0;
 };

@@ -66,6 +66,9 @@ void GatherRows(const float* x, const int64_t* source_row, int64_t n_rows, int64
 void CombineRows(const float* expert_out, const int64_t* slot, const int32_t* experts,
                  const float* weights, int64_t n_tokens, int top_k, int64_t hidden,
                  float* residual);
+// Sampling candidates (see Backend::TopK).
+void TopK(const float* logits, int64_t rows, int64_t vocab, int k, float* values, int32_t* ids,
+          int32_t* all_finite);
 }  // namespace reference
 
 }  // namespace moe::kernels

@@ -70,6 +70,12 @@ class CpuBackendImpl final : public Backend {
                    float* residual) override {
     reference::CombineRows(expert_out, slot, experts, weights, n_tokens, top_k, hidden, residual);
   }
+  void TopK(const float* logits, int64_t rows, int64_t vocab, int k, float* values, int32_t* ids,
+            int32_t* all_finite) override {
+    reference::TopK(logits, rows, vocab, k, values, ids, all_finite);
+  }
+  // CUDA's limit, so that both backends take the same sampling paths.
+  int max_sample_candidates() const override { return 1024; }
   absl::Status Sync() override { return absl::OkStatus(); }
 };
 

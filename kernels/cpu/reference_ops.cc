@@ -121,6 +121,24 @@ void RouteTopK(const float* logits, int64_t n, int n_experts, int top_k, int32_t
   }
 }
 
+void TopK(const float* logits, int64_t rows, int64_t vocab, int k, float* values, int32_t* ids,
+          int32_t* all_finite) {
+  std::vector<int32_t> order(static_cast<size_t>(vocab));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = logits + r * vocab;
+    auto key = [x](int32_t i) { return std::isnan(x[i]) ? -std::numeric_limits<float>::infinity() : x[i]; };
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+      return key(a) > key(b) || (key(a) == key(b) && a < b);
+    });
+    for (int j = 0; j < k; ++j) {
+      values[r * k + j] = x[order[j]];
+      ids[r * k + j] = order[j];
+    }
+    all_finite[r] = std::all_of(x, x + vocab, [](float v) { return std::isfinite(v); }) ? 1 : 0;
+  }
+}
+
 void GatherRows(const float* x, const int64_t* source_row, int64_t n_rows, int64_t hidden,
                 float* out) {
   for (int64_t r = 0; r < n_rows; ++r) {

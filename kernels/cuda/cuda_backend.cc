@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -188,6 +189,18 @@ class CudaBackend final : public Backend {
     }
     Record(MOE_CUDA_STATUS(LaunchRouteTopK(logits, n, n_experts, top_k, experts, weights, stream_)));
   }
+  void TopK(const float* logits, int64_t rows, int64_t vocab, int k, float* values, int32_t* ids,
+            int32_t* all_finite) override {
+    if (!Enter()) return;
+    if (k < 1 || k > kMaxSampleCandidates || k > vocab || vocab > INT32_MAX) {
+      Record(absl::InvalidArgumentError(absl::StrCat("CUDA top-k takes 1..", kMaxSampleCandidates,
+                                                     " candidates of at most 2^31 logits; got ", k,
+                                                     " of ", vocab)));
+      return;
+    }
+    Record(MOE_CUDA_STATUS(LaunchTopK(logits, rows, vocab, k, values, ids, all_finite, stream_)));
+  }
+  int max_sample_candidates() const override { return kMaxSampleCandidates; }
   void GatherRows(const float* x, const int64_t* source_row, int64_t n_rows, int64_t hidden,
                   float* out) override {
     if (Enter()) Record(MOE_CUDA_STATUS(LaunchGatherRows(x, source_row, n_rows, hidden, out, stream_)));

@@ -16,6 +16,8 @@ namespace moe::kernels::cuda {
 inline constexpr int kMaxHeadDim = 256;
 inline constexpr int kMaxExperts = 64;
 inline constexpr int kMaxTopK = 8;
+// Sampling candidates per row the GPU selects (one pass over the row per candidate).
+inline constexpr int kMaxSampleCandidates = 1024;
 
 cudaError_t LaunchEmbed(DType dtype, const void* table, int64_t hidden, const int32_t* tokens,
                         int64_t n, float* out, cudaStream_t stream);
@@ -41,5 +43,8 @@ cudaError_t LaunchGatherRows(const float* x, const int64_t* source_row, int64_t 
 cudaError_t LaunchCombineRows(const float* expert_out, const int64_t* slot, const int32_t* experts,
                               const float* weights, int64_t n_tokens, int top_k, int64_t hidden,
                               float* residual, cudaStream_t stream);
+
+cudaError_t LaunchTopK(const float* logits, int64_t rows, int64_t vocab, int k, float* values,
+                       int32_t* ids, int32_t* all_finite, cudaStream_t stream);
 
 }  // namespace moe::kernels::cuda

@@ -3,9 +3,12 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <random>
 #include <set>
+#include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/ops.h"
 
 namespace moe {
 namespace {
@@ -90,6 +93,50 @@ TEST(SamplerTest, TinyTopPIsGreedy) {
   p.top_k = 3;
   Sampler s(p);
   for (int i = 0; i < 50; ++i) EXPECT_EQ(s.Sample(kLogits.data(), 6), 1);
+}
+
+// What a GPU sends back (Backend::TopK's candidates) must give exactly the draws of the whole
+// row, for every setting that asks for candidates, over long draw sequences and with ties.
+TEST(SamplerTest, CandidatesGiveTheSameDrawsAsTheWholeRow) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const int64_t vocab = 5000;
+  std::vector<float> logits(vocab);
+  for (float& v : logits) v = normal(rng);
+  for (int64_t i = 0; i < vocab; i += 7) logits[i] = std::round(logits[i]);  // ties
+  struct Case {
+    float temperature;
+    int top_k;
+    float top_p;
+  };
+  int compared = 0;
+  for (const Case& c : {Case{0, 0, 1}, Case{0.7f, 1, 1}, Case{1.0f, 40, 1}, Case{0.8f, 40, 0.9f},
+                        Case{1.3f, 3, 1}, Case{0.5f, 1024, 0.95f}, Case{1.0f, 9000, 0.8f}}) {
+    SamplingParams p;
+    p.temperature = c.temperature;
+    p.top_k = c.top_k;
+    p.top_p = c.top_p;
+    p.seed = 99;
+    Sampler whole(p), from_candidates(p);
+    const int64_t k = from_candidates.CandidatesNeeded(vocab);
+    ASSERT_GT(k, 0);
+    std::vector<float> values(k);
+    std::vector<int32_t> ids(k);
+    int32_t finite = 0;
+    kernels::reference::TopK(logits.data(), 1, vocab, static_cast<int>(k), values.data(), ids.data(), &finite);
+    ASSERT_EQ(finite, 1);
+    for (int draw = 0; draw < 300; ++draw) {
+      ASSERT_EQ(from_candidates.SampleFromCandidates(values.data(), ids.data(), k),
+                whole.Sample(logits.data(), vocab))
+          << "T " << c.temperature << " top_k " << c.top_k << " top_p " << c.top_p << " draw " << draw;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 7 * 300);
+  // Sampling without top_k needs the whole row.
+  SamplingParams p;
+  p.temperature = 1.0f;
+  EXPECT_EQ(Sampler(p).CandidatesNeeded(vocab), 0);
 }
 
 TEST(SamplerTest, ValidatesParameters) {

@@ -142,6 +142,47 @@ TEST_P(GoldenTest, IncrementalMatchesTransformers) {
   }
 }
 
+// SampleNext (on a GPU: candidates chosen on the device) draws exactly what Sampler::Sample draws
+// from the same logits copied to the host, for every prompt's rows and every kind of sampling:
+// greedy, top-k with and without top-p, a top-k past the device's candidate limit, and top-p
+// alone (the whole-row path).
+TEST_P(GoldenTest, SampleNextEqualsSamplingTheLogits) {
+  ModelRunner* runner = engine_->runner();
+  const int64_t vocab = runner->config().vocab_size;
+  for (size_t p = 0; p < golden_["prompts"].size(); ++p) {
+    const std::vector<int32_t> prompt = Prompt(p);
+    KvCache cache = runner->NewCache();
+    std::vector<float> logits;
+    const SequenceChunk chunk{&cache, prompt, /*all_logits=*/true};
+    ASSERT_TRUE(runner->Forward({&chunk, 1}, &logits).ok());
+    const int64_t rows = static_cast<int64_t>(prompt.size());
+    for (auto [temperature, top_k, top_p] : {std::tuple{0.0f, 0, 1.0f}, {0.8f, 40, 1.0f},
+                                             {1.0f, 50, 0.9f}, {1.0f, 2000, 0.95f}, {0.7f, 0, 0.9f}}) {
+      SamplingParams params;
+      params.temperature = temperature;
+      params.top_k = top_k;
+      params.top_p = top_p;
+      for (int draw = 0; draw < 5; ++draw) {
+        std::vector<Sampler> on_engine, on_host;
+        for (int64_t r = 0; r < rows; ++r) {
+          params.seed = static_cast<uint64_t>(r * 31 + draw);
+          on_engine.emplace_back(params);
+          on_host.emplace_back(params);
+        }
+        std::vector<Sampler*> samplers;
+        for (Sampler& s : on_engine) samplers.push_back(&s);
+        std::vector<int32_t> tokens;
+        ASSERT_TRUE(runner->SampleNext(samplers, &tokens).ok());
+        for (int64_t r = 0; r < rows; ++r) {
+          ASSERT_EQ(tokens[r], on_host[r].Sample(logits.data() + r * vocab, vocab))
+              << name_ << " on " << device_ << " prompt " << p << " row " << r << " T " << temperature
+              << " top_k " << top_k << " top_p " << top_p;
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Transformers, GoldenTest,
                          ::testing::Combine(::testing::Values("swa_gqa4", "head_dim", "e4_top1",
                                                               "e8_top2_bf16", "f16_tied"),

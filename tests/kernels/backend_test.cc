@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -242,6 +243,48 @@ TEST_P(BackendTest, RouteTopKMatchesIncludingTies) {
     EXPECT_EQ(Out(experts, want_e.size()), want_e) << n_experts << " experts, top " << top_k;
     EXPECT_LT(RelErr(Out(weights, want_w.size()), want_w), 1e-6);
   }
+}
+
+// Sampling candidates: exact ids and values (a selection, no arithmetic), ties to the lower id,
+// NaN ranked last beside -inf, +inf first, and the finite flag per row.
+TEST_P(BackendTest, TopKSamplingCandidatesIncludingTiesAndNonFinite) {
+  const float inf = std::numeric_limits<float>::infinity();
+  for (auto [vocab, k] : {std::pair<int64_t, int>{1, 1}, {7, 7}, {1000, 1}, {1000, 3}, {32000, 1},
+                          {32003, 40}, {32000, 1024}, {4099, 257}}) {
+    const int64_t rows = 6;
+    std::vector<float> logits = Random(rows * vocab, 11, 3.0f);
+    // Row 1: coarse values, so ties abound; row 2: all equal; row 3: a NaN, a +inf and a -inf;
+    // row 4: every logit NaN; row 5: two +inf.
+    for (int64_t i = 0; i < vocab; ++i) {
+      logits[vocab + i] = std::round(logits[vocab + i]);
+      logits[2 * vocab + i] = 0.25f;
+      logits[4 * vocab + i] = std::nanf("");
+    }
+    logits[3 * vocab + vocab / 2] = std::nanf("");
+    logits[3 * vocab + vocab / 3] = inf;
+    logits[3 * vocab + vocab - 1] = -inf;
+    logits[5 * vocab + vocab - 1] = inf;
+    logits[5 * vocab + vocab / 4] = inf;
+    std::vector<float> want_v(rows * k);
+    std::vector<int32_t> want_i(rows * k), want_f(rows);
+    reference::TopK(logits.data(), rows, vocab, k, want_v.data(), want_i.data(), want_f.data());
+    float* values = In(std::vector<float>(rows * k));
+    int32_t* ids = In(std::vector<int32_t>(rows * k));
+    int32_t* finite = In(std::vector<int32_t>(rows));
+    b_->TopK(In(logits), rows, vocab, k, values, ids, finite);
+    EXPECT_EQ(Out(ids, want_i.size()), want_i) << "vocab " << vocab << ", k " << k;
+    const std::vector<float> got_v = Out(values, want_v.size());
+    EXPECT_EQ(std::memcmp(got_v.data(), want_v.data(), want_v.size() * sizeof(float)), 0)
+        << "vocab " << vocab << ", k " << k;
+    EXPECT_EQ(Out(finite, want_f.size()), want_f) << "vocab " << vocab << ", k " << k;
+  }
+  // The reference itself on a hand-made row.
+  const std::vector<float> row = {1.0f, std::nanf(""), 3.0f, 3.0f, -inf, 2.0f};
+  float v[6];
+  int32_t i[6], f = 1;
+  reference::TopK(row.data(), 1, 6, 6, v, i, &f);
+  EXPECT_EQ(std::vector<int32_t>(i, i + 6), (std::vector<int32_t>{2, 3, 5, 0, 1, 4}));
+  EXPECT_EQ(f, 0);
 }
 
 TEST_P(BackendTest, GatherAndCombineRows) {
