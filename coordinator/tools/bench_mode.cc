@@ -180,11 +180,17 @@ absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTi
   times->Reset();
   if (hooks.reset) hooks.reset();
   start = Clock::now();
+  // Greedy decoding as the server does it: the next token is picked where the logits are (on a
+  // GPU only the winner's id comes back).
+  int32_t next[] = {static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin())};
+  Sampler greedy(SamplingParams{});
+  Sampler* samplers[] = {&greedy};
+  std::vector<int32_t> sampled;
   for (int i = 0; i < n_decode; ++i) {
-    const int32_t next[] = {static_cast<int32_t>(
-        std::max_element(logits.begin(), logits.end()) - logits.begin())};
     const SequenceChunk step{&cache, next, false};
-    if (auto s = runner->Forward({&step, 1}, &logits); !s.ok()) return s;
+    if (auto s = runner->Forward({&step, 1}, /*logits=*/nullptr); !s.ok()) return s;
+    if (auto s = runner->SampleNext(samplers, &sampled); !s.ok()) return s;
+    next[0] = sampled[0];
   }
   const double decode_s = Seconds(start, Clock::now());
   // Peak memory before the bandwidth buffer below inflates it.

@@ -10,21 +10,7 @@ PY=${PYTHON:-/usr/bin/python3}
 export BUILD_DIR=$(dirname "$BIN")
 LAUNCH="$SRC/scripts/launch.sh"
 rm -rf "$WORK" && mkdir -p "$WORK"
-failures=0 passed=0
-pass() { passed=$((passed + 1)); echo "ok: $1"; }
-fail() { failures=$((failures + 1)); echo "FAIL: $1"; }
-
-# compare A.npy B.npy: relative error by norm under 1e-5, same shape.
-compare() {
-  "$PY" - "$1" "$2" <<'PYEOF'
-import sys, numpy as np
-a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
-assert a.shape == b.shape, (a.shape, b.shape)
-err = np.linalg.norm(a - b) / np.linalg.norm(b)
-print(f"rel err {err:.1e}")
-sys.exit(0 if err < 1e-5 else 1)
-PYEOF
-}
+source "$SRC/tests/integration/test_lib.sh"
 
 # logits_case NAME MODEL WORKERS [PLACEMENT]: prefill and incremental, cluster vs single process.
 logits_case() {

@@ -22,22 +22,8 @@ if ! "$BIN/moe-devices" | grep -q "NCCL data plane: built"; then
   echo "FAIL: this build has CUDA devices but no NCCL data plane"
   exit 1
 fi
-failures=0 passed=0
-pass() { passed=$((passed + 1)); echo "ok: $1"; }
-fail() { failures=$((failures + 1)); echo "FAIL: $1"; }
+source "$SRC/tests/integration/test_lib.sh"
 W=$(( gpus - 1 < 4 ? gpus - 1 : 4 ))   # coordinator + W workers, one GPU each
-
-# compare A.npy B.npy BOUND: relative error by norm under BOUND, same shape.
-compare() {
-  "$PY" - "$1" "$2" "$3" <<'PYEOF'
-import sys, numpy as np
-a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
-assert a.shape == b.shape, (a.shape, b.shape)
-err = np.linalg.norm(a - b) / np.linalg.norm(b)
-print(f"rel err {err:.1e}")
-sys.exit(0 if err < float(sys.argv[3]) else 1)
-PYEOF
-}
 
 G=$SRC/tests/golden
 for model in e8_top2_bf16 swa_gqa4 f16_tied; do
