@@ -76,7 +76,9 @@ std::string TelemetryAddress(const std::string& listen, int port) {
 
 // Ends the job after an error: a clean shutdown when every worker can still hear it, MPI_Abort
 // when one may be dead or out of step (it would never receive the shutdown).
-int Exit(const absl::Status& status, ClusterExchange* exchange) {
+// The data plane goes before MPI_Finalize: NCCL's finalize waits for the workers' (a barrier
+// among a host's ranks), and Open MPI's finalize waits for the workers' too.
+int Exit(const absl::Status& status, ClusterExchange* exchange, std::unique_ptr<DataPlane>* plane) {
   int code = 0;
   if (absl::IsCancelled(status)) {
     code = 128 + g_signal.load();
@@ -90,6 +92,7 @@ int Exit(const absl::Status& status, ClusterExchange* exchange) {
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
   if (exchange != nullptr) exchange->Shutdown();
+  plane->reset();
   MPI_Finalize();
   return code;
 }
@@ -203,7 +206,7 @@ int Main(int argc, char** argv) {
   };
   auto finish = [&](const absl::Status& s) {
     send_endpoint("");
-    return Exit(s, &exchange);
+    return Exit(s, &exchange, &plane);
   };
   for (const RankReport& r : reports) {
     if (!r.ok) {
@@ -215,6 +218,9 @@ int Main(int argc, char** argv) {
   if (!data_plane.ok()) return finish(data_plane.status());
   if (absl::GetFlag(FLAGS_telemetry_interval_ms) < 10) {
     return finish(absl::InvalidArgumentError("--telemetry-interval-ms must be >= 10"));
+  }
+  if (!(absl::GetFlag(FLAGS_worker_timeout_s) > 0)) {
+    return finish(absl::InvalidArgumentError("--worker-timeout-s must be > 0"));
   }
   if (!(absl::GetFlag(FLAGS_load_window_s) > 0)) {
     return finish(absl::InvalidArgumentError("--load-window-s must be > 0"));

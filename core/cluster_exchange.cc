@@ -116,7 +116,8 @@ absl::Status ClusterExchange::ExchangeBackendRows(const ExpertBatch& batch, cons
     const int64_t n = static_cast<int64_t>(send_ids_[r].size());
     StepHeader& h = headers_[r];
     h = StepHeader{kStepMagic, static_cast<int32_t>(StepCommand::kForward), step_id_,
-                   batch.layer, n_experts, n, hidden, epoch, 0};
+                   batch.layer, n_experts, n, hidden, epoch,
+                   static_cast<uint32_t>(std::clamp(options_.worker_timeout_seconds, 0.0, 4e6) * 1e3)};
     MPI_Request req;
     MPI_Isend(&h, sizeof(h), MPI_BYTE, r, kHeaderTag, MPI_COMM_WORLD, &req);
     control.push_back(req);
@@ -251,6 +252,7 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
                                               ", rows ", h.n_rows, ")"));
     }
     const auto receive_start = Clock::now();
+    const double timeout = h.timeout_ms / 1e3 + 30.0;  // the coordinator gives up first
     const int n = static_cast<int>(h.n_rows);
     counts.resize(static_cast<size_t>(n_experts));
     ids.resize(static_cast<size_t>(n));
@@ -261,7 +263,7 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
       MPI_Irecv(ids.data(), n, MPI_INT32_T, kCoordinator, kIdsTag, MPI_COMM_WORLD, &requests[1]);
     }
     const std::vector<int> peers(requests.size(), kCoordinator);
-    MOE_RETURN_IF_ERROR(WaitAll(&requests, peers, 30.0, who + " receiving a dispatch"));
+    MOE_RETURN_IF_ERROR(WaitAll(&requests, peers, timeout, who + " receiving a dispatch"));
 
     // The layout must match the header, the ids and this worker's share of the placement.
     batch.layer = h.layer;
@@ -307,7 +309,7 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
     for (int e = 0; e < n_experts; ++e) {
       if (counts[e] > 0) data->Recv(rows + batch.expert_offsets[e] * h.hidden, counts[e] * h.hidden, kCoordinator);
     }
-    MOE_RETURN_IF_ERROR(data->Flush(30.0, who + " receiving a dispatch"));
+    MOE_RETURN_IF_ERROR(data->Flush(timeout, who + " receiving a dispatch"));
 
     const auto start = Clock::now();
     MOE_RETURN_IF_ERROR(in_backend ? runner->RunExpertsOnBackendRows(batch, rows, outputs)
@@ -318,10 +320,10 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
     for (int e = 0; e < n_experts; ++e) {
       if (counts[e] > 0) data->Send(outputs + batch.expert_offsets[e] * h.hidden, counts[e] * h.hidden, kCoordinator);
     }
-    MOE_RETURN_IF_ERROR(data->Flush(30.0, who + " returning outputs"));
+    MOE_RETURN_IF_ERROR(data->Flush(timeout, who + " returning outputs"));
     requests.assign(1, MPI_REQUEST_NULL);
     MPI_Isend(&reply, sizeof(reply), MPI_BYTE, kCoordinator, kReplyTag, MPI_COMM_WORLD, &requests[0]);
-    MOE_RETURN_IF_ERROR(WaitAll(&requests, {kCoordinator}, 30.0, who + " returning outputs"));
+    MOE_RETURN_IF_ERROR(WaitAll(&requests, {kCoordinator}, timeout, who + " returning outputs"));
     if (opt.observer != nullptr) {
       const auto done = Clock::now();
       const double* seconds = runner->LastExpertSeconds();

@@ -43,7 +43,10 @@ struct StepHeader {
   // Telemetry epoch (ResetLoad): workers zero their load counters when it changes, so resets fall
   // on the same step boundary on every rank. No telemetry data rides the data plane.
   uint32_t telemetry_epoch = 0;
-  uint32_t reserved = 0;
+  // The coordinator's --worker-timeout-s, in ms: a worker waits that long plus a margin for the
+  // rest of a step, so it never gives up on a step before the coordinator does (with NCCL, one
+  // worker's transfers can wait on a slower worker's).
+  uint32_t timeout_ms = 0;
 };
 
 struct ReplyHeader {

@@ -66,6 +66,7 @@ struct RankDevice {
   int32_t cuda_device = -1;  // -1: not computing on a GPU
   int32_t has_nccl = 0;
   char host[64] = {};
+  char gpu[32] = {};         // PCI bus id: CUDA_VISIBLE_DEVICES may number one GPU differently
 };
 
 // Why NCCL cannot carry this cluster's rows ("" when it can).
@@ -78,10 +79,10 @@ std::string WhyNotNccl(const std::vector<RankDevice>& ranks) {
   }
   for (size_t r = 0; r < ranks.size(); ++r) {
     for (size_t s = r + 1; s < ranks.size(); ++s) {
-      if (ranks[r].cuda_device == ranks[s].cuda_device &&
+      if (std::strncmp(ranks[r].gpu, ranks[s].gpu, sizeof(ranks[r].gpu)) == 0 &&
           std::strncmp(ranks[r].host, ranks[s].host, sizeof(ranks[r].host)) == 0) {
-        return absl::StrCat("ranks ", r, " and ", s, " share GPU ", ranks[r].cuda_device,
-                            " on host ", ranks[r].host, "; NCCL needs one GPU per rank");
+        return absl::StrCat("ranks ", r, " and ", s, " share GPU ", ranks[r].cuda_device, " (",
+                            ranks[r].gpu, ") on host ", ranks[r].host, "; NCCL needs one GPU per rank");
       }
     }
   }
@@ -129,6 +130,9 @@ absl::StatusOr<std::unique_ptr<DataPlane>> ConnectDataPlane(Transport requested,
   RankDevice mine;
   mine.cuda_device = backend != nullptr ? backend->cuda_device() : -1;
   mine.has_nccl = BuiltWithNccl() ? 1 : 0;
+  if (backend != nullptr) {
+    std::strncpy(mine.gpu, backend->physical_device().c_str(), sizeof(mine.gpu) - 1);
+  }
   gethostname(mine.host, sizeof(mine.host) - 1);
   std::vector<RankDevice> all(static_cast<size_t>(size));
   MPI_Allgather(&mine, sizeof(RankDevice), MPI_BYTE, all.data(), sizeof(RankDevice), MPI_BYTE,

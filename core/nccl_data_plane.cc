@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -107,7 +108,7 @@ class NcclDataPlane final : public DataPlane {
     if (!ended.ok()) return Break(ended);
     // Non-blocking: the group may still be being enqueued (connections are set up lazily, on the
     // first transfer between two ranks).
-    MOE_RETURN_IF_ERROR(WaitForComm(deadline, what, &transfers));
+    MOE_RETURN_IF_ERROR(WaitForComm(deadline, what, &transfers, timeout_seconds));
     MOE_CUDA_RETURN_IF_ERROR(cudaEventRecord(done_, stream_));
     Backoff backoff;
     for (;;) {
@@ -137,9 +138,10 @@ class NcclDataPlane final : public DataPlane {
     return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   }
 
-  // Polls a non-blocking communicator until its last call has finished.
+  // Polls a non-blocking communicator until its last call has finished. For a group of transfers,
+  // a deadline passed is blamed on their peers (seconds: the timeout, for the message).
   absl::Status WaitForComm(Clock::time_point deadline, const std::string& what,
-                           const std::vector<Transfer>* transfers = nullptr) {
+                           const std::vector<Transfer>* transfers = nullptr, double seconds = 0) {
     Backoff backoff;
     for (;;) {
       ncclResult_t state = ncclInProgress;
@@ -149,7 +151,7 @@ class NcclDataPlane final : public DataPlane {
       if (state != ncclInProgress) return Break(NcclError(state, what.c_str(), comm_, __FILE__, __LINE__));
       backoff.Pause();
       if (backoff.TimeToCheck() && Clock::now() > deadline) {
-        return Break(transfers != nullptr ? Timeout(what, 0, *transfers)
+        return Break(transfers != nullptr ? Timeout(what, seconds, *transfers)
                                           : absl::UnavailableError(absl::StrCat(
                                                 what, ": NCCL did not finish in time (a rank dead, "
                                                 "hung or unreachable?)")));
@@ -159,13 +161,12 @@ class NcclDataPlane final : public DataPlane {
 
   absl::Status Timeout(const std::string& what, double seconds, const std::vector<Transfer>& transfers) {
     std::vector<int> peers;
-    for (const Transfer& t : transfers) {
-      if (peers.empty() || peers.back() != t.peer) peers.push_back(t.peer);
-    }
-    return absl::UnavailableError(absl::StrCat(
-        what, ": NCCL transfers with rank(s) ", absl::StrJoin(peers, ", "), " did not finish",
-        seconds > 0 ? absl::StrCat(" within ", seconds, " s") : std::string(" in time"),
-        " (dead or hung?)"));
+    for (const Transfer& t : transfers) peers.push_back(t.peer);
+    std::sort(peers.begin(), peers.end());
+    peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+    return absl::UnavailableError(absl::StrCat(what, ": NCCL transfers with rank(s) ",
+                                               absl::StrJoin(peers, ", "), " did not finish within ",
+                                               seconds, " s (dead or hung?)"));
   }
 
   // After a failure the communicator's state is unknown: abort it (which also stops transfers

@@ -31,6 +31,9 @@ class Backend {
   virtual bool host_memory() const = 0;
   // The CUDA device this backend computes on, or -1 for the CPU (the NCCL exchange needs it).
   virtual int cuda_device() const { return -1; }
+  // The physical GPU, the same in every process on its host whatever CUDA_VISIBLE_DEVICES says
+  // (its PCI bus id, "0000:1B:00.0"); empty for the CPU.
+  virtual std::string physical_device() const { return ""; }
 
   // Memory. Allocate returns null when memory runs out; that failure is not kept (the backend
   // stays usable), so the caller reports it.

@@ -53,12 +53,16 @@ class CudaBackend final : public Backend {
     // Pointer-mode host (alpha, beta on the host) and no TF32: the defaults, stated.
     if (error_.ok()) Record(MOE_CUBLAS_STATUS(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH)));
     name_ = CudaDeviceName(device_);
+    char bus_id[32] = {};
+    if (error_.ok()) Record(MOE_CUDA_STATUS(cudaDeviceGetPCIBusId(bus_id, sizeof(bus_id), device_)));
+    bus_id_ = bus_id;
     return error_;
   }
 
   std::string Describe() const override { return absl::StrCat("cuda:", device_, " (", name_, ")"); }
   bool host_memory() const override { return false; }
   int cuda_device() const override { return device_; }
+  std::string physical_device() const override { return bus_id_; }
 
   void* Allocate(size_t bytes) override {
     if (!Enter()) return nullptr;
@@ -261,6 +265,7 @@ class CudaBackend final : public Backend {
 
   int device_;
   std::string name_;
+  std::string bus_id_;  // PCI bus id: names the physical GPU across processes
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   absl::Status error_;

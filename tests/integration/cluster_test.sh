@@ -92,6 +92,8 @@ expect_failure "bad token through the cluster" "token id 99999 is outside the vo
   --model "$M" --workers 2 -- --tokens 1,99999 --out "$WORK/x.npy"
 expect_failure "NCCL asked for on CPU ranks" "--exchange nccl: rank 0 does not compute on a GPU" \
   --model "$M" --workers 2 -- --exchange nccl --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "a worker timeout of 0" "--worker-timeout-s must be > 0" \
+  --model "$M" --workers 2 -- --worker-timeout-s 0 --tokens 1,2 --out "$WORK/x.npy"
 expect_failure "an unknown exchange" "--exchange must be auto, mpi or nccl, got 'pigeon'" \
   --model "$M" --workers 2 -- --exchange pigeon --tokens 1,2 --out "$WORK/x.npy"
 
