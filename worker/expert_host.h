@@ -19,10 +19,13 @@ namespace moe {
 class ExpertHost : public ExpertRunner {
  public:
   // weights: loaded with the experts this host owns; neither it nor backend is owned, and both
-  // must outlive the host. Fails when the backend cannot hold the experts.
+  // must outlive the host. Fails when the backend cannot hold the experts. time_experts: measure
+  // each expert's time (LastExpertSeconds, for load telemetry), which on a GPU waits for the
+  // device after every expert; off, a GPU host reports no per-expert times.
   static absl::StatusOr<std::unique_ptr<ExpertHost>> Create(const ModelWeights* weights,
                                                             kernels::Backend* backend,
-                                                            OpTimes* times = nullptr);
+                                                            OpTimes* times = nullptr,
+                                                            bool time_experts = true);
   // On the CPU backend, which cannot fail.
   explicit ExpertHost(const ModelWeights* weights, OpTimes* times = nullptr);
 
@@ -31,7 +34,9 @@ class ExpertHost : public ExpertRunner {
   bool TakesBackendRows(const kernels::Backend& memory) const override;
   absl::Status RunExpertsOnBackendRows(const ExpertBatch& layout, const float* rows,
                                        float* out) override;
-  const double* LastExpertSeconds() const override { return expert_seconds_.data(); }
+  const double* LastExpertSeconds() const override {
+    return time_experts_ || backend_->host_memory() ? expert_seconds_.data() : nullptr;
+  }
 
  private:
   ExpertHost(const ModelWeights* weights, kernels::Backend* backend, OpTimes* times);
@@ -44,6 +49,7 @@ class ExpertHost : public ExpertRunner {
   const ModelWeights* weights_;
   kernels::Backend* backend_;
   OpTimes* times_;
+  bool time_experts_ = true;
   std::vector<std::vector<ExpertWeights>> experts_;  // [layer][expert] as the backend reads them
   kernels::BackendArray<float> rows_;  // [rows, hidden] the batch, when not in host memory
   kernels::BackendArray<float> out_;   // [rows, hidden]

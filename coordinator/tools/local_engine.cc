@@ -10,7 +10,8 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Create(
   e->timed_ = timed;
   MOE_ASSIGN_OR_RETURN(e->backend_, kernels::MakeBackend(device));
   MOE_ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(model_dir));
-  MOE_ASSIGN_OR_RETURN(e->experts_, ExpertHost::Create(e->weights_.get(), e->backend_.get(), e->times()));
+  MOE_ASSIGN_OR_RETURN(e->experts_, ExpertHost::Create(e->weights_.get(), e->backend_.get(), e->times(),
+                                                     /*time_experts=*/timed));
   e->exchange_ = std::make_unique<InProcessExchange>(e->experts_.get());
   MOE_ASSIGN_OR_RETURN(e->runner_, ModelRunner::Create(e->weights_.get(), e->exchange_.get(),
                                                        e->backend_.get(), e->times()));
