@@ -21,7 +21,7 @@ std::vector<std::string> CudaDevices(std::string* why) {
   std::vector<std::string> names;
 #ifdef MOE_HAVE_CUDA
   const int n = cuda::CudaDeviceCount(why);
-  for (int d = 0; d < n; ++d) names.push_back(cuda::CudaDeviceName(d));
+  for (int d = 0; d < n; ++d) names.push_back(cuda::CudaDeviceSummary(d));
 #else
   if (why != nullptr) *why = "this build has no CUDA backend";
 #endif

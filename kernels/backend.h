@@ -154,8 +154,9 @@ std::unique_ptr<Backend> NewCpuBackend();
 // True when this build has the CUDA backend (nvcc was found and MOE_CUDA was not OFF).
 bool BuiltWithCuda();
 
-// The names of the GPUs this process sees, by index ("NVIDIA H100 80GB HBM3"); empty without
-// one, and `why` (optional) then says what CUDA answered or that the build has no CUDA.
+// The GPUs this process sees, by index ("NVIDIA H100 80GB HBM3, 79.1 GiB, compute capability
+// 9.0, 132 SMs, PCI 0000:1B:00.0"); empty without one, and `why` (optional) then says what CUDA
+// answered or that the build has no CUDA.
 std::vector<std::string> CudaDevices(std::string* why = nullptr);
 
 }  // namespace moe::kernels

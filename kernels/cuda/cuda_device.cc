@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace moe::kernels::cuda {
 
@@ -50,6 +51,16 @@ std::string CudaDeviceName(int device) {
   cudaDeviceProp prop;
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return "?";
   return prop.name;
+}
+
+std::string CudaDeviceSummary(int device) {
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return "?";
+  char bus_id[32] = {};
+  cudaDeviceGetPCIBusId(bus_id, sizeof(bus_id), device);
+  return absl::StrFormat("%s, %.1f GiB, compute capability %d.%d, %d SMs, PCI %s", prop.name,
+                         prop.totalGlobalMem / double(1 << 30), prop.major, prop.minor,
+                         prop.multiProcessorCount, bus_id);
 }
 
 }  // namespace moe::kernels::cuda

@@ -17,5 +17,7 @@ absl::StatusOr<int> ChooseCudaDevice(int requested);
 
 // "NVIDIA H100 80GB HBM3", or "?" when it cannot be read.
 std::string CudaDeviceName(int device);
+// The name with memory, compute capability, SMs and PCI bus id, for moe-devices.
+std::string CudaDeviceSummary(int device);
 
 }  // namespace moe::kernels::cuda
