@@ -1,11 +1,8 @@
 #include "core/data_plane.h"
 
-#include <unistd.h>
-
 #include <climits>
 #include <cstring>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "core/mpi_wait.h"
 
@@ -61,46 +58,9 @@ class MpiDataPlane final : public DataPlane {
   std::string oversized_;
 };
 
-// What every rank tells the others before the transport is chosen.
-struct RankDevice {
-  int32_t cuda_device = -1;  // -1: not computing on a GPU
-  int32_t has_nccl = 0;
-  char host[64] = {};
-  char gpu[32] = {};         // PCI bus id: CUDA_VISIBLE_DEVICES may number one GPU differently
-};
-
-// Why NCCL cannot carry this cluster's rows ("" when it can).
-std::string WhyNotNccl(const std::vector<RankDevice>& ranks) {
-  for (size_t r = 0; r < ranks.size(); ++r) {
-    if (!ranks[r].has_nccl) return absl::StrCat("rank ", r, " was built without NCCL");
-    if (ranks[r].cuda_device < 0) {
-      return absl::StrCat("rank ", r, " does not compute on a GPU (--device cuda on every rank)");
-    }
-  }
-  for (size_t r = 0; r < ranks.size(); ++r) {
-    for (size_t s = r + 1; s < ranks.size(); ++s) {
-      if (std::strncmp(ranks[r].gpu, ranks[s].gpu, sizeof(ranks[r].gpu)) == 0 &&
-          std::strncmp(ranks[r].host, ranks[s].host, sizeof(ranks[r].host)) == 0) {
-        return absl::StrCat("ranks ", r, " and ", s, " share GPU ", ranks[r].cuda_device, " (",
-                            ranks[r].gpu, ") on host ", ranks[r].host, "; NCCL needs one GPU per rank");
-      }
-    }
-  }
-  return "";
-}
-
 }  // namespace
 
 std::unique_ptr<DataPlane> NewMpiDataPlane() { return std::make_unique<MpiDataPlane>(); }
-
-absl::StatusOr<Transport> ParseTransport(absl::string_view name) {
-  const std::string n = absl::AsciiStrToLower(name);
-  if (n == "auto") return Transport::kAuto;
-  if (n == "mpi") return Transport::kMpi;
-  if (n == "nccl") return Transport::kNccl;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--exchange must be auto, mpi or nccl, got '", name, "'"));
-}
 
 bool BuiltWithNccl() {
 #ifdef MOE_HAVE_NCCL
@@ -127,27 +87,15 @@ absl::StatusOr<std::unique_ptr<DataPlane>> ConnectDataPlane(Transport requested,
   int32_t wanted = static_cast<int32_t>(requested);
   MPI_Bcast(&wanted, 1, MPI_INT32_T, 0, MPI_COMM_WORLD);
 
-  RankDevice mine;
-  mine.cuda_device = backend != nullptr ? backend->cuda_device() : -1;
-  mine.has_nccl = BuiltWithNccl() ? 1 : 0;
-  if (backend != nullptr) {
-    std::strncpy(mine.gpu, backend->physical_device().c_str(), sizeof(mine.gpu) - 1);
-  }
-  gethostname(mine.host, sizeof(mine.host) - 1);
+  const RankDevice mine = DescribeRank(backend, BuiltWithNccl());
   std::vector<RankDevice> all(static_cast<size_t>(size));
   MPI_Allgather(&mine, sizeof(RankDevice), MPI_BYTE, all.data(), sizeof(RankDevice), MPI_BYTE,
                 MPI_COMM_WORLD);
-  const std::string why_not = WhyNotNccl(all);
   std::string note;
-  Transport use = static_cast<Transport>(wanted);
-  if (use == Transport::kNccl && !why_not.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat("--exchange nccl: ", why_not));
-  }
-  if (use == Transport::kAuto) {
-    use = why_not.empty() ? Transport::kNccl : Transport::kMpi;
-    note = absl::StrCat(", chosen by --exchange auto: ",
-                        why_not.empty() ? "every rank computes on a GPU of its own" : why_not);
-  }
+  absl::StatusOr<Transport> chosen_transport =
+      ChooseTransport(static_cast<Transport>(wanted), all, &note);
+  if (!chosen_transport.ok()) return chosen_transport.status();
+  const Transport use = *chosen_transport;
   if (use == Transport::kMpi) {
     std::unique_ptr<DataPlane> plane = NewMpiDataPlane();
     if (chosen != nullptr) *chosen = plane->Describe() + note;

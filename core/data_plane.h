@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
+#include "core/transport_choice.h"
 #include "kernels/backend.h"
 
 namespace moe {
@@ -41,20 +41,16 @@ class DataPlane {
 // Host memory over MPI_COMM_WORLD point-to-point (non-blocking, waited with core/mpi_wait.h).
 std::unique_ptr<DataPlane> NewMpiDataPlane();
 
-// Which data plane the cluster uses (moe-coordinator --exchange).
-enum class Transport : int32_t { kAuto = 0, kMpi = 1, kNccl = 2 };
-absl::StatusOr<Transport> ParseTransport(absl::string_view name);  // auto | mpi | nccl
-
 // Whether this build has the NCCL data plane, and its NCCL version ("2.28.9"; empty without).
 bool BuiltWithNccl();
 std::string NcclVersion();
 
 // Collective over MPI_COMM_WORLD, on every rank after loading. Rank 0's `requested` decides
 // (others' is ignored); `backend` is the rank's compute backend, null when it failed to start.
-// NCCL is usable when every rank computes on CUDA, each on its own GPU (no two ranks on one
-// device of one host), and this build has NCCL; auto then picks it, and MPI otherwise. Every
-// rank gets a plane of the same kind, or the same error (nccl requested but unusable, or NCCL's
-// set-up failing on some rank, named). `chosen` (optional) says what was chosen and why.
+// Every rank describes itself to all, and all make the same ChooseTransport decision
+// (core/transport_choice.h); every rank gets a plane of the same kind, or the same error (nccl
+// requested but unusable, or NCCL's set-up failing on some rank, named). `chosen` (optional) says
+// what was chosen and why.
 absl::StatusOr<std::unique_ptr<DataPlane>> ConnectDataPlane(Transport requested,
                                                             kernels::Backend* backend,
                                                             std::string* chosen = nullptr);
