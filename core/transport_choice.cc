@@ -30,11 +30,14 @@ RankDevice DescribeRank(const kernels::Backend* backend, bool has_nccl) {
 }
 
 std::string WhyNotNccl(const std::vector<RankDevice>& ranks) {
+  // A rank off the GPU first: in a build without CUDA (so without NCCL) that is the real reason.
   for (size_t r = 0; r < ranks.size(); ++r) {
-    if (!ranks[r].has_nccl) return absl::StrCat("rank ", r, " was built without NCCL");
     if (ranks[r].cuda_device < 0) {
       return absl::StrCat("rank ", r, " does not compute on a GPU (--device cuda on every rank)");
     }
+  }
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    if (!ranks[r].has_nccl) return absl::StrCat("rank ", r, " was built without NCCL");
   }
   for (size_t r = 0; r < ranks.size(); ++r) {
     for (size_t s = r + 1; s < ranks.size(); ++s) {

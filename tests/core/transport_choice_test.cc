@@ -55,6 +55,9 @@ TEST(TransportChoiceTest, SharedGpuCpuRankOrNoNcclFallsBackOrFails) {
   no_nccl[1].has_nccl = 0;
   EXPECT_EQ(WhyNotNccl(no_nccl), "rank 1 was built without NCCL");
   EXPECT_FALSE(ChooseTransport(Transport::kNccl, no_nccl).ok());
+  // A build without CUDA has neither: the GPU is the reason given.
+  std::vector<RankDevice> no_cuda(2);
+  EXPECT_EQ(WhyNotNccl(no_cuda), "rank 0 does not compute on a GPU (--device cuda on every rank)");
 }
 
 TEST(TransportChoiceTest, ParsesTheFlagAndDescribesACpuRank) {
