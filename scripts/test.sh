@@ -4,12 +4,23 @@
 # (MOE_SKIP_SANITIZERS=1 skips that second pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ctest shows a skipped test or case only as skipped: print why, counted (the GPU tests on a
+# machine without a GPU).
+skip_reasons() {
+  local log=$1/Testing/Temporary/LastTest.log
+  if grep -q -e '^SKIP: ' -e '^no CUDA device: ' "$log" 2>/dev/null; then
+    echo "Skipped in $1, with the reasons (count, reason):"
+    grep -h -o -e '^SKIP: .*' -e '^no CUDA device: .*' "$log" | sort | uniq -c
+  fi
+}
 scripts/install-deps.sh
 scripts/build.sh
 ctest --test-dir build --output-on-failure --parallel 2
+skip_reasons build
 if [[ "${MOE_SKIP_SANITIZERS:-0}" != 1 ]]; then
   # CUDA code is not instrumented by the host sanitizers; leave it to the main build.
   BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo scripts/build.sh -DMOE_SANITIZE=ON -DMOE_CUDA=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure --parallel 2
+  skip_reasons build-asan
 fi
