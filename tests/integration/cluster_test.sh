@@ -6,10 +6,6 @@
 # usage: cluster_test.sh BIN_DIR SOURCE_DIR WORK_DIR   (PYTHON: an interpreter with numpy)
 set -u
 BIN=$1 SRC=$2 WORK=$3
-PY=${PYTHON:-/usr/bin/python3}
-export BUILD_DIR=$(dirname "$BIN")
-LAUNCH="$SRC/scripts/launch.sh"
-rm -rf "$WORK" && mkdir -p "$WORK"
 source "$SRC/tests/integration/test_lib.sh"
 
 # logits_case NAME MODEL WORKERS [PLACEMENT]: prefill and incremental, cluster vs single process.

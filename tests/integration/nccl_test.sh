@@ -8,10 +8,7 @@
 # usage: nccl_test.sh BIN_DIR SOURCE_DIR WORK_DIR   (PYTHON: an interpreter with numpy)
 set -u
 BIN=$1 SRC=$2 WORK=$3
-PY=${PYTHON:-/usr/bin/python3}
-export BUILD_DIR=$(dirname "$BIN")
-LAUNCH="$SRC/scripts/launch.sh"
-rm -rf "$WORK" && mkdir -p "$WORK"
+source "$SRC/tests/integration/test_lib.sh"
 
 gpus=$("$BIN/moe-devices" --count)
 if [[ $gpus -lt 2 ]]; then
@@ -22,7 +19,6 @@ if ! "$BIN/moe-devices" | grep -q "NCCL data plane: built"; then
   echo "FAIL: this build has CUDA devices but no NCCL data plane"
   exit 1
 fi
-source "$SRC/tests/integration/test_lib.sh"
 W=$(( gpus - 1 < 4 ? gpus - 1 : 4 ))   # coordinator + W workers, one GPU each
 
 G=$SRC/tests/golden

@@ -1,5 +1,10 @@
-# Shared by the mpirun test scripts: counting results, and comparing two logits dumps.
-# Expects PY (an interpreter with numpy).
+# Shared by the mpirun test scripts: their set-up, counting results, and comparing two logits
+# dumps. Sourced after BIN (the build's bin/), SRC (the source tree) and WORK (a scratch folder,
+# emptied here) are set; PYTHON names an interpreter with numpy.
+PY=${PYTHON:-/usr/bin/python3}
+export BUILD_DIR=$(dirname "$BIN")
+LAUNCH="$SRC/scripts/launch.sh"
+rm -rf "$WORK" && mkdir -p "$WORK"
 failures=0 passed=0
 pass() { passed=$((passed + 1)); echo "ok: $1"; }
 fail() { failures=$((failures + 1)); echo "FAIL: $1"; }

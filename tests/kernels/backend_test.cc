@@ -19,16 +19,11 @@
 namespace moe::kernels {
 namespace {
 
+using test_util::F32ToF16ForTest;
 using test_util::Random;
 using test_util::RelErr;
+using test_util::Weights;
 
-// Round to nearest even through the compiler's half type (the CPU does not convert to F16).
-uint16_t F32ToF16ForTest(float v) {
-  const _Float16 h = static_cast<_Float16>(v);
-  uint16_t bits;
-  std::memcpy(&bits, &h, 2);
-  return bits;
-}
 
 // x rounded to dtype and widened back: what a 16-bit GEMM multiplies.
 std::vector<float> RoundTo(DType dtype, std::vector<float> x) {
@@ -77,25 +72,9 @@ class BackendTest : public ::testing::TestWithParam<std::string> {
   std::vector<void*> buffers_;
 };
 
-// Weights of dtype with the float32 values they decode to (16-bit ones are rounded first).
-struct Weights {
-  std::vector<uint16_t> half;
-  std::vector<float> f32;
-  WeightMatrix matrix;
-};
+// Small weights, as a trained model's.
 Weights MakeWeights(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
-  Weights w;
-  w.f32 = Random(rows * cols, seed, 0.2f);
-  if (dtype != DType::kF32) {
-    for (float& v : w.f32) {
-      const uint16_t h = dtype == DType::kBF16 ? F32ToBF16(v) : F32ToF16ForTest(v);
-      w.half.push_back(h);
-      v = dtype == DType::kBF16 ? BF16ToF32(h) : F16ToF32(h);
-    }
-  }
-  w.matrix = WeightMatrix{dtype, w.half.empty() ? static_cast<const void*>(w.f32.data()) : w.half.data(),
-                          rows, cols};
-  return w;
+  return test_util::MakeWeights(dtype, rows, cols, seed, 0.2f);
 }
 
 TEST_P(BackendTest, MatMulEveryDType) {

@@ -17,39 +17,13 @@ namespace {
 using test_util::Random;
 using test_util::RelErr;
 
-// Weights stored in `dtype`, with the float32 values they decode to.
-struct TypedWeights {
-  std::vector<uint16_t> half;
-  std::vector<float> f32;
-  WeightMatrix matrix;
-};
-
-TypedWeights MakeWeights(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
-  TypedWeights w;
-  w.f32 = Random(rows * cols, seed, 0.5f);
-  if (dtype != DType::kF32) {
-    w.half.resize(w.f32.size());
-    for (size_t i = 0; i < w.f32.size(); ++i) {
-      if (dtype == DType::kBF16) {
-        w.half[i] = F32ToBF16(w.f32[i]);
-      } else {
-        // Round-trip through the compiler's half type to get an F16 encoding.
-        _Float16 h = static_cast<_Float16>(w.f32[i]);
-        std::memcpy(&w.half[i], &h, 2);
-      }
-    }
-  }
-  w.matrix = {dtype, dtype == DType::kF32 ? static_cast<const void*>(w.f32.data()) : w.half.data(),
-              rows, cols};
-  return w;
-}
 
 class MatMulTest : public ::testing::TestWithParam<std::tuple<DType, int64_t, int64_t, int64_t, int>> {};
 
 TEST_P(MatMulTest, MatchesReference) {
   const auto [dtype, m, n, k, threads] = GetParam();
   SetCpuThreads(threads);
-  const TypedWeights w = MakeWeights(dtype, n, k, 7);
+  const test_util::Weights w = test_util::MakeWeights(dtype, n, k, 7, 0.5f);
   const std::vector<float> x = Random(m * k, 11);
   std::vector<float> got(static_cast<size_t>(m * n)), want(static_cast<size_t>(m * n));
   MatMul(x.data(), m, w.matrix, got.data());
