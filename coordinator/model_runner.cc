@@ -41,11 +41,6 @@ ModelRunner::ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, 
   }
 }
 
-ModelRunner::ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, OpTimes* times)
-    : ModelRunner(weights, exchange, times, kernels::CpuBackend()) {
-  MOE_CHECK(Upload().ok());  // the CPU backend views the weights where they are
-}
-
 absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const ModelWeights* weights,
                                                                  ExpertExchange* exchange,
                                                                  kernels::Backend* backend,
@@ -60,22 +55,23 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const ModelWeig
 
 absl::Status ModelRunner::Upload() {
   kernels::Backend* b = backend_;
-  MOE_ASSIGN_OR_RETURN(embed_, b->Upload(weights_->embed));
-  MOE_ASSIGN_OR_RETURN(lm_head_, weights_->lm_head.data == weights_->embed.data
-                                     ? absl::StatusOr<WeightMatrix>(embed_)
-                                     : b->Upload(weights_->lm_head));
+  const ModelWeights& all = *weights_;
+  // The lm_head before the embedding: tied, they are one tensor, read in place by lookups and
+  // (on a CPU that packs) copied for the product, so its pages must end up resident.
+  MOE_ASSIGN_OR_RETURN(lm_head_, UploadWeight(all, weights_->lm_head, b));
+  MOE_ASSIGN_OR_RETURN(embed_, UploadWeight(all, weights_->embed, b, kernels::WeightUse::kLookup));
   MOE_ASSIGN_OR_RETURN(final_norm_, b->Upload(weights_->final_norm));
   layers_.clear();
   for (const LayerWeights& layer : weights_->layers) {
     const AttentionLayerWeights& w = layer.attention;
     LayerTensors t;
     MOE_ASSIGN_OR_RETURN(t.input_norm, b->Upload(w.input_norm));
-    MOE_ASSIGN_OR_RETURN(t.q_proj, b->Upload(w.q_proj));
-    MOE_ASSIGN_OR_RETURN(t.k_proj, b->Upload(w.k_proj));
-    MOE_ASSIGN_OR_RETURN(t.v_proj, b->Upload(w.v_proj));
-    MOE_ASSIGN_OR_RETURN(t.o_proj, b->Upload(w.o_proj));
+    MOE_ASSIGN_OR_RETURN(t.q_proj, UploadWeight(all, w.q_proj, b));
+    MOE_ASSIGN_OR_RETURN(t.k_proj, UploadWeight(all, w.k_proj, b));
+    MOE_ASSIGN_OR_RETURN(t.v_proj, UploadWeight(all, w.v_proj, b));
+    MOE_ASSIGN_OR_RETURN(t.o_proj, UploadWeight(all, w.o_proj, b));
     MOE_ASSIGN_OR_RETURN(t.post_norm, b->Upload(w.post_norm));
-    MOE_ASSIGN_OR_RETURN(t.router, b->Upload(w.router, /*as_f32=*/true));
+    MOE_ASSIGN_OR_RETURN(t.router, UploadWeight(all, w.router, b, kernels::WeightUse::kMatMulF32));
     layers_.push_back(t);
   }
   return b->Sync();

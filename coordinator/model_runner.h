@@ -38,8 +38,6 @@ class ModelRunner {
                                                              ExpertExchange* exchange,
                                                              kernels::Backend* backend,
                                                              OpTimes* times = nullptr);
-  // On the CPU backend, which cannot fail.
-  ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, OpTimes* times = nullptr);
 
   // Runs every chunk's tokens as one batch through all layers, appending to their caches.
   // logits: [rows, vocab], rows in chunk order (all of a chunk's tokens, or its last); null keeps

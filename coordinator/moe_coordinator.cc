@@ -144,8 +144,9 @@ int Main(int argc, char** argv) {
   auto weights = LoadModelWeights(model, options);
   // The attention side on this rank's device (reported with the load, like a missing file).
   std::unique_ptr<kernels::Backend> backend;
+  const kernels::DeviceOptions device = cli::DeviceFlags();
   if (weights.ok()) {
-    absl::StatusOr<std::unique_ptr<kernels::Backend>> made = kernels::MakeBackend(cli::DeviceFlags());
+    absl::StatusOr<std::unique_ptr<kernels::Backend>> made = kernels::MakeBackend(device);
     if (made.ok()) {
       backend = std::move(*made);
     } else {
@@ -153,7 +154,8 @@ int Main(int argc, char** argv) {
     }
   }
   const std::vector<RankReport> reports = GatherRankReports(ReportLoad(
-      0, 0, weights, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
+      0, 0, weights, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+      device.cpu_numerics));
   std::printf("moe-coordinator: ranks started:\n%s", FormatRankReports(reports).c_str());
   std::fflush(stdout);
 
@@ -208,12 +210,7 @@ int Main(int argc, char** argv) {
     send_endpoint("");
     return Exit(s, &exchange, &plane);
   };
-  for (const RankReport& r : reports) {
-    if (!r.ok) {
-      return finish(absl::FailedPreconditionError(absl::StrCat(
-          r.rank == 0 ? "coordinator" : absl::StrCat("worker rank ", r.rank), ": ", r.error)));
-    }
-  }
+  if (absl::Status s = CheckRankReports(reports); !s.ok()) return finish(s);
   if (!transport.ok()) return finish(transport.status());
   if (!data_plane.ok()) return finish(data_plane.status());
   if (absl::GetFlag(FLAGS_telemetry_interval_ms) < 10) {

@@ -47,12 +47,12 @@ absl::StatusOr<ExpertPlacement> SharePlacement(const absl::StatusOr<ExpertPlacem
 
 RankReport ReportLoad(int rank, int experts_hosted,
                       const absl::StatusOr<std::unique_ptr<ModelWeights>>& weights,
-                      double load_seconds) {
+                      double load_seconds, kernels::MatMulNumerics cpu_numerics) {
   RankReport r;
   r.rank = rank;
+  r.cpu_numerics = static_cast<int32_t>(cpu_numerics);
   r.experts_hosted = experts_hosted;
   if (weights.ok()) {
-    PrefaultWeights(**weights);
     r.mapped_bytes = (*weights)->mapped_bytes;
   } else {
     r.ok = 0;
@@ -61,6 +61,25 @@ RankReport ReportLoad(int rank, int experts_hosted,
   r.resident_bytes = ResidentBytes();
   r.load_seconds = load_seconds;
   return r;
+}
+
+absl::Status CheckRankReports(const std::vector<RankReport>& reports) {
+  auto who = [](int rank) { return rank == 0 ? std::string("coordinator") : absl::StrCat("worker rank ", rank); };
+  for (const RankReport& r : reports) {
+    if (!r.ok) return absl::FailedPreconditionError(absl::StrCat(who(r.rank), ": ", r.error));
+  }
+  auto name = [](int32_t numerics) {
+    return numerics == static_cast<int32_t>(kernels::MatMulNumerics::kFloat32) ? "f32" : "fast";
+  };
+  for (const RankReport& r : reports) {
+    if (r.cpu_numerics != reports.front().cpu_numerics) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          who(r.rank), " runs --cpu-numerics ", name(r.cpu_numerics), ", the coordinator ",
+          name(reports.front().cpu_numerics), ": give every rank the same (scripts/launch.sh "
+          "--cpu-numerics does)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::vector<RankReport> GatherRankReports(const RankReport& mine) {

@@ -22,16 +22,22 @@ struct RankReport {
   int32_t ok = 1;                  // 0: this rank failed to start; error says why
   int32_t experts_hosted = 0;      // (layer, expert) pairs
   int64_t mapped_bytes = 0;        // weight bytes this rank uses
-  int64_t resident_bytes = 0;      // VmRSS after loading and prefaulting
+  int64_t resident_bytes = 0;      // VmRSS after loading
   double load_seconds = 0;
+  int32_t cpu_numerics = 0;        // kernels::MatMulNumerics this rank multiplies with
   char error[512] = {};
 };
 
-// This rank's report after loading: on success prefaults the weights and records their bytes and
-// the resident memory; on failure records the error.
+// This rank's report after loading: on success records the weights' bytes and the resident
+// memory (a worker reports after its experts are uploaded, the coordinator before its runner
+// uploads the attention side); on failure records the error.
 RankReport ReportLoad(int rank, int experts_hosted,
                       const absl::StatusOr<std::unique_ptr<ModelWeights>>& weights,
-                      double load_seconds);
+                      double load_seconds, kernels::MatMulNumerics cpu_numerics);
+
+// Rank 0's check of the reports: the first failed rank's error, or a rank whose CPU products
+// differ from the coordinator's (results would then depend on placement).
+absl::Status CheckRankReports(const std::vector<RankReport>& reports);
 
 // Collective over MPI_COMM_WORLD: rank 0 gets every rank's report (in rank order), others get {}.
 std::vector<RankReport> GatherRankReports(const RankReport& mine);

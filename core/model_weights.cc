@@ -201,23 +201,22 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string
   return w;
 }
 
-void PrefaultWeights(const ModelWeights& w) {
-  std::vector<const WeightMatrix*> all = {&w.embed, &w.lm_head};
-  for (const LayerWeights& l : w.layers) {
-    const AttentionLayerWeights& a = l.attention;
-    for (const WeightMatrix* m : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &a.router}) all.push_back(m);
-    for (const ExpertWeights& e : l.experts) {
-      for (const WeightMatrix* m : {&e.w1, &e.w2, &e.w3}) all.push_back(m);
+absl::StatusOr<WeightMatrix> UploadWeight(const ModelWeights& weights, const WeightMatrix& loaded,
+                                          kernels::Backend* backend, kernels::WeightUse use) {
+  const int64_t bytes = loaded.rows * loaded.cols * DTypeSize(loaded.dtype);
+  for (const auto& file : weights.files) file->PopulatePages(loaded.data, bytes);
+  MOE_ASSIGN_OR_RETURN(WeightMatrix uploaded, backend->Upload(loaded, use));
+  if (uploaded.data != loaded.data) {
+    for (const auto& file : weights.files) {
+      if (file->ReleasePages(loaded.data, bytes)) break;
     }
+    return uploaded;
   }
   const long page = sysconf(_SC_PAGESIZE);
+  const char* p = static_cast<const char*>(loaded.data);
   volatile uint64_t sink = 0;  // volatile: the reads are the point
-  for (const WeightMatrix* m : all) {
-    if (m->data == nullptr) continue;
-    const char* p = static_cast<const char*>(m->data);
-    const int64_t bytes = m->rows * m->cols * DTypeSize(m->dtype);
-    for (int64_t off = 0; off < bytes; off += page) sink = sink + static_cast<unsigned char>(p[off]);
-  }
+  for (int64_t off = 0; off < bytes; off += page) sink = sink + static_cast<unsigned char>(p[off]);
+  return uploaded;
 }
 
 int64_t ResidentBytes() {

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "core/config.h"
 #include "core/safetensors.h"
+#include "kernels/backend.h"
 #include "kernels/ops.h"
 
 namespace moe {
@@ -61,9 +62,14 @@ struct LoadOptions {
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string& model_dir,
                                                                const LoadOptions& options = {});
 
-// Reads every page of the tensors this process uses, so that they are resident before the first
-// request (and resident memory reports mean something). Pages of unused tensors stay on disk.
-void PrefaultWeights(const ModelWeights& weights);
+// `loaded` (one of weights' tensors) as `backend` reads it for `use` (Backend::Upload), and its
+// mapped pages settled: when the backend made its own copy (packed CPU panels, GPU memory), the
+// pages are released, so the checkpoint is not resident twice (they fault back in if read);
+// when the backend reads the mapping in place, every page is read now, so that the tensor is
+// resident before the first request and resident-memory reports mean something.
+absl::StatusOr<WeightMatrix> UploadWeight(const ModelWeights& weights, const WeightMatrix& loaded,
+                                          kernels::Backend* backend,
+                                          kernels::WeightUse use = kernels::WeightUse::kMatMul);
 
 // This process's resident set size in bytes (VmRSS), 0 if unknown.
 int64_t ResidentBytes();

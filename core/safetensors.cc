@@ -77,6 +77,28 @@ const SafetensorsTensor* SafetensorsFile::Find(const std::string& name) const {
   return it == tensors_.end() ? nullptr : &it->second;
 }
 
+bool SafetensorsFile::ReleasePages(const void* data, int64_t bytes) const {
+  const char* p = static_cast<const char*>(data);
+  if (!owns_mapping_ || p < base_ || bytes < 0 || p + bytes > base_ + size_) return false;
+  // Only whole pages inside the range: a page shared with a neighbouring tensor stays.
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) / page * page;
+  // A private read-only file mapping: MADV_DONTNEED discards no data, only this mapping of it.
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  return true;
+}
+
+void SafetensorsFile::PopulatePages(const void* data, int64_t bytes) const {
+  const char* p = static_cast<const char*>(data);
+  if (!owns_mapping_ || p < base_ || bytes <= 0 || p + bytes > base_ + size_) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p) / page * page;
+  // Advice: a kernel before 5.14 answers EINVAL, and the pages then fault in when read.
+  ::madvise(reinterpret_cast<void*>(begin), reinterpret_cast<uintptr_t>(p) + bytes - begin,
+            MADV_POPULATE_READ);
+}
+
 absl::Status SafetensorsFile::ParseHeader() {
   auto bad = [this](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat(path_, ": invalid safetensors file: ", what));

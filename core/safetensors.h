@@ -37,6 +37,15 @@ class SafetensorsFile {
   const std::map<std::string, SafetensorsTensor>& tensors() const { return tensors_; }
   const SafetensorsTensor* Find(const std::string& name) const;
 
+  // When [data, data + bytes) lies in this file's own mapping, drops the pages that hold nothing
+  // else from this process (they fault back in from the file if read again) and returns true.
+  // For a caller that copied the bytes elsewhere: the checkpoint then costs no resident memory
+  // twice. False, doing nothing, for other memory and for FromBuffer files.
+  bool ReleasePages(const void* data, int64_t bytes) const;
+  // Maps the pages of [data, data + bytes) in one go, reading them from disk if need be, instead
+  // of one page fault at a time (a large cost in a VM). Nothing for memory outside the mapping.
+  void PopulatePages(const void* data, int64_t bytes) const;
+
  private:
   SafetensorsFile() = default;
   absl::Status ParseHeader();

@@ -29,7 +29,7 @@ std::vector<std::string> CudaDevices(std::string* why) {
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceOptions& options) {
-  if (options.device == "cpu") return NewCpuBackend();
+  if (options.device == "cpu") return NewCpuBackend(options.cpu_numerics);
   if (options.device != "cuda") {
     return absl::InvalidArgumentError(
         absl::StrCat("--device must be cpu or cuda, got '", options.device, "'"));

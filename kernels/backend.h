@@ -21,6 +21,13 @@
 
 namespace moe::kernels {
 
+// What a weight is uploaded for.
+enum class WeightUse : uint8_t {
+  kMatMul,     // MatMul's w, in its own dtype
+  kMatMulF32,  // MatMul's w widened to float32 (the router: choices must not flip on rounding)
+  kLookup,     // Embed's table
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -43,17 +50,22 @@ class Backend {
   virtual void ToHost(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void Copy(void* dst, const void* src, size_t bytes) = 0;
 
-  // A weight as this backend's MatMul and Embed read it: the CPU returns w unchanged (a view into
-  // the mapped checkpoint); CUDA copies it to the device in its own dtype, or widened to float32
-  // with as_f32. The copy lives as long as the backend.
-  virtual absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, bool as_f32 = false) = 0;
+  // A weight (row-major, as loaded) as this backend reads it for `use`. When the result's data
+  // differs from w.data the backend made a copy, which lives as long as the backend, and no
+  // longer reads w: the CPU packs weights for MatMul into its kernels' panels (on CPUs with
+  // AVX-512; elsewhere, and for kLookup, it returns w itself, a view into the mapped checkpoint);
+  // CUDA copies every weight to the device.
+  virtual absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, WeightUse use = WeightUse::kMatMul) = 0;
   virtual absl::StatusOr<const float*> Upload(const std::vector<float>& v) = 0;
 
   // out[i, :] = float32(table[tokens[i], :]).
   virtual void Embed(const WeightMatrix& table, const int32_t* tokens, int64_t n, float* out) = 0;
-  // y[m, w.rows] = x[m, w.cols] @ w^T, float32 accumulation. CUDA rounds x to w's dtype first
-  // when w is 16-bit (cuBLAS multiplies like types), so it matches the CPU to 16-bit precision.
+  // y[m, w.rows] = x[m, w.cols] @ w^T, float32 accumulation. With 16-bit w, CUDA rounds x to w's
+  // dtype first (cuBLAS multiplies like types); the CPU does so for BF16 when made with
+  // MatMulNumerics::kRoundActivations on a CPU with AVX512_BF16 (see kernels/ops.h).
   virtual void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y) = 0;
+  // Whether MatMul with weights of this dtype multiplies x rounded to that dtype.
+  virtual bool RoundsActivations(DType weights) const = 0;
   virtual void RmsNorm(const float* x, const float* weight, int64_t m, int64_t n, float eps,
                        float* y) = 0;
   virtual void ApplyRope(float* x, const int32_t* positions, int64_t m, int n_heads, int head_dim,
@@ -137,19 +149,25 @@ class BackendArray {
   int64_t capacity_ = 0;
 };
 
-// Which backend a process runs on, from --device and --cuda-device.
+// Which backend a process runs on, from --device, --cuda-device and --cpu-numerics.
 struct DeviceOptions {
   std::string device = "cpu";  // "cpu" or "cuda"
   int cuda_device = -1;        // -1: OMPI_COMM_WORLD_LOCAL_RANK modulo the GPUs present
+  // The CPU's products with BF16 weights (kernels/ops.h); CUDA always rounds (cuBLAS).
+  MatMulNumerics cpu_numerics = MatMulNumerics::kRoundActivations;
 };
 
 // The backend named by options, or why it cannot be had: an unknown name, a build without CUDA,
 // or no GPU (one line each, for the command-line tools to print).
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceOptions& options);
 
-// The process-wide CPU backend (stateless, so one serves every caller), and a fresh one.
-Backend* CpuBackend();
-std::unique_ptr<Backend> NewCpuBackend();
+// A CPU backend. It owns the packed copies of the weights uploaded through it.
+std::unique_ptr<Backend> NewCpuBackend(
+    MatMulNumerics numerics = MatMulNumerics::kRoundActivations);
+
+// One line on the CPU's matrix products: which kernels run and how they multiply, e.g.
+// "packed AVX-512 kernels, BF16 weights x activations rounded to BF16 (vdpbf16ps)".
+std::string DescribeCpuMatMul(MatMulNumerics numerics);
 
 // True when this build has the CUDA backend (nvcc was found and MOE_CUDA was not OFF).
 bool BuiltWithCuda();

@@ -9,12 +9,19 @@
 
 namespace moe::kernels {
 
-// A row-major weight matrix as stored in the checkpoint (nn.Linear layout): [rows = out, cols = in].
+// How a weight matrix's elements lie in memory.
+enum class WeightLayout : uint8_t {
+  kRowMajor,   // [rows, cols], as the checkpoint stores it
+  kCpuPanels,  // column panels for the CPU's register-blocked kernels (kernels/cpu/packed_matmul.h)
+};
+
+// A weight matrix in nn.Linear's orientation: [rows = out, cols = in].
 struct WeightMatrix {
   DType dtype = DType::kF32;
   const void* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
+  WeightLayout layout = WeightLayout::kRowMajor;
 };
 
 // Causal grouped-query attention of one sequence's new rows against its KV cache.
@@ -27,8 +34,22 @@ struct AttentionShape {
   int64_t window = 0;       // 0: full causal; else query at p sees keys p-window+1 .. p
 };
 
-// y[m, w.rows] = x[m, w.cols] @ w^T, accumulated in float32.
-void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y);
+// How a product with 16-bit weights treats the float32 activations.
+enum class MatMulNumerics : uint8_t {
+  // BF16 weights multiply x rounded to BF16 (round to nearest even, once per call) with the CPU's
+  // BF16 dot-product instruction, as llama.cpp and GPU engines do; needs AVX512_BF16 and packed
+  // weights, and is the float32 path otherwise. F16 and F32 weights always take the float32 path.
+  kRoundActivations,
+  // Every product is the float32 product of the exactly widened weight and the float32 x.
+  kFloat32,
+};
+
+// y[m, w.rows] = x[m, w.cols] @ w^T, accumulated in float32. Packed weights (kCpuPanels) run the
+// register-blocked kernels, whose rows never depend on m or on each other (batch invariance);
+// row-major weights run the fallback for CPUs without AVX-512: a GEMV for m <= 4, widened tiles
+// and OpenBLAS above, always float32 products.
+void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y,
+            MatMulNumerics numerics = MatMulNumerics::kFloat32);
 
 // y[m, n] = weight[n] * x / sqrt(mean(x^2) + eps), row by row; y may alias x.
 void RmsNorm(const float* x, const float* weight, int64_t m, int64_t n, float eps, float* y);

@@ -2,7 +2,8 @@
 # Launches the cluster: one moe-coordinator (rank 0) and W moe-worker ranks, MPMD, under Open MPI.
 #
 # usage: scripts/launch.sh --model DIR --workers W [--hostfile F] [--placement F] [--threads N]
-#                          [--device cpu|cuda] [--dry-run] [--] [coordinator arguments...]
+#                          [--device cpu|cuda] [--cpu-numerics fast|f32] [--dry-run]
+#                          [--] [coordinator arguments...]
 #   e.g. scripts/launch.sh --model models/demo --workers 4 -- --prompt "Hello" --max-new-tokens 16
 #
 # Flags it gives mpirun, and why:
@@ -19,11 +20,12 @@
 # Threads: --threads N for every rank; by default the coordinator gets every core and each worker
 # cores/W (at least 1): the coordinator computes while workers wait, and the other way round.
 # --device cuda: every rank computes on the GPU its node-local rank names (modulo the node's GPUs).
+# --cpu-numerics: how every rank's CPU products treat activations (the ranks must agree).
 # Environment: MPIRUN overrides the mpirun binary; BUILD_DIR (default build) holds bin/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BUILD_DIR:-$ROOT/build}/bin
-MODEL="" WORKERS="" HOSTFILE="" PLACEMENT="" THREADS="" DEVICE=cpu DRY=0
+MODEL="" WORKERS="" HOSTFILE="" PLACEMENT="" THREADS="" DEVICE=cpu NUMERICS=fast DRY=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --model) MODEL=$2; shift 2 ;;
@@ -32,9 +34,10 @@ while [[ $# -gt 0 ]]; do
     --placement) PLACEMENT=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --device) DEVICE=$2; shift 2 ;;
+    --cpu-numerics) NUMERICS=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -62,9 +65,11 @@ else
 fi
 COORD_THREADS=${THREADS:-$CORES}
 WORKER_THREADS=${THREADS:-$(( CORES / WORKERS > 0 ? CORES / WORKERS : 1 ))}
-COORD=(-np 1 "$BIN/moe-coordinator" --model "$MODEL" --threads "$COORD_THREADS" --device "$DEVICE")
+COORD=(-np 1 "$BIN/moe-coordinator" --model "$MODEL" --threads "$COORD_THREADS" --device "$DEVICE"
+       --cpu-numerics "$NUMERICS")
 [[ -n $PLACEMENT ]] && COORD+=(--placement "$PLACEMENT")
-WORKER=(-np "$WORKERS" "$BIN/moe-worker" --model "$MODEL" --threads "$WORKER_THREADS" --device "$DEVICE")
+WORKER=(-np "$WORKERS" "$BIN/moe-worker" --model "$MODEL" --threads "$WORKER_THREADS" --device "$DEVICE"
+        --cpu-numerics "$NUMERICS")
 CMD=("${MPIRUN:-mpirun}" "${MPI_ARGS[@]}" "${COORD[@]}" "$@" : "${WORKER[@]}")
 echo "launch.sh: ${CMD[*]}" >&2
 [[ $DRY -eq 1 ]] && exit 0

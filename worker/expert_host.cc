@@ -11,11 +11,6 @@ ExpertHost::ExpertHost(const ModelWeights* weights, kernels::Backend* backend, O
     : weights_(weights), backend_(backend), times_(times), rows_(backend), out_(backend),
       gate_(backend), up_(backend) {}
 
-ExpertHost::ExpertHost(const ModelWeights* weights, OpTimes* times)
-    : ExpertHost(weights, kernels::CpuBackend(), times) {
-  MOE_CHECK(Upload().ok());  // the CPU backend views the weights where they are
-}
-
 absl::StatusOr<std::unique_ptr<ExpertHost>> ExpertHost::Create(const ModelWeights* weights,
                                                                 kernels::Backend* backend,
                                                                 OpTimes* times, bool time_experts) {
@@ -33,9 +28,9 @@ absl::Status ExpertHost::Upload() {
     for (size_t e = 0; e < layer.experts.size(); ++e) {
       if (!layer.owned[e]) continue;
       ExpertWeights& w = experts_[l][e];
-      MOE_ASSIGN_OR_RETURN(w.w1, backend_->Upload(layer.experts[e].w1));
-      MOE_ASSIGN_OR_RETURN(w.w2, backend_->Upload(layer.experts[e].w2));
-      MOE_ASSIGN_OR_RETURN(w.w3, backend_->Upload(layer.experts[e].w3));
+      MOE_ASSIGN_OR_RETURN(w.w1, UploadWeight(*weights_, layer.experts[e].w1, backend_));
+      MOE_ASSIGN_OR_RETURN(w.w2, UploadWeight(*weights_, layer.experts[e].w2, backend_));
+      MOE_ASSIGN_OR_RETURN(w.w3, UploadWeight(*weights_, layer.experts[e].w3, backend_));
     }
   }
   return backend_->Sync();

@@ -26,8 +26,6 @@ class ExpertHost : public ExpertRunner {
                                                             kernels::Backend* backend,
                                                             OpTimes* times = nullptr,
                                                             bool time_experts = true);
-  // On the CPU backend, which cannot fail.
-  explicit ExpertHost(const ModelWeights* weights, OpTimes* times = nullptr);
 
   absl::Status RunExperts(const ExpertBatch& batch, float* out) override;
   // Its own backend's memory, or any host memory when it runs on the CPU.

@@ -62,8 +62,9 @@ int Main(int argc, char** argv) {
   // missing file, by the coordinator, and this rank then refuses work.
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<ExpertHost> host;
+  const kernels::DeviceOptions device = cli::DeviceFlags();
   if (weights.ok()) {
-    absl::StatusOr<std::unique_ptr<kernels::Backend>> made = kernels::MakeBackend(cli::DeviceFlags());
+    absl::StatusOr<std::unique_ptr<kernels::Backend>> made = kernels::MakeBackend(device);
     absl::StatusOr<std::unique_ptr<ExpertHost>> hosted =
         made.ok() ? ExpertHost::Create(weights->get(), made->get()) : made.status();
     if (hosted.ok()) {
@@ -75,7 +76,8 @@ int Main(int argc, char** argv) {
   }
   GatherRankReports(ReportLoad(
       rank, placement->CountOwned(rank), weights,
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+      device.cpu_numerics));
   // The data plane, as the coordinator decides; it reports a failure, and this rank then refuses
   // work and answers the shutdown over MPI.
   absl::StatusOr<std::unique_ptr<DataPlane>> data_plane =

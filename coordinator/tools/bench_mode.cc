@@ -1,23 +1,33 @@
-// Benchmark mode: prefill and decode speed with a per-op breakdown, peak memory, and the decode
-// roofline from this machine's measured memory bandwidth. Prints figures and judges nothing.
+// Benchmark mode: prefill and decode speed for batches of sequences, with a per-op breakdown,
+// peak memory, and each figure next to this machine's measured limits (memory bandwidth, peak
+// arithmetic rate). Prints figures and judges nothing.
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "coordinator/tools/modes.h"
+#include "core/status_macros.h"
 #include "kernels/cpu/cpu_features.h"
-#include "kernels/cpu/simd_kernels.h"
+#include "kernels/cpu/probes.h"
 #include "kernels/cpu/thread_pool.h"
 
-ABSL_FLAG(int, bench_prompt_tokens, 512, "benchmark: prefill length");
+ABSL_FLAG(int, bench_prompt_tokens, 512, "benchmark: prompt length of each sequence");
 ABSL_FLAG(int, bench_decode_tokens, 32, "benchmark: decode steps after the prefill");
+ABSL_FLAG(std::string, batch, "1",
+          "benchmark: sequences decoded together, one run per entry of a comma-separated list "
+          "(as llama-batched-bench -npl): e.g. 1,16,64");
 ABSL_FLAG(int, bandwidth_mib, 2048, "buffer size for the memory bandwidth measurement");
 
 namespace moe::cli {
@@ -35,30 +45,6 @@ std::string CpuModel() {
     if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
   }
   return "unknown CPU";
-}
-
-// Read bandwidth with the engine's threads: every thread sums its share of a buffer far larger
-// than the caches with SIMD loads; best of several passes.
-double MeasureReadBandwidth(int64_t bytes) {
-  const int64_t n = bytes / 4;
-  std::vector<float> buf(static_cast<size_t>(n));
-  const int64_t tasks = kernels::CpuThreads();
-  kernels::ParallelFor(tasks, [&](int64_t t) {  // first touch from the threads that will read
-    for (int64_t i = t * n / tasks; i < (t + 1) * n / tasks; ++i) buf[i] = 1.0f;
-  });
-  std::vector<float> sums(static_cast<size_t>(tasks));
-  double best = 0;
-  for (int pass = 0; pass < 5; ++pass) {
-    const auto start = Clock::now();
-    kernels::ParallelFor(tasks, [&](int64_t t) {
-      const int64_t b = t * n / tasks, e = (t + 1) * n / tasks;
-      sums[t] = kernels::simd::Sum(buf.data() + b, e - b);
-    });
-    best = std::max(best, static_cast<double>(bytes) / Seconds(start, Clock::now()));
-  }
-  volatile float sink = sums[0];
-  (void)sink;
-  return best;
 }
 
 // A device's memory bandwidth: a device-to-device copy of `bytes`, counting bytes read and
@@ -88,24 +74,84 @@ int64_t PeakResidentBytes() {
   return 0;
 }
 
-// Bytes of weights one decode step reads: attention and router of every layer, top-k experts per
-// layer, one embedding row, the lm_head. Computed from the config so that it also holds on a
-// coordinator that maps no expert; experts are taken to share the attention weights' dtype.
-double ActiveBytesPerToken(const ModelWeights& w) {
-  auto bytes = [](const WeightMatrix& m) { return static_cast<double>(m.rows * m.cols * DTypeSize(m.dtype)); };
-  const MixtralConfig& c = w.config;
-  double total = bytes(w.lm_head) + static_cast<double>(c.hidden_size * DTypeSize(w.embed.dtype));
-  for (const LayerWeights& l : w.layers) {
-    const AttentionLayerWeights& a = l.attention;
-    total += bytes(a.q_proj) + bytes(a.k_proj) + bytes(a.v_proj) + bytes(a.o_proj) + bytes(a.router);
-    total += static_cast<double>(c.num_experts_per_tok) * 3 * c.intermediate_size * c.hidden_size *
-             DTypeSize(a.q_proj.dtype);
+// The model's weights by role, from the config (so that it holds on a coordinator that maps no
+// expert): parameters and bytes. Experts are taken to share the attention weights' dtype.
+struct WeightCosts {
+  double dense_params = 0;   // attention projections and router, all layers
+  double lm_head_params = 0;
+  double expert_params = 0;  // one expert of one layer
+  double bytes_per_param = 2;
+  int layers = 0, top_k = 0, n_experts = 0;
+  double attention_width = 0;  // heads * head_dim: attention scores cost 4 * width FLOP per key
+
+  explicit WeightCosts(const ModelWeights& w) {
+    auto params = [](const WeightMatrix& m) { return static_cast<double>(m.rows * m.cols); };
+    const MixtralConfig& c = w.config;
+    for (const LayerWeights& l : w.layers) {
+      const AttentionLayerWeights& a = l.attention;
+      dense_params += params(a.q_proj) + params(a.k_proj) + params(a.v_proj) + params(a.o_proj) +
+                      params(a.router);
+    }
+    lm_head_params = params(w.lm_head);
+    expert_params = 3.0 * c.intermediate_size * c.hidden_size;
+    bytes_per_param = DTypeSize(w.layers.empty() ? w.lm_head.dtype : w.layers[0].attention.q_proj.dtype);
+    layers = c.num_hidden_layers;
+    top_k = c.num_experts_per_tok;
+    n_experts = c.num_local_experts;
+    attention_width = static_cast<double>(c.num_attention_heads) * c.head_dim;
   }
-  return total;
+  // Weight bytes one decode step of batch 1 reads: the dense weights, top_k experts per layer,
+  // the lm_head.
+  double ActiveBytesPerToken() const {
+    return (dense_params + lm_head_params + layers * top_k * expert_params) * bytes_per_param;
+  }
+  // FLOP of `tokens` tokens through the layers (2 per weight and token, plus attention scores
+  // and weighted values over `keys_per_token` keys on average), and lm_head for `logit_rows`.
+  double Flops(double tokens, double keys_per_token, double logit_rows) const {
+    return 2 * tokens * (dense_params + layers * top_k * expert_params) +
+           4 * tokens * keys_per_token * attention_width * layers + 2 * logit_rows * lm_head_params;
+  }
+};
+
+// What this machine offers, measured once per run.
+struct MachineLimits {
+  double bandwidth = 0;  // bytes/s
+  double peak = 0;       // FLOP/s of the products the weights' dtype runs, 0 if unknown
+  const char* peak_name = "";
+};
+
+MachineLimits MeasureLimits(kernels::Backend* backend, DType dtype) {
+  MachineLimits m;
+  const int64_t probe_bytes = int64_t{absl::GetFlag(FLAGS_bandwidth_mib)} << 20;
+  if (!backend->host_memory()) {
+    m.bandwidth = MeasureDeviceBandwidth(backend, probe_bytes);
+    std::printf("device memory bandwidth (measured, device-to-device copy, read + write): %.1f GB/s\n",
+                m.bandwidth / 1e9);
+    return m;
+  }
+  m.bandwidth = kernels::MeasureReadBandwidth(probe_bytes);
+  const double bf16 = kernels::MeasureBf16DotPeak(), fma = kernels::MeasureF32FmaPeak();
+  std::printf("measured with %d threads: memory read bandwidth %.1f GB/s; peak BF16 dot products "
+              "%.0f GFLOP/s (vdpbf16ps), float32 FMA %.0f GFLOP/s (register-only loops)\n",
+              kernels::CpuThreads(), m.bandwidth / 1e9, bf16 / 1e9, fma / 1e9);
+  if (backend->RoundsActivations(dtype)) {
+    m.peak = bf16;
+    m.peak_name = "BF16 dot-product peak";
+  } else {
+    m.peak = fma;
+    m.peak_name = "float32 FMA peak";
+  }
+  return m;
 }
 
-void PrintBreakdown(const char* phase, const OpTimes& times, double total, int layers,
-                    int steps) {
+std::string OfPeak(double flops_per_s, const MachineLimits& m) {
+  if (m.peak <= 0) return "";
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), ", %.0f%% of the %s", 100.0 * flops_per_s / m.peak, m.peak_name);
+  return buf;
+}
+
+void PrintBreakdown(const char* phase, const OpTimes& times, double total, int layers, int steps) {
   std::printf("  %s time by op:", phase);
   for (int i = 0; i < static_cast<int>(Op::kCount); ++i) {
     const double s = times.seconds[i];
@@ -125,100 +171,189 @@ void PrintBreakdown(const char* phase, const OpTimes& times, double total, int l
               per_layer_ms({Op::kExperts}), per_layer_ms({Op::kCombine}));
 }
 
+absl::StatusOr<std::vector<int>> BatchSizes() {
+  std::vector<int> sizes;
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_batch), ',')) {
+    int b = 0;
+    if (!absl::SimpleAtoi(part, &b) || b < 1 || b > 4096) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--batch must be a comma-separated list of sequence counts in [1, 4096], got '",
+          absl::GetFlag(FLAGS_batch), "'"));
+    }
+    sizes.push_back(b);
+  }
+  return sizes;
+}
+
+// One benchmark run: `batch` sequences of `n_prompt` random tokens prefilled in steps of at most
+// max(n_prompt, 512) tokens (whole prompts), then `n_decode` greedy steps decoding all of them.
+class BatchRun {
+ public:
+  BatchRun(ModelRunner* runner, int batch, int n_prompt) : runner_(runner), batch_(batch) {
+    std::mt19937 rng(1234);
+    const MixtralConfig& c = runner->config();
+    prompts_.assign(static_cast<size_t>(batch), std::vector<int32_t>(static_cast<size_t>(n_prompt)));
+    for (auto& p : prompts_) {
+      for (auto& t : p) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
+      p[0] = c.bos_token_id;
+    }
+    for (int b = 0; b < batch; ++b) caches_.push_back(runner->NewCache());
+    const int budget = std::max(n_prompt, 512);
+    per_step_ = std::max(1, budget / n_prompt);
+  }
+
+  // Prefills sequences [0, n) (all by default); leaves next_[b] for each.
+  absl::Status Prefill(int n = -1) {
+    if (n < 0) n = batch_;
+    next_.assign(static_cast<size_t>(batch_), 0);
+    std::vector<float> logits;
+    const int64_t vocab = runner_->config().vocab_size;
+    for (int first = 0; first < n; first += per_step_) {
+      std::vector<SequenceChunk> chunks;
+      for (int b = first; b < std::min(n, first + per_step_); ++b) {
+        chunks.push_back(SequenceChunk{&caches_[b], prompts_[b], false, static_cast<uint64_t>(b + 1)});
+      }
+      MOE_RETURN_IF_ERROR(runner_->Forward(chunks, &logits));
+      for (size_t i = 0; i < chunks.size(); ++i) {
+        const float* row = logits.data() + i * vocab;
+        next_[first + i] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // One greedy step of sequences [0, n), picked where the logits are, as the server does (on a
+  // GPU only the winners' ids come back). Counts the distinct experts each layer touched.
+  absl::Status DecodeStep(int n = -1) {
+    if (n < 0) n = batch_;
+    std::vector<SequenceChunk> chunks;
+    for (int b = 0; b < n; ++b) {
+      chunks.push_back(SequenceChunk{&caches_[b], absl::Span<const int32_t>(&next_[b], 1), false,
+                                     static_cast<uint64_t>(b + 1)});
+    }
+    MOE_RETURN_IF_ERROR(runner_->Forward(chunks, /*logits=*/nullptr));
+    for (const Routing& r : runner_->last_routing()) {
+      touched_experts_ += static_cast<double>(std::set<int32_t>(r.expert.begin(), r.expert.end()).size());
+    }
+    std::vector<Sampler> greedy(static_cast<size_t>(n), Sampler(SamplingParams{}));
+    std::vector<Sampler*> samplers;
+    for (Sampler& s : greedy) samplers.push_back(&s);
+    std::vector<int32_t> sampled;
+    MOE_RETURN_IF_ERROR(runner_->SampleNext(samplers, &sampled));
+    std::copy(sampled.begin(), sampled.end(), next_.begin());
+    return absl::OkStatus();
+  }
+
+  double touched_experts() const { return touched_experts_; }  // summed over steps and layers
+  void ResetCounts() { touched_experts_ = 0; }
+  int64_t kv_bytes() const {
+    int64_t bytes = 0;
+    for (const KvCache& c : caches_) bytes += c.bytes();
+    return bytes;
+  }
+
+ private:
+  ModelRunner* runner_;
+  int batch_;
+  int per_step_ = 1;
+  std::vector<std::vector<int32_t>> prompts_;
+  std::vector<KvCache> caches_;
+  std::vector<int32_t> next_;
+  double touched_experts_ = 0;
+};
+
+absl::Status RunBatch(ModelRunner* runner, const WeightCosts& cost, const MachineLimits& limits,
+                      int batch, OpTimes* times, const BenchHooks& hooks) {
+  const MixtralConfig& c = runner->config();
+  const int n_prompt = absl::GetFlag(FLAGS_bench_prompt_tokens);
+  const int n_decode = absl::GetFlag(FLAGS_bench_decode_tokens);
+  // Warm-up, untimed: faults every page in, sizes every scratch buffer for the largest prefill
+  // step and for decoding the whole batch.
+  {
+    BatchRun warm(runner, batch, n_prompt);
+    MOE_RETURN_IF_ERROR(warm.Prefill());
+    for (int i = 0; i < std::min(n_decode, 2); ++i) MOE_RETURN_IF_ERROR(warm.DecodeStep());
+  }
+  BatchRun run(runner, batch, n_prompt);
+  const std::string label = batch == 1 ? "batch 1" : absl::StrCat("batch ", batch);
+
+  if (times != nullptr) times->Reset();
+  if (hooks.reset) hooks.reset();
+  auto start = Clock::now();
+  MOE_RETURN_IF_ERROR(run.Prefill());
+  const double prefill_s = Seconds(start, Clock::now());
+  const double prompt_tokens = static_cast<double>(batch) * n_prompt;
+  const double prefill_flops = cost.Flops(prompt_tokens, (n_prompt + 1) / 2.0, batch);
+  std::printf("%s prefill: %d x %d tokens in %.3f s = %.1f tokens/s; %.0f GFLOP/s%s\n",
+              label.c_str(), batch, n_prompt, prefill_s, prompt_tokens / prefill_s,
+              prefill_flops / prefill_s / 1e9, OfPeak(prefill_flops / prefill_s, limits).c_str());
+  if (times != nullptr) PrintBreakdown("prefill", *times, prefill_s, c.num_hidden_layers, 1);
+  if (hooks.report) hooks.report("prefill");
+
+  if (times != nullptr) times->Reset();
+  if (hooks.reset) hooks.reset();
+  run.ResetCounts();
+  start = Clock::now();
+  for (int i = 0; i < n_decode; ++i) MOE_RETURN_IF_ERROR(run.DecodeStep());
+  const double decode_s = Seconds(start, Clock::now());
+  // Per step: the dense weights and lm_head once, each touched expert once.
+  const double steps = std::max(1, n_decode);
+  const double step_bytes =
+      (cost.dense_params + cost.lm_head_params + run.touched_experts() / steps * cost.expert_params) *
+      cost.bytes_per_param;
+  const double step_flops = cost.Flops(batch, n_prompt + n_decode / 2.0, batch);
+  const double memory_s = step_bytes / limits.bandwidth;
+  const double compute_s = limits.peak > 0 ? step_flops / limits.peak : 0;
+  const double bound_s = std::max(memory_s, compute_s);
+  const double step_s = decode_s / steps;
+  const double tps = batch * n_decode / decode_s;
+  std::printf("%s decode: %d steps in %.3f s = %.2f tokens/s (%.1f ms per step: %.2f GB of weights "
+              "touched, %.1f GFLOP)\n",
+              label.c_str(), n_decode, decode_s, tps, 1e3 * step_s, step_bytes / 1e9, step_flops / 1e9);
+  std::printf("  limits per step: memory %.1f ms (%.1f GB/s measured)%s -> at most %.1f tokens/s; "
+              "this run %.0f%% of that, %.0f%% of the bandwidth%s\n",
+              1e3 * memory_s, limits.bandwidth / 1e9,
+              compute_s > 0 ? absl::StrFormat(", compute %.1f ms (%s)", 1e3 * compute_s, limits.peak_name).c_str() : "",
+              batch / bound_s, 100.0 * bound_s / step_s, 100.0 * memory_s / step_s,
+              OfPeak(step_flops / step_s, limits).c_str());
+  std::printf("  over the run: %.1f generated tokens/s (prefill and decode)\n",
+              batch * n_decode / (prefill_s + decode_s));
+  if (times != nullptr) PrintBreakdown("decode", *times, decode_s, c.num_hidden_layers, n_decode);
+  if (hooks.report) hooks.report("decode");
+  std::printf("  KV cache of the run: %.1f MB\n", run.kv_bytes() / 1e6);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTimes* times,
                           const BenchHooks& hooks) {
+  MOE_ASSIGN_OR_RETURN(const std::vector<int> batches, BatchSizes());
+  const MixtralConfig& c = runner->config();
+  const int n_prompt = absl::GetFlag(FLAGS_bench_prompt_tokens);
+  const int n_decode = absl::GetFlag(FLAGS_bench_decode_tokens);
+  if (n_prompt < 1 || n_decode < 0 || n_prompt + n_decode > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(
+        "--bench-prompt-tokens/--bench-decode-tokens do not fit the model's context");
+  }
   std::printf("machine: %s, %u cores visible; %s\n", CpuModel().c_str(),
               std::thread::hardware_concurrency(), kernels::DescribeCpuPaths().c_str());
   kernels::Backend* backend = runner->backend();
-  const bool on_device = !backend->host_memory();
   std::printf("attention side computes on: %s\n", backend->Describe().c_str());
-  const MixtralConfig& c = runner->config();
+  const WeightCosts cost(weights);
+  const DType dtype = weights.layers.empty() ? weights.lm_head.dtype : weights.layers[0].attention.q_proj.dtype;
   std::printf("model: %s, weights %s, %.2f GB mapped by this process\n", c.Summary().c_str(),
-              DTypeName(weights.lm_head.dtype), weights.mapped_bytes / 1e9);
-
-  const int n_prompt = absl::GetFlag(FLAGS_bench_prompt_tokens);
-  const int n_decode = absl::GetFlag(FLAGS_bench_decode_tokens);
-  if (n_prompt < 1 || n_prompt + n_decode > c.max_position_embeddings) {
-    return absl::InvalidArgumentError("--bench-prompt-tokens/--bench-decode-tokens do not fit the model's context");
+              DTypeName(dtype), weights.mapped_bytes / 1e9);
+  // Peak memory now, before the bandwidth probe's buffer and any batch's KV cache.
+  std::printf("peak RSS of this process after loading: %.2f GB\n", PeakResidentBytes() / 1e9);
+  const MachineLimits limits = MeasureLimits(backend, dtype);
+  const double active = cost.ActiveBytesPerToken();
+  std::printf("decode roofline at batch 1: %.2f tokens/s (%.3f GB of active weights per token)\n",
+              limits.bandwidth / active, active / 1e9);
+  for (int batch : batches) {
+    MOE_RETURN_IF_ERROR(RunBatch(runner, cost, limits, batch, times, hooks));
   }
-  std::mt19937 rng(1234);
-  std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
-  for (auto& t : prompt) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
-  prompt[0] = c.bos_token_id;
-
-  std::vector<float> logits;
-  // Warm-up, the same work once untimed: faults the mapped weights in (every expert, the
-  // embedding rows) and sizes every scratch buffer, so the timings below see steady state.
-  {
-    KvCache warm = runner->NewCache();
-    const SequenceChunk chunk{&warm, prompt, false};
-    if (auto s = runner->Forward({&chunk, 1}, &logits); !s.ok()) return s;
-    for (int i = 0; i < std::min(n_decode, 4); ++i) {
-      const int32_t next[] = {1};
-      const SequenceChunk step{&warm, next, false};
-      if (auto s = runner->Forward({&step, 1}, &logits); !s.ok()) return s;
-    }
-  }
-
-  KvCache cache = runner->NewCache();
-  times->Reset();
-  if (hooks.reset) hooks.reset();
-  auto start = Clock::now();
-  const SequenceChunk prefill{&cache, prompt, false};
-  if (auto s = runner->Forward({&prefill, 1}, &logits); !s.ok()) return s;
-  const double prefill_s = Seconds(start, Clock::now());
-  // Matrix work of the prefill: 2 flops per active weight per token (attention scores not counted).
-  const double active = ActiveBytesPerToken(weights);
-  const double prefill_flops = 2.0 * active / DTypeSize(weights.lm_head.dtype) * n_prompt;
-  std::printf("prefill: %d tokens in %.3f s = %.1f tokens/s (%.1f TFLOP/s of weight GEMMs)\n",
-              n_prompt, prefill_s, n_prompt / prefill_s, prefill_flops / prefill_s / 1e12);
-  PrintBreakdown("prefill", *times, prefill_s, c.num_hidden_layers, 1);
-  if (hooks.report) hooks.report("prefill");
-
-  times->Reset();
-  if (hooks.reset) hooks.reset();
-  start = Clock::now();
-  // Greedy decoding as the server does it: the next token is picked where the logits are (on a
-  // GPU only the winner's id comes back).
-  int32_t next[] = {static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin())};
-  Sampler greedy(SamplingParams{});
-  Sampler* samplers[] = {&greedy};
-  std::vector<int32_t> sampled;
-  for (int i = 0; i < n_decode; ++i) {
-    const SequenceChunk step{&cache, next, false};
-    if (auto s = runner->Forward({&step, 1}, /*logits=*/nullptr); !s.ok()) return s;
-    if (auto s = runner->SampleNext(samplers, &sampled); !s.ok()) return s;
-    next[0] = sampled[0];
-  }
-  const double decode_s = Seconds(start, Clock::now());
-  // Peak memory before the bandwidth buffer below inflates it.
-  const int64_t peak_rss = PeakResidentBytes();
-  const int64_t probe_bytes = int64_t{absl::GetFlag(FLAGS_bandwidth_mib)} << 20;
-  double bandwidth;
-  if (on_device) {
-    bandwidth = MeasureDeviceBandwidth(backend, probe_bytes);
-    std::printf("device memory bandwidth (measured, device-to-device copy, read + write): %.1f GB/s\n",
-                bandwidth / 1e9);
-  } else {
-    bandwidth = MeasureReadBandwidth(probe_bytes);
-    std::printf("memory read bandwidth (measured, %d threads): %.1f GB/s\n", kernels::CpuThreads(),
-                bandwidth / 1e9);
-  }
-  const double roofline = bandwidth / active;
-  const double decode_tps = n_decode / decode_s;
-  std::printf("decode:  %d tokens in %.3f s = %.2f tokens/s; roofline %.2f tokens/s "
-              "(%.3f GB active weights per token at %.1f GB/s): %.0f%% of roofline\n",
-              n_decode, decode_s, decode_tps, roofline, active / 1e9, bandwidth / 1e9,
-              100.0 * decode_tps / roofline);
-  PrintBreakdown("decode", *times, decode_s, c.num_hidden_layers, n_decode);
-  if (hooks.report) hooks.report("decode");
-
-  std::printf("peak RSS of this process: %.2f GB (KV cache %.1f MB)\n", peak_rss / 1e9,
-              cache.bytes() / 1e6);
   return absl::OkStatus();
 }
 
 }  // namespace moe::cli
-

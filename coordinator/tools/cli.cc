@@ -12,6 +12,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -21,6 +22,10 @@ ABSL_FLAG(std::string, device, "cpu", "where this process computes: cpu or cuda"
 ABSL_FLAG(int, cuda_device, -1,
           "with --device cuda, the GPU index to use; -1 picks OMPI_COMM_WORLD_LOCAL_RANK modulo "
           "the GPUs visible (0 outside mpirun)");
+ABSL_FLAG(std::string, cpu_numerics, "fast",
+          "how CPU products treat activations: fast (BF16 weights multiply activations rounded "
+          "to BF16, with the CPU's BF16 dot products where it has them) or f32 (every product a "
+          "float32 product; slower)");
 ABSL_FLAG(std::string, routing_trace, "",
           "record every token's routing (request, position, token, experts and weights per layer) "
           "into this file; see docs/routing-trace-format.md and scripts/analyze_routing.py");
@@ -52,7 +57,19 @@ std::vector<char*> Init(int argc, char** argv, const char* usage) {
 }
 
 kernels::DeviceOptions DeviceFlags() {
-  return kernels::DeviceOptions{absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_cuda_device)};
+  kernels::DeviceOptions options;
+  options.device = absl::GetFlag(FLAGS_device);
+  options.cuda_device = absl::GetFlag(FLAGS_cuda_device);
+  const std::string numerics = absl::GetFlag(FLAGS_cpu_numerics);
+  if (numerics == "fast") {
+    options.cpu_numerics = kernels::MatMulNumerics::kRoundActivations;
+  } else if (numerics == "f32") {
+    options.cpu_numerics = kernels::MatMulNumerics::kFloat32;
+  } else {
+    std::exit(Fail(absl::InvalidArgumentError(
+        absl::StrCat("--cpu-numerics must be fast or f32, got '", numerics, "'"))));
+  }
+  return options;
 }
 
 std::string ModelDir() {

@@ -23,7 +23,7 @@ std::vector<char*> Init(int argc, char** argv, const char* usage);
 // --model, required: exits with a one-line error when missing.
 std::string ModelDir();
 
-// --device and --cuda-device.
+// --device, --cuda-device and --cpu-numerics; exits with a one-line error on a bad value.
 kernels::DeviceOptions DeviceFlags();
 
 // Prints "<tool>: error: <message>" on one line to stderr and returns exit code 1.

@@ -1,13 +1,15 @@
-// moe-bench: prefill and decode speed of the single-process engine on a model directory, with a
-// per-op breakdown, peak memory, and the decode roofline from this machine's measured memory
-// bandwidth. A benchmark program, not a test: it prints figures and judges nothing.
+// moe-bench: prefill and decode speed of the single-process engine on a model directory, for
+// one or several batch sizes, with a per-op breakdown, peak memory, and every figure next to this
+// machine's measured memory bandwidth and peak arithmetic rate. A benchmark program, not a test:
+// it prints figures and judges nothing.
 #include "coordinator/tools/cli.h"
 #include "coordinator/tools/local_engine.h"
 #include "coordinator/tools/modes.h"
 
 int main(int argc, char** argv) {
   using namespace moe;
-  cli::Init(argc, argv, "moe-bench --model DIR [--prompt-tokens 512] [--decode-tokens 32] [--threads N] [--device cpu|cuda]");
+  cli::Init(argc, argv, "moe-bench --model DIR [--batch 1,16,64] [--bench-prompt-tokens 512] "
+                        "[--bench-decode-tokens 32] [--threads N] [--device cpu|cuda] [--cpu-numerics fast|f32]");
   auto engine = LocalEngine::Create(cli::ModelDir(), cli::DeviceFlags(), /*timed=*/true);
   if (!engine.ok()) return cli::Fail(engine.status());
   auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);

@@ -1,17 +1,51 @@
-// The CPU backend: kernels/ops.h on host memory. Weights stay where the checkpoint is mapped.
+// The CPU backend: kernels/ops.h on host memory. On CPUs with AVX-512, weights for MatMul are
+// packed once into the register-blocked kernels' panels (kernels/cpu/packed_matmul.h); elsewhere,
+// and for embedding lookups, they stay where the checkpoint is mapped.
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <numeric>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/packed_matmul.h"
 #include "kernels/cpu/simd_kernels.h"
 
 namespace moe::kernels {
 namespace {
 
+// Anonymous memory for packed weights, in transparent huge pages where the kernel allows them:
+// the kernels stream gigabytes, and 2 MiB pages spare the TLB. Page aligned.
+class WeightBuffer {
+ public:
+  static std::unique_ptr<WeightBuffer> Allocate(size_t bytes) {
+    void* p = ::mmap(nullptr, std::max<size_t>(bytes, 1), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return nullptr;
+    // Advice only: without THP normal pages serve, and a kernel before 5.14 faults the pages in
+    // one at a time as they are first written.
+    ::madvise(p, bytes, MADV_HUGEPAGE);
+    ::madvise(p, bytes, MADV_POPULATE_WRITE);
+    return std::unique_ptr<WeightBuffer>(new WeightBuffer(p, bytes));
+  }
+  ~WeightBuffer() { ::munmap(data_, std::max<size_t>(bytes_, 1)); }
+  WeightBuffer(const WeightBuffer&) = delete;
+  WeightBuffer& operator=(const WeightBuffer&) = delete;
+  void* data() const { return data_; }
+
+ private:
+  WeightBuffer(void* data, size_t bytes) : data_(data), bytes_(bytes) {}
+  void* data_;
+  size_t bytes_;
+};
+
 class CpuBackendImpl final : public Backend {
  public:
+  explicit CpuBackendImpl(MatMulNumerics numerics) : numerics_(numerics) {}
   std::string Describe() const override { return "cpu"; }
   bool host_memory() const override { return true; }
 
@@ -26,7 +60,28 @@ class CpuBackendImpl final : public Backend {
     if (bytes > 0 && dst != src) std::memmove(dst, src, bytes);
   }
 
-  absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, bool as_f32) override { return w; }
+  absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, WeightUse use) override {
+    if (use == WeightUse::kLookup) return w;
+    WeightMatrix source = w;
+    std::unique_ptr<WeightBuffer> widened;
+    if (use == WeightUse::kMatMulF32 && w.dtype != DType::kF32) {
+      const int64_t n = w.rows * w.cols;
+      widened = WeightBuffer::Allocate(static_cast<size_t>(n) * sizeof(float));
+      if (widened == nullptr) return OutOfMemory(w, n * sizeof(float));
+      simd::ConvertToF32(w.dtype, w.data, n, static_cast<float*>(widened->data()));
+      source = WeightMatrix{DType::kF32, widened->data(), w.rows, w.cols};
+    }
+    if (!packed::Available()) {
+      if (widened != nullptr) buffers_.push_back(std::move(widened));
+      return source;
+    }
+    const size_t bytes = packed::PackedBytes(source);
+    std::unique_ptr<WeightBuffer> buffer = WeightBuffer::Allocate(bytes);
+    if (buffer == nullptr) return OutOfMemory(w, bytes);
+    const WeightMatrix packed = packed::Pack(source, buffer->data());
+    buffers_.push_back(std::move(buffer));
+    return packed;
+  }
   absl::StatusOr<const float*> Upload(const std::vector<float>& v) override { return v.data(); }
 
   void Embed(const WeightMatrix& table, const int32_t* tokens, int64_t n, float* out) override {
@@ -37,7 +92,11 @@ class CpuBackendImpl final : public Backend {
     }
   }
   void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y) override {
-    kernels::MatMul(x, m, w, y);
+    kernels::MatMul(x, m, w, y, numerics_);
+  }
+  bool RoundsActivations(DType weights) const override {
+    return numerics_ == MatMulNumerics::kRoundActivations && weights == DType::kBF16 &&
+           packed::Available() && packed::HasBf16Dot();
   }
   void RmsNorm(const float* x, const float* weight, int64_t m, int64_t n, float eps,
                float* y) override {
@@ -77,15 +136,33 @@ class CpuBackendImpl final : public Backend {
   // CUDA's limit, so that both backends take the same sampling paths.
   int max_sample_candidates() const override { return 1024; }
   absl::Status Sync() override { return absl::OkStatus(); }
+
+ private:
+  static absl::Status OutOfMemory(const WeightMatrix& w, size_t bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("out of memory for a ", w.rows, "x", w.cols,
+                                                     " weight's packed copy (", bytes, " bytes)"));
+  }
+
+  const MatMulNumerics numerics_;
+  std::vector<std::unique_ptr<WeightBuffer>> buffers_;  // the copies Upload made
 };
 
 }  // namespace
 
-Backend* CpuBackend() {
-  static CpuBackendImpl* backend = new CpuBackendImpl();
-  return backend;
+std::unique_ptr<Backend> NewCpuBackend(MatMulNumerics numerics) {
+  return std::make_unique<CpuBackendImpl>(numerics);
 }
 
-std::unique_ptr<Backend> NewCpuBackend() { return std::make_unique<CpuBackendImpl>(); }
+std::string DescribeCpuMatMul(MatMulNumerics numerics) {
+  if (!packed::Available()) {
+    return "fallback kernels (this CPU lacks AVX-512): float32 products, OpenBLAS above 4 rows";
+  }
+  if (numerics == MatMulNumerics::kFloat32) {
+    return "packed AVX-512 kernels, float32 products (asked for)";
+  }
+  return packed::HasBf16Dot()
+             ? "packed AVX-512 kernels, BF16 weights x activations rounded to BF16 (vdpbf16ps)"
+             : "packed AVX-512 kernels, float32 products (this CPU lacks AVX512_BF16)";
+}
 
 }  // namespace moe::kernels

@@ -1,5 +1,6 @@
-// The fast CPU versions of kernels/ops.h: Highway for memory-bound loops, OpenBLAS for the
-// compute-bound products, the shared thread pool for parallelism.
+// The fast CPU versions of kernels/ops.h: the packed AVX-512 kernels for products where the CPU
+// has them, Highway for memory-bound loops, OpenBLAS for attention's products and the fallback
+// products, the shared thread pool for parallelism.
 #include <cblas.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/packed_matmul.h"
 #include "kernels/cpu/simd_kernels.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/ops.h"
@@ -72,9 +74,11 @@ void MatMulTiled(const float* x, int64_t m, const WeightMatrix& w, float* y) {
 
 }  // namespace
 
-void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y) {
+void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, MatMulNumerics numerics) {
   if (m <= 0 || w.rows <= 0) return;
-  if (m <= simd::kMaxGemvRows) {
+  if (w.layout == WeightLayout::kCpuPanels) {
+    packed::MatMul(x, m, w, y, numerics == MatMulNumerics::kRoundActivations);
+  } else if (m <= simd::kMaxGemvRows) {
     MatMulGemv(x, m, w, y);
   } else {
     MatMulTiled(x, m, w, y);

@@ -90,11 +90,11 @@ class CudaBackend final : public Backend {
     }
   }
 
-  absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, bool as_f32) override {
+  absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, WeightUse use) override {
     WeightMatrix out = w;
     const int64_t n = w.rows * w.cols;
     std::vector<float> widened;
-    if (as_f32 && w.dtype != DType::kF32) {
+    if (use == WeightUse::kMatMulF32 && w.dtype != DType::kF32) {
       widened.resize(static_cast<size_t>(n));
       ConvertRowToF32Scalar(w.dtype, w.data, n, widened.data());
       out.dtype = DType::kF32;
@@ -122,6 +122,7 @@ class CudaBackend final : public Backend {
     if (Enter()) Record(MOE_CUDA_STATUS(LaunchEmbed(table.dtype, table.data, table.cols, tokens, n, out, stream_)));
   }
 
+  bool RoundsActivations(DType weights) const override { return weights != DType::kF32; }
   void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y) override {
     if (!Enter() || m == 0) return;
     const void* b = x;

@@ -118,7 +118,10 @@ TEST(ExpertHostTest, RefusesExpertsItDoesNotHost) {
   opt.owns_expert = [](int, int e) { return e == 0; };
   auto w = LoadModelWeights(std::string(MOE_SOURCE_DIR) + "/tests/golden/swa_gqa4", opt);
   ASSERT_TRUE(w.ok()) << w.status();
-  ExpertHost host(w->get());
+  std::unique_ptr<kernels::Backend> backend = kernels::NewCpuBackend();
+  auto made = ExpertHost::Create(w->get(), backend.get());
+  ASSERT_TRUE(made.ok()) << made.status();
+  ExpertHost& host = **made;
   ExpertBatch batch;
   batch.layer = 1;
   batch.hidden = (*w)->config.hidden_size;

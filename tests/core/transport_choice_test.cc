@@ -65,7 +65,8 @@ TEST(TransportChoiceTest, ParsesTheFlagAndDescribesACpuRank) {
   EXPECT_EQ(*ParseTransport("MPI"), Transport::kMpi);
   EXPECT_EQ(*ParseTransport("nccl"), Transport::kNccl);
   EXPECT_EQ(ParseTransport("gloo").status().message(), "--exchange must be auto, mpi or nccl, got 'gloo'");
-  const RankDevice cpu = DescribeRank(kernels::CpuBackend(), /*has_nccl=*/true);
+  const std::unique_ptr<kernels::Backend> cpu_backend = kernels::NewCpuBackend();
+  const RankDevice cpu = DescribeRank(cpu_backend.get(), /*has_nccl=*/true);
   EXPECT_EQ(cpu.cuda_device, -1);
   EXPECT_EQ(cpu.gpu[0], '\0');
   EXPECT_NE(cpu.host[0], '\0');

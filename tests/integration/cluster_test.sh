@@ -92,6 +92,30 @@ expect_failure "a worker timeout of 0" "--worker-timeout-s must be > 0" \
   --model "$M" --workers 2 -- --worker-timeout-s 0 --tokens 1,2 --out "$WORK/x.npy"
 expect_failure "an unknown exchange" "--exchange must be auto, mpi or nccl, got 'pigeon'" \
   --model "$M" --workers 2 -- --exchange pigeon --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "ranks that multiply differently" "worker rank 1 runs --cpu-numerics fast, the coordinator f32" \
+  --model "$M" --workers 2 -- --cpu-numerics f32 --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "an unknown --cpu-numerics" "--cpu-numerics must be fast or f32, got 'bf8'" \
+  --model "$M" --workers 2 --cpu-numerics bf8 -- --tokens 1,2 --out "$WORK/x.npy"
+
+# Float32 products through the cluster equal them in one process (the default, rounded, is
+# compared by logits_case above).
+tokens=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$M/golden.json'))['prompts'][1])))")
+"$BIN/moe-logits" --model "$M" --tokens "$tokens" --out "$WORK/single-f32.npy" --cpu-numerics f32
+"$BIN/moe-logits" --model "$M" --tokens "$tokens" --out "$WORK/single-fast.npy"
+if "$LAUNCH" --model "$M" --workers 2 --cpu-numerics f32 -- --tokens "$tokens" --out "$WORK/cluster-f32.npy" \
+     >"$WORK/log.txt" 2>&1 && r=$(compare "$WORK/cluster-f32.npy" "$WORK/single-f32.npy"); then
+  pass "--cpu-numerics f32: cluster == single process ($r)"
+else
+  fail "--cpu-numerics f32 through the cluster: ${r:-$(tail -5 "$WORK/log.txt")}"
+fi
+# ... and the two numerics really differ on BF16 weights (where the CPU has BF16 dot products).
+if grep -q avx512_bf16 /proc/cpuinfo; then
+  if r=$(compare "$WORK/single-fast.npy" "$WORK/single-f32.npy" 1e-6); then
+    fail "--cpu-numerics fast and f32 gave the same logits on BF16 weights ($r)"
+  else
+    pass "--cpu-numerics fast differs from f32 on BF16 weights ($r), as rounding activations must"
+  fi
+fi
 
 # Running and not a zombie (an exited rank stays a zombie until mpirun reaps it).
 alive() {

@@ -37,7 +37,11 @@ std::vector<float> RoundTo(DType dtype, std::vector<float> x) {
 class BackendTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    auto backend = MakeBackend(DeviceOptions{GetParam(), -1});
+    // "cpu_f32": the CPU backend with float32 products (--cpu-numerics f32).
+    DeviceOptions options;
+    options.device = GetParam() == "cpu_f32" ? "cpu" : GetParam();
+    if (GetParam() == "cpu_f32") options.cpu_numerics = MatMulNumerics::kFloat32;
+    auto backend = MakeBackend(options);
     if (!backend.ok() && GetParam() == "cuda") {
       GTEST_SKIP() << "no CUDA device: " << backend.status().message();
     }
@@ -87,8 +91,8 @@ TEST_P(BackendTest, MatMulEveryDType) {
       const std::vector<float> x = Random(m * cols, 11 + static_cast<uint32_t>(m));
       float* y = In(std::vector<float>(static_cast<size_t>(m * rows)));
       b_->MatMul(In(x), m, *uploaded, y);
-      // A 16-bit GEMM multiplies x rounded to its type; the reference gets the same inputs.
-      const std::vector<float> x_ref = b_->host_memory() ? x : RoundTo(dtype, x);
+      // A GEMM that rounds x to the weights' type is held to a reference on the same inputs.
+      const std::vector<float> x_ref = b_->RoundsActivations(dtype) ? RoundTo(dtype, x) : x;
       std::vector<float> want(static_cast<size_t>(m * rows));
       reference::MatMul(x_ref.data(), m, WeightMatrix{DType::kF32, w.f32.data(), rows, cols}, want.data());
       EXPECT_LT(RelErr(Out(y, want.size()), want), 1e-5) << DTypeName(dtype) << " m=" << m;
@@ -98,7 +102,7 @@ TEST_P(BackendTest, MatMulEveryDType) {
 
 TEST_P(BackendTest, MatMulAsF32UploadKeepsFloat32Precision) {
   Weights w = MakeWeights(DType::kBF16, 8, 129, 3);
-  auto uploaded = b_->Upload(w.matrix, /*as_f32=*/true);
+  auto uploaded = b_->Upload(w.matrix, WeightUse::kMatMulF32);
   ASSERT_TRUE(uploaded.ok()) << uploaded.status();
   const std::vector<float> x = Random(5 * 129, 4);
   float* y = In(std::vector<float>(5 * 8));
@@ -111,7 +115,7 @@ TEST_P(BackendTest, MatMulAsF32UploadKeepsFloat32Precision) {
 TEST_P(BackendTest, EmbedEveryDType) {
   for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
     Weights table = MakeWeights(dtype, 50, 33, 5);
-    auto uploaded = b_->Upload(table.matrix);
+    auto uploaded = b_->Upload(table.matrix, WeightUse::kLookup);
     ASSERT_TRUE(uploaded.ok()) << uploaded.status();
     const std::vector<int32_t> tokens = {49, 0, 7, 7, 21};
     float* out = In(std::vector<float>(tokens.size() * 33));
@@ -297,7 +301,7 @@ TEST_P(BackendTest, CopiesAndGrowingArrays) {
   EXPECT_EQ(Out(moved.data(), 10), x);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, BackendTest, ::testing::Values("cpu", "cuda"),
+INSTANTIATE_TEST_SUITE_P(Backends, BackendTest, ::testing::Values("cpu", "cpu_f32", "cuda"),
                          [](const auto& info) { return info.param; });
 
 TEST(MakeBackendTest, UnknownDeviceIsOneLine) {

@@ -1,0 +1,397 @@
+// The packed kernels (see packed_matmul.h). The AVX-512 code lives in functions compiled for it
+// with target attributes, never in a file built with -mavx512*: the rest of the program, and any
+// inline function this file instantiates, must stay runnable on CPUs without AVX-512, and only
+// run-time checks (Available, HasBf16Dot) lead here.
+#include "kernels/cpu/packed_matmul.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/thread_pool.h"
+
+// GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which -O2 reports
+// as "may be used uninitialized" where they are inlined: a known false positive of that header.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define MOE_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
+#define MOE_TARGET_AVX512_BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma,avx512bf16")))
+
+// The register tiles are arrays indexed by compile-time loops: fully unrolled, they live in
+// registers; rolled (GCC's -O2 default), they would live on the stack.
+#define MOE_UNROLL _Pragma("GCC unroll 16")
+
+namespace moe::kernels::packed {
+namespace {
+
+constexpr int kVecs = kPanelCols / 16;  // accumulator vectors per row of a panel
+
+// Rows of x per microkernel call: MR rows x kVecs vectors of accumulators stay in registers
+// (24 of the 32), with room for the panel's vectors and a broadcast.
+constexpr int kMaxRows = 8;
+// k groups per cache block: the panel slice a microkernel call streams (kKBlock * 192 bytes for
+// 16-bit weights) stays in L1/L2 while every row block of the task reuses it.
+constexpr int64_t kKBlock = 256;
+// Rows of x a task covers: the panel slice is read from memory once per row block.
+constexpr int64_t kRowBlock = 128;
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct CpuFeatures {
+  bool avx512 = false;
+  bool bf16 = false;
+};
+
+const CpuFeatures& Features() {
+  static const CpuFeatures features = [] {
+    CpuFeatures f;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    f.avx512 = __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
+               __builtin_cpu_supports("avx512vl") != 0 && __builtin_cpu_supports("avx512dq") != 0 &&
+               __builtin_cpu_supports("f16c") != 0 && __builtin_cpu_supports("fma") != 0;
+    f.bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16") != 0;
+#endif
+    return f;
+  }();
+  return features;
+}
+
+// The shape of a packed matrix.
+struct PackedLayout {
+  int64_t n = 0, k = 0;      // w.rows, w.cols
+  int64_t group = 1;         // KGroup(dtype)
+  int64_t k_padded = 0;      // k rounded up to a whole group
+  int64_t n_panels = 0;
+  int64_t elem = 0;          // bytes per element
+  int64_t panel_elems() const { return k_padded * kPanelCols; }
+  int64_t groups() const { return k_padded / group; }
+
+  explicit PackedLayout(const WeightMatrix& w)
+      : n(w.rows), k(w.cols), group(KGroup(w.dtype)), k_padded(CeilDiv(w.cols, group) * group),
+        n_panels(CeilDiv(w.rows, kPanelCols)), elem(DTypeSize(w.dtype)) {}
+};
+
+// Masks of the valid lanes of each accumulator vector of a panel whose first column is col0.
+struct PanelMasks {
+  __mmask16 v[kVecs];
+  PanelMasks(int64_t col0, int64_t n) {
+    MOE_UNROLL
+    for (int i = 0; i < kVecs; ++i) {
+      const int64_t valid = std::clamp<int64_t>(n - col0 - 16 * i, 0, 16);
+      v[i] = static_cast<__mmask16>((1u << valid) - 1u);
+    }
+  }
+};
+
+// --- Microkernels: y[MR, kPanelCols] (+)= x[MR, groups] . panel[groups] -------------------------
+// x points at the first row's first k group of the block, rows ldx kernel elements apart; panel
+// at the block's first group. load: start from y (a later k block), else from zero. (Software
+// prefetching of the next block was tried and measured no better than the hardware's own
+// stream prefetcher, which the panels' front-to-back order suits.)
+
+template <int MR>
+MOE_TARGET_AVX512 inline void LoadTile(__m512 (&acc)[MR][kVecs], const float* y, int64_t ldy,
+                                       const PanelMasks& masks, bool load) {
+  MOE_UNROLL
+  for (int i = 0; i < MR; ++i) {
+    MOE_UNROLL
+    for (int v = 0; v < kVecs; ++v)
+      acc[i][v] = load ? _mm512_maskz_loadu_ps(masks.v[v], y + i * ldy + 16 * v) : _mm512_setzero_ps();
+  }
+}
+
+template <int MR>
+MOE_TARGET_AVX512 inline void StoreTile(const __m512 (&acc)[MR][kVecs], float* y, int64_t ldy,
+                                        const PanelMasks& masks) {
+  MOE_UNROLL
+  for (int i = 0; i < MR; ++i) {
+    MOE_UNROLL
+    for (int v = 0; v < kVecs; ++v) _mm512_mask_storeu_ps(y + i * ldy + 16 * v, masks.v[v], acc[i][v]);
+  }
+}
+
+// BF16 weights, activations as BF16 pairs: one vdpbf16ps per (row, vector, pair).
+template <int MR>
+MOE_TARGET_AVX512_BF16 void KernelBf16Dot(const uint32_t* x, int64_t ldx, const uint16_t* panel,
+                                          int64_t groups, float* y, int64_t ldy,
+                                          const PanelMasks& masks, bool load) {
+  __m512 acc[MR][kVecs];
+  LoadTile<MR>(acc, y, ldy, masks, load);
+  for (int64_t q = 0; q < groups; ++q) {
+    const uint16_t* wq = panel + q * (2 * kPanelCols);
+    __m512bh w[kVecs];
+    MOE_UNROLL
+    for (int v = 0; v < kVecs; ++v) w[v] = (__m512bh)_mm512_load_si512(wq + 32 * v);
+    MOE_UNROLL
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(x[i * ldx + q]));
+      MOE_UNROLL
+      for (int v = 0; v < kVecs; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], w[v], xv);
+    }
+  }
+  StoreTile<MR>(acc, y, ldy, masks);
+}
+
+// BF16 weights widened exactly, float32 activations: the pair's first element, then its second.
+template <int MR>
+MOE_TARGET_AVX512 void KernelBf16Widen(const float* x, int64_t ldx, const uint16_t* panel,
+                                       int64_t groups, float* y, int64_t ldy,
+                                       const PanelMasks& masks, bool load) {
+  __m512 acc[MR][kVecs];
+  LoadTile<MR>(acc, y, ldy, masks, load);
+  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  for (int64_t q = 0; q < groups; ++q) {
+    const uint16_t* wq = panel + q * (2 * kPanelCols);
+    __m512 even[kVecs], odd[kVecs];
+    MOE_UNROLL
+    for (int v = 0; v < kVecs; ++v) {
+      const __m512i pairs = _mm512_load_si512(wq + 32 * v);
+      even[v] = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+      odd[v] = _mm512_castsi512_ps(_mm512_and_si512(pairs, high_half));
+    }
+    MOE_UNROLL
+    for (int i = 0; i < MR; ++i) {
+      const __m512 x0 = _mm512_set1_ps(x[i * ldx + 2 * q]);
+      const __m512 x1 = _mm512_set1_ps(x[i * ldx + 2 * q + 1]);
+      MOE_UNROLL
+      for (int v = 0; v < kVecs; ++v) acc[i][v] = _mm512_fmadd_ps(even[v], x0, acc[i][v]);
+      MOE_UNROLL
+      for (int v = 0; v < kVecs; ++v) acc[i][v] = _mm512_fmadd_ps(odd[v], x1, acc[i][v]);
+    }
+  }
+  StoreTile<MR>(acc, y, ldy, masks);
+}
+
+// F16 weights widened with F16C (exact), or float32 weights; float32 activations.
+template <int MR, bool kF16>
+MOE_TARGET_AVX512 void KernelWide(const float* x, int64_t ldx, const void* panel, int64_t groups,
+                                  float* y, int64_t ldy, const PanelMasks& masks, bool load) {
+  __m512 acc[MR][kVecs];
+  LoadTile<MR>(acc, y, ldy, masks, load);
+  for (int64_t q = 0; q < groups; ++q) {
+    __m512 w[kVecs];
+    MOE_UNROLL
+    for (int v = 0; v < kVecs; ++v) {
+      if constexpr (kF16) {
+        const auto* wq = static_cast<const uint16_t*>(panel) + q * kPanelCols;
+        w[v] = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(wq + 16 * v)));
+      } else {
+        w[v] = _mm512_load_ps(static_cast<const float*>(panel) + q * kPanelCols + 16 * v);
+      }
+    }
+    MOE_UNROLL
+    for (int i = 0; i < MR; ++i) {
+      const __m512 xv = _mm512_set1_ps(x[i * ldx + q]);
+      MOE_UNROLL
+      for (int v = 0; v < kVecs; ++v) acc[i][v] = _mm512_fmadd_ps(w[v], xv, acc[i][v]);
+    }
+  }
+  StoreTile<MR>(acc, y, ldy, masks);
+}
+
+enum class Path { kBf16Dot, kBf16Widen, kF16, kF32 };
+
+// One call of the microkernel for MR rows of x.
+template <int MR>
+void CallKernel(Path path, const void* x, int64_t ldx, const void* panel, int64_t groups, float* y,
+                int64_t ldy, const PanelMasks& masks, bool load) {
+  switch (path) {
+    case Path::kBf16Dot:
+      return KernelBf16Dot<MR>(static_cast<const uint32_t*>(x), ldx, static_cast<const uint16_t*>(panel),
+                               groups, y, ldy, masks, load);
+    case Path::kBf16Widen:
+      return KernelBf16Widen<MR>(static_cast<const float*>(x), ldx, static_cast<const uint16_t*>(panel),
+                                 groups, y, ldy, masks, load);
+    case Path::kF16:
+      return KernelWide<MR, true>(static_cast<const float*>(x), ldx, panel, groups, y, ldy, masks,
+                                  load);
+    case Path::kF32:
+      return KernelWide<MR, false>(static_cast<const float*>(x), ldx, panel, groups, y, ldy, masks,
+                                   load);
+  }
+}
+
+using KernelFn = void (*)(Path, const void*, int64_t, const void*, int64_t, float*, int64_t,
+                          const PanelMasks&, bool);
+constexpr KernelFn kKernels[kMaxRows + 1] = {nullptr,        CallKernel<1>, CallKernel<2>,
+                                             CallKernel<3>, CallKernel<4>, CallKernel<5>,
+                                             CallKernel<6>, CallKernel<7>, CallKernel<8>};
+
+// x as the microkernel reads it, per path: BF16 pairs, or float32 with k padded to a group.
+struct Activations {
+  const void* data;
+  int64_t ld;        // elements of the kernel's x type per row: pairs (uint32) or floats
+  int64_t x_bytes;   // bytes of one element of that type
+};
+
+// Rounds x[m, k] to BF16 pairs [m, k_padded / 2], zero padded; 32 values per instruction.
+MOE_TARGET_AVX512_BF16 void RoundRowToBf16(const float* x, int64_t k, int64_t k_padded, uint16_t* out) {
+  int64_t c = 0;
+  for (; c + 32 <= k; c += 32) {
+    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + c + 16), _mm512_loadu_ps(x + c));
+    _mm512_storeu_si512(out + c, (__m512i)v);
+  }
+  if (c < k) {
+    const int64_t rest = k - c;
+    const __mmask16 lo = static_cast<__mmask16>((1u << std::min<int64_t>(rest, 16)) - 1u);
+    const __mmask16 hi = static_cast<__mmask16>((1u << std::clamp<int64_t>(rest - 16, 0, 16)) - 1u);
+    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x + c + 16), _mm512_maskz_loadu_ps(lo, x + c));
+    const __mmask32 store = static_cast<__mmask32>((uint64_t{1} << std::min<int64_t>(k_padded - c, 32)) - 1u);
+    _mm512_mask_storeu_epi16(out + c, store, (__m512i)v);
+  }
+}
+
+std::vector<uint16_t>& Bf16Scratch() {
+  thread_local std::vector<uint16_t> buf;
+  return buf;
+}
+std::vector<float>& F32Scratch() {
+  thread_local std::vector<float> buf;
+  return buf;
+}
+
+// Panel p of w, element by element: any shape.
+void PackPanelScalar(const WeightMatrix& w, const PackedLayout& l, int64_t p, char* panel) {
+  const char* src = static_cast<const char*>(w.data);
+  const int64_t e = l.elem;
+  std::memset(panel, 0, static_cast<size_t>(l.panel_elems() * e));
+  for (int64_t c = 0; c < kPanelCols && p * kPanelCols + c < l.n; ++c) {
+    const char* row = src + (p * kPanelCols + c) * l.k * e;
+    for (int64_t kk = 0; kk < l.k; ++kk) {
+      const int64_t at = ((kk / l.group) * kPanelCols + c) * l.group + kk % l.group;
+      std::memcpy(panel + at * e, row + kk * e, static_cast<size_t>(e));
+    }
+  }
+}
+
+// Panel p of w when every row is a whole number of 32-bit units: one gather collects a unit of
+// 16 columns. BF16 pairs and floats are the panel's groups as they are; an F16 pair is two
+// groups, split into its halves.
+MOE_TARGET_AVX512 void PackPanelGather(const WeightMatrix& w, const PackedLayout& l, int64_t p,
+                                       char* panel) {
+  const int64_t units = l.k * l.elem / 4;  // per row
+  const auto* src = static_cast<const int32_t*>(w.data);
+  const __m512i lane_rows = _mm512_mullo_epi32(
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+      _mm512_set1_epi32(static_cast<int>(units)));
+  const PanelMasks valid(p * kPanelCols, l.n);
+  const bool f16 = w.dtype == DType::kF16;
+  for (int v = 0; v < kVecs; ++v) {
+    const int64_t col = p * kPanelCols + 16 * v;
+    // Rows past the end are masked off, never read (their base may lie past the matrix).
+    const int32_t* rows = src + std::min(col, l.n - 1) * units;
+    for (int64_t u = 0; u < units; ++u) {
+      const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid.v[v], lane_rows,
+                                                    rows + u, 4);
+      if (!f16) {
+        _mm512_store_si512(reinterpret_cast<int32_t*>(panel) + u * kPanelCols + 16 * v, g);
+      } else {
+        auto* half = reinterpret_cast<uint16_t*>(panel);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(half + (2 * u) * kPanelCols + 16 * v),
+                           _mm512_cvtepi32_epi16(g));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(half + (2 * u + 1) * kPanelCols + 16 * v),
+                           _mm512_cvtepi32_epi16(_mm512_srli_epi32(g, 16)));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool Available() { return Features().avx512; }
+bool HasBf16Dot() { return Features().bf16; }
+
+size_t PackedBytes(const WeightMatrix& w) {
+  const PackedLayout l(w);
+  return static_cast<size_t>(l.n_panels * l.panel_elems() * l.elem);
+}
+
+WeightMatrix Pack(const WeightMatrix& w, void* dst) {
+  const PackedLayout l(w);
+  char* out = static_cast<char*>(dst);
+  ParallelFor(l.n_panels, [&](int64_t p) {
+    char* panel = out + p * l.panel_elems() * l.elem;
+    // Rows of 32-bit units (BF16 pairs, F16 pairs, floats) go through the gathers; an odd
+    // 16-bit k (test shapes) element by element.
+    if (l.k * l.elem % 4 == 0) {
+      PackPanelGather(w, l, p, panel);
+    } else {
+      PackPanelScalar(w, l, p, panel);
+    }
+  });
+  WeightMatrix packed = w;
+  packed.data = dst;
+  packed.layout = WeightLayout::kCpuPanels;
+  return packed;
+}
+
+void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, bool round_activations) {
+  if (m <= 0 || w.rows <= 0) return;
+  const PackedLayout l(w);
+  Path path;
+  switch (w.dtype) {
+    case DType::kBF16: path = round_activations && HasBf16Dot() ? Path::kBf16Dot : Path::kBf16Widen; break;
+    case DType::kF16: path = Path::kF16; break;
+    default: path = Path::kF32; break;
+  }
+  // Activations in the kernel's form. The microkernel reads whole groups, so a k that is not a
+  // whole number of groups is padded with zeros (the weights' padding is zero too).
+  const void* xa = x;
+  int64_t ldx = l.k;  // in the kernel's x elements
+  if (path == Path::kBf16Dot) {
+    std::vector<uint16_t>& buf = Bf16Scratch();
+    buf.resize(static_cast<size_t>(m * l.k_padded));
+    const int64_t rows_per_task = std::max<int64_t>(1, (int64_t{1} << 15) / l.k_padded);
+    ParallelFor(CeilDiv(m, rows_per_task), [&](int64_t t) {
+      for (int64_t i = t * rows_per_task; i < std::min(m, (t + 1) * rows_per_task); ++i)
+        RoundRowToBf16(x + i * l.k, l.k, l.k_padded, buf.data() + i * l.k_padded);
+    });
+    xa = buf.data();
+    ldx = l.k_padded / 2;
+  } else if (l.k_padded != l.k) {
+    std::vector<float>& buf = F32Scratch();
+    buf.assign(static_cast<size_t>(m * l.k_padded), 0.0f);
+    for (int64_t i = 0; i < m; ++i) std::memcpy(buf.data() + i * l.k_padded, x + i * l.k, l.k * sizeof(float));
+    xa = buf.data();
+    ldx = l.k_padded;
+  }
+  // The kernel's x elements are 4 bytes (a BF16 pair or a float); a k group is one of them, or
+  // two floats for widened BF16.
+  const int64_t x_group_elems = path == Path::kBf16Widen ? 2 : 1;
+
+  // Tasks: row blocks x runs of panels, enough of them for the pool to balance. The split
+  // changes no result (see the header).
+  const int64_t row_blocks = CeilDiv(m, kRowBlock);
+  const int64_t want_tasks = 8 * CpuThreads();
+  const int64_t panels_per_task =
+      std::max<int64_t>(1, CeilDiv(l.n_panels, std::max<int64_t>(1, want_tasks / row_blocks)));
+  const int64_t panel_runs = CeilDiv(l.n_panels, panels_per_task);
+  const int64_t groups = l.groups();
+  const char* packed = static_cast<const char*>(w.data);
+  const int64_t group_bytes = l.group * kPanelCols * l.elem;
+  ParallelFor(row_blocks * panel_runs, [&](int64_t task) {
+    const int64_t r0 = (task / panel_runs) * kRowBlock, r1 = std::min(m, r0 + kRowBlock);
+    const int64_t p0 = (task % panel_runs) * panels_per_task;
+    const int64_t p1 = std::min(l.n_panels, p0 + panels_per_task);
+    for (int64_t p = p0; p < p1; ++p) {
+      const PanelMasks masks(p * kPanelCols, l.n);
+      const char* panel = packed + p * l.panel_elems() * l.elem;
+      for (int64_t q0 = 0; q0 < groups; q0 += kKBlock) {
+        const int64_t nq = std::min(kKBlock, groups - q0);
+        const char* panel_block = panel + q0 * group_bytes;
+        for (int64_t i = r0; i < r1; i += kMaxRows) {
+          const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, r1 - i));
+          const char* x_block = static_cast<const char*>(xa) + (i * ldx + q0 * x_group_elems) * 4;
+          kKernels[rows](path, x_block, ldx, panel_block, nq, y + i * l.n + p * kPanelCols, l.n,
+                         masks, q0 > 0);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace moe::kernels::packed

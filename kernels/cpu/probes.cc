@@ -1,0 +1,102 @@
+#include "kernels/cpu/probes.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "kernels/cpu/packed_matmul.h"
+#include "kernels/cpu/simd_kernels.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace moe::kernels {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// 24 independent accumulators: more than the instructions' latency times their throughput, so
+// the loop runs at the issue rate. The asm barrier keeps the operands live in registers without
+// letting the compiler fold the loop.
+constexpr int kChains = 24;
+constexpr int64_t kIterations = 20'000'000;
+
+__attribute__((target("avx512f,avx512bf16"))) float Bf16DotLoop(int64_t iterations) {
+  __m512 acc[kChains];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x3c003c00);
+  for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+    __asm__ volatile("" : "+v"(a), "+v"(b));
+  }
+  __m512 sum = acc[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  return _mm512_cvtss_f32(sum);  // any use of every chain keeps the loop
+}
+
+__attribute__((target("avx512f"))) float F32FmaLoop(int64_t iterations) {
+  __m512 acc[kChains];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  __m512 a = _mm512_set1_ps(1.0f), b = _mm512_set1_ps(1e-3f);
+  for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(a, b, acc[i]);
+    __asm__ volatile("" : "+v"(a), "+v"(b));
+  }
+  __m512 sum = acc[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  return _mm512_cvtss_f32(sum);  // any use of every chain keeps the loop
+}
+
+// Every thread of the pool runs loop once; FLOP per second of the slowest, best of 3 rounds.
+double Peak(float (*loop)(int64_t), double flop_per_instruction) {
+  const int64_t threads = CpuThreads();
+  std::vector<float> sink(static_cast<size_t>(threads));
+  double best = 0;
+  for (int round = 0; round < 3; ++round) {
+    const auto start = Clock::now();
+    ParallelFor(threads, [&](int64_t t) { sink[t] = loop(kIterations); });
+    const double flop = static_cast<double>(threads) * kIterations * kChains * flop_per_instruction;
+    best = std::max(best, flop / Seconds(start, Clock::now()));
+  }
+  volatile float keep = sink[0];
+  (void)keep;
+  return best;
+}
+
+}  // namespace
+
+double MeasureReadBandwidth(int64_t bytes) {
+  const int64_t n = bytes / 4;
+  std::vector<float> buf(static_cast<size_t>(n));
+  const int64_t tasks = CpuThreads();
+  ParallelFor(tasks, [&](int64_t t) {  // first touch from the threads that will read
+    for (int64_t i = t * n / tasks; i < (t + 1) * n / tasks; ++i) buf[i] = 1.0f;
+  });
+  std::vector<float> sums(static_cast<size_t>(tasks));
+  double best = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    const auto start = Clock::now();
+    ParallelFor(tasks, [&](int64_t t) {
+      const int64_t b = t * n / tasks, e = (t + 1) * n / tasks;
+      sums[t] = simd::Sum(buf.data() + b, e - b);
+    });
+    best = std::max(best, static_cast<double>(bytes) / Seconds(start, Clock::now()));
+  }
+  volatile float sink = sums[0];
+  (void)sink;
+  return best;
+}
+
+double MeasureBf16DotPeak() {
+  return packed::Available() && packed::HasBf16Dot() ? Peak(Bf16DotLoop, 64) : 0;
+}
+
+double MeasureF32FmaPeak() { return packed::Available() ? Peak(F32FmaLoop, 32) : 0; }
+
+}  // namespace moe::kernels
