@@ -4,6 +4,7 @@
 // run-time checks (Available, HasBf16Dot) lead here.
 #include "kernels/cpu/packed_matmul.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -35,8 +36,10 @@ constexpr int kMaxRows = 8;
 // k groups per cache block: the panel slice a microkernel call streams (kKBlock * 192 bytes for
 // 16-bit weights) stays in L1/L2 while every row block of the task reuses it.
 constexpr int64_t kKBlock = 256;
-// Rows of x a task covers: the panel slice is read from memory once per row block.
-constexpr int64_t kRowBlock = 128;
+// Rows of x a task covers at most: the panel slice is read from memory once per row block, and
+// the block's activations (kRowBlock x kKBlock groups) stay in L2. m is split into equal row
+// blocks, so 260 rows run as 2 x 136 rather than 256 + 4.
+constexpr int64_t kRowBlock = 256;
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -338,26 +341,33 @@ void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, bool rou
     case DType::kF16: path = Path::kF16; break;
     default: path = Path::kF32; break;
   }
-  // Activations in the kernel's form. The microkernel reads whole groups, so a k that is not a
-  // whole number of groups is padded with zeros (the weights' padding is zero too).
+  // Activations in the kernel's form, rows padded by a cache line: rows k * 2 or k * 4 bytes
+  // apart (multiples of 4 KiB for every Mixtral width) would all fall into one L1 set, and the
+  // microkernel's 8 broadcast streams would evict each other. The kernel reads whole k groups,
+  // so the padding of a k that is not a whole number of groups is zero (as the weights' is).
   const void* xa = x;
   int64_t ldx = l.k;  // in the kernel's x elements
   if (path == Path::kBf16Dot) {
     std::vector<uint16_t>& buf = Bf16Scratch();
-    buf.resize(static_cast<size_t>(m * l.k_padded));
+    const int64_t row = l.k_padded + 32;  // BF16 elements
+    buf.resize(static_cast<size_t>(m * row));
     const int64_t rows_per_task = std::max<int64_t>(1, (int64_t{1} << 15) / l.k_padded);
     ParallelFor(CeilDiv(m, rows_per_task), [&](int64_t t) {
       for (int64_t i = t * rows_per_task; i < std::min(m, (t + 1) * rows_per_task); ++i)
-        RoundRowToBf16(x + i * l.k, l.k, l.k_padded, buf.data() + i * l.k_padded);
+        RoundRowToBf16(x + i * l.k, l.k, l.k_padded, buf.data() + i * row);
     });
     xa = buf.data();
-    ldx = l.k_padded / 2;
-  } else if (l.k_padded != l.k) {
+    ldx = row / 2;
+  } else if (m > 1 || l.k_padded != l.k) {
     std::vector<float>& buf = F32Scratch();
-    buf.assign(static_cast<size_t>(m * l.k_padded), 0.0f);
-    for (int64_t i = 0; i < m; ++i) std::memcpy(buf.data() + i * l.k_padded, x + i * l.k, l.k * sizeof(float));
+    const int64_t row = l.k_padded + 16;  // floats
+    buf.resize(static_cast<size_t>(m * row));
+    for (int64_t i = 0; i < m; ++i) {
+      std::memcpy(buf.data() + i * row, x + i * l.k, l.k * sizeof(float));
+      std::fill(buf.data() + i * row + l.k, buf.data() + i * row + l.k_padded, 0.0f);
+    }
     xa = buf.data();
-    ldx = l.k_padded;
+    ldx = row;
   }
   // The kernel's x elements are 4 bytes (a BF16 pair or a float); a k group is one of them, or
   // two floats for widened BF16.
@@ -366,6 +376,7 @@ void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, bool rou
   // Tasks: row blocks x runs of panels, enough of them for the pool to balance. The split
   // changes no result (see the header).
   const int64_t row_blocks = CeilDiv(m, kRowBlock);
+  const int64_t row_block = CeilDiv(CeilDiv(m, row_blocks), kMaxRows) * kMaxRows;
   const int64_t want_tasks = 8 * CpuThreads();
   const int64_t panels_per_task =
       std::max<int64_t>(1, CeilDiv(l.n_panels, std::max<int64_t>(1, want_tasks / row_blocks)));
@@ -374,7 +385,8 @@ void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, bool rou
   const char* packed = static_cast<const char*>(w.data);
   const int64_t group_bytes = l.group * kPanelCols * l.elem;
   ParallelFor(row_blocks * panel_runs, [&](int64_t task) {
-    const int64_t r0 = (task / panel_runs) * kRowBlock, r1 = std::min(m, r0 + kRowBlock);
+    const int64_t r0 = (task / panel_runs) * row_block, r1 = std::min(m, r0 + row_block);
+    if (r0 >= r1) return;
     const int64_t p0 = (task % panel_runs) * panels_per_task;
     const int64_t p1 = std::min(l.n_panels, p0 + panels_per_task);
     for (int64_t p = p0; p < p1; ++p) {
@@ -395,3 +407,17 @@ void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, bool rou
 }
 
 }  // namespace moe::kernels::packed
+
+#else  // not x86-64: no packed kernels; the backend checks Available() and keeps row-major weights.
+
+#include <cstdlib>
+
+namespace moe::kernels::packed {
+bool Available() { return false; }
+bool HasBf16Dot() { return false; }
+size_t PackedBytes(const WeightMatrix&) { return 0; }
+WeightMatrix Pack(const WeightMatrix&, void*) { std::abort(); }
+void MatMul(const float*, int64_t, const WeightMatrix&, float*, bool) { std::abort(); }
+}  // namespace moe::kernels::packed
+
+#endif

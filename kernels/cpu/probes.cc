@@ -1,7 +1,5 @@
 #include "kernels/cpu/probes.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <chrono>
 #include <vector>
@@ -9,6 +7,10 @@
 #include "kernels/cpu/packed_matmul.h"
 #include "kernels/cpu/simd_kernels.h"
 #include "kernels/cpu/thread_pool.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace moe::kernels {
 namespace {
@@ -19,6 +21,7 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+#if defined(__x86_64__)
 // 24 independent accumulators: more than the instructions' latency times their throughput, so
 // the loop runs at the issue rate. The asm barrier keeps the operands live in registers without
 // letting the compiler fold the loop.
@@ -68,6 +71,7 @@ double Peak(float (*loop)(int64_t), double flop_per_instruction) {
   (void)keep;
   return best;
 }
+#endif
 
 }  // namespace
 
@@ -93,10 +97,14 @@ double MeasureReadBandwidth(int64_t bytes) {
   return best;
 }
 
+#if defined(__x86_64__)
 double MeasureBf16DotPeak() {
   return packed::Available() && packed::HasBf16Dot() ? Peak(Bf16DotLoop, 64) : 0;
 }
-
 double MeasureF32FmaPeak() { return packed::Available() ? Peak(F32FmaLoop, 32) : 0; }
+#else
+double MeasureBf16DotPeak() { return 0; }
+double MeasureF32FmaPeak() { return 0; }
+#endif
 
 }  // namespace moe::kernels
