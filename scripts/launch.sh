@@ -17,8 +17,10 @@
 #   --mca oob_tcp_if_include lo only without a hostfile: mpirun's control messages stay on loopback
 #                           (on a machine whose hostname does not resolve, the lookups otherwise
 #                           stall every launch by 5 s)
-# Threads: --threads N for every rank; by default the coordinator gets every core and each worker
-# cores/W (at least 1): the coordinator computes while workers wait, and the other way round.
+# Threads: --threads N for every rank; by default every rank gets every core of its machine: the
+# coordinator computes while the workers wait and the other way round, and the workers, which
+# compute at the same time, rarely have equal loads (routing is uneven), so the busiest one
+# should be able to use the cores the others leave; idle ranks sleep.
 # --device cuda: every rank computes on the GPU its node-local rank names (modulo the node's GPUs).
 # --cpu-numerics: how every rank's CPU products treat activations (the ranks must agree).
 # Environment: MPIRUN overrides the mpirun binary; BUILD_DIR (default build) holds bin/.
@@ -64,7 +66,7 @@ else
   [[ $RANKS -gt $CORES ]] && MPI_ARGS+=(--oversubscribe)
 fi
 COORD_THREADS=${THREADS:-$CORES}
-WORKER_THREADS=${THREADS:-$(( CORES / WORKERS > 0 ? CORES / WORKERS : 1 ))}
+WORKER_THREADS=${THREADS:-$CORES}
 COORD=(-np 1 "$BIN/moe-coordinator" --model "$MODEL" --threads "$COORD_THREADS" --device "$DEVICE"
        --cpu-numerics "$NUMERICS")
 [[ -n $PLACEMENT ]] && COORD+=(--placement "$PLACEMENT")
