@@ -165,10 +165,6 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceOptions& option
 std::unique_ptr<Backend> NewCpuBackend(
     MatMulNumerics numerics = MatMulNumerics::kRoundActivations);
 
-// One line on the CPU's matrix products: which kernels run and how they multiply, e.g.
-// "packed AVX-512 kernels, BF16 weights x activations rounded to BF16 (vdpbf16ps)".
-std::string DescribeCpuMatMul(MatMulNumerics numerics);
-
 // True when this build has the CUDA backend (nvcc was found and MOE_CUDA was not OFF).
 bool BuiltWithCuda();
 

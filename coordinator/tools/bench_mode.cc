@@ -20,6 +20,7 @@
 #include "coordinator/tools/modes.h"
 #include "core/status_macros.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/packed_matmul.h"
 #include "kernels/cpu/probes.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -142,6 +143,16 @@ MachineLimits MeasureLimits(kernels::Backend* backend, DType dtype) {
     m.peak_name = "float32 FMA peak";
   }
   return m;
+}
+
+// Which kernels the CPU's products run, and how they multiply.
+std::string DescribeCpuProducts(const kernels::Backend& backend) {
+  if (!kernels::packed::Available()) {
+    return "fallback kernels (no AVX-512): float32 products, OpenBLAS above 4 rows";
+  }
+  return backend.RoundsActivations(DType::kBF16)
+             ? "packed AVX-512 kernels; BF16 weights x activations rounded to BF16 (vdpbf16ps)"
+             : "packed AVX-512 kernels; float32 products";
 }
 
 std::string OfPeak(double flops_per_s, const MachineLimits& m) {
@@ -340,6 +351,9 @@ absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTi
               std::thread::hardware_concurrency(), kernels::DescribeCpuPaths().c_str());
   kernels::Backend* backend = runner->backend();
   std::printf("attention side computes on: %s\n", backend->Describe().c_str());
+  if (backend->host_memory()) {
+    std::printf("CPU products: %s\n", DescribeCpuProducts(*backend).c_str());
+  }
   const WeightCosts cost(weights);
   const DType dtype = weights.layers.empty() ? weights.lm_head.dtype : weights.layers[0].attention.q_proj.dtype;
   std::printf("model: %s, weights %s, %.2f GB mapped by this process\n", c.Summary().c_str(),

@@ -153,16 +153,4 @@ std::unique_ptr<Backend> NewCpuBackend(MatMulNumerics numerics) {
   return std::make_unique<CpuBackendImpl>(numerics);
 }
 
-std::string DescribeCpuMatMul(MatMulNumerics numerics) {
-  if (!packed::Available()) {
-    return "fallback kernels (this CPU lacks AVX-512): float32 products, OpenBLAS above 4 rows";
-  }
-  if (numerics == MatMulNumerics::kFloat32) {
-    return "packed AVX-512 kernels, float32 products (asked for)";
-  }
-  return packed::HasBf16Dot()
-             ? "packed AVX-512 kernels, BF16 weights x activations rounded to BF16 (vdpbf16ps)"
-             : "packed AVX-512 kernels, float32 products (this CPU lacks AVX512_BF16)";
-}
-
 }  // namespace moe::kernels

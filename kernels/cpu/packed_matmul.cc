@@ -224,14 +224,8 @@ constexpr KernelFn kKernels[kMaxRows + 1] = {nullptr,        CallKernel<1>, Call
                                              CallKernel<3>, CallKernel<4>, CallKernel<5>,
                                              CallKernel<6>, CallKernel<7>, CallKernel<8>};
 
-// x as the microkernel reads it, per path: BF16 pairs, or float32 with k padded to a group.
-struct Activations {
-  const void* data;
-  int64_t ld;        // elements of the kernel's x type per row: pairs (uint32) or floats
-  int64_t x_bytes;   // bytes of one element of that type
-};
-
-// Rounds x[m, k] to BF16 pairs [m, k_padded / 2], zero padded; 32 values per instruction.
+// Rounds one row x[k] to BF16 (round to nearest even) into out[k_padded], zero padded: 32 values
+// per instruction.
 MOE_TARGET_AVX512_BF16 void RoundRowToBf16(const float* x, int64_t k, int64_t k_padded, uint16_t* out) {
   int64_t c = 0;
   for (; c + 32 <= k; c += 32) {
