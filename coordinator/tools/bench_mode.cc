@@ -132,10 +132,17 @@ MachineLimits MeasureLimits(kernels::Backend* backend, DType dtype) {
   }
   m.bandwidth = kernels::MeasureReadBandwidth(probe_bytes);
   const double bf16 = kernels::MeasureBf16DotPeak(), fma = kernels::MeasureF32FmaPeak();
+  const double amx = kernels::MeasureAmxBf16Peak();
   std::printf("measured with %d threads: memory read bandwidth %.1f GB/s; peak BF16 dot products "
-              "%.0f GFLOP/s (vdpbf16ps), float32 FMA %.0f GFLOP/s (register-only loops)\n",
-              kernels::CpuThreads(), m.bandwidth / 1e9, bf16 / 1e9, fma / 1e9);
-  if (backend->RoundsActivations(dtype)) {
+              "%.0f GFLOP/s (vdpbf16ps)%s, float32 FMA %.0f GFLOP/s (register-only loops)\n",
+              kernels::CpuThreads(), m.bandwidth / 1e9, bf16 / 1e9,
+              amx > 0 ? absl::StrFormat(", AMX tiles %.0f GFLOP/s", amx / 1e9).c_str() : "",
+              fma / 1e9);
+  if (backend->RoundsActivations(dtype) &&
+      kernels::packed::Bf16Products() == kernels::packed::Products::kBf16Amx) {
+    m.peak = amx;
+    m.peak_name = "AMX BF16 peak";
+  } else if (backend->RoundsActivations(dtype)) {
     m.peak = bf16;
     m.peak_name = "BF16 dot-product peak";
   } else {
@@ -150,9 +157,10 @@ std::string DescribeCpuProducts(const kernels::Backend& backend) {
   if (!kernels::packed::Available()) {
     return "fallback kernels (no AVX-512): float32 products, OpenBLAS above 4 rows";
   }
-  return backend.RoundsActivations(DType::kBF16)
-             ? "packed AVX-512 kernels; BF16 weights x activations rounded to BF16 (vdpbf16ps)"
-             : "packed AVX-512 kernels; float32 products";
+  return std::string("packed AVX-512 kernels; ") +
+         kernels::packed::Describe(backend.RoundsActivations(DType::kBF16)
+                                       ? kernels::packed::Bf16Products()
+                                       : kernels::packed::Products::kFloat32);
 }
 
 std::string OfPeak(double flops_per_s, const MachineLimits& m) {

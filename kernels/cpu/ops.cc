@@ -77,7 +77,9 @@ void MatMulTiled(const float* x, int64_t m, const WeightMatrix& w, float* y) {
 void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, MatMulNumerics numerics) {
   if (m <= 0 || w.rows <= 0) return;
   if (w.layout == WeightLayout::kCpuPanels) {
-    packed::MatMul(x, m, w, y, numerics == MatMulNumerics::kRoundActivations);
+    packed::MatMul(x, m, w, y,
+                   numerics == MatMulNumerics::kRoundActivations ? packed::Bf16Products()
+                                                                 : packed::Products::kFloat32);
   } else if (m <= simd::kMaxGemvRows) {
     MatMulGemv(x, m, w, y);
   } else {

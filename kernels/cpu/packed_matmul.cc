@@ -7,7 +7,12 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -20,6 +25,8 @@
 #define MOE_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
 #define MOE_TARGET_AVX512_BF16 \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma,avx512bf16")))
+#define MOE_TARGET_AMX \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma,amx-tile,amx-bf16")))
 
 // The register tiles are arrays indexed by compile-time loops: fully unrolled, they live in
 // registers; rolled (GCC's -O2 default), they would live on the stack.
@@ -46,18 +53,33 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 struct CpuFeatures {
   bool avx512 = false;
   bool bf16 = false;
+  bool amx = false;
 };
+
+// AMX tiles need the CPU's AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22) and the
+// kernel's leave: Linux keeps the 8 KiB tile state off until a process asks for it
+// (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, once, for every thread of the process).
+bool EnableAmx() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  if ((edx & (1u << 24)) == 0 || (edx & (1u << 22)) == 0) return false;
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
 
 const CpuFeatures& Features() {
   static const CpuFeatures features = [] {
     CpuFeatures f;
-#if defined(__x86_64__)
     __builtin_cpu_init();
     f.avx512 = __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
                __builtin_cpu_supports("avx512vl") != 0 && __builtin_cpu_supports("avx512dq") != 0 &&
                __builtin_cpu_supports("f16c") != 0 && __builtin_cpu_supports("fma") != 0;
     f.bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16") != 0;
-#endif
+    // MOE_CPU_AMX=0 keeps the tiles off, to compare the two BF16 paths on one machine.
+    const char* amx_env = std::getenv("MOE_CPU_AMX");
+    const bool amx_allowed = amx_env == nullptr || std::strcmp(amx_env, "0") != 0;
+    f.amx = f.bf16 && amx_allowed && EnableAmx();
     return f;
   }();
   return features;
@@ -196,13 +218,14 @@ MOE_TARGET_AVX512 void KernelWide(const float* x, int64_t ldx, const void* panel
   StoreTile<MR>(acc, y, ldy, masks);
 }
 
-enum class Path { kBf16Dot, kBf16Widen, kF16, kF32 };
+enum class Path { kBf16Dot, kBf16Amx, kBf16Widen, kF16, kF32 };
 
 // One call of the microkernel for MR rows of x.
 template <int MR>
 void CallKernel(Path path, const void* x, int64_t ldx, const void* panel, int64_t groups, float* y,
                 int64_t ldy, const PanelMasks& masks, bool load) {
   switch (path) {
+    case Path::kBf16Amx:  // runs as whole tasks (AmxTask), never through here
     case Path::kBf16Dot:
       return KernelBf16Dot<MR>(static_cast<const uint32_t*>(x), ldx, static_cast<const uint16_t*>(panel),
                                groups, y, ldy, masks, load);
@@ -240,6 +263,95 @@ MOE_TARGET_AVX512_BF16 void RoundRowToBf16(const float* x, int64_t k, int64_t k_
     const __mmask32 store = static_cast<__mmask32>((uint64_t{1} << std::min<int64_t>(k_padded - c, 32)) - 1u);
     _mm512_mask_storeu_epi16(out + c, store, (__m512i)v);
   }
+}
+
+// --- AMX: the same panels through tile multiplies ----------------------------------------------
+// TDPBF16PS multiplies a tile of 16 rows x 16 BF16 pairs of x by 16 pairs x 16 columns of
+// weights into 16 x 16 float32 accumulators. A panel's k group is 48 columns of pairs, 192
+// bytes, so the panel's rows of 64 bytes at a stride of 192 are exactly the B tiles of its three
+// 16-column thirds: the layout needs no change. A task keeps 16 rows x 48 columns in tiles 0-2,
+// x's 16 rows in tile 3 and the panel's thirds in tiles 4-6.
+//
+// Its products differ in the last bits from vdpbf16ps's (the tile sums each pair's two products
+// before it rounds), so a process that has AMX uses it for every m: a row's result is still one
+// chain over k in steps of 16 pairs, started from zero, independent of the other rows of its
+// tile (rows past m are zeros), and the same alone or in any batch.
+
+constexpr int kAmxRows = 16;        // rows of x per tile
+constexpr int kAmxPairs = 16;       // k groups per tile multiply
+constexpr int64_t kAmxKBlock = 128; // k groups per cache block: a 24 KiB panel slice stays in L1
+
+struct TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+MOE_TARGET_AMX void ConfigureTiles() {
+  TileConfig config;
+  for (int t = 0; t < 7; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = 16;
+  }
+  _tile_loadconfig(&config);
+}
+
+// For rows [r0, r1) of x (r1 - r0 a multiple of 16; x holds zero rows up to there) and panels
+// [p0, p1): y[r0..min(r1, m), panel columns] = x . panel. x: BF16 rows x_ld bytes apart, each
+// zero padded to a whole number of tile steps.
+MOE_TARGET_AMX void AmxTask(const char* x, int64_t x_ld, int64_t r0, int64_t r1, int64_t m,
+                            const char* packed, const PackedLayout& l, int64_t p0, int64_t p1,
+                            float* y) {
+  constexpr int64_t kGroupBytes = 2 * kPanelCols * 2;  // 192
+  constexpr int64_t kAccLd = kPanelCols * 4;           // bytes per row of the accumulators
+  alignas(64) static thread_local float acc[kRowBlock * kPanelCols];
+  // The last step of a k that is not a whole number of steps reads its pairs from here, zero
+  // padded, rather than past the panel.
+  alignas(64) static thread_local char tail[kAmxPairs * kGroupBytes];
+  const int64_t groups = l.groups();
+  ConfigureTiles();
+  for (int64_t p = p0; p < p1; ++p) {
+    const char* panel = packed + p * l.panel_elems() * l.elem;
+    for (int64_t q0 = 0; q0 < groups; q0 += kAmxKBlock) {
+      const int64_t q1 = std::min(groups, q0 + kAmxKBlock);
+      for (int64_t i = r0; i < r1; i += kAmxRows) {
+        char* c = reinterpret_cast<char*>(acc + (i - r0) * kPanelCols);
+        if (q0 == 0) {
+          _tile_zero(0);
+          _tile_zero(1);
+          _tile_zero(2);
+        } else {
+          _tile_loadd(0, c, kAccLd);
+          _tile_loadd(1, c + 64, kAccLd);
+          _tile_loadd(2, c + 128, kAccLd);
+        }
+        for (int64_t q = q0; q < q1; q += kAmxPairs) {
+          const char* b = panel + q * kGroupBytes;
+          if (q + kAmxPairs > groups) {
+            std::memset(tail, 0, sizeof(tail));
+            std::memcpy(tail, b, static_cast<size_t>((groups - q) * kGroupBytes));
+            b = tail;
+          }
+          _tile_loadd(3, x + i * x_ld + q * 4, x_ld);
+          _tile_loadd(4, b, kGroupBytes);
+          _tile_loadd(5, b + 64, kGroupBytes);
+          _tile_loadd(6, b + 128, kGroupBytes);
+          _tile_dpbf16ps(0, 3, 4);
+          _tile_dpbf16ps(1, 3, 5);
+          _tile_dpbf16ps(2, 3, 6);
+        }
+        _tile_stored(0, c, kAccLd);
+        _tile_stored(1, c + 64, kAccLd);
+        _tile_stored(2, c + 128, kAccLd);
+      }
+    }
+    const int64_t col0 = p * kPanelCols, cols = std::min<int64_t>(kPanelCols, l.n - col0);
+    for (int64_t i = r0; i < std::min(r1, m); ++i)
+      std::memcpy(y + i * l.n + col0, acc + (i - r0) * kPanelCols, static_cast<size_t>(cols) * 4);
+  }
+  _tile_release();
 }
 
 std::vector<uint16_t>& Bf16Scratch() {
@@ -301,6 +413,20 @@ MOE_TARGET_AVX512 void PackPanelGather(const WeightMatrix& w, const PackedLayout
 
 bool Available() { return Features().avx512; }
 bool HasBf16Dot() { return Features().bf16; }
+bool HasAmx() { return Features().amx; }
+
+Products Bf16Products() {
+  return HasAmx() ? Products::kBf16Amx : HasBf16Dot() ? Products::kBf16Dot : Products::kFloat32;
+}
+
+const char* Describe(Products products) {
+  switch (products) {
+    case Products::kBf16Amx: return "BF16 weights x activations rounded to BF16, AMX tiles (tdpbf16ps)";
+    case Products::kBf16Dot: return "BF16 weights x activations rounded to BF16 (vdpbf16ps)";
+    case Products::kFloat32: break;
+  }
+  return "float32 products";
+}
 
 size_t PackedBytes(const WeightMatrix& w) {
   const PackedLayout l(w);
@@ -326,30 +452,38 @@ WeightMatrix Pack(const WeightMatrix& w, void* dst) {
   return packed;
 }
 
-void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, bool round_activations) {
+void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, Products products) {
   if (m <= 0 || w.rows <= 0) return;
   const PackedLayout l(w);
   Path path;
   switch (w.dtype) {
-    case DType::kBF16: path = round_activations && HasBf16Dot() ? Path::kBf16Dot : Path::kBf16Widen; break;
+    case DType::kBF16:
+      path = products == Products::kBf16Amx ? Path::kBf16Amx
+             : products == Products::kBf16Dot ? Path::kBf16Dot
+                                              : Path::kBf16Widen;
+      break;
     case DType::kF16: path = Path::kF16; break;
     default: path = Path::kF32; break;
   }
+  const bool amx = path == Path::kBf16Amx;
   // Activations in the kernel's form, rows padded by a cache line: rows k * 2 or k * 4 bytes
   // apart (multiples of 4 KiB for every Mixtral width) would all fall into one L1 set, and the
-  // microkernel's 8 broadcast streams would evict each other. The kernel reads whole k groups,
-  // so the padding of a k that is not a whole number of groups is zero (as the weights' is).
+  // microkernel's 8 broadcast streams would evict each other. The kernel reads whole k groups
+  // (AMX whole tile steps, and whole tiles of rows), so the padding is zero, as the weights' is.
   const void* xa = x;
   int64_t ldx = l.k;  // in the kernel's x elements
-  if (path == Path::kBf16Dot) {
+  if (path == Path::kBf16Dot || amx) {
     std::vector<uint16_t>& buf = Bf16Scratch();
-    const int64_t row = l.k_padded + 32;  // BF16 elements
-    buf.resize(static_cast<size_t>(m * row));
+    const int64_t k_zeroed = amx ? CeilDiv(l.k_padded, 2 * kAmxPairs) * 2 * kAmxPairs : l.k_padded;
+    const int64_t row = k_zeroed + 32;  // BF16 elements
+    const int64_t rows = amx ? CeilDiv(m, kAmxRows) * kAmxRows : m;
+    buf.resize(static_cast<size_t>(rows * row));
     const int64_t rows_per_task = std::max<int64_t>(1, (int64_t{1} << 15) / l.k_padded);
     ParallelFor(CeilDiv(m, rows_per_task), [&](int64_t t) {
       for (int64_t i = t * rows_per_task; i < std::min(m, (t + 1) * rows_per_task); ++i)
-        RoundRowToBf16(x + i * l.k, l.k, l.k_padded, buf.data() + i * row);
+        RoundRowToBf16(x + i * l.k, l.k, k_zeroed, buf.data() + i * row);
     });
+    std::fill(buf.data() + m * row, buf.data() + rows * row, uint16_t{0});
     xa = buf.data();
     ldx = row / 2;
   } else if (m > 1 || l.k_padded != l.k) {
@@ -369,8 +503,9 @@ void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, bool rou
 
   // Tasks: row blocks x runs of panels, enough of them for the pool to balance. The split
   // changes no result (see the header).
+  const int64_t rows_unit = amx ? kAmxRows : kMaxRows;
   const int64_t row_blocks = CeilDiv(m, kRowBlock);
-  const int64_t row_block = CeilDiv(CeilDiv(m, row_blocks), kMaxRows) * kMaxRows;
+  const int64_t row_block = CeilDiv(CeilDiv(m, row_blocks), rows_unit) * rows_unit;
   const int64_t want_tasks = 8 * CpuThreads();
   const int64_t panels_per_task =
       std::max<int64_t>(1, CeilDiv(l.n_panels, std::max<int64_t>(1, want_tasks / row_blocks)));
@@ -383,6 +518,11 @@ void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, bool rou
     if (r0 >= r1) return;
     const int64_t p0 = (task % panel_runs) * panels_per_task;
     const int64_t p1 = std::min(l.n_panels, p0 + panels_per_task);
+    if (amx) {
+      AmxTask(static_cast<const char*>(xa), ldx * 4, r0, CeilDiv(r1, kAmxRows) * kAmxRows, m,
+              packed, l, p0, p1, y);
+      return;
+    }
     for (int64_t p = p0; p < p1; ++p) {
       const PanelMasks masks(p * kPanelCols, l.n);
       const char* panel = packed + p * l.panel_elems() * l.elem;
@@ -409,9 +549,12 @@ void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, bool rou
 namespace moe::kernels::packed {
 bool Available() { return false; }
 bool HasBf16Dot() { return false; }
+bool HasAmx() { return false; }
+Products Bf16Products() { return Products::kFloat32; }
+const char* Describe(Products) { return "float32 products"; }
 size_t PackedBytes(const WeightMatrix&) { return 0; }
 WeightMatrix Pack(const WeightMatrix&, void*) { std::abort(); }
-void MatMul(const float*, int64_t, const WeightMatrix&, float*, bool) { std::abort(); }
+void MatMul(const float*, int64_t, const WeightMatrix&, float*, Products) { std::abort(); }
 }  // namespace moe::kernels::packed
 
 #endif

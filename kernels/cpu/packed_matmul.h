@@ -1,7 +1,7 @@
 // Matrix products on weights repacked into column panels, for CPUs with AVX-512: one
 // register-blocked microkernel for every m (decode's GEMV and prefill's GEMM alike), BF16 weights
-// multiplied with the CPU's BF16 dot-product instruction (AVX512_BF16 vdpbf16ps) or widened to
-// float32, F16 weights widened with F16C, float32 weights with FMAs.
+// multiplied with the CPU's AMX tiles or BF16 dot-product instruction (AVX512_BF16 vdpbf16ps) or
+// widened to float32, F16 weights widened with F16C, float32 weights with FMAs.
 //
 // Batch invariance, by construction: every output y[i, j] is one chain of multiply-adds over k in
 // ascending order, started from zero, whatever m is, whichever rows share the call, however the
@@ -31,6 +31,23 @@ inline int64_t KGroup(DType t) { return t == DType::kBF16 ? 2 : 1; }
 bool Available();
 // This CPU also has the BF16 dot product (AVX512_BF16).
 bool HasBf16Dot();
+// This CPU has AMX tiles with BF16 (AMX-TILE, AMX-BF16) and the OS granted this process their
+// state. MOE_CPU_AMX=0 in the environment turns them off.
+bool HasAmx();
+
+// How the products of BF16 weights are computed. Other dtypes are always widened to float32.
+enum class Products {
+  kFloat32,  // weights widened exactly, float32 activations, float32 FMAs
+  kBf16Dot,  // activations rounded to BF16 once per call, vdpbf16ps. REQUIRES: HasBf16Dot()
+  kBf16Amx,  // activations rounded the same way, AMX tile multiplies. REQUIRES: HasAmx()
+};
+
+// The fastest BF16 products with rounded activations this CPU has: AMX, else vdpbf16ps, else
+// float32. The two rounded kinds differ in the last bits, so a process uses one of them for
+// every product (batch invariance holds within each).
+Products Bf16Products();
+// e.g. "BF16 weights x activations rounded to BF16 (vdpbf16ps)".
+const char* Describe(Products products);
 
 // Bytes of w's packed copy: whole panels, k rounded up to a whole group, zero padded.
 size_t PackedBytes(const WeightMatrix& w);
@@ -40,11 +57,11 @@ size_t PackedBytes(const WeightMatrix& w);
 WeightMatrix Pack(const WeightMatrix& w, void* dst);
 
 // y[m, w.rows] = x[m, w.cols] @ w^T on a packed w, float32 accumulation.
-// round_activations: with BF16 weights on a CPU with AVX512_BF16, x is rounded to BF16 once per
-// call (round to nearest even, as llama.cpp and cuBLAS do) and multiplied with vdpbf16ps. Without
-// it, or on other dtypes, every product is the float32 product of the exactly widened weight and
-// the float32 activation. F16 weights always take that path: this CPU family has no F16 dot
-// product, and widening costs the same whether or not x is rounded. REQUIRES: Available().
-void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, bool round_activations);
+// With BF16 weights, `products` says how: rounding x to BF16 (round to nearest even, as
+// llama.cpp and cuBLAS do) once per call for the BF16 instructions, or float32 products of the
+// exactly widened weights. F16 and F32 weights always take the float32 path: these CPUs have no
+// F16 dot product with float32 sums, and widening costs the same whether or not x is rounded.
+// REQUIRES: Available().
+void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, Products products);
 
 }  // namespace moe::kernels::packed

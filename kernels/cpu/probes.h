@@ -14,6 +14,10 @@ double MeasureReadBandwidth(int64_t bytes);
 // every thread, best of 3; 0 when the CPU lacks AVX512_BF16.
 double MeasureBf16DotPeak();
 
+// The same for AMX tile multiplies (tdpbf16ps on 16 x 16 tiles, 16384 FLOP each); 0 when the
+// process has no AMX (packed::HasAmx).
+double MeasureAmxBf16Peak();
+
 // The same for float32 FMAs (vfmadd231ps on 16 lanes, 32 FLOP); 0 without AVX-512.
 double MeasureF32FmaPeak();
 

@@ -1,8 +1,8 @@
 // The packed AVX-512 kernels (kernels/cpu/packed_matmul.h) against the plain reference, for every
-// dtype, both numerics, every m from 1 to 130 and awkward shapes (k not a whole group, a partial
+// dtype, every kind of products (float32, vdpbf16ps, AMX tiles), every m from 1 to 130 and awkward shapes (k not a whole group, a partial
 // last panel, several cache blocks of k); and their batch invariance: a row's result, bit for
 // bit, whatever else shares its product and however many threads run it. Skipped, saying why, on
-// CPUs without AVX-512.
+// CPUs without AVX-512, and for BF16 products the CPU lacks (AVX512_BF16, AMX).
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -40,19 +40,42 @@ PackedWeights PackForTest(const WeightMatrix& w) {
   return p;
 }
 
-std::string Describe(DType dtype, bool round, int64_t m, int64_t n, int64_t k) {
-  return std::string(DTypeName(dtype)) + (round ? " rounded" : " f32") + " m=" + std::to_string(m) +
+using packed::Products;
+
+const char* Name(Products products) {
+  switch (products) {
+    case Products::kBf16Dot: return "vdpbf16ps";
+    case Products::kBf16Amx: return "amx";
+    case Products::kFloat32: break;
+  }
+  return "f32";
+}
+
+// Whether this CPU computes these products; the reason it does not, else empty.
+std::string Unsupported(Products products) {
+  if (products == Products::kBf16Dot && !packed::HasBf16Dot()) return "this CPU lacks AVX512_BF16";
+  if (products == Products::kBf16Amx && !packed::HasAmx()) {
+    return "this CPU lacks AMX-BF16 (or the OS refused its tile state, or MOE_CPU_AMX=0)";
+  }
+  return "";
+}
+
+std::string Describe(DType dtype, Products products, int64_t m, int64_t n, int64_t k) {
+  return std::string(DTypeName(dtype)) + " " + Name(products) + " m=" + std::to_string(m) +
          " n=" + std::to_string(n) + " k=" + std::to_string(k);
 }
 
-class PackedMatMulTest : public ::testing::TestWithParam<std::tuple<DType, bool>> {
+class PackedMatMulTest : public ::testing::TestWithParam<std::tuple<DType, Products>> {
  protected:
   void SetUp() override {
     if (!packed::Available()) GTEST_SKIP() << "SKIP: this CPU lacks AVX-512; the fallback kernels run";
-    std::tie(dtype_, round_) = GetParam();
+    std::tie(dtype_, products_) = GetParam();
+    // Other dtypes ignore the kind of products (they are always float32), so they run anywhere.
+    const std::string why = dtype_ == DType::kBF16 ? Unsupported(products_) : "";
+    if (!why.empty()) GTEST_SKIP() << "SKIP: " << why;
   }
-  // Whether this case multiplies rounded activations (the BF16 dot product).
-  bool Rounds() const { return round_ && dtype_ == DType::kBF16 && packed::HasBf16Dot(); }
+  // Whether this case multiplies rounded activations (the BF16 instructions).
+  bool Rounds() const { return products_ != Products::kFloat32 && dtype_ == DType::kBF16; }
 
   // The packed product against the reference on the inputs the kernel multiplies, element by
   // element within the worst-case bound of a float32 sum of k products: k units in the last
@@ -63,7 +86,7 @@ class PackedMatMulTest : public ::testing::TestWithParam<std::tuple<DType, bool>
     const PackedWeights p = PackForTest(w.matrix);
     const std::vector<float> x = Random(m * k, seed + 1);
     std::vector<float> got(static_cast<size_t>(m * n)), want(got.size());
-    packed::MatMul(x.data(), m, p.matrix, got.data(), round_);
+    packed::MatMul(x.data(), m, p.matrix, got.data(), products_);
     const std::vector<float> x_ref = Rounds() ? RoundToBf16(x) : x;
     reference::MatMul(x_ref.data(), m, WeightMatrix{DType::kF32, w.f32.data(), n, k}, want.data());
     const double ulp = std::ldexp(1.0, -24);
@@ -72,19 +95,19 @@ class PackedMatMulTest : public ::testing::TestWithParam<std::tuple<DType, bool>
         double magnitude = 0;
         for (int64_t c = 0; c < k; ++c) magnitude += std::fabs(x_ref[i * k + c] * double{w.f32[j * k + c]});
         ASSERT_LE(std::fabs(got[i * n + j] - double{want[i * n + j]}), (k + 1) * ulp * magnitude)
-            << Describe(dtype_, round_, m, n, k) << " at row " << i << " column " << j;
+            << Describe(dtype_, products_, m, n, k) << " at row " << i << " column " << j;
       }
     }
   }
 
   DType dtype_ = DType::kF32;
-  bool round_ = false;
+  Products products_ = Products::kFloat32;
 };
 
 TEST_P(PackedMatMulTest, EveryRowCountMatchesTheReference) {
   SetCpuThreads(2);
-  // k = 301: an odd k (a BF16 pair half padded), two cache blocks of k for F32 and F16;
-  // n = 97: two whole panels and one of a single column.
+  // k = 301: an odd k (a BF16 pair half padded), two cache blocks of k for F32 and F16, a last
+  // AMX step of 7 pairs; n = 97: two whole panels and one of a single column.
   for (int64_t m = 1; m <= 130; ++m) ExpectMatchesReference(m, 97, 301, static_cast<uint32_t>(m));
 }
 
@@ -109,20 +132,20 @@ TEST_P(PackedMatMulTest, RowsAreBatchInvariant) {
   std::vector<float> alone(static_cast<size_t>(130 * n));
   SetCpuThreads(1);
   for (int64_t i = 0; i < 130; ++i) {
-    packed::MatMul(x.data() + i * k, 1, p.matrix, alone.data() + i * n, round_);
+    packed::MatMul(x.data() + i * k, 1, p.matrix, alone.data() + i * n, products_);
   }
   for (int threads : {1, 3}) {
     SetCpuThreads(threads);
     for (int64_t m = 1; m <= 130; ++m) {
       std::vector<float> batch(static_cast<size_t>(m * n));
-      packed::MatMul(x.data(), m, p.matrix, batch.data(), round_);
+      packed::MatMul(x.data(), m, p.matrix, batch.data(), products_);
       ASSERT_EQ(std::memcmp(batch.data(), alone.data(), batch.size() * sizeof(float)), 0)
-          << Describe(dtype_, round_, m, n, k) << " threads=" << threads;
+          << Describe(dtype_, products_, m, n, k) << " threads=" << threads;
     }
     std::vector<float> reversed_x(static_cast<size_t>(130 * k));
     for (int64_t i = 0; i < 130; ++i) std::memcpy(&reversed_x[(129 - i) * k], &x[i * k], k * sizeof(float));
     std::vector<float> reversed(static_cast<size_t>(130 * n));
-    packed::MatMul(reversed_x.data(), 130, p.matrix, reversed.data(), round_);
+    packed::MatMul(reversed_x.data(), 130, p.matrix, reversed.data(), products_);
     for (int64_t i = 0; i < 130; ++i) {
       ASSERT_EQ(std::memcmp(&reversed[(129 - i) * n], &alone[i * n], n * sizeof(float)), 0)
           << "row " << i << " moved to " << 129 - i << ", threads=" << threads;
@@ -132,14 +155,23 @@ TEST_P(PackedMatMulTest, RowsAreBatchInvariant) {
 
 INSTANTIATE_TEST_SUITE_P(
     DTypesAndNumerics, PackedMatMulTest,
-    ::testing::Combine(::testing::Values(DType::kF32, DType::kBF16, DType::kF16), ::testing::Bool()),
+    ::testing::Combine(::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
+                       ::testing::Values(Products::kFloat32, Products::kBf16Dot, Products::kBf16Amx)),
     [](const auto& info) {
-      return std::string(DTypeName(std::get<0>(info.param))) +
-             (std::get<1>(info.param) ? "_rounded" : "_f32");
+      return std::string(DTypeName(std::get<0>(info.param))) + "_" + Name(std::get<1>(info.param));
     });
 
-// The fast path really multiplies rounded activations with the dot product (it is not the f32
-// path under another name), and the f32 path really does not round.
+// Several row blocks (m above 256, split in two), AMX's whole tiles of rows past m, and k in
+// several AMX cache blocks with a partial last step.
+TEST_P(PackedMatMulTest, ManyRowsMatchTheReference) {
+  SetCpuThreads(2);
+  ExpectMatchesReference(300, 50, 1030, 21);
+  ExpectMatchesReference(257, 49, 64, 22);
+}
+
+// The rounded paths really multiply rounded activations (they are not the f32 path under another
+// name), the f32 path really does not round, and AMX is not vdpbf16ps under another name: the two
+// round their sums differently, so they differ in the last bits.
 TEST(PackedMatMulNumericsTest, RoundedAndFloat32PathsDiffer) {
   if (!packed::Available() || !packed::HasBf16Dot()) {
     GTEST_SKIP() << "SKIP: this CPU lacks AVX512_BF16 (or AVX-512): no BF16 dot product to test";
@@ -149,15 +181,23 @@ TEST(PackedMatMulNumericsTest, RoundedAndFloat32PathsDiffer) {
   const PackedWeights p = PackForTest(w.matrix);
   const std::vector<float> x = Random(m * k, 10);
   const WeightMatrix exact{DType::kF32, w.f32.data(), n, k};
-  std::vector<float> rounded(static_cast<size_t>(m * n)), f32(rounded.size()), ref(rounded.size()),
-      ref_rounded(rounded.size());
-  packed::MatMul(x.data(), m, p.matrix, rounded.data(), /*round_activations=*/true);
-  packed::MatMul(x.data(), m, p.matrix, f32.data(), /*round_activations=*/false);
+  std::vector<float> f32(static_cast<size_t>(m * n)), ref(f32.size()), ref_rounded(f32.size());
+  packed::MatMul(x.data(), m, p.matrix, f32.data(), Products::kFloat32);
   reference::MatMul(x.data(), m, exact, ref.data());
   reference::MatMul(RoundToBf16(x).data(), m, exact, ref_rounded.data());
-  EXPECT_LT(RelErr(rounded, ref_rounded), 1e-6);
-  EXPECT_GT(RelErr(rounded, ref), 1e-4);  // BF16 keeps 8 bits: ~2e-3 relative per activation
   EXPECT_LT(RelErr(f32, ref), 1e-6);
+  std::vector<std::vector<float>> rounded;
+  for (Products products : {Products::kBf16Dot, Products::kBf16Amx}) {
+    if (!Unsupported(products).empty()) continue;
+    rounded.emplace_back(f32.size());
+    packed::MatMul(x.data(), m, p.matrix, rounded.back().data(), products);
+    EXPECT_LT(RelErr(rounded.back(), ref_rounded), 1e-6) << Name(products);
+    EXPECT_GT(RelErr(rounded.back(), ref), 1e-4) << Name(products);  // BF16 keeps 8 bits
+  }
+  if (rounded.size() == 2) {
+    EXPECT_NE(std::memcmp(rounded[0].data(), rounded[1].data(), f32.size() * sizeof(float)), 0)
+        << "AMX and vdpbf16ps gave identical bits: is the AMX path running?";
+  }
 }
 
 // What Pack writes, element by element: the layout the kernels read (a regression here would
