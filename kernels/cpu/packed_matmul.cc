@@ -458,9 +458,10 @@ void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, Products
   Path path;
   switch (w.dtype) {
     case DType::kBF16:
-      path = products == Products::kBf16Amx ? Path::kBf16Amx
-             : products == Products::kBf16Dot ? Path::kBf16Dot
-                                              : Path::kBf16Widen;
+      // Checked here too: the tiles fault until EnableAmx has run (HasAmx runs it).
+      path = products == Products::kBf16Amx && HasAmx()    ? Path::kBf16Amx
+             : products == Products::kBf16Dot && HasBf16Dot() ? Path::kBf16Dot
+                                                              : Path::kBf16Widen;
       break;
     case DType::kF16: path = Path::kF16; break;
     default: path = Path::kF32; break;

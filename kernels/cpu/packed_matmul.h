@@ -38,8 +38,8 @@ bool HasAmx();
 // How the products of BF16 weights are computed. Other dtypes are always widened to float32.
 enum class Products {
   kFloat32,  // weights widened exactly, float32 activations, float32 FMAs
-  kBf16Dot,  // activations rounded to BF16 once per call, vdpbf16ps. REQUIRES: HasBf16Dot()
-  kBf16Amx,  // activations rounded the same way, AMX tile multiplies. REQUIRES: HasAmx()
+  kBf16Dot,  // activations rounded to BF16 once per call, vdpbf16ps (float32 without AVX512_BF16)
+  kBf16Amx,  // activations rounded the same way, AMX tile multiplies (float32 without AMX)
 };
 
 // The fastest BF16 products with rounded activations this CPU has: AMX, else vdpbf16ps, else

@@ -246,17 +246,19 @@ def main():
         wait_idle(c.stub, "after the deadline")
         check(time.time() - t0 < 3, f"the expired request left the batch {time.time() - t0:.2f} s after it started")
 
-        # Graceful shutdown: SIGTERM while a request runs; it finishes, new ones are refused.
+        # Graceful shutdown: SIGTERM while a request runs; it finishes, new ones are refused. 1200
+        # tokens: long enough to still be running when the signal goes out on CPUs with AMX, where
+        # 400 could finish between two polls.
         done = []
-        t = threading.Thread(target=lambda: done.append(generate(c.stub, PROMPTS[4], timeout=120, max_tokens=400)))
+        t = threading.Thread(target=lambda: done.append(generate(c.stub, PROMPTS[4], timeout=120, max_tokens=1200)))
         t.start()
         while info(c.stub).running_sequences == 0 and t.is_alive():
             time.sleep(0.01)
         check(t.is_alive(), "SIGTERM is sent while the request is in flight")
         rc = c.stop(signal.SIGTERM)
         t.join()
-        check(done and done[0][2].finish_reason == pb.FINISH_REASON_LENGTH and len(done[0][0]) == 400,
-              "SIGTERM: the request in flight still finished (400 tokens)")
+        check(done and done[0][2].finish_reason == pb.FINISH_REASON_LENGTH and len(done[0][0]) == 1200,
+              "SIGTERM: the request in flight still finished (1200 tokens)")
         check(rc == 0, f"SIGTERM: the job exited {rc}")
     finally:
         if c.proc.poll() is None:
