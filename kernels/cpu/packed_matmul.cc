@@ -272,10 +272,10 @@ MOE_TARGET_AVX512_BF16 void RoundRowToBf16(const float* x, int64_t k, int64_t k_
 // 16-column thirds: the layout needs no change. A task keeps 16 rows x 48 columns in tiles 0-2,
 // x's 16 rows in tile 3 and the panel's thirds in tiles 4-6.
 //
-// Its products differ in the last bits from vdpbf16ps's (the tile sums each pair's two products
-// before it rounds), so a process that has AMX uses it for every m: a row's result is still one
-// chain over k in steps of 16 pairs, started from zero, independent of the other rows of its
-// tile (rows past m are zeros), and the same alone or in any batch.
+// Its products differ in the last bits from vdpbf16ps's (the two round their sums differently),
+// so a process that has AMX uses it for every m: a row's result is still one chain over k in
+// steps of 16 pairs, started from zero, independent of the other rows of its tile (rows past m
+// are zeros), and the same alone or in any batch.
 
 constexpr int kAmxRows = 16;        // rows of x per tile
 constexpr int kAmxPairs = 16;       // k groups per tile multiply
