@@ -1,4 +1,6 @@
-// Generate: one sequence from prompt to stop (EOS or max new tokens) through a ModelRunner.
+// Generate: one request from prompt to finish on the calling thread, through a Scheduler of its
+// own: the loop the server runs, so one-shot generation (moe-generate, the coordinator's --prompt
+// mode) and serving turn steps into tokens the same way.
 #pragma once
 
 #include <functional>
@@ -7,32 +9,26 @@
 
 #include "absl/status/statusor.h"
 #include "coordinator/model_runner.h"
-#include "coordinator/sampler.h"
+#include "coordinator/request.h"
+#include "coordinator/scheduler.h"
+#include "core/tokenizer.h"
 
 namespace moe {
 
-struct GenerationRequest {
-  std::vector<int32_t> prompt;   // token ids, BOS included when wanted
-  SamplingParams sampling;
-  int max_new_tokens = 64;       // >= 1
-  int prefill_chunk = 512;       // prompt tokens per forward step; bounds one step's work
-  uint64_t sequence_id = 1;      // names the sequence to routing observers (traces, telemetry)
-};
-
 struct GenerationResult {
   std::vector<int32_t> tokens;   // generated ids (EOS included when it ended the sequence)
-  std::string finish_reason;     // "eos" or "length"
-  double prefill_seconds = 0;
-  double decode_seconds = 0;
+  std::string text;              // their text, cut before a stop string
+  FinishReason finish = FinishReason::kNone;
+  double time_to_first_token_ms = 0;  // prefill and the first token
+  double total_ms = 0;
 };
 
-// Checks a request against the model before any work: non-empty prompt, ids in the vocabulary,
-// prompt + max_new_tokens within max_position_embeddings, sampling parameters in range.
-absl::Status ValidateRequest(const MixtralConfig& config, const GenerationRequest& request);
-
-// Prefills the prompt in chunks of request.prefill_chunk tokens, then decodes token by token;
-// on_token sees each new id.
-absl::StatusOr<GenerationResult> Generate(ModelRunner* runner, const GenerationRequest& request,
-                                          const std::function<void(int32_t)>& on_token = nullptr);
+// prefill_chunk: prompt tokens per forward step (bounds one step's work, e.g. under a worker
+// timeout). on_event sees each event as it is produced (text streams from there). The request is
+// validated by Scheduler::Submit (Request::Validate); callers may validate first with their own
+// field names.
+absl::StatusOr<GenerationResult> Generate(ModelRunner* runner, const Tokenizer* tokenizer,
+                                          Request request, int prefill_chunk = 512,
+                                          const std::function<void(const StreamEvent&)>& on_event = nullptr);
 
 }  // namespace moe

@@ -4,27 +4,29 @@
 // single-process tools (logits dump, generation, benchmark), so the distributed path can be
 // checked against them.
 //   mpirun -np 1 moe-coordinator --model DIR [--placement F] MODE : -np W moe-worker --model DIR
+//
+// Main reads the flags into CoordinatorOptions and validates them before MPI starts, then
+// StartCluster brings the ranks up (every collective of the start-up, in the workers' order),
+// RunMode runs the mode, and EndCluster shuts the workers down.
 #include <mpi.h>
 
-#include <unistd.h>
-
+#include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <cstring>
-#include <chrono>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "coordinator/coordinator_options.h"
 #include "coordinator/model_runner.h"
 #include "coordinator/server/serve.h"
 #include "coordinator/telemetry/load_aggregator.h"
-#include "coordinator/tools/cli.h"
 #include "coordinator/tools/modes.h"
-#include "core/cluster_setup.h"
+#include "core/cli.h"
 #include "core/cluster_exchange.h"
+#include "core/cluster_setup.h"
 #include "core/data_plane.h"
 #include "core/op_timer.h"
+#include "core/status_macros.h"
 
 ABSL_FLAG(std::string, placement, "",
           "JSON expert placement file (default: contiguous blocks of experts per worker)");
@@ -62,23 +64,211 @@ void OnSignal(int sig) {
   g_stop = true;
 }
 
-// The address workers report telemetry to: the listen host unless it is a wildcard, which other
-// hosts cannot dial; then this host's name.
-std::string TelemetryAddress(const std::string& listen, int port) {
-  if (!absl::GetFlag(FLAGS_telemetry_address).empty()) return absl::GetFlag(FLAGS_telemetry_address);
-  std::string host = listen.substr(0, listen.rfind(':'));
-  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
-    char name[256] = {};
-    host = gethostname(name, sizeof(name) - 1) == 0 ? name : "localhost";
+absl::StatusOr<CoordinatorOptions> OptionsFromFlags() {
+  CoordinatorOptions o;
+  o.model_dir = cli::ModelDir();
+  o.placement_file = absl::GetFlag(FLAGS_placement);
+  o.device = cli::DeviceFlags();
+  absl::StatusOr<Transport> exchange = ParseTransport(absl::GetFlag(FLAGS_exchange));
+  if (!exchange.ok()) return exchange.status();
+  o.exchange = *exchange;
+  o.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_s);
+  if (!absl::GetFlag(FLAGS_listen).empty()) {
+    o.mode = CoordinatorMode::kServe;
+  } else if (cli::LogitsModeRequested()) {
+    o.mode = CoordinatorMode::kLogits;
+  } else if (cli::GenerateModeRequested()) {
+    o.mode = CoordinatorMode::kGenerate;
+  } else if (absl::GetFlag(FLAGS_bench)) {
+    o.mode = CoordinatorMode::kBench;
+  } else {
+    return absl::InvalidArgumentError(
+        "nothing to do: give --listen (serve gRPC), --tokens and --out (logits dump), --prompt "
+        "(generation) or --bench");
   }
-  return absl::StrCat(host, ":", port);
+  ServeOptions& s = o.serve;
+  s.listen = absl::GetFlag(FLAGS_listen);
+  s.port_file = absl::GetFlag(FLAGS_port_file);
+  s.shutdown_grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_s);
+  s.scheduler.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  s.scheduler.max_running = absl::GetFlag(FLAGS_max_running);
+  s.scheduler.max_waiting = absl::GetFlag(FLAGS_max_queue);
+  s.scheduler.kv_budget_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
+  s.scheduler.limits.max_tokens = absl::GetFlag(FLAGS_max_tokens_limit);
+  s.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  s.metrics_port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  o.telemetry_interval_ms = absl::GetFlag(FLAGS_telemetry_interval_ms);
+  o.load_window_seconds = absl::GetFlag(FLAGS_load_window_s);
+  o.telemetry_address = absl::GetFlag(FLAGS_telemetry_address);
+  if (absl::Status valid = o.Validate(); !valid.ok()) return valid;
+  return o;
 }
 
-// Ends the job after an error: a clean shutdown when every worker can still hear it, MPI_Abort
-// when one may be dead or out of step (it would never receive the shutdown).
-// The data plane goes before MPI_Finalize: NCCL's finalize waits for the workers' (a barrier
-// among a host's ranks), and Open MPI's finalize waits for the workers' too.
-int Exit(const absl::Status& status, ClusterExchange* exchange, std::unique_ptr<DataPlane>* plane) {
+// What the start-up makes, in the order it is torn down (reverse).
+struct Cluster {
+  int n_ranks = 0;
+  // The placement as every rank received it; its failure means the workers have already left.
+  absl::StatusOr<ExpertPlacement> placement = absl::UnknownError("not shared yet");
+  std::unique_ptr<ModelWeights> weights;
+  std::unique_ptr<kernels::Backend> backend;
+  std::unique_ptr<DataPlane> plane;
+  std::unique_ptr<LoadAggregator> telemetry;
+  std::unique_ptr<ClusterExchange> exchange;
+  OpTimes times;  // stage times, --bench only: on a GPU they wait for the device after every stage
+  std::unique_ptr<ModelRunner> runner;
+  std::unique_ptr<RoutingTraceWriter> trace;
+  // Workers wait for the telemetry endpoint after start-up: every path sends it exactly once.
+  std::string worker_token = NewTelemetryToken();
+  bool endpoint_sent = false;
+
+  void SendEndpoint(const std::string& address, int interval_ms) {
+    if (endpoint_sent) return;
+    endpoint_sent = true;
+    ShareTelemetryEndpoint(TelemetryEndpoint{address, interval_ms, worker_token});
+  }
+};
+
+// Brings every rank up: shares the placement, loads the attention side, gathers the ranks'
+// reports, agrees on the data plane, and builds the exchange and the forward pass. The
+// collectives happen whatever fails in between, so the workers never wait for one that is not
+// coming; the first failure is returned.
+absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
+  const auto start = std::chrono::steady_clock::now();
+  const int n_workers = cluster->n_ranks - 1;
+
+  // 1. Placement, shared with every worker (they load only their experts from it).
+  absl::StatusOr<ExpertPlacement> placement = [&]() -> absl::StatusOr<ExpertPlacement> {
+    absl::StatusOr<MixtralConfig> config = LoadMixtralConfig(o.model_dir);
+    if (!config.ok()) return config.status();
+    if (!o.placement_file.empty()) {
+      return ExpertPlacement::FromFile(o.placement_file, config->num_hidden_layers,
+                                       config->num_local_experts, n_workers);
+    }
+    return ExpertPlacement::Contiguous(config->num_hidden_layers, config->num_local_experts, n_workers);
+  }();
+  cluster->placement = SharePlacement(&placement);
+  if (!placement.ok()) return placement.status();
+  std::printf("moe-coordinator: %d workers; expert placement:\n%s", n_workers,
+              cluster->placement->Describe().c_str());
+
+  // 2. The attention side of the model, no expert, on this rank's device; a failure is reported
+  // with the other ranks', like a missing file.
+  LoadOptions load;
+  load.owns_expert = [](int, int) { return false; };
+  absl::StatusOr<std::unique_ptr<ModelWeights>> weights = LoadModelWeights(o.model_dir, load);
+  if (weights.ok()) {
+    absl::StatusOr<std::unique_ptr<kernels::Backend>> made = cli::MakeBackend(o.device);
+    if (made.ok()) {
+      cluster->backend = *std::move(made);
+    } else {
+      weights = made.status();
+    }
+  }
+  const std::vector<RankReport> reports = GatherRankReports(ReportLoad(
+      0, 0, weights, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+      o.device.cpu_numerics));
+  std::printf("moe-coordinator: ranks started:\n%s", FormatRankReports(reports).c_str());
+  std::fflush(stdout);
+
+  // 3. The data plane, agreed by every rank. With none (its set-up failed) the shutdown still
+  // goes over MPI.
+  std::string transport_note;
+  absl::StatusOr<std::unique_ptr<DataPlane>> data_plane =
+      ConnectDataPlane(o.exchange, cluster->backend.get(), &transport_note);
+  if (data_plane.ok()) {
+    std::printf("moe-coordinator: exchange rows over %s\n", transport_note.c_str());
+    std::fflush(stdout);
+  }
+  cluster->plane = data_plane.ok() ? *std::move(data_plane) : NewMpiDataPlane();
+
+  // 4. Load telemetry (serving only): fed by the routing and the exchanges, and by the workers'
+  // reports once they know where to send them.
+  if (o.mode == CoordinatorMode::kServe && weights.ok()) {
+    const MixtralConfig& c = (*weights)->config;
+    LoadAggregatorOptions t;
+    t.n_layers = c.num_hidden_layers;
+    t.n_experts = c.num_local_experts;
+    t.top_k = c.num_experts_per_tok;
+    t.placement = &*cluster->placement;
+    t.window_seconds = o.load_window_seconds;
+    t.report_interval_seconds = o.telemetry_interval_ms / 1e3;
+    cluster->telemetry = std::make_unique<LoadAggregator>(std::move(t));
+  }
+
+  // 5. The exchange. One-shot modes stop at the next exchange after a signal; a server drains its
+  // requests gracefully instead (Serve watches the flag), so its exchanges must keep running.
+  ClusterExchangeOptions exchange;
+  exchange.worker_timeout_seconds = o.worker_timeout_seconds;
+  exchange.stop_requested = o.mode == CoordinatorMode::kServe ? nullptr : &g_stop;
+  if (cluster->telemetry != nullptr) {
+    exchange.observer = cluster->telemetry.get();
+    exchange.telemetry_epoch = cluster->telemetry->epoch();
+  }
+  cluster->exchange = std::make_unique<ClusterExchange>(&*cluster->placement, cluster->plane.get(),
+                                                        cluster->backend.get(), exchange);
+  if (absl::Status s = CheckRankReports(reports); !s.ok()) return s;
+  if (!data_plane.ok()) return data_plane.status();
+  cluster->weights = *std::move(weights);
+
+  // 6. The forward pass through the cluster, and what observes it.
+  absl::StatusOr<std::unique_ptr<ModelRunner>> runner = ModelRunner::Create(
+      cluster->weights.get(), cluster->exchange.get(), cluster->backend.get(),
+      o.mode == CoordinatorMode::kBench ? &cluster->times : nullptr);
+  if (!runner.ok()) return runner.status();
+  cluster->runner = *std::move(runner);
+  absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> trace =
+      cli::OpenRoutingTrace(cluster->runner.get(), &*cluster->placement);
+  if (!trace.ok()) return trace.status();
+  cluster->trace = *std::move(trace);
+  if (cluster->telemetry != nullptr) cluster->runner->AddRoutingObserver(cluster->telemetry.get());
+  return absl::OkStatus();
+}
+
+absl::Status RunMode(const CoordinatorOptions& o, Cluster* cluster) {
+  ModelRunner* runner = cluster->runner.get();
+  switch (o.mode) {
+    case CoordinatorMode::kServe: {
+      MOE_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                           Tokenizer::Load(cli::DefaultTokenizerPath(o.model_dir)));
+      ServeOptions serve = o.serve;
+      serve.telemetry = cluster->telemetry.get();
+      serve.worker_token = cluster->worker_token;
+      serve.on_listening = [&](int port) {
+        cluster->SendEndpoint(WorkerTelemetryAddress(o, port), o.telemetry_interval_ms);
+      };
+      const absl::Status served = Serve(runner, tokenizer.get(), &*cluster->placement, serve, &g_stop);
+      if (served.ok() && g_stop.load()) {
+        std::fprintf(stderr, "moe-coordinator: stopped by signal %d\n", g_signal.load());
+      }
+      return served;
+    }
+    case CoordinatorMode::kLogits:
+      cluster->SendEndpoint("", o.telemetry_interval_ms);
+      return cli::RunLogitsMode(runner);
+    case CoordinatorMode::kGenerate:
+      cluster->SendEndpoint("", o.telemetry_interval_ms);
+      return cli::RunGenerateMode(runner, o.model_dir);
+    case CoordinatorMode::kBench:
+      cluster->SendEndpoint("", o.telemetry_interval_ms);
+      return cli::RunBenchMode(runner, *cluster->weights, &cluster->times, &cluster->exchange->stats());
+  }
+  return absl::InternalError("unknown mode");
+}
+
+// Ends the job: a clean shutdown when every worker can still hear it, MPI_Abort when one may be
+// dead or out of step (it would never receive the shutdown). The data plane goes before
+// MPI_Finalize: NCCL's finalize waits for the workers' (a barrier among a host's ranks), and
+// Open MPI's finalize waits for the workers' too.
+int EndCluster(absl::Status status, const CoordinatorOptions& o, Cluster* cluster) {
+  if (!cluster->placement.ok()) {  // the workers left when the placement failed
+    cli::Fail(status);
+    MPI_Finalize();
+    return 1;
+  }
+  cluster->SendEndpoint("", o.telemetry_interval_ms);
+  if (cluster->trace != nullptr) {
+    if (absl::Status closed = cluster->trace->Close(); status.ok()) status = closed;  // a broken trace is an error
+  }
   int code = 0;
   if (absl::IsCancelled(status)) {
     code = 128 + g_signal.load();
@@ -91,8 +281,8 @@ int Exit(const absl::Status& status, ClusterExchange* exchange, std::unique_ptr<
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  if (exchange != nullptr) exchange->Shutdown();
-  plane->reset();
+  if (cluster->exchange != nullptr) cluster->exchange->Shutdown();
+  cluster->plane.reset();
   MPI_Finalize();
   return code;
 }
@@ -103,6 +293,10 @@ int Main(int argc, char** argv) {
             "(--listen HOST:PORT | --tokens 1,2,3 --out F.npy [--incremental] | --prompt TEXT ... | "
             "--bench) : "
             "-np W moe-worker --model DIR");
+  // Before MPI: a bad flag ends this process at once, and mpirun then ends the job.
+  const absl::StatusOr<CoordinatorOptions> options = OptionsFromFlags();
+  if (!options.ok()) return cli::Fail(options.status());
+
   int provided = 0, rank = 0, size = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -115,185 +309,11 @@ int Main(int argc, char** argv) {
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
-  const auto start = std::chrono::steady_clock::now();
-  const std::string model = cli::ModelDir();
-  const int n_workers = size - 1;
-
-  // 1. Placement, shared with every worker (they load only their experts from it).
-  absl::StatusOr<ExpertPlacement> placement = [&]() -> absl::StatusOr<ExpertPlacement> {
-    auto config = LoadMixtralConfig(model);
-    if (!config.ok()) return config.status();
-    const std::string file = absl::GetFlag(FLAGS_placement);
-    if (!file.empty()) {
-      return ExpertPlacement::FromFile(file, config->num_hidden_layers, config->num_local_experts, n_workers);
-    }
-    return ExpertPlacement::Contiguous(config->num_hidden_layers, config->num_local_experts, n_workers);
-  }();
-  absl::StatusOr<ExpertPlacement> shared = SharePlacement(&placement);
-  if (!placement.ok()) {
-    cli::Fail(placement.status());
-    MPI_Finalize();
-    return 1;
-  }
-  std::printf("moe-coordinator: %d workers; expert placement:\n%s", n_workers,
-              shared->Describe().c_str());
-
-  // 2. The attention side of the model; no expert.
-  LoadOptions options;
-  options.owns_expert = [](int, int) { return false; };
-  auto weights = LoadModelWeights(model, options);
-  // The attention side on this rank's device (reported with the load, like a missing file).
-  std::unique_ptr<kernels::Backend> backend;
-  const kernels::DeviceOptions device = cli::DeviceFlags();
-  if (weights.ok()) {
-    absl::StatusOr<std::unique_ptr<kernels::Backend>> made = kernels::MakeBackend(device);
-    if (made.ok()) {
-      backend = std::move(*made);
-    } else {
-      weights = made.status();
-    }
-  }
-  const std::vector<RankReport> reports = GatherRankReports(ReportLoad(
-      0, 0, weights, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-      device.cpu_numerics));
-  std::printf("moe-coordinator: ranks started:\n%s", FormatRankReports(reports).c_str());
-  std::fflush(stdout);
-
-  // The data plane, agreed by every rank (a bad --exchange value still takes part, asking for MPI,
-  // and is reported below).
-  const absl::StatusOr<Transport> transport = ParseTransport(absl::GetFlag(FLAGS_exchange));
-  std::string transport_note;
-  absl::StatusOr<std::unique_ptr<DataPlane>> data_plane = ConnectDataPlane(
-      transport.ok() ? *transport : Transport::kMpi, backend.get(), &transport_note);
-  if (data_plane.ok()) {
-    std::printf("moe-coordinator: exchange rows over %s\n", transport_note.c_str());
-    std::fflush(stdout);
-  }
-  // With no plane (its set-up failed, reported below) the shutdown still goes over MPI.
-  std::unique_ptr<DataPlane> plane = data_plane.ok() ? std::move(*data_plane) : NewMpiDataPlane();
-
-  const bool serving = !absl::GetFlag(FLAGS_listen).empty();
-  // Load telemetry (serving only): fed by the routing and the exchanges, and by the workers'
-  // reports once they know where to send them (step 3).
-  std::unique_ptr<LoadAggregator> telemetry;
-  if (serving && weights.ok()) {
-    const MixtralConfig& c = (*weights)->config;
-    LoadAggregatorOptions t;
-    t.n_layers = c.num_hidden_layers;
-    t.n_experts = c.num_local_experts;
-    t.top_k = c.num_experts_per_tok;
-    t.placement = &*shared;
-    t.window_seconds = absl::GetFlag(FLAGS_load_window_s);
-    t.report_interval_seconds = absl::GetFlag(FLAGS_telemetry_interval_ms) / 1e3;
-    telemetry = std::make_unique<LoadAggregator>(std::move(t));
-  }
-
-  ClusterExchangeOptions exchange_options;
-  exchange_options.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_s);
-  // One-shot modes stop at the next exchange after a signal; a server drains its requests
-  // gracefully instead (Serve watches the flag), so its exchanges must keep running.
-  exchange_options.stop_requested = serving ? nullptr : &g_stop;
-  if (telemetry != nullptr) {
-    exchange_options.observer = telemetry.get();
-    exchange_options.telemetry_epoch = telemetry->epoch();
-  }
-  ClusterExchange exchange(&*shared, plane.get(), backend.get(), exchange_options);
-  // Workers wait for the telemetry endpoint after start-up; every path out must send it once.
-  bool endpoint_sent = false;
-  const std::string worker_token = NewTelemetryToken();
-  auto send_endpoint = [&](const std::string& address) {
-    if (endpoint_sent) return;
-    endpoint_sent = true;
-    ShareTelemetryEndpoint(TelemetryEndpoint{address, absl::GetFlag(FLAGS_telemetry_interval_ms), worker_token});
-  };
-  auto finish = [&](const absl::Status& s) {
-    send_endpoint("");
-    return Exit(s, &exchange, &plane);
-  };
-  if (absl::Status s = CheckRankReports(reports); !s.ok()) return finish(s);
-  if (!transport.ok()) return finish(transport.status());
-  if (!data_plane.ok()) return finish(data_plane.status());
-  if (absl::GetFlag(FLAGS_telemetry_interval_ms) < 10) {
-    return finish(absl::InvalidArgumentError("--telemetry-interval-ms must be >= 10"));
-  }
-  if (!(absl::GetFlag(FLAGS_worker_timeout_s) > 0)) {
-    return finish(absl::InvalidArgumentError("--worker-timeout-s must be > 0"));
-  }
-  if (!(absl::GetFlag(FLAGS_load_window_s) > 0)) {
-    return finish(absl::InvalidArgumentError("--load-window-s must be > 0"));
-  }
-  if (absl::GetFlag(FLAGS_telemetry_address).size() > 200) {
-    return finish(absl::InvalidArgumentError("--telemetry-address is longer than 200 characters"));
-  }
-
-  // 3. The mode, through the cluster.
-  // Stage times only for --bench: on a GPU they wait for the device after every stage.
-  OpTimes times;
-  absl::StatusOr<std::unique_ptr<ModelRunner>> made_runner = ModelRunner::Create(
-      weights->get(), &exchange, backend.get(), absl::GetFlag(FLAGS_bench) ? &times : nullptr);
-  if (!made_runner.ok()) return finish(made_runner.status());
-  ModelRunner& runner = **made_runner;
-  auto trace = cli::OpenRoutingTrace(&runner, &*shared);
-  if (!trace.ok()) return finish(trace.status());
-  absl::Status status;
-  if (serving) {
-    runner.AddRoutingObserver(telemetry.get());
-    auto tokenizer = Tokenizer::Load(cli::DefaultTokenizerPath(model));
-    if (!tokenizer.ok()) return finish(tokenizer.status());
-    ServeOptions serve;
-    serve.listen = absl::GetFlag(FLAGS_listen);
-    serve.port_file = absl::GetFlag(FLAGS_port_file);
-    serve.shutdown_grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_s);
-    serve.scheduler.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
-    serve.scheduler.max_running = absl::GetFlag(FLAGS_max_running);
-    serve.scheduler.max_waiting = absl::GetFlag(FLAGS_max_queue);
-    serve.scheduler.kv_budget_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
-    serve.limits.max_tokens = absl::GetFlag(FLAGS_max_tokens_limit);
-    serve.telemetry = telemetry.get();
-    serve.worker_token = worker_token;
-    serve.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
-    serve.metrics_port_file = absl::GetFlag(FLAGS_metrics_port_file);
-    serve.on_listening = [&](int port) { send_endpoint(TelemetryAddress(serve.listen, port)); };
-    status = Serve(&runner, tokenizer->get(), &*shared, serve, &g_stop);
-    if (status.ok() && g_stop.load()) {
-      std::fprintf(stderr, "moe-coordinator: stopped by signal %d\n", g_signal.load());
-    }
-  } else if (cli::LogitsModeRequested()) {
-    send_endpoint("");
-    status = cli::RunLogitsMode(&runner);
-  } else if (cli::GenerateModeRequested()) {
-    send_endpoint("");
-    status = cli::RunGenerateMode(&runner, model);
-  } else if (absl::GetFlag(FLAGS_bench)) {
-    send_endpoint("");
-    cli::BenchHooks hooks;
-    hooks.reset = [&] { exchange.stats().Reset(size); };
-    hooks.report = [&](const char* phase) {
-      const ExchangeStats& s = exchange.stats();
-      if (s.exchanges == 0) return;
-      const double per = 1e3 / static_cast<double>(s.exchanges);
-      std::printf("  %s exchange per layer: %.3f ms wall = %.3f ms slowest worker's experts + %.3f ms "
-                  "transfer, packing and waiting; %.2f MB sent, %.2f MB received\n",
-                  phase, s.wall_seconds * per, s.slowest_compute_seconds * per,
-                  (s.wall_seconds - s.slowest_compute_seconds) * per,
-                  s.bytes_sent / 1e6 / s.exchanges, s.bytes_received / 1e6 / s.exchanges);
-      std::string line = absl::StrCat("  ", phase, " per worker (rows, expert ms per layer):");
-      for (int r = 1; r < size; ++r) {
-        absl::StrAppendFormat(&line, " [%d] %d, %.3f", r, s.worker_rows[r],
-                              s.worker_compute_seconds[r] * per);
-      }
-      std::printf("%s\n", line.c_str());
-    };
-    status = cli::RunBenchMode(&runner, **weights, &times, hooks);
-  } else {
-    status = absl::InvalidArgumentError(
-        "nothing to do: give --listen (serve gRPC), --tokens and --out (logits dump), --prompt "
-        "(generation) or --bench");
-  }
-  if (*trace != nullptr) {
-    if (absl::Status closed = (*trace)->Close(); status.ok()) status = closed;
-  }
-  return finish(status);
+  Cluster cluster;
+  cluster.n_ranks = size;
+  absl::Status status = StartCluster(*options, &cluster);
+  if (status.ok()) status = RunMode(*options, &cluster);
+  return EndCluster(status, *options, &cluster);
 }
 
 }  // namespace

@@ -37,18 +37,22 @@ absl::Status SchedulerOptions::Validate() const {
   if (max_running < 1) return absl::InvalidArgumentError("--max-running must be >= 1");
   if (max_waiting < 1) return absl::InvalidArgumentError("--max-queue must be >= 1");
   if (kv_budget_bytes < 1) return absl::InvalidArgumentError("--kv-cache-mb must be >= 1");
-  return absl::OkStatus();
+  return limits.Validate();
+}
+
+int64_t Scheduler::KvBytesPerPosition(const MixtralConfig& c) {
+  return 2 * static_cast<int64_t>(c.num_hidden_layers) * c.num_key_value_heads * c.head_dim *
+         static_cast<int64_t>(sizeof(float));
 }
 
 Scheduler::Scheduler(ModelRunner* runner, const Tokenizer* tokenizer, SchedulerOptions options)
-    : runner_(runner), tokenizer_(tokenizer), options_(options) {
-  const MixtralConfig& c = runner_->config();
-  kv_bytes_per_position_ = 2 * static_cast<int64_t>(c.num_hidden_layers) * c.num_key_value_heads *
-                           c.head_dim * static_cast<int64_t>(sizeof(float));
+    : runner_(runner), tokenizer_(tokenizer), options_(options),
+      kv_bytes_per_position_(KvBytesPerPosition(runner->config())) {
   stats_.kv_bytes_budget = options_.kv_budget_bytes;
 }
 
-absl::StatusOr<std::shared_ptr<RequestHandle>> Scheduler::Submit(ServeRequest request) {
+absl::StatusOr<std::shared_ptr<RequestHandle>> Scheduler::Submit(Request request) {
+  if (absl::Status valid = request.Validate(runner_->config(), options_.limits); !valid.ok()) return valid;
   const int64_t need = KvBytes(static_cast<int64_t>(request.prompt.size()) + request.max_tokens);
   if (need > options_.kv_budget_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -91,6 +95,11 @@ void Scheduler::DropCancelledWaiting() {
 }
 
 void Scheduler::Admit() {
+  // Requests whose clients left go first, freeing their KV cache for admission.
+  for (auto& seq : running_) {
+    if (seq->handle->cancelled()) Finish(seq.get());  // its handler has answered the client
+  }
+  running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
   absl::MutexLock lock(&mu_);
   DropCancelledWaiting();  // clients that gave up while waiting hold no place in the queue
   while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
@@ -117,22 +126,20 @@ void Scheduler::Admit() {
 }
 
 absl::Status Scheduler::Step() {
-  // Requests whose clients left go first, freeing their KV cache for admission.
-  for (auto& seq : running_) {
-    if (seq->handle->cancelled()) Finish(seq.get());  // its handler has answered the client
-  }
-  running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
   Admit();
   if (running_.empty()) return absl::OkStatus();
+  const Batch batch = Schedule();
+  if (absl::Status run = runner_->Forward(batch.chunks, /*logits=*/nullptr); !run.ok()) return run;
+  return Postprocess(batch);
+}
 
-  // One decode token per sequence that has its prompt in the cache, then prompt chunks.
-  std::vector<SequenceChunk> chunks;
-  std::vector<Sequence*> owners;
+Scheduler::Batch Scheduler::Schedule() {
+  Batch batch;
   int64_t budget = options_.max_batch_tokens;
   for (auto& seq : running_) {
     if (seq->next_token >= 0 && budget > 0) {
-      chunks.push_back({&seq->cache, absl::MakeConstSpan(&seq->next_token, 1), false, seq->id});
-      owners.push_back(seq.get());
+      batch.chunks.push_back({&seq->cache, absl::MakeConstSpan(&seq->next_token, 1), false, seq->id});
+      batch.owners.push_back(seq.get());
       --budget;
     }
   }
@@ -140,28 +147,29 @@ absl::Status Scheduler::Step() {
     const size_t left = seq->request.prompt.size() - seq->prefilled;
     if (seq->next_token >= 0 || left == 0 || budget <= 0) continue;
     const size_t n = std::min<size_t>(left, static_cast<size_t>(budget));
-    chunks.push_back({&seq->cache, absl::MakeConstSpan(seq->request.prompt).subspan(seq->prefilled, n),
-                      false, seq->id});
-    owners.push_back(seq.get());
+    batch.chunks.push_back({&seq->cache,
+                            absl::MakeConstSpan(seq->request.prompt).subspan(seq->prefilled, n),
+                            false, seq->id});
+    batch.owners.push_back(seq.get());
     budget -= static_cast<int64_t>(n);
   }
-  absl::Status status = runner_->Forward(chunks, /*logits=*/nullptr);
-  if (!status.ok()) return status;
+  return batch;
+}
 
-  // Sequences whose prompt is now all in the cache draw their next token.
-  std::vector<Sampler*> samplers(chunks.size(), nullptr);
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    Sequence* seq = owners[i];
+absl::Status Scheduler::Postprocess(const Batch& batch) {
+  const size_t n = batch.chunks.size();
+  samplers_.assign(n, nullptr);
+  for (size_t i = 0; i < n; ++i) {
+    Sequence* seq = batch.owners[i];
     if (seq->next_token < 0) {
-      seq->prefilled += chunks[i].tokens.size();
+      seq->prefilled += batch.chunks[i].tokens.size();
       if (seq->prefilled < seq->request.prompt.size()) continue;  // more prompt to come
     }
-    samplers[i] = &seq->sampler;
+    samplers_[i] = &seq->sampler;
   }
-  status = runner_->SampleNext(samplers, &sampled_);
-  if (!status.ok()) return status;
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    if (samplers[i] != nullptr) Advance(owners[i], sampled_[i]);
+  if (absl::Status sampled = runner_->SampleNext(samplers_, &sampled_); !sampled.ok()) return sampled;
+  for (size_t i = 0; i < n; ++i) {
+    if (samplers_[i] != nullptr) Advance(batch.owners[i], sampled_[i]);
   }
   running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
   absl::MutexLock lock(&mu_);
@@ -170,9 +178,8 @@ absl::Status Scheduler::Step() {
 }
 
 bool Scheduler::Advance(Sequence* seq, int32_t id) {
-  const MixtralConfig& c = runner_->config();
   if (seq->generated++ == 0) seq->first_token = absl::Now();
-  const bool eos = std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) != c.eos_token_ids.end();
+  const bool eos = runner_->config().IsEos(id);
   StreamEvent event;
   event.token_ids.push_back(id);
   if (!eos) event.text = seq->text.Push(id);

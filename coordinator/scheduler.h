@@ -22,21 +22,12 @@
 #include "absl/time/time.h"
 #include "coordinator/kv_cache.h"
 #include "coordinator/model_runner.h"
+#include "coordinator/request.h"
 #include "coordinator/sampler.h"
 #include "coordinator/text_stream.h"
 #include "core/tokenizer.h"
 
 namespace moe {
-
-enum class FinishReason { kNone, kEos, kLength, kStop, kCancelled };
-
-// A validated request, as the engine sees it (no protobuf here).
-struct ServeRequest {
-  std::vector<int32_t> prompt;    // token ids, BOS included when wanted
-  SamplingParams sampling;
-  int max_tokens = 16;            // >= 1
-  std::vector<std::string> stop;  // stop strings
-};
 
 // What a handler receives. The last event of a request has finish != kNone or a non-OK error.
 struct StreamEvent {
@@ -74,6 +65,7 @@ struct SchedulerOptions {
   int max_running = 64;                 // sequences in the batch at once
   int max_waiting = 256;                // queue beyond which Submit says RESOURCE_EXHAUSTED
   int64_t kv_budget_bytes = int64_t{1} << 30;  // KV cache for all running sequences
+  RequestLimits limits;                 // what Submit accepts beyond what the model allows
 
   // Says which field is out of range (every one must be positive).
   absl::Status Validate() const;
@@ -92,18 +84,22 @@ class Scheduler {
   // runner, tokenizer: not owned; the tokenizer turns tokens into text.
   Scheduler(ModelRunner* runner, const Tokenizer* tokenizer, SchedulerOptions options);
 
+  // Bytes of KV cache one position of one sequence takes (every layer's keys and values).
+  static int64_t KvBytesPerPosition(const MixtralConfig& config);
   // Bytes of KV cache a request of this many positions reserves.
   int64_t KvBytes(int64_t positions) const { return positions * kv_bytes_per_position_; }
 
-  // Queues a request. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE after
-  // StopAdmitting(); INVALID_ARGUMENT when its KV cache could never fit the budget.
-  absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(ServeRequest request);
+  // Queues a request. INVALID_ARGUMENT when Request::Validate refuses it or its KV cache could
+  // never fit the budget; RESOURCE_EXHAUSTED when the queue is full; UNAVAILABLE after
+  // StopAdmitting().
+  absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(Request request);
   // From now on Submit fails with `why` (graceful shutdown).
   void StopAdmitting(const absl::Status& why);
 
   // Engine thread: waits up to `timeout` until there is work; true if there is.
   bool WaitForWork(absl::Duration timeout);
-  // Engine thread: one batch. A non-OK status means the model cannot run any more (a worker was
+  // Engine thread: one batch: schedule (who runs, how many tokens each), run the forward pass,
+  // postprocess (sample, stream, finish). A non-OK status means the model cannot run any more (a worker was
   // lost); the caller then fails everything with FailAll().
   absl::Status Step();
   // Engine thread: ends every waiting and running request with `status`.
@@ -114,14 +110,14 @@ class Scheduler {
  private:
   struct Pending {
     uint64_t id;  // 1, 2, ... in arrival order; names the sequence in telemetry and traces
-    ServeRequest request;
+    Request request;
     std::shared_ptr<RequestHandle> handle;
     absl::Time arrival;
   };
   struct Sequence {
     Sequence(Pending p, KvCache cache, const Tokenizer* tokenizer, int64_t kv_bytes);
     uint64_t id;
-    ServeRequest request;
+    Request request;
     std::shared_ptr<RequestHandle> handle;
     absl::Time arrival;
     absl::Time first_token;
@@ -134,7 +130,20 @@ class Scheduler {
     int32_t next_token = -1;     // sampled, to be fed at the next step
   };
 
+  // One step's work: a chunk of tokens per scheduled sequence, in batch order.
+  struct Batch {
+    std::vector<SequenceChunk> chunks;
+    std::vector<Sequence*> owners;  // owners[i] sent chunks[i]
+  };
+
+  // Drops requests whose clients left, then admits waiting ones while the budgets allow.
   void Admit();
+  // One decode token per sequence whose prompt is in its cache, then prompt chunks, within
+  // max_batch_tokens.
+  Batch Schedule();
+  // After a successful forward pass: sequences whose prompt is now all in the cache draw and
+  // stream their next token; finished ones leave the batch.
+  absl::Status Postprocess(const Batch& batch);
   void DropCancelledWaiting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Streams `id`, the next token of `seq`; returns true when the sequence finished.
   bool Advance(Sequence* seq, int32_t id);
@@ -156,6 +165,7 @@ class Scheduler {
   // Engine thread only.
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<int32_t> sampled_;  // the step's next tokens, reused
+  std::vector<Sampler*> samplers_;
 };
 
 }  // namespace moe

@@ -29,14 +29,6 @@ absl::Status CheckMessageSize(int64_t elements, const char* what) {
 
 }  // namespace
 
-void ExchangeStats::Reset(int n_ranks) {
-  exchanges = 0;
-  wall_seconds = slowest_compute_seconds = 0;
-  worker_compute_seconds.assign(static_cast<size_t>(n_ranks), 0.0);
-  worker_rows.assign(static_cast<size_t>(n_ranks), 0);
-  bytes_sent = bytes_received = 0;
-}
-
 ClusterExchange::ClusterExchange(const ExpertPlacement* placement, DataPlane* data,
                                  kernels::Backend* staging, ClusterExchangeOptions options)
     : placement_(placement), data_(data), staging_(staging), options_(options),
@@ -46,7 +38,8 @@ ClusterExchange::ClusterExchange(const ExpertPlacement* placement, DataPlane* da
   send_counts_.resize(ranks);
   replies_.resize(ranks);
   headers_.resize(ranks);
-  stats_.Reset(static_cast<int>(ranks));
+  stats_.worker_compute_seconds.assign(ranks, 0.0);
+  stats_.worker_rows.assign(ranks, 0);
 }
 
 absl::Status ClusterExchange::Exchange(const ExpertBatch& batch, std::vector<float>* out) {

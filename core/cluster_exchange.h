@@ -57,18 +57,6 @@ struct ReplyHeader {
   double compute_seconds = 0;  // the worker's expert time for this step
 };
 
-// What one exchange cost, summed over exchanges since the last Reset().
-struct ExchangeStats {
-  int64_t exchanges = 0;
-  double wall_seconds = 0;            // coordinator: from first send to last output received
-  double slowest_compute_seconds = 0; // sum over exchanges of the slowest worker's expert time
-  std::vector<double> worker_compute_seconds;  // [W + 1], by rank
-  std::vector<int64_t> worker_rows;            // [W + 1], by rank
-  int64_t bytes_sent = 0;
-  int64_t bytes_received = 0;
-  void Reset(int n_ranks);
-};
-
 struct ClusterExchangeOptions {
   // A worker that has not answered a step for this long fails it. The time includes the
   // worker's expert computation, so it must exceed the longest step: generation prefills in

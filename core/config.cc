@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -167,6 +168,20 @@ absl::StatusOr<MixtralConfig> LoadMixtralConfig(const std::string& model_dir) {
                         absl::StrCat(path, ": ", config.status().message()));
   }
   return config;
+}
+
+bool MixtralConfig::IsEos(int32_t token_id) const {
+  return std::find(eos_token_ids.begin(), eos_token_ids.end(), token_id) != eos_token_ids.end();
+}
+
+absl::Status MixtralConfig::CheckTokenIds(absl::Span<const int32_t> ids) const {
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace moe

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 
 namespace moe {
 
@@ -29,6 +30,10 @@ struct MixtralConfig {
 
   // Says exactly which field is wrong.
   absl::Status Validate() const;
+  // The one end-of-sequence rule: any of eos_token_ids ends a generation.
+  bool IsEos(int32_t token_id) const;
+  // Every id within [0, vocab_size); the error names the first that is not.
+  absl::Status CheckTokenIds(absl::Span<const int32_t> ids) const;
   std::string Summary() const;  // one line for logs
 };
 

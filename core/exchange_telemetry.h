@@ -4,10 +4,31 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/types/span.h"
 
 namespace moe {
+
+// What the coordinator's exchanges cost, summed since the last Reset() (the benchmark's figures).
+struct ExchangeStats {
+  int64_t exchanges = 0;
+  double wall_seconds = 0;            // coordinator: from first send to last output received
+  double slowest_compute_seconds = 0; // sum over exchanges of the slowest worker's expert time
+  std::vector<double> worker_compute_seconds;  // [W + 1], by rank
+  std::vector<int64_t> worker_rows;            // [W + 1], by rank
+  int64_t bytes_sent = 0;
+  int64_t bytes_received = 0;
+
+  // Zeroes every sum; keeps the number of ranks.
+  void Reset() {
+    exchanges = 0;
+    wall_seconds = slowest_compute_seconds = 0;
+    worker_compute_seconds.assign(worker_compute_seconds.size(), 0.0);
+    worker_rows.assign(worker_rows.size(), 0);
+    bytes_sent = bytes_received = 0;
+  }
+};
 
 // Coordinator side: one exchange (one layer of one step) as the coordinator saw it.
 struct ExchangeRecord {

@@ -31,16 +31,15 @@ std::vector<std::string> CudaDevices(std::string* why) {
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceOptions& options) {
   if (options.device == "cpu") return NewCpuBackend(options.cpu_numerics);
   if (options.device != "cuda") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--device must be cpu or cuda, got '", options.device, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("unknown device '", options.device, "' (cpu or cuda)"));
   }
 #ifdef MOE_HAVE_CUDA
-  absl::StatusOr<int> device = cuda::ChooseCudaDevice(options.cuda_device);
+  absl::StatusOr<int> device = cuda::ChooseCudaDevice(options.cuda_device, options.local_rank);
   if (!device.ok()) return device.status();
   return cuda::NewCudaBackend(*device);
 #else
   return absl::FailedPreconditionError(
-      "--device cuda: this build has no CUDA backend (configured with MOE_CUDA=OFF or without nvcc)");
+      "this build has no CUDA backend (configured with MOE_CUDA=OFF or without nvcc)");
 #endif
 }
 

@@ -149,16 +149,19 @@ class BackendArray {
   int64_t capacity_ = 0;
 };
 
-// Which backend a process runs on, from --device, --cuda-device and --cpu-numerics.
+// Which backend a process runs on. The programs fill it from their flags (core/cli.h).
 struct DeviceOptions {
   std::string device = "cpu";  // "cpu" or "cuda"
-  int cuda_device = -1;        // -1: OMPI_COMM_WORLD_LOCAL_RANK modulo the GPUs present
+  int cuda_device = -1;        // >= 0: that GPU; -1: local_rank modulo the GPUs present
   // The CPU's products with BF16 weights (kernels/ops.h); CUDA always rounds (cuBLAS).
   MatMulNumerics cpu_numerics = MatMulNumerics::kRoundActivations;
+  // This process's rank among those on its host (the launcher knows it), so that ranks sharing a
+  // host spread over its GPUs when none is named.
+  int local_rank = 0;
 };
 
 // The backend named by options, or why it cannot be had: an unknown name, a build without CUDA,
-// or no GPU (one line each, for the command-line tools to print).
+// or no GPU (one line each; the caller says which of its settings it came from).
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const DeviceOptions& options);
 
 // A CPU backend. It owns the packed copies of the weights uploaded through it.

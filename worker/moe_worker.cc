@@ -8,7 +8,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
-#include "coordinator/tools/cli.h"
+#include "core/cli.h"
 #include "core/cluster_setup.h"
 #include "core/cluster_exchange.h"
 #include "core/data_plane.h"
@@ -64,7 +64,7 @@ int Main(int argc, char** argv) {
   std::unique_ptr<ExpertHost> host;
   const kernels::DeviceOptions device = cli::DeviceFlags();
   if (weights.ok()) {
-    absl::StatusOr<std::unique_ptr<kernels::Backend>> made = kernels::MakeBackend(device);
+    absl::StatusOr<std::unique_ptr<kernels::Backend>> made = cli::MakeBackend(device);
     absl::StatusOr<std::unique_ptr<ExpertHost>> hosted =
         made.ok() ? ExpertHost::Create(weights->get(), made->get()) : made.status();
     if (hosted.ok()) {

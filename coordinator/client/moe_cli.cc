@@ -25,7 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
-#include "coordinator/tools/flag_spelling.h"
+#include "core/flag_spelling.h"
 #include "grpcpp/grpcpp.h"
 #include "coordinator/client/load_view.h"
 #include "moe/v1/inference.grpc.pb.h"
@@ -73,7 +73,6 @@ const char* ReasonName(moe::v1::FinishReason r) {
     case moe::v1::FINISH_REASON_EOS: return "eos";
     case moe::v1::FINISH_REASON_LENGTH: return "length";
     case moe::v1::FINISH_REASON_STOP: return "stop";
-    case moe::v1::FINISH_REASON_CANCELLED: return "cancelled";
     default: return "unspecified";
   }
 }

@@ -1,6 +1,7 @@
 #include "coordinator/server/inference_service.h"
 
-#include <cmath>
+#include <algorithm>
+#include <climits>
 
 #include "absl/strings/str_cat.h"
 #include "core/utf8.h"
@@ -17,7 +18,6 @@ moe::v1::FinishReason ToProto(FinishReason r) {
     case FinishReason::kEos: return moe::v1::FINISH_REASON_EOS;
     case FinishReason::kLength: return moe::v1::FINISH_REASON_LENGTH;
     case FinishReason::kStop: return moe::v1::FINISH_REASON_STOP;
-    case FinishReason::kCancelled: return moe::v1::FINISH_REASON_CANCELLED;
     case FinishReason::kNone: break;
   }
   return moe::v1::FINISH_REASON_UNSPECIFIED;
@@ -25,8 +25,8 @@ moe::v1::FinishReason ToProto(FinishReason r) {
 
 }  // namespace
 
-absl::StatusOr<ServeRequest> InferenceService::Translate(const moe::v1::GenerateRequest& req) const {
-  ServeRequest r;
+absl::StatusOr<Request> InferenceService::Translate(const moe::v1::GenerateRequest& req) const {
+  Request r;
   if (req.has_token_ids()) {
     r.prompt.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
   } else if (req.prompt_case() == moe::v1::GenerateRequest::kText) {
@@ -35,34 +35,13 @@ absl::StatusOr<ServeRequest> InferenceService::Translate(const moe::v1::Generate
       for (int id : tokenizer_->Encode(req.text(), /*add_bos=*/true)) r.prompt.push_back(id);
     }
   }
-  if (r.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty (set text or token_ids)");
-  for (int32_t id : r.prompt) {
-    if (id < 0 || id >= config_->vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", id,
-                                                     " is outside the vocabulary [0, ",
-                                                     config_->vocab_size, ")"));
-    }
-  }
   const moe::v1::SamplingParams& s = req.sampling();
-  if (s.max_tokens() < 1) return absl::InvalidArgumentError("sampling.max_tokens must be >= 1");
-  if (s.max_tokens() > static_cast<uint32_t>(limits_.max_tokens)) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.max_tokens (", s.max_tokens(),
-                                                   ") exceeds the server's limit of ",
-                                                   limits_.max_tokens));
-  }
-  r.max_tokens = static_cast<int>(s.max_tokens());
-  if (static_cast<int64_t>(r.prompt.size()) + r.max_tokens > config_->max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", r.prompt.size(), " tokens) + max_tokens (", r.max_tokens,
-        ") exceeds the model's context of ", config_->max_position_embeddings, " positions"));
-  }
+  // uint32 on the wire: anything past int's range is past every limit too.
+  r.max_tokens = static_cast<int>(std::min<uint32_t>(s.max_tokens(), INT_MAX));
   r.sampling.temperature = s.temperature();
   r.sampling.top_k = s.top_k();
   r.sampling.top_p = s.has_top_p() ? s.top_p() : 1.0f;
   r.sampling.seed = s.seed();
-  if (absl::Status v = r.sampling.Validate(); !v.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.", v.message()));
-  }
   for (const std::string& stop : s.stop()) {
     if (!IsValidUtf8(stop)) return absl::InvalidArgumentError("sampling.stop holds invalid UTF-8");
     r.stop.push_back(stop);
@@ -77,10 +56,7 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* context,
   const grpc::Status status = Stream(context, request, writer, &last);
   if (metrics_ != nullptr) {
     if (status.ok()) {
-      const char* finish = last.finish == FinishReason::kEos    ? "eos"
-                           : last.finish == FinishReason::kStop ? "stop"
-                                                                : "length";
-      metrics_->RecordFinished(finish, last.prompt_tokens, last.generated_tokens,
+      metrics_->RecordFinished(FinishReasonName(last.finish), last.prompt_tokens, last.generated_tokens,
                                last.time_to_first_token_ms / 1e3, last.total_ms / 1e3);
     } else {
       metrics_->RecordFailed(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())));
@@ -93,7 +69,7 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context,
                                       const moe::v1::GenerateRequest* request,
                                       grpc::ServerWriter<moe::v1::GenerateResponse>* writer,
                                       StreamEvent* last) {
-  absl::StatusOr<ServeRequest> r = Translate(*request);
+  absl::StatusOr<Request> r = Translate(*request);
   if (!r.ok()) return ToGrpc(r.status());
   absl::StatusOr<std::shared_ptr<RequestHandle>> handle = scheduler_->Submit(*std::move(r));
   if (!handle.ok()) return ToGrpc(handle.status());

@@ -1,5 +1,6 @@
-// InferenceService: the gRPC face of the scheduler. Translates and validates requests into plain
-// ServeRequests and streams the scheduler's events back; the engine never sees protobuf types.
+// InferenceService: the gRPC face of the scheduler. Translates requests into plain Requests (the
+// scheduler validates them) and streams the scheduler's events back; the engine never sees
+// protobuf types.
 #pragma once
 
 #include "coordinator/scheduler.h"
@@ -11,21 +12,15 @@
 
 namespace moe {
 
-struct ServiceLimits {
-  int max_tokens = 4096;  // largest sampling.max_tokens accepted
-};
-
 class InferenceService final : public moe::v1::Inference::Service {
  public:
   // Nothing is owned; placement may be null (single process), metrics too (not counted).
   InferenceService(Scheduler* scheduler, const Tokenizer* tokenizer, const MixtralConfig* config,
-                   const ExpertPlacement* placement, ServiceLimits limits,
-                   RequestMetrics* metrics = nullptr)
+                   const ExpertPlacement* placement, RequestMetrics* metrics = nullptr)
       : scheduler_(scheduler),
         tokenizer_(tokenizer),
         config_(config),
         placement_(placement),
-        limits_(limits),
         metrics_(metrics) {}
 
   grpc::Status Generate(grpc::ServerContext* context, const moe::v1::GenerateRequest* request,
@@ -37,9 +32,10 @@ class InferenceService final : public moe::v1::Inference::Service {
   grpc::Status GetModelInfo(grpc::ServerContext* context, const moe::v1::GetModelInfoRequest* request,
                             moe::v1::ModelInfo* response) override;
 
-  // The validation Generate applies, exposed for tests: request -> ServeRequest or
-  // INVALID_ARGUMENT naming the field.
-  absl::StatusOr<ServeRequest> Translate(const moe::v1::GenerateRequest& request) const;
+  // The wire request as a Request: text tokenized (BOS first), sampling copied. INVALID_ARGUMENT
+  // only for what the wire allows and a Request cannot hold (invalid UTF-8); the rest is
+  // Request::Validate's, in Scheduler::Submit.
+  absl::StatusOr<Request> Translate(const moe::v1::GenerateRequest& request) const;
 
  private:
   // Generate without the accounting; *last receives the final event of a finished stream.
@@ -50,7 +46,6 @@ class InferenceService final : public moe::v1::Inference::Service {
   const Tokenizer* tokenizer_;
   const MixtralConfig* config_;
   const ExpertPlacement* placement_;
-  ServiceLimits limits_;
   RequestMetrics* metrics_;
 };
 

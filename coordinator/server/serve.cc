@@ -26,11 +26,9 @@ void WritePortFile(const std::string& path, int port) {
 absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const ExpertPlacement* placement,
                    const ServeOptions& options, const std::atomic<bool>* stop) {
   if (absl::Status s = options.scheduler.Validate(); !s.ok()) return s;
-  if (options.limits.max_tokens < 1) return absl::InvalidArgumentError("--max-tokens-limit must be >= 1");
   Scheduler scheduler(runner, tokenizer, options.scheduler);
   RequestMetrics request_metrics;
-  InferenceService service(&scheduler, tokenizer, &runner->config(), placement, options.limits,
-                           &request_metrics);
+  InferenceService service(&scheduler, tokenizer, &runner->config(), placement, &request_metrics);
   std::atomic<bool> stopping{false};  // ends WatchLoad streams when serving ends
   std::unique_ptr<TelemetryService> telemetry;
   std::unique_ptr<WorkerTelemetryService> worker_telemetry;

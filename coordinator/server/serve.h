@@ -17,8 +17,7 @@ struct ServeOptions {
   std::string listen = "127.0.0.1:50051";  // host:port; port 0 picks a free one
   std::string port_file;                   // if set, the bound port is written there
   double shutdown_grace_seconds = 30;      // in-flight requests get this long to finish
-  SchedulerOptions scheduler;
-  ServiceLimits limits;
+  SchedulerOptions scheduler;  // its limits bound every request
   // Load telemetry (not owned; may be null): moe.v1.Telemetry for users and
   // moe.v1.WorkerTelemetry for the workers' reports, on the same port.
   LoadAggregator* telemetry = nullptr;

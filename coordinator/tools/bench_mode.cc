@@ -281,8 +281,25 @@ class BatchRun {
   double touched_experts_ = 0;
 };
 
+// The cluster's exchange figures for one phase: the wall time per layer split into the slowest
+// worker's experts and the rest, the bytes moved, and each worker's rows and expert time.
+void PrintExchange(const char* phase, const ExchangeStats& s) {
+  if (s.exchanges == 0) return;
+  const double per = 1e3 / static_cast<double>(s.exchanges);
+  std::printf("  %s exchange per layer: %.3f ms wall = %.3f ms slowest worker's experts + %.3f ms "
+              "transfer, packing and waiting; %.2f MB sent, %.2f MB received\n",
+              phase, s.wall_seconds * per, s.slowest_compute_seconds * per,
+              (s.wall_seconds - s.slowest_compute_seconds) * per, s.bytes_sent / 1e6 / s.exchanges,
+              s.bytes_received / 1e6 / s.exchanges);
+  std::string line = absl::StrCat("  ", phase, " per worker (rows, expert ms per layer):");
+  for (size_t r = 1; r < s.worker_rows.size(); ++r) {
+    absl::StrAppendFormat(&line, " [%d] %d, %.3f", r, s.worker_rows[r], s.worker_compute_seconds[r] * per);
+  }
+  std::printf("%s\n", line.c_str());
+}
+
 absl::Status RunBatch(ModelRunner* runner, const WeightCosts& cost, const MachineLimits& limits,
-                      int batch, OpTimes* times, const BenchHooks& hooks) {
+                      int batch, OpTimes* times, ExchangeStats* exchange) {
   const MixtralConfig& c = runner->config();
   const int n_prompt = absl::GetFlag(FLAGS_bench_prompt_tokens);
   const int n_decode = absl::GetFlag(FLAGS_bench_decode_tokens);
@@ -297,7 +314,7 @@ absl::Status RunBatch(ModelRunner* runner, const WeightCosts& cost, const Machin
   const std::string label = batch == 1 ? "batch 1" : absl::StrCat("batch ", batch);
 
   if (times != nullptr) times->Reset();
-  if (hooks.reset) hooks.reset();
+  if (exchange != nullptr) exchange->Reset();
   auto start = Clock::now();
   MOE_RETURN_IF_ERROR(run.Prefill());
   const double prefill_s = Seconds(start, Clock::now());
@@ -307,10 +324,10 @@ absl::Status RunBatch(ModelRunner* runner, const WeightCosts& cost, const Machin
               label.c_str(), batch, n_prompt, prefill_s, prompt_tokens / prefill_s,
               prefill_flops / prefill_s / 1e9, OfPeak(prefill_flops / prefill_s, limits).c_str());
   if (times != nullptr) PrintBreakdown("prefill", *times, prefill_s, c.num_hidden_layers, 1);
-  if (hooks.report) hooks.report("prefill");
+  if (exchange != nullptr) PrintExchange("prefill", *exchange);
 
   if (times != nullptr) times->Reset();
-  if (hooks.reset) hooks.reset();
+  if (exchange != nullptr) exchange->Reset();
   run.ResetCounts();
   start = Clock::now();
   for (int i = 0; i < n_decode; ++i) MOE_RETURN_IF_ERROR(run.DecodeStep());
@@ -338,7 +355,7 @@ absl::Status RunBatch(ModelRunner* runner, const WeightCosts& cost, const Machin
   std::printf("  over the run: %.1f generated tokens/s (prefill and decode)\n",
               batch * n_decode / (prefill_s + decode_s));
   if (times != nullptr) PrintBreakdown("decode", *times, decode_s, c.num_hidden_layers, n_decode);
-  if (hooks.report) hooks.report("decode");
+  if (exchange != nullptr) PrintExchange("decode", *exchange);
   std::printf("  KV cache of the run: %.1f MB\n", run.kv_bytes() / 1e6);
   return absl::OkStatus();
 }
@@ -346,7 +363,7 @@ absl::Status RunBatch(ModelRunner* runner, const WeightCosts& cost, const Machin
 }  // namespace
 
 absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTimes* times,
-                          const BenchHooks& hooks) {
+                          ExchangeStats* exchange) {
   MOE_ASSIGN_OR_RETURN(const std::vector<int> batches, BatchSizes());
   const MixtralConfig& c = runner->config();
   const int n_prompt = absl::GetFlag(FLAGS_bench_prompt_tokens);
@@ -373,7 +390,7 @@ absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTi
   std::printf("decode roofline at batch 1: %.2f tokens/s (%.3f GB of active weights per token)\n",
               limits.bandwidth / active, active / 1e9);
   for (int batch : batches) {
-    MOE_RETURN_IF_ERROR(RunBatch(runner, cost, limits, batch, times, hooks));
+    MOE_RETURN_IF_ERROR(RunBatch(runner, cost, limits, batch, times, exchange));
   }
   return absl::OkStatus();
 }

@@ -1,5 +1,4 @@
-// Generation mode: prompt text in, streamed text out.
-#include <algorithm>
+// Generation mode: prompt text in, streamed text out, through the scheduler the server uses.
 #include <cstdio>
 #include <iostream>
 
@@ -7,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "coordinator/generation.h"
-#include "coordinator/tools/cli.h"
 #include "coordinator/tools/modes.h"
+#include "core/cli.h"
 #include "core/status_macros.h"
 #include "core/tokenizer.h"
 
@@ -18,6 +17,8 @@ ABSL_FLAG(double, temperature, 0.0, "0 = greedy; else sample from softmax(logits
 ABSL_FLAG(double, top_p, 1.0, "nucleus sampling: keep the fewest tokens reaching this probability");
 ABSL_FLAG(int, top_k, 0, "keep only the k most likely tokens (0 = all)");
 ABSL_FLAG(uint64_t, seed, 0, "random seed for sampling; same seed, same text");
+ABSL_FLAG(std::vector<std::string>, stop, {},
+          "stop strings, comma-separated: generation ends before the first one (not printed)");
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer.model (default: the model's, else the bundled one)");
 ABSL_FLAG(bool, stats, false, "print timing to stderr at the end");
 ABSL_FLAG(int, prefill_chunk, 512, "prompt tokens per forward step (bounds one step's work)");
@@ -40,34 +41,35 @@ absl::Status RunGenerateMode(ModelRunner* runner, const std::string& model_dir) 
   }
   const std::string prompt = absl::GetFlag(FLAGS_prompt);
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty (--prompt)");
-  GenerationRequest request;
+  Request request;
   for (int id : tokenizer->Encode(prompt, /*add_bos=*/true)) request.prompt.push_back(id);
-  request.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  request.max_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   request.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
   request.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
   request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
   request.sampling.seed = absl::GetFlag(FLAGS_seed);
-  request.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  request.stop = absl::GetFlag(FLAGS_stop);
+  // The command line has no server limit: the model's context bounds max_new_tokens.
+  const RequestLimits limits{request.max_tokens};
+  MOE_RETURN_IF_ERROR(request.Validate(config, limits, RequestFieldNames{"max_new_tokens", ""}));
 
-  StreamingDetokenizer detok(tokenizer.get(), request.prompt);
-  const auto& eos = config.eos_token_ids;
   const bool print_ids = absl::GetFlag(FLAGS_print_ids);
-  MOE_ASSIGN_OR_RETURN(GenerationResult result, Generate(runner, request, [&](int32_t id) {
-                         if (!print_ids && std::find(eos.begin(), eos.end(), id) == eos.end()) {
-                           std::cout << detok.Push(id) << std::flush;
-                         }
-                       }));
-  if (print_ids) {
-    std::cout << absl::StrJoin(result.tokens, ",") << std::endl;
-  } else {
-    std::cout << detok.Flush() << std::endl;
-  }
+  const size_t prompt_tokens = request.prompt.size();
+  MOE_ASSIGN_OR_RETURN(
+      GenerationResult result,
+      Generate(runner, tokenizer.get(), std::move(request), absl::GetFlag(FLAGS_prefill_chunk),
+               [&](const StreamEvent& e) {
+                 if (!print_ids) std::cout << e.text << std::flush;
+               }));
+  std::cout << (print_ids ? absl::StrJoin(result.tokens, ",") : "") << std::endl;
   if (absl::GetFlag(FLAGS_stats)) {
     const size_t n = result.tokens.size();
+    const double decode_s = (result.total_ms - result.time_to_first_token_ms) / 1e3;
     std::fprintf(stderr,
                  "prompt %zu tokens, prefill %.3f s; generated %zu tokens (%s), decode %.2f tokens/s\n",
-                 request.prompt.size(), result.prefill_seconds, n, result.finish_reason.c_str(),
-                 n > 1 ? static_cast<double>(n - 1) / result.decode_seconds : 0.0);
+                 prompt_tokens, result.time_to_first_token_ms / 1e3, n,
+                 FinishReasonName(result.finish),
+                 n > 1 && decode_s > 0 ? static_cast<double>(n - 1) / decode_s : 0.0);
   }
   return absl::OkStatus();
 }

@@ -6,9 +6,15 @@ namespace moe {
 
 absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Create(
     const std::string& model_dir, const kernels::DeviceOptions& device, bool timed) {
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend, kernels::MakeBackend(device));
+  return Create(model_dir, std::move(backend), timed);
+}
+
+absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Create(
+    const std::string& model_dir, std::unique_ptr<kernels::Backend> backend, bool timed) {
   auto e = std::unique_ptr<LocalEngine>(new LocalEngine());
   e->timed_ = timed;
-  MOE_ASSIGN_OR_RETURN(e->backend_, kernels::MakeBackend(device));
+  e->backend_ = std::move(backend);
   MOE_ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(model_dir));
   MOE_ASSIGN_OR_RETURN(e->experts_, ExpertHost::Create(e->weights_.get(), e->backend_.get(), e->times(),
                                                      /*time_experts=*/timed));

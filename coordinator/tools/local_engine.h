@@ -21,6 +21,10 @@ class LocalEngine {
   // which on a GPU waits for the device after each one, so only the benchmark asks for it.
   static absl::StatusOr<std::unique_ptr<LocalEngine>> Create(
       const std::string& model_dir, const kernels::DeviceOptions& device = {}, bool timed = false);
+  // The same on a backend already made (the tools make it with cli::MakeBackend, whose errors name
+  // their flags).
+  static absl::StatusOr<std::unique_ptr<LocalEngine>> Create(
+      const std::string& model_dir, std::unique_ptr<kernels::Backend> backend, bool timed = false);
 
   ModelRunner* runner() { return runner_.get(); }
   const ModelWeights& weights() const { return *weights_; }

@@ -4,14 +4,24 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "coordinator/model_runner.h"
+#include "coordinator/telemetry/routing_trace.h"
+#include "core/exchange_telemetry.h"
 #include "core/model_weights.h"
 #include "core/op_timer.h"
 
 namespace moe::cli {
+
+// --routing-trace FILE: records every token's routing through `runner` into FILE
+// (docs/routing-trace-format.md). Null when the flag is empty; keep the writer alive while the
+// runner runs (it flushes and closes when destroyed). placement: null in a single process.
+absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> OpenRoutingTrace(ModelRunner* runner,
+                                                                     const ExpertPlacement* placement);
 
 // --prompt, --max-new-tokens, --temperature, --top-p, --top-k, --seed, --tokenizer, --stats.
 // Streams text to stdout.
@@ -22,14 +32,9 @@ bool GenerateModeRequested();  // --prompt given
 absl::Status RunLogitsMode(ModelRunner* runner);
 bool LogitsModeRequested();  // --tokens or --out given
 
-// Figures only the caller knows (the cluster's exchange statistics), collected per phase.
-struct BenchHooks {
-  std::function<void()> reset;                      // before each timed phase
-  std::function<void(const char* phase)> report;   // after it: "prefill" or "decode"
-};
-
-// --bench-prompt-tokens, --bench-decode-tokens, --bandwidth-mib.
+// --batch, --bench-prompt-tokens, --bench-decode-tokens, --bandwidth-mib. exchange: the cluster
+// exchange's running sums (null in a single process), reset and printed per phase.
 absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTimes* times,
-                          const BenchHooks& hooks = {});
+                          ExchangeStats* exchange = nullptr);
 
 }  // namespace moe::cli

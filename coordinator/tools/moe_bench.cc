@@ -2,7 +2,7 @@
 // one or several batch sizes, with a per-op breakdown, peak memory, and every figure next to this
 // machine's measured memory bandwidth and peak arithmetic rate. A benchmark program, not a test:
 // it prints figures and judges nothing.
-#include "coordinator/tools/cli.h"
+#include "core/cli.h"
 #include "coordinator/tools/local_engine.h"
 #include "coordinator/tools/modes.h"
 
@@ -10,7 +10,9 @@ int main(int argc, char** argv) {
   using namespace moe;
   cli::Init(argc, argv, "moe-bench --model DIR [--batch 1,16,64] [--bench-prompt-tokens 512] "
                         "[--bench-decode-tokens 32] [--threads N] [--device cpu|cuda] [--cpu-numerics fast|f32]");
-  auto engine = LocalEngine::Create(cli::ModelDir(), cli::DeviceFlags(), /*timed=*/true);
+  auto backend = cli::MakeBackend(cli::DeviceFlags());
+  if (!backend.ok()) return cli::Fail(backend.status());
+  auto engine = LocalEngine::Create(cli::ModelDir(), *std::move(backend), /*timed=*/true);
   if (!engine.ok()) return cli::Fail(engine.status());
   auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);
   if (!trace.ok()) return cli::Fail(trace.status());

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "coordinator/tools/cli.h"
+#include "core/cli.h"
 #include "core/data_plane.h"
 #include "kernels/backend.h"
 

@@ -1,14 +1,16 @@
 // moe-generate: generates text from a prompt with the whole model in this process, streaming it
 // to stdout as it is produced.
 #include "absl/flags/flag.h"
-#include "coordinator/tools/cli.h"
+#include "core/cli.h"
 #include "coordinator/tools/local_engine.h"
 #include "coordinator/tools/modes.h"
 
 int main(int argc, char** argv) {
   using namespace moe;
   cli::Init(argc, argv, "moe-generate --model DIR --prompt TEXT [--max-new-tokens N ...] [--device cpu|cuda]");
-  auto engine = LocalEngine::Create(cli::ModelDir(), cli::DeviceFlags());
+  auto backend = cli::MakeBackend(cli::DeviceFlags());
+  if (!backend.ok()) return cli::Fail(backend.status());
+  auto engine = LocalEngine::Create(cli::ModelDir(), *std::move(backend));
   if (!engine.ok()) return cli::Fail(engine.status());
   auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);
   if (!trace.ok()) return cli::Fail(trace.status());

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -50,6 +51,9 @@ constexpr int64_t kRowBlock = 256;
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// AllowAmx(false) before the first product keeps the tiles off.
+std::atomic<bool> g_amx_allowed{true};
+
 struct CpuFeatures {
   bool avx512 = false;
   bool bf16 = false;
@@ -76,10 +80,7 @@ const CpuFeatures& Features() {
                __builtin_cpu_supports("avx512vl") != 0 && __builtin_cpu_supports("avx512dq") != 0 &&
                __builtin_cpu_supports("f16c") != 0 && __builtin_cpu_supports("fma") != 0;
     f.bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16") != 0;
-    // MOE_CPU_AMX=0 keeps the tiles off, to compare the two BF16 paths on one machine.
-    const char* amx_env = std::getenv("MOE_CPU_AMX");
-    const bool amx_allowed = amx_env == nullptr || std::strcmp(amx_env, "0") != 0;
-    f.amx = f.bf16 && amx_allowed && EnableAmx();
+    f.amx = f.bf16 && g_amx_allowed.load() && EnableAmx();
     return f;
   }();
   return features;
@@ -414,6 +415,7 @@ MOE_TARGET_AVX512 void PackPanelGather(const WeightMatrix& w, const PackedLayout
 bool Available() { return Features().avx512; }
 bool HasBf16Dot() { return Features().bf16; }
 bool HasAmx() { return Features().amx; }
+void AllowAmx(bool allowed) { g_amx_allowed = allowed; }
 
 Products Bf16Products() {
   return HasAmx() ? Products::kBf16Amx : HasBf16Dot() ? Products::kBf16Dot : Products::kFloat32;
@@ -551,6 +553,7 @@ namespace moe::kernels::packed {
 bool Available() { return false; }
 bool HasBf16Dot() { return false; }
 bool HasAmx() { return false; }
+void AllowAmx(bool) {}
 Products Bf16Products() { return Products::kFloat32; }
 const char* Describe(Products) { return "float32 products"; }
 size_t PackedBytes(const WeightMatrix&) { return 0; }

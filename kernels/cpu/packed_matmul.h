@@ -31,9 +31,12 @@ inline int64_t KGroup(DType t) { return t == DType::kBF16 ? 2 : 1; }
 bool Available();
 // This CPU also has the BF16 dot product (AVX512_BF16).
 bool HasBf16Dot();
-// This CPU has AMX tiles with BF16 (AMX-TILE, AMX-BF16) and the OS granted this process their
-// state. MOE_CPU_AMX=0 in the environment turns them off.
+// This CPU has AMX tiles with BF16 (AMX-TILE, AMX-BF16), the OS granted this process their
+// state, and AllowAmx(false) did not turn them off.
 bool HasAmx();
+// Whether products may use AMX tiles (default: yes, where present), to compare the two BF16
+// paths on one machine. Takes effect only before the first product or HasAmx() call.
+void AllowAmx(bool allowed);
 
 // How the products of BF16 weights are computed. Other dtypes are always widened to float32.
 enum class Products {

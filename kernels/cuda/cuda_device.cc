@@ -2,9 +2,8 @@
 
 #include <cuda_runtime_api.h>
 
-#include <cstdlib>
+#include <algorithm>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -23,28 +22,18 @@ int CudaDeviceCount(std::string* why) {
   return count;
 }
 
-absl::StatusOr<int> ChooseCudaDevice(int requested) {
+absl::StatusOr<int> ChooseCudaDevice(int requested, int local_rank) {
   std::string why;
   const int count = CudaDeviceCount(&why);
   if (count == 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("--device cuda: no CUDA device is available (", why, ")"));
+    return absl::FailedPreconditionError(absl::StrCat("no CUDA device is available (", why, ")"));
   }
-  if (requested >= 0) {
-    if (requested >= count) {
-      return absl::InvalidArgumentError(absl::StrCat("--cuda-device ", requested, ": only ", count,
-                                                     " CUDA device(s) are visible"));
-    }
-    return requested;
+  if (requested >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", requested, " asked for, but only ", count, " are visible"));
   }
-  int local_rank = 0;
-  if (const char* env = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK")) {
-    if (!absl::SimpleAtoi(env, &local_rank) || local_rank < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("OMPI_COMM_WORLD_LOCAL_RANK is not a rank: '", env, "'"));
-    }
-  }
-  return local_rank % count;
+  if (requested >= 0) return requested;
+  return std::max(local_rank, 0) % count;
 }
 
 std::string CudaDeviceName(int device) {

@@ -109,13 +109,13 @@ TEST_F(ModelRunnerTest, BadTokensAndLongSequencesFailWithoutSideEffects) {
 }
 
 TEST_F(ModelRunnerTest, ChunkedPrefillGeneratesTheSameTokens) {
-  GenerationRequest r;
+  auto tokenizer = Tokenizer::Load(MOE_TOKENIZER_PATH);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  Request r;
   r.prompt = kA;
-  r.max_new_tokens = 12;
-  r.prefill_chunk = 1000;
-  auto whole = Generate(engine_->runner(), r);
-  r.prefill_chunk = 3;
-  auto chunked = Generate(engine_->runner(), r);
+  r.max_tokens = 12;
+  auto whole = Generate(engine_->runner(), tokenizer->get(), r, /*prefill_chunk=*/1000);
+  auto chunked = Generate(engine_->runner(), tokenizer->get(), r, /*prefill_chunk=*/3);
   ASSERT_TRUE(whole.ok() && chunked.ok());
   EXPECT_EQ(whole->tokens, chunked->tokens);
 }

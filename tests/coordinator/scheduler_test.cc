@@ -27,8 +27,8 @@ class SchedulerTest : public ::testing::Test {
     tokenizer_ = std::move(*t);
   }
 
-  ServeRequest Request(int i) {
-    ServeRequest r;
+  Request MakeRequest(int i) {
+    Request r;
     r.prompt = {1};
     for (int k = 0; k < 5 + 7 * i; ++k) r.prompt.push_back(3 + (i * 131 + k * 17) % 990);
     r.max_tokens = 6 + 3 * i;
@@ -40,12 +40,8 @@ class SchedulerTest : public ::testing::Test {
     return r;
   }
 
-  std::vector<int32_t> Alone(const ServeRequest& r) {
-    GenerationRequest g;
-    g.prompt = r.prompt;
-    g.sampling = r.sampling;
-    g.max_new_tokens = r.max_tokens;
-    auto out = Generate(engine_->runner(), g);
+  std::vector<int32_t> Alone(const Request& r) {
+    auto out = Generate(engine_->runner(), tokenizer_.get(), r);
     EXPECT_TRUE(out.ok());
     return out.ok() ? out->tokens : std::vector<int32_t>{};
   }
@@ -82,7 +78,7 @@ TEST_F(SchedulerTest, StaggeredRequestsGetWhatTheyGetAlone) {
   std::vector<bool> done(6, false);
   for (int step = 0, submitted = 0; std::count(done.begin(), done.end(), true) < 6 && step < 10000; ++step) {
     if (submitted < 6 && step % 3 == 0) {  // a new request joins every third step
-      auto h = s.Submit(Request(submitted++));
+      auto h = s.Submit(MakeRequest(submitted++));
       ASSERT_TRUE(h.ok());
       handles.push_back(*h);
     }
@@ -96,14 +92,14 @@ TEST_F(SchedulerTest, StaggeredRequestsGetWhatTheyGetAlone) {
       }
     }
   }
-  for (int i = 0; i < 6; ++i) EXPECT_EQ(got[i], Alone(Request(i))) << "request " << i;
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(got[i], Alone(MakeRequest(i))) << "request " << i;
   EXPECT_EQ(s.stats().kv_bytes_used, 0);
   EXPECT_EQ(s.stats().served, 6);
 }
 
 TEST_F(SchedulerTest, CancelFreesTheKvCache) {
   Scheduler s(engine_->runner(), tokenizer_.get(), {});
-  ServeRequest r = Request(2);
+  Request r = MakeRequest(2);
   r.max_tokens = 200;
   auto h = s.Submit(r);
   ASSERT_TRUE(h.ok());
@@ -122,23 +118,23 @@ TEST_F(SchedulerTest, QueueAndBudgetLimits) {
   options.kv_budget_bytes = 0;
   {
     Scheduler s(engine_->runner(), tokenizer_.get(), options);
-    EXPECT_EQ(s.Submit(Request(0)).status().code(), absl::StatusCode::kInvalidArgument);  // never fits
+    EXPECT_EQ(s.Submit(MakeRequest(0)).status().code(), absl::StatusCode::kInvalidArgument);  // never fits
   }
   options.kv_budget_bytes = int64_t{1} << 30;
   Scheduler s(engine_->runner(), tokenizer_.get(), options);
-  ASSERT_TRUE(s.Submit(Request(0)).ok());
-  ASSERT_TRUE(s.Submit(Request(1)).ok());
-  EXPECT_EQ(s.Submit(Request(2)).status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(s.Submit(MakeRequest(0)).ok());
+  ASSERT_TRUE(s.Submit(MakeRequest(1)).ok());
+  EXPECT_EQ(s.Submit(MakeRequest(2)).status().code(), absl::StatusCode::kResourceExhausted);
   s.StopAdmitting(absl::UnavailableError("shutting down"));
-  EXPECT_EQ(s.Submit(Request(3)).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(s.Submit(MakeRequest(3)).status().code(), absl::StatusCode::kUnavailable);
 }
 
 TEST_F(SchedulerTest, FailAllReachesEveryRequest) {
   SchedulerOptions options;
   options.max_running = 1;
   Scheduler s(engine_->runner(), tokenizer_.get(), options);
-  auto running = s.Submit(Request(0));
-  auto waiting = s.Submit(Request(1));
+  auto running = s.Submit(MakeRequest(0));
+  auto waiting = s.Submit(MakeRequest(1));
   ASSERT_TRUE(running.ok() && waiting.ok());
   ASSERT_TRUE(s.Step().ok());
   s.FailAll(absl::UnavailableError("worker lost"));
@@ -156,22 +152,22 @@ TEST_F(SchedulerTest, CancelledWaitersLeaveTheQueue) {
   options.max_running = 1;
   options.max_waiting = 1;
   Scheduler s(engine_->runner(), tokenizer_.get(), options);
-  ServeRequest long_one = Request(0);
+  Request long_one = MakeRequest(0);
   long_one.max_tokens = 100;
   auto running = s.Submit(long_one);
   ASSERT_TRUE(running.ok());
   ASSERT_TRUE(s.Step().ok());  // admitted
-  auto waiting = s.Submit(Request(1));
+  auto waiting = s.Submit(MakeRequest(1));
   ASSERT_TRUE(waiting.ok());
-  EXPECT_EQ(s.Submit(Request(2)).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(s.Submit(MakeRequest(2)).status().code(), absl::StatusCode::kResourceExhausted);
   (*waiting)->Cancel();  // its client gave up: the place is free again at once
-  EXPECT_TRUE(s.Submit(Request(2)).ok());
+  EXPECT_TRUE(s.Submit(MakeRequest(2)).ok());
 }
 
 TEST_F(SchedulerTest, KvBudgetDelaysAdmission) {
   SchedulerOptions options;
   Scheduler probe(engine_->runner(), tokenizer_.get(), options);
-  const ServeRequest a = Request(0), b = Request(1);
+  const Request a = MakeRequest(0), b = MakeRequest(1);
   // Room for a or b, not both: b waits until a has finished.
   options.kv_budget_bytes = probe.KvBytes(static_cast<int64_t>(std::max(a.prompt.size() + a.max_tokens,
                                                                          b.prompt.size() + b.max_tokens)));
@@ -185,6 +181,62 @@ TEST_F(SchedulerTest, KvBudgetDelaysAdmission) {
   EXPECT_EQ(Collect(ha->get(), &s, &ra), Alone(a));
   EXPECT_EQ(Collect(hb->get(), &s, &rb), Alone(b));
   EXPECT_EQ(ra, FinishReason::kLength);
+}
+
+TEST_F(SchedulerTest, OneShotGenerationIsTheSchedulersStream) {
+  // Generate() drives a Scheduler of its own: the tokens, text and finish a server's scheduler
+  // streams for the same request, one event per token, the finish on the last.
+  const Request r = MakeRequest(3);
+  Scheduler s(engine_->runner(), tokenizer_.get(), {});
+  auto h = s.Submit(r);
+  ASSERT_TRUE(h.ok());
+  std::vector<int32_t> ids;
+  std::string text;
+  FinishReason reason = FinishReason::kNone;
+  while (reason == FinishReason::kNone) {
+    ASSERT_TRUE(s.Step().ok());
+    for (StreamEvent& e : (*h)->Wait(absl::ZeroDuration())) {
+      ids.insert(ids.end(), e.token_ids.begin(), e.token_ids.end());
+      text += e.text;
+      reason = e.finish;
+    }
+  }
+  std::vector<StreamEvent> seen;
+  auto out = Generate(engine_->runner(), tokenizer_.get(), r, /*prefill_chunk=*/4,
+                      [&](const StreamEvent& e) { seen.push_back(e); });
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->tokens, ids);
+  EXPECT_EQ(out->text, text);
+  EXPECT_EQ(out->finish, reason);
+  ASSERT_EQ(seen.size(), out->tokens.size());
+  EXPECT_NE(seen.back().finish, FinishReason::kNone);
+  EXPECT_EQ(seen.back().prompt_tokens, static_cast<int>(r.prompt.size()));
+  EXPECT_EQ(seen.back().generated_tokens, static_cast<int>(ids.size()));
+  EXPECT_GE(out->total_ms, out->time_to_first_token_ms);
+}
+
+TEST_F(SchedulerTest, OneShotGenerationEndsAtAStopString) {
+  Request r = MakeRequest(0);
+  r.max_tokens = 16;
+  auto full = Generate(engine_->runner(), tokenizer_.get(), r);
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_GE(full->text.size(), 4u) << "'" << full->text << "'";
+  const std::string stop = full->text.substr(full->text.size() / 2, 2);
+  r.stop = {stop};
+  auto cut = Generate(engine_->runner(), tokenizer_.get(), r);
+  ASSERT_TRUE(cut.ok()) << cut.status();
+  EXPECT_EQ(cut->finish, FinishReason::kStop);
+  EXPECT_EQ(cut->text, full->text.substr(0, full->text.find(stop)));
+  EXPECT_LE(cut->tokens.size(), full->tokens.size());
+}
+
+TEST_F(SchedulerTest, OneShotGenerationRefusesAnInvalidRequest) {
+  Request r = MakeRequest(0);
+  r.max_tokens = 0;
+  auto out = Generate(engine_->runner(), tokenizer_.get(), r);
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(out.status().message().find("max_tokens must be >= 1"), std::string::npos) << out.status();
 }
 
 TEST(TextStreamTest, FirstGeneratedWordKeepsItsSpace) {

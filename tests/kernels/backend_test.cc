@@ -307,7 +307,7 @@ INSTANTIATE_TEST_SUITE_P(Backends, BackendTest, ::testing::Values("cpu", "cpu_f3
 TEST(MakeBackendTest, UnknownDeviceIsOneLine) {
   auto b = MakeBackend(DeviceOptions{"tpu", -1});
   ASSERT_FALSE(b.ok());
-  EXPECT_EQ(b.status().message(), "--device must be cpu or cuda, got 'tpu'");
+  EXPECT_EQ(b.status().message(), "unknown device 'tpu' (cpu or cuda)");
 }
 
 }  // namespace

@@ -55,7 +55,7 @@ const char* Name(Products products) {
 std::string Unsupported(Products products) {
   if (products == Products::kBf16Dot && !packed::HasBf16Dot()) return "this CPU lacks AVX512_BF16";
   if (products == Products::kBf16Amx && !packed::HasAmx()) {
-    return "this CPU lacks AMX-BF16 (or the OS refused its tile state, or MOE_CPU_AMX=0)";
+    return "this CPU lacks AMX-BF16 (or the OS refused its tile state)";
   }
   return "";
 }

@@ -1,19 +1,20 @@
-#include "coordinator/tools/cli.h"
-
-#include "coordinator/tools/flag_spelling.h"
+#include "core/cli.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/cpu_features.h"
+#include "core/flag_spelling.h"
+#include "kernels/cpu/packed_matmul.h"
 #include "kernels/cpu/thread_pool.h"
 
 ABSL_FLAG(std::string, model, "", "model directory (config.json + safetensors)");
@@ -26,9 +27,6 @@ ABSL_FLAG(std::string, cpu_numerics, "fast",
           "how CPU products treat activations: fast (BF16 weights multiply activations rounded "
           "to BF16, with the CPU's BF16 dot products where it has them) or f32 (every product a "
           "float32 product; slower)");
-ABSL_FLAG(std::string, routing_trace, "",
-          "record every token's routing (request, position, token, experts and weights per layer) "
-          "into this file; see docs/routing-trace-format.md and scripts/analyze_routing.py");
 
 namespace moe::cli {
 namespace {
@@ -43,15 +41,52 @@ bool Exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+// OpenBLAS 0.3.21 does not know recent AVX-512 CPUs (AMD Zen 4/5, new Xeons): it falls back to
+// Haswell or Prescott kernels that run sgemm 2-5x slower. The core type can only be chosen through
+// the environment before the library initialises, so this sets OPENBLAS_CORETYPE=SkylakeX and
+// re-executes the program once when the CPU has AVX-512 and the user did not choose. Returns only
+// if no re-exec happened.
+void MaybeReexecWithOpenBlasCoreType(char** argv) {
+#if defined(__x86_64__)
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq")) {
+    return;
+  }
+  setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+  execv("/proc/self/exe", argv);
+  // execv failed (no /proc?): carry on with the slower kernels rather than not run at all.
+#else
+  (void)argv;
+#endif
+}
+
+// Open MPI's rank of this process among those on its host; 0 outside mpirun.
+int LocalRank() {
+  const char* env = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  int rank = 0;
+  if (env == nullptr) return 0;
+  if (!absl::SimpleAtoi(env, &rank) || rank < 0) {
+    std::exit(Fail(absl::InvalidArgumentError(
+        absl::StrCat("OMPI_COMM_WORLD_LOCAL_RANK is not a rank: '", env, "'"))));
+  }
+  return rank;
+}
+
 }  // namespace
 
 std::vector<char*> Init(int argc, char** argv, const char* usage) {
-  kernels::MaybeReexecWithOpenBlasCoreType(argv);
+  MaybeReexecWithOpenBlasCoreType(argv);
   std::string name = argv[0];
   ToolName() = name.substr(name.find_last_of('/') + 1);
   AcceptDashedFlagNames(argc, argv);
   absl::SetProgramUsageMessage(usage);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  // MOE_CPU_AMX=0 keeps the AMX tiles off, to compare the two BF16 paths on one machine.
+  if (const char* amx = std::getenv("MOE_CPU_AMX"); amx != nullptr && std::strcmp(amx, "0") == 0) {
+    kernels::packed::AllowAmx(false);
+  }
   kernels::SetCpuThreads(absl::GetFlag(FLAGS_threads));
   return positional;
 }
@@ -59,7 +94,16 @@ std::vector<char*> Init(int argc, char** argv, const char* usage) {
 kernels::DeviceOptions DeviceFlags() {
   kernels::DeviceOptions options;
   options.device = absl::GetFlag(FLAGS_device);
+  if (options.device != "cpu" && options.device != "cuda") {
+    std::exit(Fail(absl::InvalidArgumentError(
+        absl::StrCat("--device must be cpu or cuda, got '", options.device, "'"))));
+  }
   options.cuda_device = absl::GetFlag(FLAGS_cuda_device);
+  if (options.cuda_device < -1) {
+    std::exit(Fail(absl::InvalidArgumentError(
+        absl::StrCat("--cuda-device must be a GPU index or -1, got ", options.cuda_device))));
+  }
+  options.local_rank = LocalRank();
   const std::string numerics = absl::GetFlag(FLAGS_cpu_numerics);
   if (numerics == "fast") {
     options.cpu_numerics = kernels::MatMulNumerics::kRoundActivations;
@@ -70,6 +114,15 @@ kernels::DeviceOptions DeviceFlags() {
         absl::StrCat("--cpu-numerics must be fast or f32, got '", numerics, "'"))));
   }
   return options;
+}
+
+absl::StatusOr<std::unique_ptr<kernels::Backend>> MakeBackend(const kernels::DeviceOptions& device) {
+  absl::StatusOr<std::unique_ptr<kernels::Backend>> made = kernels::MakeBackend(device);
+  if (made.ok()) return made;
+  const std::string flags = device.cuda_device >= 0
+                                ? absl::StrCat("--device ", device.device, " --cuda-device ", device.cuda_device)
+                                : absl::StrCat("--device ", device.device);
+  return absl::Status(made.status().code(), absl::StrCat(flags, ": ", made.status().message()));
 }
 
 std::string ModelDir() {
@@ -94,16 +147,6 @@ std::string DefaultTokenizerPath(const std::string& model_dir) {
     if (Exists(dir + "/tokenizer.model")) return dir + "/tokenizer.model";
   }
   return in_model;
-}
-
-absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> OpenRoutingTrace(ModelRunner* runner,
-                                                                     const ExpertPlacement* placement) {
-  const std::string path = absl::GetFlag(FLAGS_routing_trace);
-  if (path.empty()) return nullptr;
-  absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> writer =
-      RoutingTraceWriter::Open(path, runner->config(), placement);
-  if (writer.ok()) runner->AddRoutingObserver(writer->get());
-  return writer;
 }
 
 }  // namespace moe::cli

@@ -1,0 +1,47 @@
+#include "coordinator/request.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace moe {
+
+const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kEos: return "eos";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kNone: break;
+  }
+  return "";
+}
+
+absl::Status RequestLimits::Validate() const {
+  if (max_tokens < 1) return absl::InvalidArgumentError("--max-tokens-limit must be >= 1");
+  return absl::OkStatus();
+}
+
+absl::Status Request::Validate(const MixtralConfig& config, const RequestLimits& limits,
+                               const RequestFieldNames& names) const {
+  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  if (absl::Status ids = config.CheckTokenIds(prompt); !ids.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt ", ids.message()));
+  }
+  if (max_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(names.max_tokens, " must be >= 1, got ", max_tokens));
+  }
+  if (max_tokens > limits.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(names.max_tokens, " (", max_tokens,
+                                                   ") exceeds the server's limit of ",
+                                                   limits.max_tokens));
+  }
+  if (static_cast<int64_t>(prompt.size()) + max_tokens > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", prompt.size(), " tokens) + ", names.max_tokens, " (", max_tokens,
+        ") exceeds the model's context of ", config.max_position_embeddings, " positions"));
+  }
+  if (absl::Status s = sampling.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(names.sampling_prefix, s.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moe

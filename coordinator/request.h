@@ -1,0 +1,49 @@
+// Request: one generation request as every entry point hands it to the scheduler (the gRPC
+// service, the one-shot generate modes, moe-generate), with the one Validate() they all use, and
+// the one way a generation ends.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "coordinator/sampler.h"
+#include "core/config.h"
+
+namespace moe {
+
+// Why a sequence stopped. A request that fails or whose client leaves has no finish reason: it
+// ends with a non-OK status instead.
+enum class FinishReason { kNone, kEos, kLength, kStop };
+// "eos", "length", "stop" ("" for kNone): the spelling of logs, metrics and --stats.
+const char* FinishReasonName(FinishReason reason);
+
+// What a server allows beyond what the model allows.
+struct RequestLimits {
+  int max_tokens = 4096;  // largest max_tokens a request may ask for
+
+  absl::Status Validate() const;
+};
+
+// How an entry point names the request's fields in its errors, so that one Validate() speaks the
+// language of each interface (the gRPC fields by default; the command line names its flags).
+struct RequestFieldNames {
+  std::string max_tokens = "sampling.max_tokens";
+  std::string sampling_prefix = "sampling.";  // before "temperature", "top_p", "top_k"
+};
+
+struct Request {
+  std::vector<int32_t> prompt;    // token ids, BOS included when wanted
+  SamplingParams sampling;
+  int max_tokens = 16;            // tokens to generate at most, >= 1
+  std::vector<std::string> stop;  // generation ends before the first of these strings
+
+  // Checks the request against the model and the limits before any work: a non-empty prompt of
+  // ids in the vocabulary, 1 <= max_tokens <= limits.max_tokens, prompt + max_tokens within the
+  // model's context, sampling parameters in range. INVALID_ARGUMENT names the field.
+  absl::Status Validate(const MixtralConfig& config, const RequestLimits& limits,
+                        const RequestFieldNames& names = {}) const;
+};
+
+}  // namespace moe

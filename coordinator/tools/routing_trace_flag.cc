@@ -1,0 +1,21 @@
+// --routing-trace, for every program that runs the forward pass.
+#include "absl/flags/flag.h"
+#include "coordinator/tools/modes.h"
+
+ABSL_FLAG(std::string, routing_trace, "",
+          "record every token's routing (request, position, token, experts and weights per layer) "
+          "into this file; see docs/routing-trace-format.md and scripts/analyze_routing.py");
+
+namespace moe::cli {
+
+absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> OpenRoutingTrace(ModelRunner* runner,
+                                                                     const ExpertPlacement* placement) {
+  const std::string path = absl::GetFlag(FLAGS_routing_trace);
+  if (path.empty()) return nullptr;
+  absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> writer =
+      RoutingTraceWriter::Open(path, runner->config(), placement);
+  if (writer.ok()) runner->AddRoutingObserver(writer->get());
+  return writer;
+}
+
+}  // namespace moe::cli
