@@ -17,12 +17,8 @@ LoadRecorder::LoadRecorder(int rank, std::string host, const ExpertPlacement* pl
 }
 
 void LoadRecorder::ZeroLocked() {
-  totals_.Clear();
-  for (const auto& [layer, expert] : hosted_) {
-    moe::v1::ExpertLoad* load = totals_.add_experts();
-    load->set_layer(layer);
-    load->set_expert(expert);
-  }
+  totals_ = WorkerReport{};
+  for (const auto& [layer, expert] : hosted_) totals_.experts.push_back(ExpertLoad{layer, expert, 0, 0.0});
 }
 
 void LoadRecorder::OnWorkerStep(const WorkerStepRecord& r) {
@@ -31,30 +27,30 @@ void LoadRecorder::OnWorkerStep(const WorkerStepRecord& r) {
     epoch_ = r.epoch;
     ZeroLocked();
   }
-  totals_.set_exchanges(totals_.exchanges() + 1);
-  totals_.set_last_step_id(r.step_id);
-  totals_.set_compute_seconds(totals_.compute_seconds() + r.compute_seconds);
-  totals_.set_exchange_wait_seconds(totals_.exchange_wait_seconds() + r.wait_seconds);
-  totals_.set_idle_seconds(totals_.idle_seconds() + r.idle_seconds);
-  totals_.set_bytes_in(totals_.bytes_in() + r.bytes_in);
-  totals_.set_bytes_out(totals_.bytes_out() + r.bytes_out);
+  ++totals_.exchanges;
+  totals_.last_step_id = r.step_id;
+  totals_.compute_seconds += r.compute_seconds;
+  totals_.exchange_wait_seconds += r.wait_seconds;
+  totals_.idle_seconds += r.idle_seconds;
+  totals_.bytes_in += r.bytes_in;
+  totals_.bytes_out += r.bytes_out;
   for (int e = 0; e < n_experts_ && e < static_cast<int>(r.expert_rows.size()); ++e) {
     if (r.expert_rows[e] == 0) continue;
     const int slot = slot_[static_cast<size_t>(r.layer) * n_experts_ + e];
     if (slot < 0) continue;  // ServeExperts has already refused rows for experts not hosted
-    moe::v1::ExpertLoad* load = totals_.mutable_experts(slot);
-    load->set_tokens(load->tokens() + r.expert_rows[e]);
-    if (!r.expert_seconds.empty()) load->set_busy_seconds(load->busy_seconds() + r.expert_seconds[e]);
+    ExpertLoad& load = totals_.experts[static_cast<size_t>(slot)];
+    load.tokens += r.expert_rows[e];
+    if (!r.expert_seconds.empty()) load.busy_seconds += r.expert_seconds[e];
   }
 }
 
-moe::v1::WorkerReport LoadRecorder::NextReport() {
+WorkerReport LoadRecorder::NextReport() {
   absl::MutexLock lock(&mu_);
-  moe::v1::WorkerReport report = totals_;
-  report.set_rank(rank_);
-  report.set_host(host_);
-  report.set_epoch(epoch_);
-  report.set_sequence(++sequence_);
+  WorkerReport report = totals_;
+  report.rank = rank_;
+  report.host = host_;
+  report.epoch = epoch_;
+  report.sequence = ++sequence_;
   return report;
 }
 

@@ -1,6 +1,7 @@
 // LoadRecorder: a worker's load counters, fed by the serving loop after every step and read by the
-// telemetry reporter thread. Counters restart when a step arrives with a new telemetry epoch
-// (ResetLoad on the coordinator), so resets fall on the same step boundary everywhere.
+// telemetry reporter thread (which turns its reports into protobuf). Counters restart when a step
+// arrives with a new telemetry epoch (ResetLoad on the coordinator), so resets fall on the same
+// step boundary everywhere.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "core/exchange_telemetry.h"
 #include "core/expert_placement.h"
-#include "moe/v1/telemetry.pb.h"
+#include "core/load_telemetry.h"
 
 namespace moe {
 
@@ -24,7 +25,7 @@ class LoadRecorder : public WorkerStepObserver {
   void OnWorkerStep(const WorkerStepRecord& record) override;
 
   // Reporter thread: the counters so far, as the next report (sequence numbers increase).
-  moe::v1::WorkerReport NextReport();
+  WorkerReport NextReport();
 
  private:
   void ZeroLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -38,7 +39,7 @@ class LoadRecorder : public WorkerStepObserver {
   absl::Mutex mu_;
   uint32_t epoch_ ABSL_GUARDED_BY(mu_) = 1;  // the coordinator starts at epoch 1
   uint64_t sequence_ ABSL_GUARDED_BY(mu_) = 0;
-  moe::v1::WorkerReport totals_ ABSL_GUARDED_BY(mu_);  // experts: one entry per hosted_ pair
+  WorkerReport totals_ ABSL_GUARDED_BY(mu_);  // experts: one entry per hosted_ pair
 };
 
 }  // namespace moe

@@ -4,6 +4,29 @@
 
 namespace moe {
 
+moe::v1::WorkerReport WorkerReportToProto(const WorkerReport& in) {
+  moe::v1::WorkerReport out;
+  out.set_rank(in.rank);
+  out.set_epoch(in.epoch);
+  out.set_sequence(in.sequence);
+  out.set_host(in.host);
+  out.set_exchanges(in.exchanges);
+  out.set_last_step_id(in.last_step_id);
+  out.set_compute_seconds(in.compute_seconds);
+  out.set_exchange_wait_seconds(in.exchange_wait_seconds);
+  out.set_idle_seconds(in.idle_seconds);
+  out.set_bytes_in(in.bytes_in);
+  out.set_bytes_out(in.bytes_out);
+  for (const ExpertLoad& e : in.experts) {
+    moe::v1::ExpertLoad* load = out.add_experts();
+    load->set_layer(e.layer);
+    load->set_expert(e.expert);
+    load->set_tokens(e.tokens);
+    load->set_busy_seconds(e.busy_seconds);
+  }
+  return out;
+}
+
 TelemetryReporter::TelemetryReporter(LoadRecorder* recorder, std::string address, std::string token,
                                      absl::Duration interval)
     : recorder_(recorder), address_(std::move(address)), token_(std::move(token)), interval_(interval) {
@@ -43,7 +66,7 @@ bool TelemetryReporter::StreamOnce(moe::v1::WorkerTelemetry::Stub* stub) {
   moe::v1::WorkerReportAck ack;
   std::unique_ptr<grpc::ClientWriter<moe::v1::WorkerReport>> writer = stub->StreamReports(&context, &ack);
   int written = 0;
-  while (writer->Write(recorder_->NextReport())) {
+  while (writer->Write(WorkerReportToProto(recorder_->NextReport()))) {
     ++written;
     absl::MutexLock lock(&mu_);
     if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval_)) break;

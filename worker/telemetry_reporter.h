@@ -1,5 +1,6 @@
 // TelemetryReporter: a worker's background thread that streams its LoadRecorder's counters to the
-// coordinator's WorkerTelemetry service every interval (each report doubles as a heartbeat).
+// coordinator's WorkerTelemetry service every interval (each report doubles as a heartbeat). The
+// worker's only protobuf: the recorder's WorkerReport struct becomes a moe.v1.WorkerReport here.
 // It never touches MPI or the serving loop: a slow or absent coordinator costs a reconnect, not
 // a step.
 #pragma once
@@ -17,6 +18,10 @@
 #include "worker/load_recorder.h"
 
 namespace moe {
+
+// Every field of the report, one for one (the coordinator reads it back with
+// WorkerReportFromProto in coordinator/telemetry/telemetry_proto.h).
+moe::v1::WorkerReport WorkerReportToProto(const WorkerReport& report);
 
 class TelemetryReporter {
  public:

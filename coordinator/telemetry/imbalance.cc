@@ -6,13 +6,13 @@
 namespace moe {
 namespace {
 
-moe::v1::Imbalance FromMoments(double mean, double max, double cv) {
-  moe::v1::Imbalance out;
-  out.set_mean(mean);
-  out.set_max(max);
-  out.set_balancedness(max > 0 ? mean / max : 1.0);
-  out.set_imbalance_ratio(mean > 0 ? (max - mean) / mean : 0.0);
-  out.set_cv(cv);
+LoadImbalance FromMoments(double mean, double max, double cv) {
+  LoadImbalance out;
+  out.mean = mean;
+  out.max = max;
+  out.balancedness = max > 0 ? mean / max : 1.0;
+  out.imbalance_ratio = mean > 0 ? (max - mean) / mean : 0.0;
+  out.cv = cv;
   return out;
 }
 
@@ -31,13 +31,13 @@ double Mean(absl::Span<const double> x) {
 
 }  // namespace
 
-moe::v1::Imbalance ComputeImbalance(absl::Span<const double> loads) {
+LoadImbalance ComputeImbalance(absl::Span<const double> loads) {
   const double mean = Mean(loads);
   const double max = loads.empty() ? 0.0 : *std::max_element(loads.begin(), loads.end());
   return FromMoments(mean, max, Cv(loads, mean));
 }
 
-moe::v1::Imbalance ComputeOverallImbalance(const std::vector<std::vector<double>>& loads) {
+LoadImbalance ComputeOverallImbalance(const std::vector<std::vector<double>>& loads) {
   double sum_mean = 0, sum_max = 0;
   std::vector<double> summed;
   for (const std::vector<double>& layer : loads) {
@@ -60,12 +60,12 @@ double ChanceSetOverlap(int n_experts, int top_k) {
   return 1.0 - disjoint;
 }
 
-void FinishLocality(int n_experts, int top_k, moe::v1::Locality* l) {
-  const double pairs = static_cast<double>(l->pairs());
-  l->set_first_choice_repeat_ratio(pairs > 0 ? static_cast<double>(l->first_choice_repeats()) / pairs : 0.0);
-  l->set_set_overlap_ratio(pairs > 0 ? static_cast<double>(l->set_overlaps()) / pairs : 0.0);
-  l->set_chance_first_choice(ChanceFirstChoiceRepeat(n_experts));
-  l->set_chance_set_overlap(ChanceSetOverlap(n_experts, top_k));
+void FinishLocality(int n_experts, int top_k, RoutingLocality* l) {
+  const double pairs = static_cast<double>(l->pairs);
+  l->first_choice_repeat_ratio = pairs > 0 ? static_cast<double>(l->first_choice_repeats) / pairs : 0.0;
+  l->set_overlap_ratio = pairs > 0 ? static_cast<double>(l->set_overlaps) / pairs : 0.0;
+  l->chance_first_choice = ChanceFirstChoiceRepeat(n_experts);
+  l->chance_set_overlap = ChanceSetOverlap(n_experts, top_k);
 }
 
 }  // namespace moe

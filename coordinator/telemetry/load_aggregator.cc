@@ -139,65 +139,66 @@ void LoadAggregator::OnExchange(const ExchangeRecord& record) {
   ++exchanges_;
 }
 
-absl::Status LoadAggregator::OnWorkerReport(const moe::v1::WorkerReport& report) {
+absl::Status LoadAggregator::OnWorkerReport(const WorkerReport& report) {
   // Checked so that the sums in Snapshot() cannot overflow: every count is below 2^48.
   constexpr int64_t kMaxCount = int64_t{1} << 48;
   auto count_ok = [](int64_t v) { return v >= 0 && v < kMaxCount; };
   auto seconds_ok = [](double v) { return std::isfinite(v) && v >= 0; };
-  const int rank = report.rank();
+  const int rank = report.rank;
   if (rank < 1 || rank > n_workers_) {
     return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, "; the workers are 1..", n_workers_));
   }
-  if (!count_ok(report.exchanges()) || !count_ok(report.bytes_in()) || !count_ok(report.bytes_out()) ||
-      !seconds_ok(report.compute_seconds()) || !seconds_ok(report.exchange_wait_seconds()) ||
-      !seconds_ok(report.idle_seconds())) {
+  if (!count_ok(report.exchanges) || !count_ok(report.bytes_in) || !count_ok(report.bytes_out) ||
+      !seconds_ok(report.compute_seconds) || !seconds_ok(report.exchange_wait_seconds) ||
+      !seconds_ok(report.idle_seconds)) {
     return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " has an impossible counter"));
   }
-  if (report.experts_size() > options_.n_layers * options_.n_experts) {
+  if (report.experts.size() > static_cast<size_t>(options_.n_layers) * options_.n_experts) {
     return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " lists more experts than the model has"));
   }
-  for (const moe::v1::ExpertLoad& e : report.experts()) {
-    if (e.layer() < 0 || e.layer() >= options_.n_layers || e.expert() < 0 || e.expert() >= options_.n_experts ||
-        options_.placement->owner(e.layer(), e.expert()) != rank || !count_ok(e.tokens()) ||
-        !seconds_ok(e.busy_seconds())) {
-      return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " counts layer ", e.layer(),
-                                                     " expert ", e.expert(), ", which it does not host, or "
+  for (const ExpertLoad& e : report.experts) {
+    if (e.layer < 0 || e.layer >= options_.n_layers || e.expert < 0 || e.expert >= options_.n_experts ||
+        options_.placement->owner(e.layer, e.expert) != rank || !count_ok(e.tokens) ||
+        !seconds_ok(e.busy_seconds)) {
+      return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " counts layer ", e.layer,
+                                                     " expert ", e.expert, ", which it does not host, or "
                                                      "an impossible value"));
     }
   }
   absl::MutexLock lock(&mu_);
   WorkerState& w = workers_[rank];
-  if (report.sequence() <= w.last.sequence() && w.received_at >= 0) return absl::OkStatus();  // stale
+  if (report.sequence <= w.last.sequence && w.received_at >= 0) return absl::OkStatus();  // stale
   w.last = report;
   w.received_at = Now();
   ++w.reports;
   return absl::OkStatus();
 }
 
-moe::v1::LoadSnapshot LoadAggregator::Snapshot() const {
+LoadSnapshot LoadAggregator::Snapshot() const {
   const int L = options_.n_layers, E = options_.n_experts, k = options_.top_k, W = n_workers_;
-  moe::v1::LoadSnapshot s;
+  LoadSnapshot s;
   absl::MutexLock lock(&mu_);
   const double now = Now();
-  s.set_epoch(epoch_.load());
-  s.set_uptime_seconds(now - start_);
-  s.set_seconds_since_reset(now - reset_at_);
-  s.set_window_seconds(options_.window_seconds);
-  s.set_num_layers(L);
-  s.set_num_experts(E);
-  s.set_top_k(k);
-  s.set_num_workers(W);
-  s.set_steps(steps_);
-  s.set_tokens(tokens_);
+  s.epoch = epoch_.load();
+  s.uptime_seconds = now - start_;
+  s.seconds_since_reset = now - reset_at_;
+  s.window_seconds = options_.window_seconds;
+  s.num_layers = L;
+  s.num_experts = E;
+  s.top_k = k;
+  s.num_workers = W;
+  s.steps = steps_;
+  s.tokens = tokens_;
 
   const int64_t current = static_cast<int64_t>((now - start_) / bucket_seconds_);
   std::vector<std::vector<double>> expert_loads(L), worker_loads(L);
   std::vector<int64_t> routed(static_cast<size_t>(W) + 1, 0);
-  moe::v1::Locality* all = s.mutable_locality();
+  RoutingLocality& all = s.locality;
   double straggler = 0;
+  s.layers.resize(static_cast<size_t>(L));
   for (int l = 0; l < L; ++l) {
-    moe::v1::LayerLoad* layer = s.add_layers();
-    layer->set_layer(l);
+    LayerLoad& layer = s.layers[l];
+    layer.layer = l;
     std::vector<double> window(static_cast<size_t>(E), 0.0);
     worker_loads[l].assign(static_cast<size_t>(W), 0.0);
     for (int e = 0; e < E; ++e) {
@@ -208,8 +209,8 @@ moe::v1::LoadSnapshot LoadAggregator::Snapshot() const {
           in_window += window_[b][static_cast<size_t>(l) * E + e];
         }
       }
-      layer->add_expert_tokens(n);
-      layer->add_expert_window_tokens(in_window);
+      layer.expert_tokens.push_back(n);
+      layer.expert_window_tokens.push_back(in_window);
       expert_loads[l].push_back(static_cast<double>(n));
       window[e] = static_cast<double>(in_window);
       if (W > 0) {
@@ -218,54 +219,54 @@ moe::v1::LoadSnapshot LoadAggregator::Snapshot() const {
         routed[owner] += n;
       }
     }
-    for (double w : worker_loads[l]) layer->add_worker_tokens(static_cast<int64_t>(w));
-    *layer->mutable_expert_imbalance() = ComputeImbalance(expert_loads[l]);
-    *layer->mutable_expert_window_imbalance() = ComputeImbalance(window);
-    *layer->mutable_worker_imbalance() = ComputeImbalance(worker_loads[l]);
-    moe::v1::Locality* loc = layer->mutable_locality();
-    loc->set_pairs(pairs_[l]);
-    loc->set_first_choice_repeats(repeats_[l]);
-    loc->set_set_overlaps(overlaps_[l]);
-    FinishLocality(E, k, loc);
-    all->set_pairs(all->pairs() + pairs_[l]);
-    all->set_first_choice_repeats(all->first_choice_repeats() + repeats_[l]);
-    all->set_set_overlaps(all->set_overlaps() + overlaps_[l]);
-    layer->set_straggler_seconds(straggler_[l]);
+    for (double w : worker_loads[l]) layer.worker_tokens.push_back(static_cast<int64_t>(w));
+    layer.expert_imbalance = ComputeImbalance(expert_loads[l]);
+    layer.expert_window_imbalance = ComputeImbalance(window);
+    layer.worker_imbalance = ComputeImbalance(worker_loads[l]);
+    layer.locality.pairs = pairs_[l];
+    layer.locality.first_choice_repeats = repeats_[l];
+    layer.locality.set_overlaps = overlaps_[l];
+    FinishLocality(E, k, &layer.locality);
+    all.pairs += pairs_[l];
+    all.first_choice_repeats += repeats_[l];
+    all.set_overlaps += overlaps_[l];
+    layer.straggler_seconds = straggler_[l];
     straggler += straggler_[l];
   }
-  FinishLocality(E, k, all);
-  *s.mutable_expert_imbalance() = ComputeOverallImbalance(expert_loads);
-  *s.mutable_worker_imbalance() = ComputeOverallImbalance(worker_loads);
-  s.set_straggler_seconds(straggler);
-  s.set_exchange_seconds(exchange_seconds_);
-  s.set_exchanges(exchanges_);
+  FinishLocality(E, k, &all);
+  s.expert_imbalance = ComputeOverallImbalance(expert_loads);
+  s.worker_imbalance = ComputeOverallImbalance(worker_loads);
+  s.straggler_seconds = straggler;
+  s.exchange_seconds = exchange_seconds_;
+  s.exchanges = exchanges_;
 
   const uint32_t epoch = epoch_.load();
+  s.workers.resize(static_cast<size_t>(W));
   for (int r = 1; r <= W; ++r) {
     const WorkerState& state = workers_[r];
-    moe::v1::WorkerLoad* w = s.add_workers();
-    w->set_rank(r);
-    w->set_routed_tokens(routed[r]);
-    w->set_reports(state.reports);
-    w->set_seconds_since_report(state.received_at >= 0 ? now - state.received_at : -1);
+    WorkerLoad& w = s.workers[r - 1];
+    w.rank = r;
+    w.routed_tokens = routed[r];
+    w.reports = state.reports;
+    w.seconds_since_report = state.received_at >= 0 ? now - state.received_at : -1;
     // Three intervals, but not less than a second: a loaded host may delay a thread that long.
     const double stale_after = std::max(3 * options_.report_interval_seconds, 1.0);
-    w->set_alive(state.received_at >= 0 && now - state.received_at < stale_after);
-    w->set_host(state.last.host());
+    w.alive = state.received_at >= 0 && now - state.received_at < stale_after;
+    w.host = state.last.host;
     // A report from before the reset describes steps that no longer count: the worker has run
     // nothing in this epoch yet (its first step in it would have moved its report to it).
-    if (state.received_at < 0 || state.last.epoch() != epoch) continue;
-    const moe::v1::WorkerReport& rep = state.last;
+    if (state.received_at < 0 || state.last.epoch != epoch) continue;
+    const WorkerReport& rep = state.last;
     int64_t tokens = 0;
-    for (const moe::v1::ExpertLoad& e : rep.experts()) tokens += e.tokens();
-    w->set_reported_tokens(tokens);
-    w->set_exchanges(rep.exchanges());
-    w->set_compute_seconds(rep.compute_seconds());
-    w->set_exchange_wait_seconds(rep.exchange_wait_seconds());
-    w->set_idle_seconds(rep.idle_seconds());
-    w->set_bytes_in(rep.bytes_in());
-    w->set_bytes_out(rep.bytes_out());
-    *w->mutable_experts() = rep.experts();
+    for (const ExpertLoad& e : rep.experts) tokens += e.tokens;
+    w.reported_tokens = tokens;
+    w.exchanges = rep.exchanges;
+    w.compute_seconds = rep.compute_seconds;
+    w.exchange_wait_seconds = rep.exchange_wait_seconds;
+    w.idle_seconds = rep.idle_seconds;
+    w.bytes_in = rep.bytes_in;
+    w.bytes_out = rep.bytes_out;
+    w.experts = rep.experts;
   }
   return s;
 }

@@ -3,8 +3,8 @@
 //    since reset and over a sliding window, per-worker load by the placement, temporal locality;
 //  - every exchange (an ExchangeObserver): the straggler cost, from each worker's compute time;
 //  - the workers' own reports, arriving over gRPC (OnWorkerReport).
-// Snapshot() turns them into the moe.v1.LoadSnapshot that GetLoad, WatchLoad, moe-cli load and the
-// Prometheus endpoint all show.
+// Snapshot() turns them into the LoadSnapshot (core/load_telemetry.h) that GetLoad, WatchLoad,
+// moe-cli load and the Prometheus endpoint all show; the gRPC service converts it to protobuf.
 //
 // Threads: OnStepBegin/OnForward/OnStepEnd/OnExchange/OnSequenceEnd come from the engine thread;
 // OnWorkerReport, Snapshot and Reset from gRPC threads. One mutex, held for O(tokens x layers)
@@ -23,7 +23,7 @@
 #include "coordinator/routing_observer.h"
 #include "core/exchange_telemetry.h"
 #include "core/expert_placement.h"
-#include "moe/v1/telemetry.pb.h"
+#include "core/load_telemetry.h"
 
 namespace moe {
 
@@ -50,12 +50,12 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
   // Keeps the latest report of each worker. INVALID_ARGUMENT, keeping nothing, for a report that
   // cannot be a worker's: a rank outside 1..W, experts that rank does not host, negative counts,
   // times or bytes, non-finite times. Stale reports (an older sequence number) are ignored.
-  absl::Status OnWorkerReport(const moe::v1::WorkerReport& report);
+  absl::Status OnWorkerReport(const WorkerReport& report);
 
   // Zeroes everything now if no step is running, else when the running one ends; returns the new
   // epoch. Workers follow when their next step header carries it.
   uint32_t Reset();
-  moe::v1::LoadSnapshot Snapshot() const;
+  LoadSnapshot Snapshot() const;
 
   // The epoch to stamp on step headers (ClusterExchangeOptions::telemetry_epoch); changes only
   // between steps.
@@ -67,8 +67,8 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
     std::vector<int32_t> experts;  // [layers * top_k]
   };
   struct WorkerState {
-    moe::v1::WorkerReport last;
-    double received_at = -1;
+    WorkerReport last;
+    double received_at = -1;  // Now() when `last` arrived; -1: no report yet
     int64_t reports = 0;
   };
 

@@ -8,35 +8,35 @@ namespace moe {
 namespace {
 
 // The three imbalance figures of one set of loads, under the labels given.
-void ImbalanceSamples(const moe::v1::Imbalance& x, const std::string& scope, const std::string& layer,
+void ImbalanceSamples(const LoadImbalance& x, const std::string& scope, const std::string& layer,
                       PrometheusText* balancedness, PrometheusText* ratio, PrometheusText* cv) {
-  balancedness->Sample("moe_balancedness", {{"scope", scope}, {"layer", layer}}, x.balancedness());
-  ratio->Sample("moe_imbalance_ratio", {{"scope", scope}, {"layer", layer}}, x.imbalance_ratio());
-  cv->Sample("moe_load_cv", {{"scope", scope}, {"layer", layer}}, x.cv());
+  balancedness->Sample("moe_balancedness", {{"scope", scope}, {"layer", layer}}, x.balancedness);
+  ratio->Sample("moe_imbalance_ratio", {{"scope", scope}, {"layer", layer}}, x.imbalance_ratio);
+  cv->Sample("moe_load_cv", {{"scope", scope}, {"layer", layer}}, x.cv);
 }
 
 }  // namespace
 
-void RenderLoadMetrics(const moe::v1::LoadSnapshot& s, PrometheusText* out) {
+void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
   out->Family("moe_steps_total", "counter", "Forward steps (batches) since the last load reset.");
-  out->Sample("moe_steps_total", static_cast<double>(s.steps()));
+  out->Sample("moe_steps_total", static_cast<double>(s.steps));
   out->Family("moe_tokens_total", "counter", "Tokens through the model (prompt and generated) since the last load reset.");
-  out->Sample("moe_tokens_total", static_cast<double>(s.tokens()));
+  out->Sample("moe_tokens_total", static_cast<double>(s.tokens));
 
   out->Family("moe_expert_tokens_total", "counter",
               "Token-choices routed to each expert (a top-k token counts once per chosen expert).");
-  for (const moe::v1::LayerLoad& l : s.layers()) {
-    for (int e = 0; e < l.expert_tokens_size(); ++e) {
-      out->Sample("moe_expert_tokens_total", {{"layer", absl::StrCat(l.layer())}, {"expert", absl::StrCat(e)}},
-                  static_cast<double>(l.expert_tokens(e)));
+  for (const LayerLoad& l : s.layers) {
+    for (size_t e = 0; e < l.expert_tokens.size(); ++e) {
+      out->Sample("moe_expert_tokens_total", {{"layer", absl::StrCat(l.layer)}, {"expert", absl::StrCat(e)}},
+                  static_cast<double>(l.expert_tokens[e]));
     }
   }
   out->Family("moe_expert_window_tokens", "gauge",
               "Token-choices routed to each expert over the sliding window (--load-window-s).");
-  for (const moe::v1::LayerLoad& l : s.layers()) {
-    for (int e = 0; e < l.expert_window_tokens_size(); ++e) {
-      out->Sample("moe_expert_window_tokens", {{"layer", absl::StrCat(l.layer())}, {"expert", absl::StrCat(e)}},
-                  static_cast<double>(l.expert_window_tokens(e)));
+  for (const LayerLoad& l : s.layers) {
+    for (size_t e = 0; e < l.expert_window_tokens.size(); ++e) {
+      out->Sample("moe_expert_window_tokens", {{"layer", absl::StrCat(l.layer)}, {"expert", absl::StrCat(e)}},
+                  static_cast<double>(l.expert_window_tokens[e]));
     }
   }
 
@@ -46,76 +46,76 @@ void RenderLoadMetrics(const moe::v1::LoadSnapshot& s, PrometheusText* out) {
   balancedness.Family("moe_balancedness", "gauge", "Load balancedness mean/max (1 = perfect), per layer and over all layers.");
   ratio.Family("moe_imbalance_ratio", "gauge", "Load imbalance ratio (max - mean)/mean (0 = perfect).");
   cv.Family("moe_load_cv", "gauge", "Coefficient of variation of the load (0 = perfect).");
-  for (const moe::v1::LayerLoad& l : s.layers()) {
-    const std::string layer = absl::StrCat(l.layer());
-    ImbalanceSamples(l.expert_imbalance(), "experts", layer, &balancedness, &ratio, &cv);
-    ImbalanceSamples(l.expert_window_imbalance(), "experts_window", layer, &balancedness, &ratio, &cv);
-    if (s.num_workers() > 0) ImbalanceSamples(l.worker_imbalance(), "workers", layer, &balancedness, &ratio, &cv);
+  for (const LayerLoad& l : s.layers) {
+    const std::string layer = absl::StrCat(l.layer);
+    ImbalanceSamples(l.expert_imbalance, "experts", layer, &balancedness, &ratio, &cv);
+    ImbalanceSamples(l.expert_window_imbalance, "experts_window", layer, &balancedness, &ratio, &cv);
+    if (s.num_workers > 0) ImbalanceSamples(l.worker_imbalance, "workers", layer, &balancedness, &ratio, &cv);
   }
-  ImbalanceSamples(s.expert_imbalance(), "experts", "all", &balancedness, &ratio, &cv);
-  if (s.num_workers() > 0) ImbalanceSamples(s.worker_imbalance(), "workers", "all", &balancedness, &ratio, &cv);
+  ImbalanceSamples(s.expert_imbalance, "experts", "all", &balancedness, &ratio, &cv);
+  if (s.num_workers > 0) ImbalanceSamples(s.worker_imbalance, "workers", "all", &balancedness, &ratio, &cv);
   out->Append(balancedness);
   out->Append(ratio);
   out->Append(cv);
 
   out->Family("moe_locality_pairs_total", "counter", "Consecutive token pairs (same sequence) compared for temporal locality.");
-  for (const moe::v1::LayerLoad& l : s.layers()) {
-    out->Sample("moe_locality_pairs_total", {{"layer", absl::StrCat(l.layer())}}, static_cast<double>(l.locality().pairs()));
+  for (const LayerLoad& l : s.layers) {
+    out->Sample("moe_locality_pairs_total", {{"layer", absl::StrCat(l.layer)}}, static_cast<double>(l.locality.pairs));
   }
   out->Family("moe_locality_ratio", "gauge",
               "Temporal locality: share of consecutive token pairs whose first choice repeats "
               "(kind=first_choice) or whose expert sets overlap (kind=set_overlap); layer \"all\" pools the layers.");
-  auto locality = [&](const moe::v1::Locality& x, const std::string& layer) {
-    out->Sample("moe_locality_ratio", {{"layer", layer}, {"kind", "first_choice"}}, x.first_choice_repeat_ratio());
-    out->Sample("moe_locality_ratio", {{"layer", layer}, {"kind", "set_overlap"}}, x.set_overlap_ratio());
+  auto locality = [&](const RoutingLocality& x, const std::string& layer) {
+    out->Sample("moe_locality_ratio", {{"layer", layer}, {"kind", "first_choice"}}, x.first_choice_repeat_ratio);
+    out->Sample("moe_locality_ratio", {{"layer", layer}, {"kind", "set_overlap"}}, x.set_overlap_ratio);
   };
-  for (const moe::v1::LayerLoad& l : s.layers()) locality(l.locality(), absl::StrCat(l.layer()));
-  locality(s.locality(), "all");
+  for (const LayerLoad& l : s.layers) locality(l.locality, absl::StrCat(l.layer));
+  locality(s.locality, "all");
   out->Family("moe_locality_chance_ratio", "gauge", "What uniform random routing gives for moe_locality_ratio.");
-  out->Sample("moe_locality_chance_ratio", {{"kind", "first_choice"}}, s.locality().chance_first_choice());
-  out->Sample("moe_locality_chance_ratio", {{"kind", "set_overlap"}}, s.locality().chance_set_overlap());
+  out->Sample("moe_locality_chance_ratio", {{"kind", "first_choice"}}, s.locality.chance_first_choice);
+  out->Sample("moe_locality_chance_ratio", {{"kind", "set_overlap"}}, s.locality.chance_set_overlap);
 
-  if (s.num_workers() == 0) return;
+  if (s.num_workers == 0) return;
   out->Family("moe_straggler_seconds_total", "counter",
               "Per exchange, the slowest worker's expert time minus the mean over workers, summed.");
-  for (const moe::v1::LayerLoad& l : s.layers()) {
-    out->Sample("moe_straggler_seconds_total", {{"layer", absl::StrCat(l.layer())}}, l.straggler_seconds());
+  for (const LayerLoad& l : s.layers) {
+    out->Sample("moe_straggler_seconds_total", {{"layer", absl::StrCat(l.layer)}}, l.straggler_seconds);
   }
   out->Family("moe_exchange_seconds_total", "counter", "Coordinator wall time inside expert exchanges.");
-  out->Sample("moe_exchange_seconds_total", s.exchange_seconds());
+  out->Sample("moe_exchange_seconds_total", s.exchange_seconds);
   out->Family("moe_exchanges_total", "counter", "Expert exchanges (one per layer per step).");
-  out->Sample("moe_exchanges_total", static_cast<double>(s.exchanges()));
+  out->Sample("moe_exchanges_total", static_cast<double>(s.exchanges));
 
   struct WorkerFamily {
     const char* name;
     const char* type;
     const char* help;
-    double (*value)(const moe::v1::WorkerLoad&);
+    double (*value)(const WorkerLoad&);
   };
   const WorkerFamily families[] = {
       {"moe_worker_routed_tokens_total", "counter", "Token-choices the coordinator sent to the worker.",
-       [](const moe::v1::WorkerLoad& w) { return static_cast<double>(w.routed_tokens()); }},
+       [](const WorkerLoad& w) { return static_cast<double>(w.routed_tokens); }},
       {"moe_worker_reported_tokens_total", "counter", "Rows the worker reports it ran through its experts.",
-       [](const moe::v1::WorkerLoad& w) { return static_cast<double>(w.reported_tokens()); }},
+       [](const WorkerLoad& w) { return static_cast<double>(w.reported_tokens); }},
       {"moe_worker_compute_seconds_total", "counter", "Worker time running experts.",
-       [](const moe::v1::WorkerLoad& w) { return w.compute_seconds(); }},
+       [](const WorkerLoad& w) { return w.compute_seconds; }},
       {"moe_worker_exchange_wait_seconds_total", "counter", "Worker time inside steps waiting for rows or for outputs to leave.",
-       [](const moe::v1::WorkerLoad& w) { return w.exchange_wait_seconds(); }},
+       [](const WorkerLoad& w) { return w.exchange_wait_seconds; }},
       {"moe_worker_idle_seconds_total", "counter", "Worker time between steps.",
-       [](const moe::v1::WorkerLoad& w) { return w.idle_seconds(); }},
+       [](const WorkerLoad& w) { return w.idle_seconds; }},
       {"moe_worker_received_bytes_total", "counter", "Dispatch bytes the worker received.",
-       [](const moe::v1::WorkerLoad& w) { return static_cast<double>(w.bytes_in()); }},
+       [](const WorkerLoad& w) { return static_cast<double>(w.bytes_in); }},
       {"moe_worker_sent_bytes_total", "counter", "Output bytes the worker sent back.",
-       [](const moe::v1::WorkerLoad& w) { return static_cast<double>(w.bytes_out()); }},
+       [](const WorkerLoad& w) { return static_cast<double>(w.bytes_out); }},
       {"moe_worker_up", "gauge", "1 if the worker's last telemetry report is recent (3 intervals, at least 1 s).",
-       [](const moe::v1::WorkerLoad& w) { return w.alive() ? 1.0 : 0.0; }},
+       [](const WorkerLoad& w) { return w.alive ? 1.0 : 0.0; }},
       {"moe_worker_seconds_since_report", "gauge", "Age of the worker's last telemetry report (-1: none yet).",
-       [](const moe::v1::WorkerLoad& w) { return w.seconds_since_report(); }},
+       [](const WorkerLoad& w) { return w.seconds_since_report; }},
   };
   for (const WorkerFamily& f : families) {
     out->Family(f.name, f.type, f.help);
-    for (const moe::v1::WorkerLoad& w : s.workers()) {
-      out->Sample(f.name, {{"worker", absl::StrCat(w.rank())}}, f.value(w));
+    for (const WorkerLoad& w : s.workers) {
+      out->Sample(f.name, {{"worker", absl::StrCat(w.rank)}}, f.value(w));
     }
   }
 }

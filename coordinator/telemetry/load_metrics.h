@@ -4,10 +4,10 @@
 #pragma once
 
 #include "coordinator/telemetry/prometheus_text.h"
-#include "moe/v1/telemetry.pb.h"
+#include "core/load_telemetry.h"
 
 namespace moe {
 
-void RenderLoadMetrics(const moe::v1::LoadSnapshot& snapshot, PrometheusText* out);
+void RenderLoadMetrics(const LoadSnapshot& snapshot, PrometheusText* out);
 
 }  // namespace moe

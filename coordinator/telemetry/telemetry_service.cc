@@ -4,12 +4,13 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "coordinator/telemetry/telemetry_proto.h"
 
 namespace moe {
 
 grpc::Status TelemetryService::GetLoad(grpc::ServerContext*, const moe::v1::GetLoadRequest*,
                                        moe::v1::LoadSnapshot* response) {
-  *response = aggregator_->Snapshot();
+  *response = LoadSnapshotToProto(aggregator_->Snapshot());
   return grpc::Status::OK;
 }
 
@@ -19,7 +20,7 @@ grpc::Status TelemetryService::WatchLoad(grpc::ServerContext* context,
   const absl::Duration interval =
       absl::Milliseconds(request->interval_ms() == 0 ? 1000 : std::max<uint32_t>(request->interval_ms(), 50));
   for (;;) {
-    if (!writer->Write(aggregator_->Snapshot())) return grpc::Status::OK;  // the client left
+    if (!writer->Write(LoadSnapshotToProto(aggregator_->Snapshot()))) return grpc::Status::OK;  // the client left
     // Sleep in short slices so a leaving client or a server shutdown ends the stream promptly.
     const absl::Time next = absl::Now() + interval;
     while (absl::Now() < next) {
@@ -57,7 +58,7 @@ grpc::Status WorkerTelemetryService::StreamReports(grpc::ServerContext* context,
   while (reader->Read(&report)) {
     if (rank == 0) rank = report.rank();
     absl::Status taken = report.rank() == rank
-                             ? aggregator_->OnWorkerReport(report)
+                             ? aggregator_->OnWorkerReport(WorkerReportFromProto(report))
                              : absl::InvalidArgumentError("a report stream speaks for one rank only");
     if (!taken.ok()) {
       status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(taken.message()));

@@ -1,5 +1,6 @@
 // TelemetryService: the gRPC face of the LoadAggregator, for users (moe.v1.Telemetry: GetLoad,
-// WatchLoad, ResetLoad) and for the workers' report streams (moe.v1.WorkerTelemetry).
+// WatchLoad, ResetLoad) and for the workers' report streams (moe.v1.WorkerTelemetry). It only
+// translates: protobuf in and out here (telemetry_proto.h), plain structs in the aggregator.
 #pragma once
 
 #include <atomic>

@@ -47,21 +47,21 @@ struct Fixture {
 
 TEST(LoadAggregatorTest, FreshSnapshotIsZeroAndBalanced) {
   Fixture f;
-  const moe::v1::LoadSnapshot s = f.agg->Snapshot();
-  EXPECT_EQ(s.epoch(), 1u);
-  EXPECT_EQ(s.steps(), 0);
-  ASSERT_EQ(s.layers_size(), 2);
-  for (const auto& l : s.layers()) {
-    EXPECT_EQ(l.expert_tokens_size(), 4);
-    for (int64_t c : l.expert_tokens()) EXPECT_EQ(c, 0);
-    EXPECT_EQ(l.expert_imbalance().balancedness(), 1.0);
-    EXPECT_EQ(l.expert_imbalance().imbalance_ratio(), 0.0);
-    EXPECT_EQ(l.locality().pairs(), 0);
+  const LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.epoch, 1u);
+  EXPECT_EQ(s.steps, 0);
+  ASSERT_EQ(s.layers.size(), 2u);
+  for (const auto& l : s.layers) {
+    EXPECT_EQ(l.expert_tokens.size(), 4u);
+    for (int64_t c : l.expert_tokens) EXPECT_EQ(c, 0);
+    EXPECT_EQ(l.expert_imbalance.balancedness, 1.0);
+    EXPECT_EQ(l.expert_imbalance.imbalance_ratio, 0.0);
+    EXPECT_EQ(l.locality.pairs, 0);
   }
-  ASSERT_EQ(s.workers_size(), 2);
-  EXPECT_EQ(s.workers(0).seconds_since_report(), -1);
-  EXPECT_FALSE(s.workers(0).alive());
-  EXPECT_NEAR(s.locality().chance_set_overlap(), 1.0 - 1.0 / 6.0, 1e-12);  // 1 - C(2,2)/C(4,2)
+  ASSERT_EQ(s.workers.size(), 2u);
+  EXPECT_EQ(s.workers[0].seconds_since_report, -1);
+  EXPECT_FALSE(s.workers[0].alive);
+  EXPECT_NEAR(s.locality.chance_set_overlap, 1.0 - 1.0 / 6.0, 1e-12);  // 1 - C(2,2)/C(4,2)
 }
 
 TEST(LoadAggregatorTest, CountsImbalanceAndWorkers) {
@@ -69,24 +69,23 @@ TEST(LoadAggregatorTest, CountsImbalanceAndWorkers) {
   // Layer 0: rows choose {0,1} {0,2} {0,1}: e0 3, e1 2, e2 1, e3 0. Layer 1: {3,2} x3: e2 3, e3 3.
   f.Step({{7, 0, 10}, {7, 1, 11}, {7, 2, 12}},
          {Choices({{0, 1}, {0, 2}, {0, 1}}), Choices({{3, 2}, {3, 2}, {3, 2}})});
-  const moe::v1::LoadSnapshot s = f.agg->Snapshot();
-  EXPECT_EQ(s.steps(), 1);
-  EXPECT_EQ(s.tokens(), 3);
-  EXPECT_EQ(std::vector<int64_t>(s.layers(0).expert_tokens().begin(), s.layers(0).expert_tokens().end()),
-            (std::vector<int64_t>{3, 2, 1, 0}));
+  const LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.steps, 1);
+  EXPECT_EQ(s.tokens, 3);
+  EXPECT_EQ(s.layers[0].expert_tokens, (std::vector<int64_t>{3, 2, 1, 0}));
   // mean 1.5, max 3: balancedness 0.5, ratio 1; std sqrt(1.25) -> CV 0.745...
-  EXPECT_DOUBLE_EQ(s.layers(0).expert_imbalance().balancedness(), 0.5);
-  EXPECT_DOUBLE_EQ(s.layers(0).expert_imbalance().imbalance_ratio(), 1.0);
-  EXPECT_NEAR(s.layers(0).expert_imbalance().cv(), std::sqrt(1.25) / 1.5, 1e-12);
+  EXPECT_DOUBLE_EQ(s.layers[0].expert_imbalance.balancedness, 0.5);
+  EXPECT_DOUBLE_EQ(s.layers[0].expert_imbalance.imbalance_ratio, 1.0);
+  EXPECT_NEAR(s.layers[0].expert_imbalance.cv, std::sqrt(1.25) / 1.5, 1e-12);
   // Workers per layer: layer 0 {5, 1}, layer 1 {0, 6}; routed totals 5 and 7.
-  EXPECT_EQ(s.layers(0).worker_tokens(0), 5);
-  EXPECT_EQ(s.layers(0).worker_tokens(1), 1);
-  EXPECT_EQ(s.workers(0).routed_tokens(), 5);
-  EXPECT_EQ(s.workers(1).routed_tokens(), 7);
+  EXPECT_EQ(s.layers[0].worker_tokens[0], 5);
+  EXPECT_EQ(s.layers[0].worker_tokens[1], 1);
+  EXPECT_EQ(s.workers[0].routed_tokens, 5);
+  EXPECT_EQ(s.workers[1].routed_tokens, 7);
   // Overall experts: means 1.5 + 1.5, maxima 3 + 3 -> 0.5.
-  EXPECT_DOUBLE_EQ(s.expert_imbalance().balancedness(), 0.5);
+  EXPECT_DOUBLE_EQ(s.expert_imbalance.balancedness, 0.5);
   // Overall workers: means 3 + 3, maxima 5 + 6 -> 6 / 11.
-  EXPECT_DOUBLE_EQ(s.worker_imbalance().balancedness(), 6.0 / 11.0);
+  EXPECT_DOUBLE_EQ(s.worker_imbalance.balancedness, 6.0 / 11.0);
 }
 
 TEST(LoadAggregatorTest, TemporalLocalityFollowsEachSequenceAcrossSteps) {
@@ -97,22 +96,22 @@ TEST(LoadAggregatorTest, TemporalLocalityFollowsEachSequenceAcrossSteps) {
   f.Step({{1, 0, 1}, {2, 5, 1}, {1, 1, 1}},
          {Choices({{0, 1}, {1, 3}, {0, 2}}), Choices({{0, 1}, {0, 1}, {2, 3}})});
   f.Step({{1, 2, 1}, {2, 7, 1}}, {Choices({{3, 2}, {1, 0}}), Choices({{1, 0}, {0, 1}})});
-  const moe::v1::LoadSnapshot s = f.agg->Snapshot();
-  const moe::v1::Locality& l0 = s.layers(0).locality();
-  EXPECT_EQ(l0.pairs(), 2);
-  EXPECT_EQ(l0.first_choice_repeats(), 1);
-  EXPECT_EQ(l0.set_overlaps(), 2);
+  const LoadSnapshot s = f.agg->Snapshot();
+  const RoutingLocality& l0 = s.layers[0].locality;
+  EXPECT_EQ(l0.pairs, 2);
+  EXPECT_EQ(l0.first_choice_repeats, 1);
+  EXPECT_EQ(l0.set_overlaps, 2);
   // Layer 1, seq 1: {0,1} -> {2,3} (nothing) -> {1,0} (no repeat: 2 vs 1; no overlap).
-  const moe::v1::Locality& l1 = s.layers(1).locality();
-  EXPECT_EQ(l1.pairs(), 2);
-  EXPECT_EQ(l1.first_choice_repeats(), 0);
-  EXPECT_EQ(l1.set_overlaps(), 0);
-  EXPECT_EQ(s.locality().pairs(), 4);
-  EXPECT_DOUBLE_EQ(s.locality().set_overlap_ratio(), 0.5);
+  const RoutingLocality& l1 = s.layers[1].locality;
+  EXPECT_EQ(l1.pairs, 2);
+  EXPECT_EQ(l1.first_choice_repeats, 0);
+  EXPECT_EQ(l1.set_overlaps, 0);
+  EXPECT_EQ(s.locality.pairs, 4);
+  EXPECT_DOUBLE_EQ(s.locality.set_overlap_ratio, 0.5);
   // A finished sequence forgets its last token: the same id starting again makes no pair.
   f.agg->OnSequenceEnd(1);
   f.Step({{1, 3, 1}}, {Choices({{3, 2}}), Choices({{1, 0}})});
-  EXPECT_EQ(f.agg->Snapshot().locality().pairs(), 4);
+  EXPECT_EQ(f.agg->Snapshot().locality.pairs, 4);
 }
 
 TEST(LoadAggregatorTest, WindowForgetsOldSteps) {
@@ -120,17 +119,17 @@ TEST(LoadAggregatorTest, WindowForgetsOldSteps) {
   f.Step({{1, 0, 1}}, {Choices({{0, 1}}), Choices({{0, 1}})});
   f.now = 30;
   f.Step({{1, 1, 1}}, {Choices({{2, 3}}), Choices({{0, 1}})});
-  moe::v1::LoadSnapshot s = f.agg->Snapshot();
-  EXPECT_EQ(s.layers(0).expert_window_tokens(0), 1);
-  EXPECT_EQ(s.layers(0).expert_window_tokens(2), 1);
+  LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.layers[0].expert_window_tokens[0], 1);
+  EXPECT_EQ(s.layers[0].expert_window_tokens[2], 1);
   f.now = 75;  // the first step is more than 60 s old, the second is not
   s = f.agg->Snapshot();
-  EXPECT_EQ(s.layers(0).expert_window_tokens(0), 0);
-  EXPECT_EQ(s.layers(0).expert_window_tokens(2), 1);
-  EXPECT_EQ(s.layers(0).expert_tokens(0), 1);  // totals keep everything
+  EXPECT_EQ(s.layers[0].expert_window_tokens[0], 0);
+  EXPECT_EQ(s.layers[0].expert_window_tokens[2], 1);
+  EXPECT_EQ(s.layers[0].expert_tokens[0], 1);  // totals keep everything
   f.now = 200;
   s = f.agg->Snapshot();
-  for (int64_t c : s.layers(0).expert_window_tokens()) EXPECT_EQ(c, 0);
+  for (int64_t c : s.layers[0].expert_window_tokens) EXPECT_EQ(c, 0);
 }
 
 TEST(LoadAggregatorTest, StragglerCostIsSlowestMinusMean) {
@@ -138,23 +137,20 @@ TEST(LoadAggregatorTest, StragglerCostIsSlowestMinusMean) {
   const std::vector<double> compute = {0, 0.010, 0.004};  // by rank; mean 7 ms, slowest 10 ms
   const std::vector<int64_t> rows = {0, 5, 1};
   f.agg->OnExchange(ExchangeRecord{1, 0.012, compute, rows});
-  const moe::v1::LoadSnapshot s = f.agg->Snapshot();
-  EXPECT_NEAR(s.layers(1).straggler_seconds(), 0.003, 1e-12);
-  EXPECT_NEAR(s.straggler_seconds(), 0.003, 1e-12);
-  EXPECT_NEAR(s.exchange_seconds(), 0.012, 1e-12);
-  EXPECT_EQ(s.exchanges(), 1);
+  const LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_NEAR(s.layers[1].straggler_seconds, 0.003, 1e-12);
+  EXPECT_NEAR(s.straggler_seconds, 0.003, 1e-12);
+  EXPECT_NEAR(s.exchange_seconds, 0.012, 1e-12);
+  EXPECT_EQ(s.exchanges, 1);
 }
 
-moe::v1::WorkerReport Report(int rank, uint32_t epoch, uint64_t sequence, int64_t tokens) {
-  moe::v1::WorkerReport r;
-  r.set_rank(rank);
-  r.set_epoch(epoch);
-  r.set_sequence(sequence);
-  r.set_compute_seconds(0.5);
-  moe::v1::ExpertLoad* e = r.add_experts();
-  e->set_layer(0);
-  e->set_expert(0);
-  e->set_tokens(tokens);
+WorkerReport Report(int rank, uint32_t epoch, uint64_t sequence, int64_t tokens) {
+  WorkerReport r;
+  r.rank = rank;
+  r.epoch = epoch;
+  r.sequence = sequence;
+  r.compute_seconds = 0.5;
+  r.experts.push_back(ExpertLoad{0, 0, tokens, 0.0});
   return r;
 }
 
@@ -165,20 +161,20 @@ TEST(LoadAggregatorTest, WorkerReportsAndHeartbeat) {
   EXPECT_FALSE(f.agg->OnWorkerReport(Report(5, 1, 1, 9)).ok());  // no such worker
   EXPECT_FALSE(f.agg->OnWorkerReport(Report(2, 1, 1, 9)).ok());  // rank 2 does not host expert 0
   EXPECT_FALSE(f.agg->OnWorkerReport(Report(1, 1, 2, -1)).ok()); // negative count
-  moe::v1::WorkerReport huge = Report(1, 1, 2, int64_t{1} << 62);  // would overflow the sums
+  WorkerReport huge = Report(1, 1, 2, int64_t{1} << 62);  // would overflow the sums
   EXPECT_FALSE(f.agg->OnWorkerReport(huge).ok());
-  moe::v1::WorkerReport nan = Report(1, 1, 2, 1);
-  nan.set_idle_seconds(std::nan(""));
+  WorkerReport nan = Report(1, 1, 2, 1);
+  nan.idle_seconds = std::nan("");
   EXPECT_FALSE(f.agg->OnWorkerReport(nan).ok());
   f.now = 1.0;
-  moe::v1::LoadSnapshot s = f.agg->Snapshot();
-  EXPECT_EQ(s.workers(0).reported_tokens(), 9);
-  EXPECT_EQ(s.workers(0).reports(), 1);
-  EXPECT_DOUBLE_EQ(s.workers(0).seconds_since_report(), 1.0);
-  EXPECT_TRUE(s.workers(0).alive());     // within 3 intervals of 0.5 s
-  EXPECT_EQ(s.workers(1).reports(), 0);
+  LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.workers[0].reported_tokens, 9);
+  EXPECT_EQ(s.workers[0].reports, 1);
+  EXPECT_DOUBLE_EQ(s.workers[0].seconds_since_report, 1.0);
+  EXPECT_TRUE(s.workers[0].alive);  // within 3 intervals of 0.5 s
+  EXPECT_EQ(s.workers[1].reports, 0);
   f.now = 1.6;
-  EXPECT_FALSE(f.agg->Snapshot().workers(0).alive());
+  EXPECT_FALSE(f.agg->Snapshot().workers[0].alive);
 }
 
 TEST(LoadAggregatorTest, ResetZeroesAtOnceWhenIdleAndAfterTheRunningStep) {
@@ -186,14 +182,14 @@ TEST(LoadAggregatorTest, ResetZeroesAtOnceWhenIdleAndAfterTheRunningStep) {
   f.Step({{1, 0, 1}}, {Choices({{0, 1}}), Choices({{0, 1}})});
   ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 1, 2)).ok());
   EXPECT_EQ(f.agg->Reset(), 2u);
-  moe::v1::LoadSnapshot s = f.agg->Snapshot();
-  EXPECT_EQ(s.epoch(), 2u);
-  EXPECT_EQ(s.steps(), 0);
-  EXPECT_EQ(s.layers(0).expert_tokens(0), 0);
-  EXPECT_EQ(s.workers(0).reported_tokens(), 0);  // its report is from epoch 1
-  EXPECT_EQ(s.workers(0).reports(), 1);          // but it is still heard from
+  LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.epoch, 2u);
+  EXPECT_EQ(s.steps, 0);
+  EXPECT_EQ(s.layers[0].expert_tokens[0], 0);
+  EXPECT_EQ(s.workers[0].reported_tokens, 0);  // its report is from epoch 1
+  EXPECT_EQ(s.workers[0].reports, 1);          // but it is still heard from
   ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 2, 2, 4)).ok());
-  EXPECT_EQ(f.agg->Snapshot().workers(0).reported_tokens(), 4);
+  EXPECT_EQ(f.agg->Snapshot().workers[0].reported_tokens, 4);
 
   // During a step the reset waits for the step's end: the step still counts in the old epoch,
   // and the exchanges of that step carry the old epoch too.
@@ -201,10 +197,10 @@ TEST(LoadAggregatorTest, ResetZeroesAtOnceWhenIdleAndAfterTheRunningStep) {
   EXPECT_EQ(f.agg->Reset(), 3u);
   EXPECT_EQ(f.agg->epoch()->load(), 2u);
   f.agg->OnForward(std::vector<RoutedToken>{{1, 1, 1}}, std::vector<Routing>{Choices({{0, 1}}), Choices({{0, 1}})});
-  EXPECT_EQ(f.agg->Snapshot().steps(), 1);
+  EXPECT_EQ(f.agg->Snapshot().steps, 1);
   f.agg->OnStepEnd();
   EXPECT_EQ(f.agg->epoch()->load(), 3u);
-  EXPECT_EQ(f.agg->Snapshot().steps(), 0);
+  EXPECT_EQ(f.agg->Snapshot().steps, 0);
 }
 
 }  // namespace

@@ -21,19 +21,19 @@ using ::testing::HasSubstr;
 
 TEST(ImbalanceTest, KnownValues) {
   const std::vector<double> x = {4, 2, 2, 0};  // mean 2, max 4, std sqrt(2)
-  const moe::v1::Imbalance im = ComputeImbalance(x);
-  EXPECT_DOUBLE_EQ(im.balancedness(), 0.5);
-  EXPECT_DOUBLE_EQ(im.imbalance_ratio(), 1.0);
-  EXPECT_DOUBLE_EQ(im.cv(), std::sqrt(2.0) / 2.0);
-  const moe::v1::Imbalance zero = ComputeImbalance(std::vector<double>{0, 0});
-  EXPECT_EQ(zero.balancedness(), 1.0);
-  EXPECT_EQ(zero.imbalance_ratio(), 0.0);
-  EXPECT_EQ(zero.cv(), 0.0);
+  const LoadImbalance im = ComputeImbalance(x);
+  EXPECT_DOUBLE_EQ(im.balancedness, 0.5);
+  EXPECT_DOUBLE_EQ(im.imbalance_ratio, 1.0);
+  EXPECT_DOUBLE_EQ(im.cv, std::sqrt(2.0) / 2.0);
+  const LoadImbalance zero = ComputeImbalance(std::vector<double>{0, 0});
+  EXPECT_EQ(zero.balancedness, 1.0);
+  EXPECT_EQ(zero.imbalance_ratio, 0.0);
+  EXPECT_EQ(zero.cv, 0.0);
   // Overall: layers {4,0} and {1,1}: means 2 + 1, maxima 4 + 1; summed loads {5,1}: CV 4/6.
-  const moe::v1::Imbalance all = ComputeOverallImbalance({{4, 0}, {1, 1}});
-  EXPECT_DOUBLE_EQ(all.balancedness(), 3.0 / 5.0);
-  EXPECT_DOUBLE_EQ(all.imbalance_ratio(), 2.0 / 3.0);
-  EXPECT_DOUBLE_EQ(all.cv(), 2.0 / 3.0);
+  const LoadImbalance all = ComputeOverallImbalance({{4, 0}, {1, 1}});
+  EXPECT_DOUBLE_EQ(all.balancedness, 3.0 / 5.0);
+  EXPECT_DOUBLE_EQ(all.imbalance_ratio, 2.0 / 3.0);
+  EXPECT_DOUBLE_EQ(all.cv, 2.0 / 3.0);
 }
 
 TEST(ImbalanceTest, ChanceOfLocality) {
@@ -73,18 +73,18 @@ TEST(PrometheusTextTest, HistogramIsCumulative) {
 }
 
 TEST(PrometheusTextTest, LoadMetricsKeepEachFamilyContiguous) {
-  moe::v1::LoadSnapshot s;
-  s.set_num_workers(2);
+  LoadSnapshot s;
+  s.num_workers = 2;
   for (int l = 0; l < 2; ++l) {
-    moe::v1::LayerLoad* layer = s.add_layers();
-    layer->set_layer(l);
+    LayerLoad& layer = s.layers.emplace_back();
+    layer.layer = l;
     for (int e = 0; e < 3; ++e) {
-      layer->add_expert_tokens(l * 10 + e);
-      layer->add_expert_window_tokens(e);
+      layer.expert_tokens.push_back(l * 10 + e);
+      layer.expert_window_tokens.push_back(e);
     }
   }
-  s.add_workers()->set_rank(1);
-  s.add_workers()->set_rank(2);
+  s.workers.emplace_back().rank = 1;
+  s.workers.emplace_back().rank = 2;
   PrometheusText t;
   RenderLoadMetrics(s, &t);
   EXPECT_THAT(t.text(), HasSubstr("moe_expert_tokens_total{layer=\"1\",expert=\"2\"} 12\n"));
@@ -168,25 +168,25 @@ TEST(LoadRecorderTest, CountsHostedExpertsAndRestartsOnANewEpoch) {
   const std::vector<int64_t> rows = {0, 0, 3, 1};
   const std::vector<double> seconds = {0, 0, 0.3, 0.1};
   recorder.OnWorkerStep(WorkerStepRecord{1, 10, 1, rows, seconds, 0.4, 0.01, 0.5, 100, 50});
-  moe::v1::WorkerReport r = recorder.NextReport();
-  EXPECT_EQ(r.rank(), 2);
-  EXPECT_EQ(r.host(), "host-b");
-  EXPECT_EQ(r.sequence(), 1u);
-  EXPECT_EQ(r.exchanges(), 1);
-  EXPECT_EQ(r.last_step_id(), 10);
-  ASSERT_EQ(r.experts_size(), 4);  // (0,2) (0,3) (1,2) (1,3)
-  EXPECT_EQ(r.experts(2).layer(), 1);
-  EXPECT_EQ(r.experts(2).expert(), 2);
-  EXPECT_EQ(r.experts(2).tokens(), 3);
-  EXPECT_DOUBLE_EQ(r.experts(2).busy_seconds(), 0.3);
-  EXPECT_EQ(r.bytes_in(), 100);
+  WorkerReport r = recorder.NextReport();
+  EXPECT_EQ(r.rank, 2);
+  EXPECT_EQ(r.host, "host-b");
+  EXPECT_EQ(r.sequence, 1u);
+  EXPECT_EQ(r.exchanges, 1);
+  EXPECT_EQ(r.last_step_id, 10);
+  ASSERT_EQ(r.experts.size(), 4u);  // (0,2) (0,3) (1,2) (1,3)
+  EXPECT_EQ(r.experts[2].layer, 1);
+  EXPECT_EQ(r.experts[2].expert, 2);
+  EXPECT_EQ(r.experts[2].tokens, 3);
+  EXPECT_DOUBLE_EQ(r.experts[2].busy_seconds, 0.3);
+  EXPECT_EQ(r.bytes_in, 100);
   recorder.OnWorkerStep(WorkerStepRecord{2, 11, 0, rows, {}, 0.4, 0.01, 0.5, 100, 50});
   r = recorder.NextReport();
-  EXPECT_EQ(r.epoch(), 2u);
-  EXPECT_EQ(r.sequence(), 2u);
-  EXPECT_EQ(r.exchanges(), 1);
-  EXPECT_EQ(r.experts(0).tokens(), 3);  // layer 0 expert 2, the only step of epoch 2
-  EXPECT_EQ(r.experts(2).tokens(), 0);
+  EXPECT_EQ(r.epoch, 2u);
+  EXPECT_EQ(r.sequence, 2u);
+  EXPECT_EQ(r.exchanges, 1);
+  EXPECT_EQ(r.experts[0].tokens, 3);  // layer 0 expert 2, the only step of epoch 2
+  EXPECT_EQ(r.experts[2].tokens, 0);
 }
 
 TEST(LoadViewTest, ShowsSharesWorkersAndLostWorkers) {
