@@ -32,12 +32,12 @@ class InferenceService final : public moe::v1::Inference::Service {
   grpc::Status GetModelInfo(grpc::ServerContext* context, const moe::v1::GetModelInfoRequest* request,
                             moe::v1::ModelInfo* response) override;
 
+ private:
   // The wire request as a Request: text tokenized (BOS first), sampling copied. INVALID_ARGUMENT
   // only for what the wire allows and a Request cannot hold (invalid UTF-8); the rest is
   // Request::Validate's, in Scheduler::Submit.
   absl::StatusOr<Request> Translate(const moe::v1::GenerateRequest& request) const;
 
- private:
   // Generate without the accounting; *last receives the final event of a finished stream.
   grpc::Status Stream(grpc::ServerContext* context, const moe::v1::GenerateRequest* request,
                       grpc::ServerWriter<moe::v1::GenerateResponse>* writer, StreamEvent* last);
