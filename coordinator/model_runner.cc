@@ -27,14 +27,15 @@ class StageTimer {
 
 ModelRunner::ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, OpTimes* times,
                          kernels::Backend* backend)
-    : weights_(weights), exchange_(exchange), times_(times), backend_(backend),
-      backend_rows_(exchange->TakesBackendRows(*backend)) {
+    : weights_(weights), exchange_(exchange), times_(times), backend_(backend) {
   MOE_CHECK(weights_->embed.data != nullptr);  // loaded without the attention side
   routing_.resize(static_cast<size_t>(weights_->config.num_hidden_layers));
   for (auto* a : {&tokens_dev_, &positions_dev_, &experts_dev_, &candidate_ids_dev_, &all_finite_dev_}) {
     *a = kernels::BackendArray<int32_t>(backend);
   }
-  for (auto* a : {&slot_dev_, &source_row_dev_, &logit_rows_dev_}) *a = kernels::BackendArray<int64_t>(backend);
+  for (auto* a : {&row_of_choice_dev_, &source_token_dev_, &logit_rows_dev_}) {
+    *a = kernels::BackendArray<int64_t>(backend);
+  }
   for (auto* a : {&h_, &x_, &q_, &k_, &v_, &attn_, &proj_, &router_logits_, &weights_dev_, &rows_dev_,
                   &expert_out_dev_, &logits_dev_, &candidate_values_dev_}) {
     *a = kernels::BackendArray<float>(backend);
@@ -110,7 +111,8 @@ absl::Status ModelRunner::Reserve(int64_t n, int64_t n_out) {
   const int64_t kv_width = static_cast<int64_t>(c.num_key_value_heads) * c.head_dim;
   const bool ok =
       tokens_dev_.Reserve(n) && positions_dev_.Reserve(n) && experts_dev_.Reserve(n * k) &&
-      slot_dev_.Reserve(n * k) && source_row_dev_.Reserve(n * k) && logit_rows_dev_.Reserve(n_out) &&
+      row_of_choice_dev_.Reserve(n * k) && source_token_dev_.Reserve(n * k) &&
+      logit_rows_dev_.Reserve(n_out) &&
       h_.Reserve(n * hidden) && x_.Reserve(n * hidden) && q_.Reserve(n * q_width) &&
       k_.Reserve(n * kv_width) && v_.Reserve(n * kv_width) && attn_.Reserve(n * q_width) &&
       proj_.Reserve(n * hidden) && router_logits_.Reserve(n * c.num_local_experts) &&
@@ -308,53 +310,35 @@ absl::Status ModelRunner::MoeBlock(int layer, int64_t n) {
   const int64_t hidden = c.hidden_size;
   const int k = c.num_experts_per_tok;
   Routing& routing = routing_[layer];
-  const bool host = b->host_memory();
   {
     StageTimer t(times_, Op::kNorm, b);
     b->RmsNorm(h_.data(), w.post_norm, n, hidden, static_cast<float>(c.rms_norm_eps), x_.data());
   }
   {
     StageTimer t(times_, Op::kRouter, b);
+    b->MatMul(x_.data(), n, w.router, router_logits_.data());  // [n, experts]
+    b->RouteTopK(router_logits_.data(), n, c.num_local_experts, k, experts_dev_.data(),
+                 weights_dev_.data());  // [n, k] each
+    // The plan is made on the host: the exchange, the observers and telemetry all need it there.
     routing.top_k = k;
     routing.expert.resize(static_cast<size_t>(n * k));
     routing.weight.resize(static_cast<size_t>(n * k));
-    b->MatMul(x_.data(), n, w.router, router_logits_.data());  // [n, experts]
-    b->RouteTopK(router_logits_.data(), n, c.num_local_experts, k,
-                 host ? routing.expert.data() : experts_dev_.data(),
-                 host ? routing.weight.data() : weights_dev_.data());
-    if (!host) {
-      b->ToHost(routing.expert.data(), experts_dev_.data(), routing.expert.size() * sizeof(int32_t));
-      b->ToHost(routing.weight.data(), weights_dev_.data(), routing.weight.size() * sizeof(float));
-    }
-    // The plan is made on the host: the exchange, the observers and telemetry all need it there.
+    b->ToHost(routing.expert.data(), experts_dev_.data(), routing.expert.size() * sizeof(int32_t));
+    b->ToHost(routing.weight.data(), weights_dev_.data(), routing.weight.size() * sizeof(float));
     MOE_RETURN_IF_ERROR(b->Sync());
-    PlanExpertBatch(routing, n, c.num_local_experts, &batch_.expert_offsets, &slot_, &source_row_);
-    batch_.layer = layer;
-    batch_.hidden = hidden;
-    const int64_t* source_row = Stage(source_row_, &source_row_dev_);
-    if (backend_rows_) {
-      b->GatherRows(x_.data(), source_row, n * k, hidden, rows_dev_.data());
-    } else {
-      batch_.rows.resize(static_cast<size_t>(n * k * hidden));
-      b->GatherRows(x_.data(), source_row, n * k, hidden, host ? batch_.rows.data() : rows_dev_.data());
-      if (!host) b->ToHost(batch_.rows.data(), rows_dev_.data(), batch_.rows.size() * sizeof(float));
-    }
-    MOE_RETURN_IF_ERROR(b->Sync());
+    PlanDispatch(routing, n, exchange_->placement(), layer, hidden, &plan_);
+    b->GatherRows(x_.data(), Stage(plan_.source_token, &source_token_dev_), n * k, hidden,
+                  rows_dev_.data());  // [n * k, hidden], grouped by slot
+    MOE_RETURN_IF_ERROR(b->Sync());  // the exchange reads the rows once the backend is done
   }
-  const float* expert_out = expert_out_dev_.data();
   {
     StageTimer t(times_, Op::kExchange, b);
-    if (backend_rows_) {
-      batch_.rows.clear();
-      MOE_RETURN_IF_ERROR(exchange_->ExchangeBackendRows(batch_, rows_dev_.data(), expert_out_dev_.data()));
-    } else {
-      MOE_RETURN_IF_ERROR(exchange_->Exchange(batch_, &expert_out_));
-    }
+    MOE_RETURN_IF_ERROR(
+        exchange_->Dispatch(plan_.layout, rows_dev_.data(), expert_out_dev_.data()));
   }
   StageTimer t(times_, Op::kCombine, b);
-  if (!backend_rows_) expert_out = Stage(expert_out_, &expert_out_dev_);
-  b->CombineRows(expert_out, Stage(slot_, &slot_dev_), host ? routing.expert.data() : experts_dev_.data(),
-                 host ? routing.weight.data() : weights_dev_.data(), n, k, hidden, h_.data());
+  b->CombineRows(expert_out_dev_.data(), Stage(plan_.row_of_choice, &row_of_choice_dev_),
+                 experts_dev_.data(), weights_dev_.data(), n, k, hidden, h_.data());
   return absl::OkStatus();
 }
 

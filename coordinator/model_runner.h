@@ -85,8 +85,6 @@ class ModelRunner {
   ExpertExchange* exchange_;
   OpTimes* times_;
   kernels::Backend* backend_;
-  // Rows go to the experts in the backend's memory (the exchange reads it), not through the host.
-  const bool backend_rows_;
   WeightMatrix embed_, lm_head_;
   const float* final_norm_ = nullptr;
   std::vector<LayerTensors> layers_;
@@ -98,14 +96,11 @@ class ModelRunner {
   std::vector<Routing> routing_;      // [layers]
   std::vector<RoutingObserver*> observers_;
   std::vector<RoutedToken> routed_;   // [n], for the observers
-  ExpertBatch batch_;
-  std::vector<int64_t> slot_;         // [n, top_k] batch row of each choice
-  std::vector<int64_t> source_row_;   // [n * top_k] token of each batch row
-  std::vector<float> expert_out_;     // [n * top_k, hidden]
+  DispatchPlan plan_;                 // the current layer's, on the host
 
   // Backend scratch reused across steps so decoding does not allocate.
   kernels::BackendArray<int32_t> tokens_dev_, positions_dev_, experts_dev_;
-  kernels::BackendArray<int64_t> slot_dev_, source_row_dev_, logit_rows_dev_;
+  kernels::BackendArray<int64_t> row_of_choice_dev_, source_token_dev_, logit_rows_dev_;
   kernels::BackendArray<float> h_;      // [n, hidden] residual stream
   kernels::BackendArray<float> x_;      // [n, hidden] normed
   kernels::BackendArray<float> q_;      // [n, heads * head_dim]
@@ -115,8 +110,8 @@ class ModelRunner {
   kernels::BackendArray<float> proj_;   // [n, hidden]
   kernels::BackendArray<float> router_logits_;  // [n, experts]
   kernels::BackendArray<float> weights_dev_;    // [n, top_k] routing weights
-  kernels::BackendArray<float> rows_dev_;       // [n * top_k, hidden] dispatched rows
-  kernels::BackendArray<float> expert_out_dev_; // [n * top_k, hidden]
+  kernels::BackendArray<float> rows_dev_;       // [n * top_k, hidden] dispatched rows, by slot
+  kernels::BackendArray<float> expert_out_dev_; // [n * top_k, hidden] their experts' outputs
   kernels::BackendArray<float> logits_dev_;     // [n_out, vocab]
   int64_t logit_rows_ready_ = 0;                // rows of logits_dev_ the last Forward left
 

@@ -1,40 +1,35 @@
-// The MoE block's stages on the coordinator, named as the math goes: router logits -> softmax ->
-// top-k -> renormalise (RouteTopK), rows grouped by expert for dispatch (BuildExpertBatch), and the
-// weighted sum of expert outputs back into the residual stream (CombineExpertOutputs).
+// The MoE block's dispatch plan on the coordinator: each routed choice (token, j-th expert) is
+// mapped to a physical expert slot and a row of the batch sent to the experts, rows grouped by
+// slot. The math itself (router top-k, gather, weighted combine) runs on the kernels::Backend.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "core/expert_exchange.h"
+#include "core/expert_layout.h"
+#include "core/expert_placement.h"
 
 namespace moe {
 
+// One layer's routing, as the router left it.
 struct Routing {
   int top_k = 0;
-  std::vector<int32_t> expert;  // [n_tokens, top_k], by falling probability
+  std::vector<int32_t> expert;  // [n_tokens, top_k] logical experts, by falling probability
   std::vector<float> weight;    // [n_tokens, top_k], renormalised to sum to 1 per token
 };
 
-// logits: [n_tokens, n_experts]. Softmax over all experts, keep the top_k, renormalise (as HF's
-// MixtralSparseMoeBlock). Equal probabilities rank the lower expert index first.
-Routing RouteTopK(const float* logits, int64_t n_tokens, int n_experts, int top_k);
+// Where each routed choice goes. Reused across steps so decoding does not allocate.
+struct DispatchPlan {
+  ExpertLayout layout;                  // the batch's rows, grouped by slot
+  std::vector<int32_t> slot_of_choice;  // [n_tokens * top_k] the slot serving each choice
+  std::vector<int64_t> row_of_choice;   // [n_tokens * top_k] that choice's row in the batch
+  std::vector<int64_t> source_token;    // [n_tokens * top_k] the token each batch row copies
+};
 
-// The dispatch plan: expert_offsets [n_experts + 1] of the grouped batch; slot[t * top_k + j] is
-// the batch row of token t's j-th choice and source_row[row] the token a batch row copies.
-void PlanExpertBatch(const Routing& routing, int64_t n_tokens, int n_experts,
-                     std::vector<int64_t>* expert_offsets, std::vector<int64_t>* slot,
-                     std::vector<int64_t>* source_row);
-
-// Packs x's rows ([n_tokens, hidden]) grouped by expert into batch, once per (token, choice);
-// slot[t * top_k + j] is the batch row of token t's j-th choice.
-void BuildExpertBatch(const Routing& routing, const float* x, int64_t n_tokens, int64_t hidden,
-                      int n_experts, int layer, ExpertBatch* batch, std::vector<int64_t>* slot);
-
-// residual[t] += sum_j weight[t, j] * expert_out[slot[t, j]], summed in ascending expert order
-// like HF's index_add_ loop so float32 rounding matches. expert_out: [n_rows, hidden].
-void CombineExpertOutputs(const Routing& routing, const std::vector<int64_t>& slot,
-                          const float* expert_out, int64_t n_tokens, int64_t hidden,
-                          float* residual);
+// Plans `layer`'s dispatch: each choice to one slot holding its expert (placement.replicas),
+// rows grouped by slot in slot order and, within a slot, in token order, so the batch (and so
+// every expert's product) is the same whatever else is in the step.
+void PlanDispatch(const Routing& routing, int64_t n_tokens, const ExpertPlacement& placement,
+                  int layer, int64_t hidden, DispatchPlan* plan);
 
 }  // namespace moe

@@ -30,9 +30,8 @@ absl::Status CheckMessageSize(int64_t elements, const char* what) {
 }  // namespace
 
 ClusterExchange::ClusterExchange(const ExpertPlacement* placement, DataPlane* data,
-                                 kernels::Backend* staging, ClusterExchangeOptions options)
-    : placement_(placement), data_(data), staging_(staging), options_(options),
-      staged_rows_(staging), staged_out_(staging) {
+                                 kernels::Backend* backend, ClusterExchangeOptions options)
+    : placement_(placement), data_(data), backend_(backend), options_(options) {
   const size_t ranks = static_cast<size_t>(placement_->n_workers()) + 1;
   send_ids_.resize(ranks);
   send_counts_.resize(ranks);
@@ -42,39 +41,32 @@ ClusterExchange::ClusterExchange(const ExpertPlacement* placement, DataPlane* da
   stats_.worker_rows.assign(ranks, 0);
 }
 
-absl::Status ClusterExchange::Exchange(const ExpertBatch& batch, std::vector<float>* out) {
-  const int64_t n = batch.n_rows() * batch.hidden;
-  if (static_cast<int64_t>(batch.rows.size()) != n) {
-    return absl::InvalidArgumentError("expert batch rows do not match its offsets");
-  }
-  out->resize(static_cast<size_t>(n));
+absl::Status ClusterExchange::Dispatch(const ExpertLayout& layout, const float* rows, float* out) {
+  MOE_RETURN_IF_ERROR(ValidateLayout(layout, *placement_));
+  if (backend_ == nullptr || data_->Reads(*backend_)) return Exchange(layout, rows, out);
   if (data_->device_memory()) {
-    // Host rows on a device plane: through the backend's memory and back.
-    if (staging_ == nullptr || !data_->Reads(*staging_)) {
-      return absl::FailedPreconditionError("the exchange's data plane needs a staging backend");
-    }
-    if (!staged_rows_.Reserve(n) || !staged_out_.Reserve(n)) {
-      return absl::ResourceExhaustedError(absl::StrCat("out of ", staging_->Describe(),
-                                                       " memory for ", batch.n_rows(), " rows"));
-    }
-    staging_->ToDevice(staged_rows_.data(), batch.rows.data(), static_cast<size_t>(n) * sizeof(float));
-    MOE_RETURN_IF_ERROR(staging_->Sync());
-    MOE_RETURN_IF_ERROR(ExchangeBackendRows(batch, staged_rows_.data(), staged_out_.data()));
-    staging_->ToHost(out->data(), staged_out_.data(), static_cast<size_t>(n) * sizeof(float));
-    return staging_->Sync();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the exchange's data plane (", data_->Describe(), ") cannot read ", backend_->Describe(),
+        " memory"));
   }
-  return ExchangeBackendRows(batch, batch.rows.data(), out->data());
+  // Device rows on a host plane: through host buffers and back, here rather than in the forward
+  // pass, so the caller never knows.
+  const size_t n = static_cast<size_t>(layout.n_rows() * layout.hidden);
+  host_rows_.resize(n);
+  host_out_.resize(n);
+  backend_->ToHost(host_rows_.data(), rows, n * sizeof(float));
+  MOE_RETURN_IF_ERROR(backend_->Sync());
+  MOE_RETURN_IF_ERROR(Exchange(layout, host_rows_.data(), host_out_.data()));
+  backend_->ToDevice(out, host_out_.data(), n * sizeof(float));
+  return backend_->Sync();
 }
 
-absl::Status ClusterExchange::ExchangeBackendRows(const ExpertBatch& batch, const float* rows,
-                                                  float* out) {
+absl::Status ClusterExchange::Exchange(const ExpertLayout& layout, const float* rows, float* out) {
   const auto start = Clock::now();
   const int n_workers = placement_->n_workers();
-  const int n_experts = batch.n_experts();
-  const int64_t hidden = batch.hidden;
-  if (n_experts != placement_->n_experts()) {
-    return absl::InternalError("expert batch and placement disagree on the expert count");
-  }
+  const int n_slots = layout.n_slots();
+  const int64_t hidden = layout.hidden;
+  const std::vector<ExpertSlot>& slots = placement_->slots(layout.layer);
   // A signal stops the run between exchanges, never inside one: workers are then idle and the
   // shutdown that follows reaches them.
   if (options_.stop_requested != nullptr && options_.stop_requested->load()) {
@@ -82,18 +74,18 @@ absl::Status ClusterExchange::ExchangeBackendRows(const ExpertBatch& batch, cons
   }
   ++step_id_;
 
-  // Each worker's share: its rows per expert and their expert ids, in expert order.
+  // Each worker's share: its rows per slot and their slot ids, in slot order.
   for (int r = 1; r <= n_workers; ++r) {
-    send_counts_[r].assign(static_cast<size_t>(n_experts), 0);
+    send_counts_[r].assign(static_cast<size_t>(n_slots), 0);
     send_ids_[r].clear();
   }
-  for (int e = 0; e < n_experts; ++e) {
-    const int64_t count = batch.expert_offsets[e + 1] - batch.expert_offsets[e];
+  for (int s = 0; s < n_slots; ++s) {
+    const int64_t count = layout.rows_of(s);
     if (count == 0) continue;
-    const int r = placement_->owner(batch.layer, e);
-    send_counts_[r][e] = count;
-    send_ids_[r].insert(send_ids_[r].end(), static_cast<size_t>(count), e);
-    MOE_RETURN_IF_ERROR(CheckMessageSize(count * hidden, "one expert's rows"));
+    const int r = slots[s].rank;
+    send_counts_[r][s] = count;
+    send_ids_[r].insert(send_ids_[r].end(), static_cast<size_t>(count), s);
+    MOE_RETURN_IF_ERROR(CheckMessageSize(count * hidden, "one slot's rows"));
   }
   // Every check before the first send: once requests are posted, the only ways out are success or
   // aborting the job (a half-posted step cannot be taken back).
@@ -109,12 +101,12 @@ absl::Status ClusterExchange::ExchangeBackendRows(const ExpertBatch& batch, cons
     const int64_t n = static_cast<int64_t>(send_ids_[r].size());
     StepHeader& h = headers_[r];
     h = StepHeader{kStepMagic, static_cast<int32_t>(StepCommand::kForward), step_id_,
-                   batch.layer, n_experts, n, hidden, epoch,
+                   layout.layer, n_slots, n, hidden, epoch,
                    static_cast<uint32_t>(std::clamp(options_.worker_timeout_seconds, 0.0, 4e6) * 1e3)};
     MPI_Request req;
     MPI_Isend(&h, sizeof(h), MPI_BYTE, r, kHeaderTag, MPI_COMM_WORLD, &req);
     control.push_back(req);
-    MPI_Isend(send_counts_[r].data(), n_experts, MPI_INT64_T, r, kCountsTag, MPI_COMM_WORLD, &req);
+    MPI_Isend(send_counts_[r].data(), n_slots, MPI_INT64_T, r, kCountsTag, MPI_COMM_WORLD, &req);
     control.push_back(req);
     control_peers.insert(control_peers.end(), 2, r);
     if (n > 0) {
@@ -128,19 +120,23 @@ absl::Status ClusterExchange::ExchangeBackendRows(const ExpertBatch& batch, cons
     stats_.bytes_sent += n * (hidden * 4 + 4);
     stats_.bytes_received += n * hidden * 4;
   }
-  const std::string what = absl::StrCat("layer ", batch.layer, " exchange (step ", step_id_, ")");
+  const std::string what = absl::StrCat("layer ", layout.layer, " exchange (step ", step_id_, ")");
   const double timeout = options_.worker_timeout_seconds;
   // The layout first: a worker posts its side of the rows' transfers once it knows the counts.
   MOE_RETURN_IF_ERROR(WaitAll(&control, control_peers, timeout, what));
-  for (int e = 0; e < n_experts; ++e) {
-    const int64_t begin = batch.expert_offsets[e], count = batch.expert_offsets[e + 1] - begin;
-    if (count > 0) data_->Send(rows + begin * hidden, count * hidden, placement_->owner(batch.layer, e));
+  for (int s = 0; s < n_slots; ++s) {
+    const int64_t count = layout.rows_of(s);
+    if (count > 0) {
+      data_->Send(rows + layout.slot_offsets[s] * hidden, count * hidden, slots[s].rank);
+    }
   }
   MOE_RETURN_IF_ERROR(data_->Flush(timeout, what + " dispatch"));
-  // Outputs land in place, expert by expert.
-  for (int e = 0; e < n_experts; ++e) {
-    const int64_t begin = batch.expert_offsets[e], count = batch.expert_offsets[e + 1] - begin;
-    if (count > 0) data_->Recv(out + begin * hidden, count * hidden, placement_->owner(batch.layer, e));
+  // Outputs land in place, slot by slot.
+  for (int s = 0; s < n_slots; ++s) {
+    const int64_t count = layout.rows_of(s);
+    if (count > 0) {
+      data_->Recv(out + layout.slot_offsets[s] * hidden, count * hidden, slots[s].rank);
+    }
   }
   MOE_RETURN_IF_ERROR(data_->Flush(timeout, what + " combine"));
   MOE_RETURN_IF_ERROR(WaitAll(&replies, reply_peers, timeout, what));
@@ -151,11 +147,11 @@ absl::Status ClusterExchange::ExchangeBackendRows(const ExpertBatch& batch, cons
   for (int r = 1; r <= n_workers; ++r) {
     const ReplyHeader& reply = replies_[r];
     const int64_t n = static_cast<int64_t>(send_ids_[r].size());
-    if (reply.magic != kReplyMagic || reply.step_id != step_id_ || reply.layer != batch.layer ||
+    if (reply.magic != kReplyMagic || reply.step_id != step_id_ || reply.layer != layout.layer ||
         reply.n_rows != n) {
       return absl::InternalError(absl::StrCat(
           "worker rank ", r, " answered step ", reply.step_id, " layer ", reply.layer, " with ",
-          reply.n_rows, " rows; expected step ", step_id_, " layer ", batch.layer, " with ", n,
+          reply.n_rows, " rows; expected step ", step_id_, " layer ", layout.layer, " with ", n,
           " rows (protocol mismatch)"));
     }
     slowest = std::max(slowest, reply.compute_seconds);
@@ -169,7 +165,7 @@ absl::Status ClusterExchange::ExchangeBackendRows(const ExpertBatch& batch, cons
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
   stats_.wall_seconds += wall;
   if (options_.observer != nullptr) {
-    options_.observer->OnExchange(ExchangeRecord{batch.layer, wall, step_compute_, step_rows_});
+    options_.observer->OnExchange(ExchangeRecord{layout.layer, wall, step_compute_, step_rows_});
   }
   return absl::OkStatus();
 }
@@ -196,23 +192,26 @@ void ClusterExchange::Shutdown() {
 }
 
 absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
-  const int n_experts = opt.placement->n_experts();
+  const ExpertPlacement& placement = *opt.placement;
   const std::string who = absl::StrCat("worker rank ", opt.rank);
   DataPlane* data = opt.data;
-  // Rows land in the runner's backend memory when the plane can write there (NCCL on the GPU, MPI
-  // on the CPU), else in host vectors the runner copies from (MPI to a GPU worker).
-  const bool in_backend = opt.backend != nullptr && data->Reads(*opt.backend) &&
-                          runner->TakesBackendRows(*opt.backend);
-  if (data->device_memory() && !in_backend) {
+  kernels::Backend* backend = opt.backend;
+  // The runner reads its backend's memory (host memory without one). The plane writes there
+  // directly when it can (NCCL on the GPU, MPI on the CPU); MPI to a GPU is staged through host
+  // buffers here.
+  const bool staged = backend != nullptr && !data->Reads(*backend);
+  if ((backend == nullptr || staged) && data->device_memory()) {
     return absl::InternalError(absl::StrCat(who, ": a device data plane needs the runner's backend"));
   }
   int64_t last_step = 0;
   StepHeader h;
-  std::vector<int64_t> counts;
-  std::vector<int32_t> ids;
-  ExpertBatch batch;
-  std::vector<float> out;  // host rows
-  kernels::BackendArray<float> rows_dev(opt.backend), out_dev(opt.backend);  // backend rows
+  std::vector<int64_t> counts;  // [slots] of the step's layer
+  std::vector<int32_t> ids;     // [rows] slot of each row
+  ExpertLayout layout;
+  std::vector<int64_t> expert_rows;    // [experts] for telemetry: slots summed per logical expert
+  std::vector<double> expert_seconds;  // [experts]
+  std::vector<float> host_rows, host_out;                                  // [rows, hidden]
+  kernels::BackendArray<float> backend_rows(backend), backend_out(backend);  // [rows, hidden]
   for (;;) {
     const auto idle_start = Clock::now();
     std::vector<MPI_Request> requests(1);
@@ -237,20 +236,23 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
     last_step = h.step_id;
     if (h.command == static_cast<int32_t>(StepCommand::kShutdown)) return absl::OkStatus();
     if (h.command != static_cast<int32_t>(StepCommand::kForward) || h.layer < 0 ||
-        h.layer >= opt.n_layers || h.n_experts != n_experts || h.hidden != opt.hidden ||
-        h.n_rows < 0 || h.n_rows * h.hidden > INT_MAX) {
+        h.layer >= opt.n_layers || h.layer >= placement.n_layers() ||
+        h.n_slots != placement.n_slots(h.layer) || h.hidden != opt.hidden || h.n_rows < 0 ||
+        h.n_rows * h.hidden > INT_MAX) {
       return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " header does not fit ",
                                               "this model (command ", h.command, ", layer ", h.layer,
-                                              ", experts ", h.n_experts, ", hidden ", h.hidden,
+                                              ", slots ", h.n_slots, ", hidden ", h.hidden,
                                               ", rows ", h.n_rows, ")"));
     }
     const auto receive_start = Clock::now();
     const double timeout = h.timeout_ms / 1e3 + 30.0;  // the coordinator gives up first
     const int n = static_cast<int>(h.n_rows);
-    counts.resize(static_cast<size_t>(n_experts));
+    const int n_slots = h.n_slots;
+    counts.resize(static_cast<size_t>(n_slots));
     ids.resize(static_cast<size_t>(n));
     requests.assign(1, MPI_REQUEST_NULL);
-    MPI_Irecv(counts.data(), n_experts, MPI_INT64_T, kCoordinator, kCountsTag, MPI_COMM_WORLD, &requests[0]);
+    MPI_Irecv(counts.data(), n_slots, MPI_INT64_T, kCoordinator, kCountsTag, MPI_COMM_WORLD,
+              &requests[0]);
     if (n > 0) {
       requests.resize(2);
       MPI_Irecv(ids.data(), n, MPI_INT32_T, kCoordinator, kIdsTag, MPI_COMM_WORLD, &requests[1]);
@@ -259,59 +261,75 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
     MOE_RETURN_IF_ERROR(WaitAll(&requests, peers, timeout, who + " receiving a dispatch"));
 
     // The layout must match the header, the ids and this worker's share of the placement.
-    batch.layer = h.layer;
-    batch.hidden = h.hidden;
-    batch.expert_offsets.assign(static_cast<size_t>(n_experts) + 1, 0);
-    for (int e = 0; e < n_experts; ++e) {
-      if (counts[e] < 0 || (counts[e] > 0 && !opt.placement->Owns(opt.rank, h.layer, e))) {
-        return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " sends ", counts[e],
-                                                " rows for layer ", h.layer, " expert ", e,
-                                                ", which this worker does not host"));
-      }
-      batch.expert_offsets[e + 1] = batch.expert_offsets[e] + counts[e];
-      for (int64_t i = batch.expert_offsets[e]; i < batch.expert_offsets[e + 1] && i < n; ++i) {
-        if (ids[i] != e) {
+    layout.layer = h.layer;
+    layout.hidden = h.hidden;
+    layout.slot_offsets.assign(static_cast<size_t>(n_slots) + 1, 0);
+    for (int s = 0; s < n_slots; ++s) {
+      layout.slot_offsets[s + 1] = layout.slot_offsets[s] + counts[s];
+    }
+    absl::Status fits = ValidateLayout(layout, placement);
+    if (fits.ok()) fits = CheckSlotsHostedBy(opt.rank, layout, placement);
+    if (!fits.ok()) {
+      return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, ": ", fits.message()));
+    }
+    if (layout.n_rows() != h.n_rows) {
+      return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " counts add up to ",
+                                              layout.n_rows(), " rows, header says ", h.n_rows));
+    }
+    for (int s = 0; s < n_slots; ++s) {
+      for (int64_t i = layout.slot_offsets[s]; i < layout.slot_offsets[s + 1]; ++i) {
+        if (ids[i] != s) {
           return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " row ", i,
-                                                  " is labelled expert ", ids[i], ", expected ", e));
+                                                  " is labelled slot ", ids[i], ", expected ", s));
         }
       }
     }
-    if (batch.expert_offsets.back() != h.n_rows) {
-      return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " counts add up to ",
-                                              batch.expert_offsets.back(), " rows, header says ",
-                                              h.n_rows));
-    }
-    // The rows, one transfer per expert as the coordinator sends them, into one buffer.
+    // Where the runner reads (its backend's memory), and where the plane writes (the same, or
+    // host buffers to stage from).
     const int64_t elements = h.n_rows * h.hidden;
-    float* rows = nullptr;
-    float* outputs = nullptr;
-    if (in_backend) {
-      if (!rows_dev.Reserve(elements) || !out_dev.Reserve(elements)) {
-        return absl::ResourceExhaustedError(absl::StrCat(who, ": out of ", opt.backend->Describe(),
+    const size_t bytes = static_cast<size_t>(elements) * sizeof(float);
+    float* run_rows = nullptr;
+    float* run_out = nullptr;
+    if (backend != nullptr) {
+      if (!backend_rows.Reserve(elements) || !backend_out.Reserve(elements)) {
+        return absl::ResourceExhaustedError(absl::StrCat(who, ": out of ", backend->Describe(),
                                                          " memory for ", h.n_rows, " rows"));
       }
-      batch.rows.clear();
-      rows = rows_dev.data();
-      outputs = out_dev.data();
-    } else {
-      batch.rows.resize(static_cast<size_t>(elements));
-      out.resize(static_cast<size_t>(elements));
-      rows = batch.rows.data();
-      outputs = out.data();
+      run_rows = backend_rows.data();
+      run_out = backend_out.data();
     }
-    for (int e = 0; e < n_experts; ++e) {
-      if (counts[e] > 0) data->Recv(rows + batch.expert_offsets[e] * h.hidden, counts[e] * h.hidden, kCoordinator);
+    float* wire_rows = run_rows;
+    float* wire_out = run_out;
+    if (backend == nullptr || staged) {
+      host_rows.resize(static_cast<size_t>(elements));
+      host_out.resize(static_cast<size_t>(elements));
+      wire_rows = host_rows.data();
+      wire_out = host_out.data();
+      if (backend == nullptr) {
+        run_rows = wire_rows;
+        run_out = wire_out;
+      }
+    }
+    // The rows, one transfer per slot as the coordinator sends them, into one buffer.
+    for (int s = 0; s < n_slots; ++s) {
+      const int64_t at = layout.slot_offsets[s] * h.hidden;
+      if (counts[s] > 0) data->Recv(wire_rows + at, counts[s] * h.hidden, kCoordinator);
     }
     MOE_RETURN_IF_ERROR(data->Flush(timeout, who + " receiving a dispatch"));
+    if (staged && bytes > 0) backend->ToDevice(run_rows, wire_rows, bytes);
 
     const auto start = Clock::now();
-    MOE_RETURN_IF_ERROR(in_backend ? runner->RunExpertsOnBackendRows(batch, rows, outputs)
-                               : runner->RunExperts(batch, outputs));
+    MOE_RETURN_IF_ERROR(runner->RunExperts(layout, run_rows, run_out));
     const auto computed = Clock::now();
+    if (staged && bytes > 0) {
+      backend->ToHost(wire_out, run_out, bytes);
+      MOE_RETURN_IF_ERROR(backend->Sync());
+    }
     ReplyHeader reply{kReplyMagic, h.layer, h.step_id, h.n_rows,
                       std::chrono::duration<double>(computed - start).count()};
-    for (int e = 0; e < n_experts; ++e) {
-      if (counts[e] > 0) data->Send(outputs + batch.expert_offsets[e] * h.hidden, counts[e] * h.hidden, kCoordinator);
+    for (int s = 0; s < n_slots; ++s) {
+      const int64_t at = layout.slot_offsets[s] * h.hidden;
+      if (counts[s] > 0) data->Send(wire_out + at, counts[s] * h.hidden, kCoordinator);
     }
     MOE_RETURN_IF_ERROR(data->Flush(timeout, who + " returning outputs"));
     requests.assign(1, MPI_REQUEST_NULL);
@@ -319,15 +337,23 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
     MOE_RETURN_IF_ERROR(WaitAll(&requests, {kCoordinator}, timeout, who + " returning outputs"));
     if (opt.observer != nullptr) {
       const auto done = Clock::now();
-      const double* seconds = runner->LastExpertSeconds();
+      // Telemetry counts load per logical expert: a replicated expert's slots add up.
+      const double* slot_seconds = runner->LastSlotSeconds();
+      expert_rows.assign(static_cast<size_t>(placement.n_experts()), 0);
+      expert_seconds.assign(static_cast<size_t>(placement.n_experts()), 0.0);
+      const std::vector<ExpertSlot>& slots = placement.slots(h.layer);
+      for (int s = 0; s < n_slots; ++s) {
+        expert_rows[slots[s].expert] += counts[s];
+        if (slot_seconds != nullptr) expert_seconds[slots[s].expert] += slot_seconds[s];
+      }
       opt.observer->OnWorkerStep(WorkerStepRecord{
-          h.telemetry_epoch, h.step_id, h.layer, counts,
-          seconds != nullptr ? absl::MakeConstSpan(seconds, static_cast<size_t>(n_experts))
-                             : absl::Span<const double>(),
+          h.telemetry_epoch, h.step_id, h.layer, expert_rows,
+          slot_seconds != nullptr ? absl::Span<const double>(expert_seconds)
+                                  : absl::Span<const double>(),
           reply.compute_seconds,
           std::chrono::duration<double>((start - receive_start) + (done - computed)).count(),
           std::chrono::duration<double>(receive_start - idle_start).count(),
-          static_cast<int64_t>(sizeof(StepHeader)) + n_experts * 8 + int64_t{n} * (4 + h.hidden * 4),
+          static_cast<int64_t>(sizeof(StepHeader)) + n_slots * 8 + int64_t{n} * (4 + h.hidden * 4),
           static_cast<int64_t>(sizeof(ReplyHeader)) + int64_t{n} * h.hidden * 4});
     }
   }

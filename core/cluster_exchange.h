@@ -2,18 +2,25 @@
 // worker's side of the same protocol. Control messages go over MPI on the host; rows go through a
 // DataPlane (core/data_plane.h): MPI on host memory, or NCCL on GPU memory.
 //
-// One exchange = one layer of one step. For every worker, in this order:
-//   coordinator -> worker  StepHeader                     (MPI, tag kHeaderTag)
-//   coordinator -> worker  int64 rows per expert [E]      (MPI; counts first: the dispatch layout)
-//   coordinator -> worker  int32 expert id per row [n]    (MPI; rows grouped by expert, each with its id)
-//   dispatch: coordinator -> worker  float rows, one transfer per non-empty expert   (data plane)
-//   combine:  worker -> coordinator  float outputs, the same transfers reversed      (data plane)
-//   worker -> coordinator  ReplyHeader                    (MPI; echoes step and layer; its compute time)
-// Dispatch and combine are each one group of transfers over all workers (an all-to-all-v; for NCCL
-// grouped ncclSend/ncclRecv). Rows move straight between the coordinator's batch, which is grouped
-// by expert, and the worker's, so nothing is packed or unpacked. Every wait polls with back-off
-// instead of spinning, so idle ranks leave the cores to busy ones, and every wait on a worker has
-// a deadline, so a dead or hung worker fails the step instead of hanging it.
+// One dispatch = one layer of one step, its rows grouped by physical expert slot (the layout,
+// core/expert_layout.h; slots per layer as the placement numbers them). For every worker, in
+// this order:
+//   coordinator -> worker  StepHeader                   (MPI, tag kHeaderTag)
+//   coordinator -> worker  int64 rows per slot [S]      (MPI; counts first: the dispatch layout,
+//                                                         every slot of the layer, 0 for others')
+//   coordinator -> worker  int32 slot id per row [n]    (MPI; rows grouped by slot)
+//   dispatch: coordinator -> worker  float rows, one transfer per non-empty slot   (data plane)
+//   combine:  worker -> coordinator  float outputs, the same transfers reversed    (data plane)
+//   worker -> coordinator  ReplyHeader                  (MPI; echoes step and layer; compute time)
+// A worker checks that every slot with rows is one the placement gives it, and runs each with the
+// weights of the logical expert the slot holds. Dispatch and combine are each one group of
+// transfers over all workers (an all-to-all-v; for NCCL grouped ncclSend/ncclRecv). Rows move
+// straight between the coordinator's batch, which is grouped by slot, and the worker's, so nothing
+// is packed or unpacked. When the data plane cannot read the memory the rows are in (a GPU
+// coordinator or worker with the MPI plane), they are staged through host buffers on that side,
+// inside the exchange. Every wait polls with back-off instead of spinning, so idle ranks leave the
+// cores to busy ones, and every wait on a worker has a deadline, so a dead or hung worker fails
+// the step instead of hanging it.
 #pragma once
 
 #include <mpi.h>
@@ -37,7 +44,7 @@ struct StepHeader {
   int32_t command = 0;    // StepCommand
   int64_t step_id = 0;    // 1, 2, 3, ... one per exchange, never repeats
   int32_t layer = 0;
-  int32_t n_experts = 0;
+  int32_t n_slots = 0;    // slots of this layer, all ranks': the length of the counts message
   int64_t n_rows = 0;     // rows for this worker
   int64_t hidden = 0;
   // Telemetry epoch (ResetLoad): workers zero their load counters when it changes, so resets fall
@@ -72,32 +79,35 @@ struct ClusterExchangeOptions {
 // Coordinator side. Not thread-safe: the step loop's thread only, the one that called MPI_Init.
 class ClusterExchange : public ExpertExchange {
  public:
-  // data: this rank's data plane (not owned). staging: the backend whose memory an NCCL plane
-  // reads, used to stage host rows given to Exchange(); null for an MPI plane.
-  ClusterExchange(const ExpertPlacement* placement, DataPlane* data, kernels::Backend* staging,
+  // data: this rank's data plane; backend: the forward pass's, whose memory Dispatch's rows are
+  // in. Neither is owned.
+  ClusterExchange(const ExpertPlacement* placement, DataPlane* data, kernels::Backend* backend,
                   ClusterExchangeOptions options);
-  absl::Status Exchange(const ExpertBatch& batch, std::vector<float>* out) override;
-  bool TakesBackendRows(const kernels::Backend& memory) const override { return data_->Reads(memory); }
-  absl::Status ExchangeBackendRows(const ExpertBatch& layout, const float* rows, float* out) override;
+  const ExpertPlacement& placement() const override { return *placement_; }
+  absl::Status Dispatch(const ExpertLayout& layout, const float* rows, float* out) override;
   // Tells every worker to exit its serving loop. Best effort; call once, at the end.
   void Shutdown();
   ExchangeStats& stats() { return stats_; }
 
  private:
+  // The protocol above on rows and out in memory the data plane reads.
+  absl::Status Exchange(const ExpertLayout& layout, const float* rows, float* out);
+
   const ExpertPlacement* placement_;
   DataPlane* data_;
-  kernels::Backend* staging_;
+  kernels::Backend* backend_;
   ClusterExchangeOptions options_;
   int64_t step_id_ = 0;
   ExchangeStats stats_;
-  // Per worker, reused across steps: its expert ids and rows per expert, its reply.
+  // Per worker, reused across steps: its slot ids and rows per slot, its reply.
   std::vector<std::vector<int32_t>> send_ids_;
   std::vector<std::vector<int64_t>> send_counts_;
   std::vector<ReplyHeader> replies_;
   std::vector<StepHeader> headers_;
   std::vector<double> step_compute_;  // [W + 1] this exchange's replies, for the observer
   std::vector<int64_t> step_rows_;
-  kernels::BackendArray<float> staged_rows_, staged_out_;  // Exchange() on an NCCL plane
+  // [n_rows, hidden] each: device rows staged for a host data plane (GPU coordinator over MPI).
+  std::vector<float> host_rows_, host_out_;
 };
 
 struct ExpertServeOptions {
@@ -110,10 +120,11 @@ struct ExpertServeOptions {
   const std::atomic<bool>* stop_requested = nullptr;
   // Long enough for the coordinator to finish a layer of attention and send the shutdown.
   double stop_grace_seconds = 30.0;
-  // Told about every step answered (optional); the runner's per-expert times when it has them.
+  // Told about every step answered (optional), per logical expert (the sum of its slots here).
   WorkerStepObserver* observer = nullptr;
-  // Where rows arrive (not owned), and the runner's backend (null when it has none): rows are
-  // received straight into its memory when the data plane can write there.
+  // Where rows arrive (not owned), and the runner's backend, whose memory the runner reads (null
+  // when it has none: then host memory). Rows are received straight into that memory when the
+  // data plane can write there, and staged through host buffers otherwise (MPI to a GPU).
   DataPlane* data = nullptr;
   kernels::Backend* backend = nullptr;
 };

@@ -15,13 +15,17 @@ namespace moe {
 absl::StatusOr<ExpertPlacement> SharePlacement(const absl::StatusOr<ExpertPlacement>* at_root) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  // Wire form: [ok, n_layers, n_experts, n_workers, table...] or [0, message length, message...].
+  // Wire form: [1, n_layers, n_experts, n_workers, then per layer: n_slots, (rank, expert) per
+  // slot] or [0, message length, message...].
   std::vector<int32_t> wire;
   if (rank == 0) {
     if (at_root->ok()) {
       const ExpertPlacement& p = **at_root;
       wire = {1, p.n_layers(), p.n_experts(), p.n_workers()};
-      for (const auto& row : p.table()) wire.insert(wire.end(), row.begin(), row.end());
+      for (int l = 0; l < p.n_layers(); ++l) {
+        wire.push_back(p.n_slots(l));
+        for (const ExpertSlot& slot : p.slots(l)) wire.insert(wire.end(), {slot.rank, slot.expert});
+      }
     } else {
       const std::string msg(at_root->status().message());
       wire = {0, static_cast<int32_t>(msg.size())};
@@ -38,11 +42,13 @@ absl::StatusOr<ExpertPlacement> SharePlacement(const absl::StatusOr<ExpertPlacem
     return absl::FailedPreconditionError(absl::StrCat("the coordinator could not start: ", msg));
   }
   const int n_layers = wire[1], n_experts = wire[2], n_workers = wire[3];
-  std::vector<std::vector<int>> table(static_cast<size_t>(n_layers));
+  std::vector<std::vector<ExpertSlot>> slots(static_cast<size_t>(n_layers));
+  size_t at = 4;
   for (int l = 0; l < n_layers; ++l) {
-    table[l].assign(wire.begin() + 4 + l * n_experts, wire.begin() + 4 + (l + 1) * n_experts);
+    const int n_slots = wire[at++];
+    for (int s = 0; s < n_slots; ++s, at += 2) slots[l].push_back({wire[at], wire[at + 1]});
   }
-  return ExpertPlacement::FromTable(std::move(table), n_workers);
+  return ExpertPlacement::FromSlots(std::move(slots), n_experts, n_workers);
 }
 
 RankReport ReportLoad(int rank, int experts_hosted,

@@ -10,21 +10,33 @@
 
 namespace moe {
 
+namespace {
+
+// One slot per expert, slot e holding expert e: what every table-shaped placement means.
+std::vector<std::vector<ExpertSlot>> OneSlotPerExpert(const std::vector<std::vector<int>>& table) {
+  std::vector<std::vector<ExpertSlot>> slots(table.size());
+  for (size_t l = 0; l < table.size(); ++l) {
+    for (size_t e = 0; e < table[l].size(); ++e) {
+      slots[l].push_back({table[l][e], static_cast<int>(e)});
+    }
+  }
+  return slots;
+}
+
+}  // namespace
+
 absl::StatusOr<ExpertPlacement> ExpertPlacement::Contiguous(int n_layers, int n_experts, int n_workers) {
   if (n_workers < 1) return absl::InvalidArgumentError("need at least one worker");
   if (n_workers > n_experts) {
     return absl::InvalidArgumentError(absl::StrCat(n_workers, " workers for ", n_experts,
                                                    " experts per layer: some workers would host nothing"));
   }
-  ExpertPlacement p;
-  p.n_workers_ = n_workers;
   std::vector<int> row;
   const int base = n_experts / n_workers, extra = n_experts % n_workers;
   for (int w = 0; w < n_workers; ++w) {
     for (int i = 0; i < base + (w < extra ? 1 : 0); ++i) row.push_back(w + 1);
   }
-  p.table_.assign(static_cast<size_t>(n_layers), row);
-  return p;
+  return FromTable(std::vector<std::vector<int>>(static_cast<size_t>(n_layers), row), n_workers);
 }
 
 absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& json_text, int n_layers,
@@ -47,11 +59,10 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& jso
     }
     return out;
   };
-  ExpertPlacement p;
-  p.n_workers_ = n_workers;
+  std::vector<std::vector<int>> table;
   if (j.contains("experts")) {
     MOE_ASSIGN_OR_RETURN(std::vector<int> row, read_row(j["experts"], 0));
-    p.table_.assign(static_cast<size_t>(n_layers), row);
+    table.assign(static_cast<size_t>(n_layers), row);
   } else if (j.contains("layers")) {
     const auto& layers = j["layers"];
     if (!layers.is_array() || static_cast<int>(layers.size()) != n_layers) {
@@ -60,24 +71,49 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& jso
     }
     for (int l = 0; l < n_layers; ++l) {
       MOE_ASSIGN_OR_RETURN(std::vector<int> row, read_row(layers[l], l));
-      p.table_.push_back(std::move(row));
+      table.push_back(std::move(row));
     }
   } else {
     return absl::InvalidArgumentError("placement: expected an \"experts\" or a \"layers\" field");
   }
-  MOE_RETURN_IF_ERROR(p.Validate());
-  return p;
+  return FromTable(std::move(table), n_workers);
 }
 
 absl::StatusOr<ExpertPlacement> ExpertPlacement::FromTable(std::vector<std::vector<int>> table,
                                                            int n_workers) {
-  ExpertPlacement p;
-  p.table_ = std::move(table);
-  p.n_workers_ = n_workers;
-  for (const auto& row : p.table_) {
-    if (row.size() != p.table_[0].size()) return absl::InvalidArgumentError("placement: ragged table");
+  for (const auto& row : table) {
+    if (row.size() != table[0].size()) return absl::InvalidArgumentError("placement: ragged table");
   }
-  MOE_RETURN_IF_ERROR(p.Validate());
+  const int n_experts = table.empty() ? 0 : static_cast<int>(table[0].size());
+  return FromSlots(OneSlotPerExpert(table), n_experts, n_workers);
+}
+
+absl::StatusOr<ExpertPlacement> ExpertPlacement::FromSlots(
+    std::vector<std::vector<ExpertSlot>> slots, int n_experts, int n_workers) {
+  ExpertPlacement p;
+  p.slots_ = std::move(slots);
+  p.n_experts_ = n_experts;
+  p.n_workers_ = n_workers;
+  MOE_RETURN_IF_ERROR(p.Index(/*lowest_rank=*/1));
+  std::vector<int> owned(static_cast<size_t>(n_workers) + 1, 0);
+  for (const auto& layer : p.slots_) {
+    for (const ExpertSlot& s : layer) ++owned[s.rank];
+  }
+  for (int r = 1; r <= n_workers; ++r) {
+    if (owned[r] == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("placement: worker rank ", r, " hosts no expert"));
+    }
+  }
+  return p;
+}
+
+ExpertPlacement ExpertPlacement::InProcess(int n_layers, int n_experts) {
+  ExpertPlacement p;
+  p.slots_ = OneSlotPerExpert(std::vector<std::vector<int>>(
+      static_cast<size_t>(n_layers), std::vector<int>(static_cast<size_t>(n_experts), 0)));
+  p.n_experts_ = n_experts;
+  MOE_CHECK(p.Index(/*lowest_rank=*/0).ok());  // one slot per expert always indexes
   return p;
 }
 
@@ -92,50 +128,78 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::FromFile(const std::string& pat
   return p;
 }
 
-absl::Status ExpertPlacement::Validate() const {
-  std::vector<int> owned(static_cast<size_t>(n_workers_) + 1, 0);
-  for (size_t l = 0; l < table_.size(); ++l) {
-    for (size_t e = 0; e < table_[l].size(); ++e) {
-      const int r = table_[l][e];
-      if (r < 1 || r > n_workers_) {
+absl::Status ExpertPlacement::Index(int lowest_rank) {
+  replicas_.assign(slots_.size(), std::vector<std::vector<int>>(static_cast<size_t>(n_experts_)));
+  table_.assign(slots_.size(), std::vector<int>(static_cast<size_t>(n_experts_), 0));
+  for (size_t l = 0; l < slots_.size(); ++l) {
+    for (size_t s = 0; s < slots_[l].size(); ++s) {
+      const ExpertSlot& slot = slots_[l][s];
+      if (slot.expert < 0 || slot.expert >= n_experts_) {
+        return absl::InvalidArgumentError(absl::StrCat("placement: layer ", l, " slot ", s,
+                                                       " holds expert ", slot.expert, " of ",
+                                                       n_experts_));
+      }
+      if (slot.rank < lowest_rank || slot.rank > n_workers_) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "placement: layer ", l, " expert ", e, " is assigned to rank ", r,
+            "placement: layer ", l, " expert ", slot.expert, " is assigned to rank ", slot.rank,
             ", outside the worker ranks 1..", n_workers_));
       }
-      ++owned[r];
+      replicas_[l][slot.expert].push_back(static_cast<int>(s));
     }
-  }
-  for (int r = 1; r <= n_workers_; ++r) {
-    if (owned[r] == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("placement: worker rank ", r, " hosts no expert"));
+    for (int e = 0; e < n_experts_; ++e) {
+      if (replicas_[l][e].empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("placement: layer ", l, " expert ", e, " is in no slot"));
+      }
+      table_[l][e] = slots_[l][replicas_[l][e][0]].rank;
     }
   }
   return absl::OkStatus();
 }
 
+bool ExpertPlacement::Owns(int rank, int layer, int expert) const {
+  for (int s : replicas_[layer][expert]) {
+    if (slots_[layer][s].rank == rank) return true;
+  }
+  return false;
+}
+
 int ExpertPlacement::CountOwned(int rank) const {
   int n = 0;
-  for (const auto& row : table_)
-    for (int r : row) n += (r == rank);
+  for (const auto& layer : slots_)
+    for (const ExpertSlot& s : layer) n += (s.rank == rank);
   return n;
 }
 
 std::string ExpertPlacement::Describe() const {
+  auto same_slots = [](const std::vector<ExpertSlot>& a, const std::vector<ExpertSlot>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t s = 0; s < a.size(); ++s) {
+      if (a[s].rank != b[s].rank || a[s].expert != b[s].expert) return false;
+    }
+    return true;
+  };
   bool uniform = true;
-  for (const auto& row : table_) uniform = uniform && row == table_[0];
+  for (const auto& layer : slots_) uniform = uniform && same_slots(layer, slots_[0]);
   std::string out;
   if (uniform) {
     for (int r = 1; r <= n_workers_; ++r) {
       std::vector<int> experts;
-      for (int e = 0; e < n_experts(); ++e)
-        if (table_[0][e] == r) experts.push_back(e);
+      for (const ExpertSlot& s : slots_[0])
+        if (s.rank == r) experts.push_back(s.expert);
       absl::StrAppend(&out, "  worker rank ", r, ": experts ", absl::StrJoin(experts, ","),
                       " of every layer\n");
     }
-  } else {
-    for (size_t l = 0; l < table_.size(); ++l) {
+    return out;
+  }
+  for (size_t l = 0; l < slots_.size(); ++l) {
+    if (slots_[l].size() == static_cast<size_t>(n_experts_)) {
       absl::StrAppend(&out, "  layer ", l, ": expert->rank ", absl::StrJoin(table_[l], " "), "\n");
+      continue;
     }
+    absl::StrAppend(&out, "  layer ", l, ": slot expert@rank");
+    for (const ExpertSlot& s : slots_[l]) absl::StrAppend(&out, " ", s.expert, "@", s.rank);
+    absl::StrAppend(&out, "\n");
   }
   return out;
 }

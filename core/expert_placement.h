@@ -1,4 +1,10 @@
-// ExpertPlacement: which worker rank hosts each expert of each layer.
+// ExpertPlacement: where each expert of each layer lives, as physical slots on worker ranks.
+//
+// Per layer, slots are numbered 0, 1, 2, ... across all ranks; each slot holds one logical expert
+// on one rank, and a logical expert may fill several slots (replicas of a hot expert, on several
+// ranks). The router picks logical experts; the dispatch plan picks one of the expert's slots.
+// Today's placement files and the contiguous default give every expert exactly one slot, slot e
+// holding expert e.
 #pragma once
 
 #include <string>
@@ -7,6 +13,12 @@
 #include "absl/status/statusor.h"
 
 namespace moe {
+
+// One physical expert slot of a layer.
+struct ExpertSlot {
+  int rank = 0;    // the worker rank hosting it (0: the process itself, in-process exchange only)
+  int expert = 0;  // the logical expert whose weights it runs
+};
 
 class ExpertPlacement {
  public:
@@ -24,25 +36,46 @@ class ExpertPlacement {
   static absl::StatusOr<ExpertPlacement> FromFile(const std::string& path, int n_layers,
                                                   int n_experts, int n_workers);
 
-  // From an explicit table [layer][expert] -> rank, validated like a file.
+  // From an explicit table [layer][expert] -> rank (one slot per expert), validated like a file.
   static absl::StatusOr<ExpertPlacement> FromTable(std::vector<std::vector<int>> table, int n_workers);
 
-  int owner(int layer, int expert) const { return table_[layer][expert]; }
-  bool Owns(int rank, int layer, int expert) const { return table_[layer][expert] == rank; }
-  int n_layers() const { return static_cast<int>(table_.size()); }
-  int n_experts() const { return table_.empty() ? 0 : static_cast<int>(table_[0].size()); }
+  // From slots [layer][slot], validated: ranks in 1..n_workers, experts in [0, n_experts), every
+  // expert of every layer in at least one slot, every worker hosting at least one slot.
+  static absl::StatusOr<ExpertPlacement> FromSlots(std::vector<std::vector<ExpertSlot>> slots,
+                                                   int n_experts, int n_workers);
+
+  // The whole model in one process (the in-process exchange): one slot per expert, on rank 0.
+  static ExpertPlacement InProcess(int n_layers, int n_experts);
+
+  // Slots of one layer, by slot number.
+  const std::vector<ExpertSlot>& slots(int layer) const { return slots_[layer]; }
+  int n_slots(int layer) const { return static_cast<int>(slots_[layer].size()); }
+  // The slots holding `expert` in `layer` ([1 or more], ascending).
+  const std::vector<int>& replicas(int layer, int expert) const { return replicas_[layer][expert]; }
+
+  // The rank of the expert's first slot (its only one unless replicated).
+  int owner(int layer, int expert) const { return slots_[layer][replicas_[layer][expert][0]].rank; }
+  // Whether `rank` hosts a slot of `expert`, and so loads its weights.
+  bool Owns(int rank, int layer, int expert) const;
+  int n_layers() const { return static_cast<int>(slots_.size()); }
+  int n_experts() const { return n_experts_; }
   int n_workers() const { return n_workers_; }
+  // [layer][expert] -> owner(layer, expert): the placement as today's file format writes it.
   const std::vector<std::vector<int>>& table() const { return table_; }
-  // Experts (of every layer) hosted by `rank`.
+  // Slots (of every layer) hosted by `rank`.
   int CountOwned(int rank) const;
 
   // Human-readable table for start-up logs: one line per worker, or per layer when layers differ.
   std::string Describe() const;
 
  private:
-  absl::Status Validate() const;
+  // Checks the slots (ranks from lowest_rank to n_workers_) and derives replicas_ and table_.
+  absl::Status Index(int lowest_rank);
 
-  std::vector<std::vector<int>> table_;  // [layer][expert] -> worker rank
+  std::vector<std::vector<ExpertSlot>> slots_;        // [layer][slot]
+  std::vector<std::vector<std::vector<int>>> replicas_;  // [layer][expert] -> its slots
+  std::vector<std::vector<int>> table_;                // [layer][expert] -> owner rank
+  int n_experts_ = 0;
   int n_workers_ = 0;
 };
 

@@ -12,7 +12,7 @@
 #include "core/cluster_setup.h"
 #include "core/cluster_exchange.h"
 #include "core/data_plane.h"
-#include "worker/expert_host.h"
+#include "core/expert_host.h"
 #include "worker/load_recorder.h"
 #include "worker/telemetry_reporter.h"
 
@@ -25,7 +25,7 @@ void OnSignal(int) { g_stop = true; }
 // A worker that could not load: it must still answer the shutdown that follows.
 class RefusingRunner : public ExpertRunner {
  public:
-  absl::Status RunExperts(const ExpertBatch&, float*) override {
+  absl::Status RunExperts(const ExpertLayout&, const float*, float*) override {
     return absl::FailedPreconditionError("this worker failed to start");
   }
 };
@@ -66,7 +66,7 @@ int Main(int argc, char** argv) {
   if (weights.ok()) {
     absl::StatusOr<std::unique_ptr<kernels::Backend>> made = cli::MakeBackend(device);
     absl::StatusOr<std::unique_ptr<ExpertHost>> hosted =
-        made.ok() ? ExpertHost::Create(weights->get(), made->get()) : made.status();
+        made.ok() ? ExpertHost::Create(weights->get(), &*placement, made->get()) : made.status();
     if (hosted.ok()) {
       backend = std::move(*made);
       host = std::move(*hosted);

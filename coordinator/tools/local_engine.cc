@@ -16,9 +16,12 @@ absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Create(
   e->timed_ = timed;
   e->backend_ = std::move(backend);
   MOE_ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(model_dir));
-  MOE_ASSIGN_OR_RETURN(e->experts_, ExpertHost::Create(e->weights_.get(), e->backend_.get(), e->times(),
-                                                     /*time_experts=*/timed));
-  e->exchange_ = std::make_unique<InProcessExchange>(e->experts_.get());
+  const MixtralConfig& c = e->weights_->config;
+  e->placement_ = ExpertPlacement::InProcess(c.num_hidden_layers, c.num_local_experts);
+  MOE_ASSIGN_OR_RETURN(e->experts_,
+                       ExpertHost::Create(e->weights_.get(), &e->placement_, e->backend_.get(),
+                                          e->times(), /*time_experts=*/timed));
+  e->exchange_ = std::make_unique<InProcessExchange>(e->experts_.get(), &e->placement_);
   MOE_ASSIGN_OR_RETURN(e->runner_, ModelRunner::Create(e->weights_.get(), e->exchange_.get(),
                                                        e->backend_.get(), e->times()));
   return e;

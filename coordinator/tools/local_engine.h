@@ -8,10 +8,11 @@
 #include "absl/status/statusor.h"
 #include "coordinator/model_runner.h"
 #include "core/expert_exchange.h"
+#include "core/expert_host.h"
+#include "core/expert_placement.h"
 #include "core/model_weights.h"
 #include "core/op_timer.h"
 #include "kernels/backend.h"
-#include "worker/expert_host.h"
 
 namespace moe {
 
@@ -36,6 +37,7 @@ class LocalEngine {
   OpTimes times_;
   std::unique_ptr<kernels::Backend> backend_;
   std::unique_ptr<ModelWeights> weights_;
+  ExpertPlacement placement_;  // every expert in one slot, in this process
   std::unique_ptr<ExpertHost> experts_;
   std::unique_ptr<InProcessExchange> exchange_;
   std::unique_ptr<ModelRunner> runner_;

@@ -9,7 +9,6 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/packed_matmul.h"
 #include "kernels/cpu/thread_pool.h"
-#include "worker/expert_host.h"
 
 namespace moe {
 namespace {
@@ -118,32 +117,6 @@ TEST_F(ModelRunnerTest, ChunkedPrefillGeneratesTheSameTokens) {
   auto chunked = Generate(engine_->runner(), tokenizer->get(), r, /*prefill_chunk=*/3);
   ASSERT_TRUE(whole.ok() && chunked.ok());
   EXPECT_EQ(whole->tokens, chunked->tokens);
-}
-
-TEST(ExpertHostTest, RefusesExpertsItDoesNotHost) {
-  LoadOptions opt;
-  opt.attention_side = false;
-  opt.owns_expert = [](int, int e) { return e == 0; };
-  auto w = LoadModelWeights(std::string(MOE_SOURCE_DIR) + "/tests/golden/swa_gqa4", opt);
-  ASSERT_TRUE(w.ok()) << w.status();
-  std::unique_ptr<kernels::Backend> backend = kernels::NewCpuBackend();
-  auto made = ExpertHost::Create(w->get(), backend.get());
-  ASSERT_TRUE(made.ok()) << made.status();
-  ExpertHost& host = **made;
-  ExpertBatch batch;
-  batch.layer = 1;
-  batch.hidden = (*w)->config.hidden_size;
-  batch.expert_offsets.assign((*w)->config.num_local_experts + 1, 1);
-  batch.expert_offsets[0] = 0;
-  batch.expert_offsets[2] = 2;  // one row for expert 0, one for expert 1
-  for (size_t e = 3; e < batch.expert_offsets.size(); ++e) batch.expert_offsets[e] = 2;
-  batch.rows.assign(2 * batch.hidden, 0.5f);
-  std::vector<float> out(batch.rows.size());
-  const absl::Status s = host.RunExperts(batch, out.data());
-  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(std::string(s.message()).find("layer 1 expert 1 is not hosted here"), std::string::npos);
-  batch.layer = 7;
-  EXPECT_EQ(host.RunExperts(batch, out.data()).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

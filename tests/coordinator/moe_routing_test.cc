@@ -1,55 +1,75 @@
 #include "coordinator/moe_routing.h"
 
-#include <cmath>
-
 #include "gtest/gtest.h"
 
 namespace moe {
 namespace {
 
-TEST(RouteTopKTest, SoftmaxTopKRenormalise) {
-  // Token 0 prefers experts 2 then 0; token 1 prefers 3 then 1.
-  const float logits[] = {1.0f, 0.0f, 2.0f, -1.0f, /**/ 0.0f, 0.5f, 0.1f, 3.0f};
-  const Routing r = RouteTopK(logits, 2, 4, 2);
-  EXPECT_EQ(r.expert, (std::vector<int32_t>{2, 0, 3, 1}));
-  // Renormalised top-2 of a softmax is the softmax of the two logits.
-  const float w0 = 1.0f / (1.0f + std::exp(-1.0f));
-  EXPECT_NEAR(r.weight[0], w0, 1e-6);
-  EXPECT_NEAR(r.weight[1], 1 - w0, 1e-6);
-  EXPECT_NEAR(r.weight[2] + r.weight[3], 1.0f, 1e-6);
-}
-
-TEST(RouteTopKTest, TopOneWeighsOne) {
-  const float logits[] = {0.3f, 0.9f, 0.1f};
-  const Routing r = RouteTopK(logits, 1, 3, 1);
-  EXPECT_EQ(r.expert[0], 1);
-  EXPECT_FLOAT_EQ(r.weight[0], 1.0f);
-}
-
-TEST(ExpertBatchTest, GroupsRowsByExpertAndCombinesBack) {
-  const int64_t n = 3, hidden = 2;
+// Three tokens, top-2 over three experts.
+Routing ThreeTokens() {
   Routing r;
   r.top_k = 2;
   r.expert = {1, 0, /**/ 1, 2, /**/ 0, 1};
   r.weight = {0.75f, 0.25f, 0.5f, 0.5f, 0.9f, 0.1f};
-  const std::vector<float> x = {1, 2, 3, 4, 5, 6};
-  ExpertBatch batch;
-  std::vector<int64_t> slot;
-  BuildExpertBatch(r, x.data(), n, hidden, 3, /*layer=*/4, &batch, &slot);
-  EXPECT_EQ(batch.layer, 4);
-  EXPECT_EQ(batch.expert_offsets, (std::vector<int64_t>{0, 2, 5, 6}));
+  return r;
+}
+
+// Every choice's row holds its token, and the rows of a slot are the slot's choices.
+void ExpectConsistent(const Routing& r, const DispatchPlan& plan, const ExpertPlacement& p,
+                      int layer) {
+  for (size_t i = 0; i < r.expert.size(); ++i) {
+    const int64_t row = plan.row_of_choice[i];
+    const int slot = plan.slot_of_choice[i];
+    EXPECT_EQ(plan.source_token[row], static_cast<int64_t>(i) / r.top_k) << i;
+    EXPECT_GE(row, plan.layout.slot_offsets[slot]) << i;
+    EXPECT_LT(row, plan.layout.slot_offsets[slot + 1]) << i;
+    EXPECT_EQ(p.slots(layer)[slot].expert, r.expert[i]) << i;
+  }
+}
+
+TEST(PlanDispatchTest, OneSlotPerExpertGroupsByExpertInTokenOrder) {
+  const Routing r = ThreeTokens();
+  const ExpertPlacement p = ExpertPlacement::InProcess(/*n_layers=*/5, /*n_experts=*/3);
+  DispatchPlan plan;
+  PlanDispatch(r, 3, p, /*layer=*/4, /*hidden=*/2, &plan);
+  EXPECT_EQ(plan.layout.layer, 4);
+  EXPECT_EQ(plan.layout.hidden, 2);
+  EXPECT_EQ(plan.layout.slot_offsets, (std::vector<int64_t>{0, 2, 5, 6}));
+  EXPECT_EQ(plan.slot_of_choice, (std::vector<int32_t>{1, 0, 1, 2, 0, 1}));
   // Expert 0 gets tokens 0 and 2, expert 1 tokens 0, 1, 2, expert 2 token 1, each in token order.
-  EXPECT_EQ(batch.rows, (std::vector<float>{1, 2, 5, 6, 1, 2, 3, 4, 5, 6, 3, 4}));
-  // Fake experts: expert e multiplies by (e + 1).
-  std::vector<float> out(batch.rows.size());
-  for (int e = 0; e < 3; ++e)
-    for (int64_t row = batch.expert_offsets[e]; row < batch.expert_offsets[e + 1]; ++row)
-      for (int c = 0; c < hidden; ++c) out[row * hidden + c] = batch.rows[row * hidden + c] * (e + 1);
-  std::vector<float> residual(6, 10.0f);
-  CombineExpertOutputs(r, slot, out.data(), n, hidden, residual.data());
-  // token 0: 0.75 * 2x + 0.25 * 1x = 1.75x; token 1: 0.5 * 2x + 0.5 * 3x = 2.5x; token 2: 0.9x + 0.2x.
-  const std::vector<float> want = {10 + 1.75f, 10 + 3.5f, 10 + 7.5f, 10 + 10.0f, 10 + 5.5f, 10 + 6.6f};
-  for (int i = 0; i < 6; ++i) EXPECT_NEAR(residual[i], want[i], 1e-5) << i;
+  EXPECT_EQ(plan.source_token, (std::vector<int64_t>{0, 2, 0, 1, 2, 1}));
+  EXPECT_EQ(plan.row_of_choice, (std::vector<int64_t>{2, 0, 3, 5, 1, 4}));
+  ExpectConsistent(r, plan, p, 4);
+}
+
+TEST(PlanDispatchTest, PlansToThePlacementsSlots) {
+  // Layer 1 numbers its slots unlike its experts and holds expert 1 twice: slot 0 = expert 2 on
+  // rank 2, slot 1 = expert 1 on rank 1, slot 2 = expert 0 on rank 1, slot 3 = expert 1 on rank 2.
+  auto p = ExpertPlacement::FromSlots({{{1, 0}, {1, 1}, {2, 2}}, {{2, 2}, {1, 1}, {1, 0}, {2, 1}}},
+                                      /*n_experts=*/3, /*n_workers=*/2);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->replicas(1, 1), (std::vector<int>{1, 3}));
+  EXPECT_EQ(p->owner(1, 1), 1);
+  EXPECT_TRUE(p->Owns(2, 1, 1));
+  const Routing r = ThreeTokens();
+  DispatchPlan plan;
+  PlanDispatch(r, 3, *p, /*layer=*/1, /*hidden=*/2, &plan);
+  // Expert 1's choices all go to its first replica (slot 1) until a load rule spreads them.
+  EXPECT_EQ(plan.slot_of_choice, (std::vector<int32_t>{1, 2, 1, 0, 2, 1}));
+  EXPECT_EQ(plan.layout.slot_offsets, (std::vector<int64_t>{0, 1, 4, 6, 6}));
+  EXPECT_EQ(plan.source_token, (std::vector<int64_t>{1, 0, 1, 2, 0, 2}));
+  ExpectConsistent(r, plan, *p, 1);
+  EXPECT_TRUE(ValidateLayout(plan.layout, *p).ok());
+}
+
+TEST(PlanDispatchTest, NoTokensPlansAnEmptyLayout) {
+  Routing r;
+  r.top_k = 2;
+  const ExpertPlacement p = ExpertPlacement::InProcess(2, 4);
+  DispatchPlan plan;
+  PlanDispatch(r, 0, p, 0, 8, &plan);
+  EXPECT_EQ(plan.layout.slot_offsets, (std::vector<int64_t>(5, 0)));
+  EXPECT_EQ(plan.layout.n_rows(), 0);
 }
 
 }  // namespace
