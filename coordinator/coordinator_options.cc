@@ -9,6 +9,7 @@ namespace moe {
 absl::Status CoordinatorOptions::Validate() const {
   if (model_dir.empty()) return absl::InvalidArgumentError("--model is required");
   if (!(worker_timeout_seconds > 0)) return absl::InvalidArgumentError("--worker-timeout-s must be > 0");
+  if (expert_slots < 0) return absl::InvalidArgumentError("--expert-slots must be >= 0");
   if (mode != CoordinatorMode::kServe) return absl::OkStatus();
   if (absl::Status s = serve.scheduler.Validate(); !s.ok()) return s;
   if (!(serve.shutdown_grace_seconds >= 0)) {

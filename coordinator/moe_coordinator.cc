@@ -3,7 +3,8 @@
 // when every rank is on a GPU). Serves gRPC, or runs one-shot modes that mirror the
 // single-process tools (logits dump, generation, benchmark), so the distributed path can be
 // checked against them.
-//   mpirun -np 1 moe-coordinator --model DIR [--placement F] MODE : -np W moe-worker --model DIR
+//   mpirun -np 1 moe-coordinator --model DIR [--placement F] [--expert-slots S] MODE
+//       : -np W moe-worker --model DIR
 //
 // Main reads the flags into CoordinatorOptions and validates them before MPI starts, then
 // StartCluster brings the ranks up (every collective of the start-up, in the workers' order),
@@ -30,6 +31,9 @@
 
 ABSL_FLAG(std::string, placement, "",
           "JSON expert placement file (default: contiguous blocks of experts per worker)");
+ABSL_FLAG(int, expert_slots, 0,
+          "most expert slots (experts and replicas) a worker hosts per layer; a placement over it "
+          "fails at start-up (0: no limit; a placement file's \"expert_slots\" must agree)");
 ABSL_FLAG(double, worker_timeout_s, 10.0,
           "fail the step when a worker has not answered for this long (must exceed one step's "
           "expert time)");
@@ -68,6 +72,7 @@ absl::StatusOr<CoordinatorOptions> OptionsFromFlags() {
   CoordinatorOptions o;
   o.model_dir = cli::ModelDir();
   o.placement_file = absl::GetFlag(FLAGS_placement);
+  o.expert_slots = absl::GetFlag(FLAGS_expert_slots);
   o.device = cli::DeviceFlags();
   absl::StatusOr<Transport> exchange = ParseTransport(absl::GetFlag(FLAGS_exchange));
   if (!exchange.ok()) return exchange.status();
@@ -142,9 +147,12 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
     if (!config.ok()) return config.status();
     if (!o.placement_file.empty()) {
       return ExpertPlacement::FromFile(o.placement_file, config->num_hidden_layers,
-                                       config->num_local_experts, n_workers);
+                                       config->num_local_experts, n_workers, o.expert_slots);
     }
-    return ExpertPlacement::Contiguous(config->num_hidden_layers, config->num_local_experts, n_workers);
+    absl::StatusOr<ExpertPlacement> contiguous =
+        ExpertPlacement::Contiguous(config->num_hidden_layers, config->num_local_experts, n_workers);
+    if (contiguous.ok()) MOE_RETURN_IF_ERROR(contiguous->CheckSlotBudget(o.expert_slots));
+    return contiguous;
   }();
   cluster->placement = SharePlacement(&placement);
   if (!placement.ok()) return placement.status();
@@ -289,7 +297,7 @@ int EndCluster(absl::Status status, const CoordinatorOptions& o, Cluster* cluste
 
 int Main(int argc, char** argv) {
   cli::Init(argc, argv,
-            "mpirun -np 1 moe-coordinator --model DIR [--placement F] "
+            "mpirun -np 1 moe-coordinator --model DIR [--placement F] [--expert-slots S] "
             "(--listen HOST:PORT | --tokens 1,2,3 --out F.npy [--incremental] | --prompt TEXT ... | "
             "--bench) : "
             "-np W moe-worker --model DIR");

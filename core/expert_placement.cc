@@ -40,29 +40,56 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::Contiguous(int n_layers, int n_
 }
 
 absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& json_text, int n_layers,
-                                                          int n_experts, int n_workers) {
+                                                          int n_experts, int n_workers,
+                                                          int expert_slots) {
   const auto j = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("placement: not a JSON object");
-  auto read_row = [&](const nlohmann::json& row, int layer) -> absl::StatusOr<std::vector<int>> {
+  // One layer's slots: per expert in order, one per listed rank in the listed order.
+  auto read_row = [&](const nlohmann::json& row, int layer) -> absl::StatusOr<std::vector<ExpertSlot>> {
     if (!row.is_array() || static_cast<int>(row.size()) != n_experts) {
       return absl::InvalidArgumentError(absl::StrCat("placement: layer ", layer, " must list ",
                                                      n_experts, " worker ranks, one per expert"));
     }
-    std::vector<int> out;
+    std::vector<ExpertSlot> out;
     for (size_t e = 0; e < row.size(); ++e) {
-      if (!row[e].is_number_integer()) {
+      const int expert = static_cast<int>(e);
+      if (row[e].is_number_integer()) {
+        out.push_back({row[e].get<int>(), expert});
+        continue;
+      }
+      if (!row[e].is_array()) {
         return absl::InvalidArgumentError(absl::StrCat("placement: layer ", layer, " expert ", e,
                                                        " is unowned (expected a worker rank, got ",
                                                        row[e].dump(), ")"));
       }
-      out.push_back(row[e].get<int>());
+      if (row[e].empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "placement: layer ", layer, " expert ", e, " has an empty list of worker ranks"));
+      }
+      const size_t first = out.size();
+      for (const nlohmann::json& rank : row[e]) {
+        if (!rank.is_number_integer()) {
+          return absl::InvalidArgumentError(absl::StrCat("placement: layer ", layer, " expert ", e,
+                                                         " lists ", rank.dump(),
+                                                         ", not a worker rank"));
+        }
+        const int r = rank.get<int>();
+        // A second replica on one rank would run the same weights there and add nothing.
+        for (size_t i = first; i < out.size(); ++i) {
+          if (out[i].rank == r) {
+            return absl::InvalidArgumentError(absl::StrCat("placement: layer ", layer, " expert ", e,
+                                                           " lists worker rank ", r, " twice"));
+          }
+        }
+        out.push_back({r, expert});
+      }
     }
     return out;
   };
-  std::vector<std::vector<int>> table;
+  std::vector<std::vector<ExpertSlot>> slots;
   if (j.contains("experts")) {
-    MOE_ASSIGN_OR_RETURN(std::vector<int> row, read_row(j["experts"], 0));
-    table.assign(static_cast<size_t>(n_layers), row);
+    MOE_ASSIGN_OR_RETURN(std::vector<ExpertSlot> row, read_row(j["experts"], 0));
+    slots.assign(static_cast<size_t>(n_layers), row);
   } else if (j.contains("layers")) {
     const auto& layers = j["layers"];
     if (!layers.is_array() || static_cast<int>(layers.size()) != n_layers) {
@@ -70,13 +97,31 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& jso
           absl::StrCat("placement: \"layers\" must hold ", n_layers, " tables, one per layer"));
     }
     for (int l = 0; l < n_layers; ++l) {
-      MOE_ASSIGN_OR_RETURN(std::vector<int> row, read_row(layers[l], l));
-      table.push_back(std::move(row));
+      MOE_ASSIGN_OR_RETURN(std::vector<ExpertSlot> row, read_row(layers[l], l));
+      slots.push_back(std::move(row));
     }
   } else {
     return absl::InvalidArgumentError("placement: expected an \"experts\" or a \"layers\" field");
   }
-  return FromTable(std::move(table), n_workers);
+  int budget = expert_slots;
+  if (j.contains("expert_slots")) {
+    const auto& in_file = j["expert_slots"];
+    if (!in_file.is_number_integer() || in_file.get<int64_t>() < 0 ||
+        in_file.get<int64_t>() > 1 << 20) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "placement: \"expert_slots\" must be a count of slots >= 0, got ", in_file.dump()));
+    }
+    const int file_budget = in_file.get<int>();
+    if (expert_slots > 0 && file_budget != expert_slots) {
+      return absl::InvalidArgumentError(absl::StrCat("placement: \"expert_slots\": ", file_budget,
+                                                     " disagrees with --expert-slots ",
+                                                     expert_slots));
+    }
+    budget = file_budget;
+  }
+  MOE_ASSIGN_OR_RETURN(ExpertPlacement p, FromSlots(std::move(slots), n_experts, n_workers));
+  MOE_RETURN_IF_ERROR(p.CheckSlotBudget(budget));
+  return p;
 }
 
 absl::StatusOr<ExpertPlacement> ExpertPlacement::FromTable(std::vector<std::vector<int>> table,
@@ -118,12 +163,13 @@ ExpertPlacement ExpertPlacement::InProcess(int n_layers, int n_experts) {
 }
 
 absl::StatusOr<ExpertPlacement> ExpertPlacement::FromFile(const std::string& path, int n_layers,
-                                                          int n_experts, int n_workers) {
+                                                          int n_experts, int n_workers,
+                                                          int expert_slots) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open placement file ", path));
   std::stringstream ss;
   ss << in.rdbuf();
-  auto p = FromJson(ss.str(), n_layers, n_experts, n_workers);
+  auto p = FromJson(ss.str(), n_layers, n_experts, n_workers, expert_slots);
   if (!p.ok()) return absl::Status(p.status().code(), absl::StrCat(path, ": ", p.status().message()));
   return p;
 }
@@ -171,6 +217,27 @@ int ExpertPlacement::CountOwned(int rank) const {
   return n;
 }
 
+int ExpertPlacement::CountSlots(int rank, int layer) const {
+  int n = 0;
+  for (const ExpertSlot& s : slots_[layer]) n += (s.rank == rank);
+  return n;
+}
+
+absl::Status ExpertPlacement::CheckSlotBudget(int expert_slots) const {
+  if (expert_slots <= 0) return absl::OkStatus();
+  for (int l = 0; l < n_layers(); ++l) {
+    for (int r = 1; r <= n_workers_; ++r) {
+      const int n = CountSlots(r, l);
+      if (n > expert_slots) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "placement: worker rank ", r, " hosts ", n, " expert slots of layer ", l,
+            ", over the budget of ", expert_slots, " per layer (--expert-slots)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::string ExpertPlacement::Describe() const {
   auto same_slots = [](const std::vector<ExpertSlot>& a, const std::vector<ExpertSlot>& b) {
     if (a.size() != b.size()) return false;
@@ -179,10 +246,16 @@ std::string ExpertPlacement::Describe() const {
     }
     return true;
   };
+  // An expert's ranks in slot order, replicas joined by '+', as a file lists them.
+  auto ranks_of = [&](int l, int e) {
+    std::vector<int> ranks;
+    for (int s : replicas_[l][e]) ranks.push_back(slots_[l][s].rank);
+    return absl::StrJoin(ranks, "+");
+  };
   bool uniform = true;
   for (const auto& layer : slots_) uniform = uniform && same_slots(layer, slots_[0]);
   std::string out;
-  if (uniform) {
+  if (uniform && !slots_.empty()) {
     for (int r = 1; r <= n_workers_; ++r) {
       std::vector<int> experts;
       for (const ExpertSlot& s : slots_[0])
@@ -190,11 +263,26 @@ std::string ExpertPlacement::Describe() const {
       absl::StrAppend(&out, "  worker rank ", r, ": experts ", absl::StrJoin(experts, ","),
                       " of every layer\n");
     }
+    std::vector<std::string> replicated;
+    for (int e = 0; e < n_experts_; ++e) {
+      if (replicas_[0][e].size() > 1) replicated.push_back(absl::StrCat(e, " on ", ranks_of(0, e)));
+    }
+    if (!replicated.empty()) {
+      absl::StrAppend(&out, "  replicated experts (on ranks): ", absl::StrJoin(replicated, ", "),
+                      "\n");
+    }
     return out;
   }
   for (size_t l = 0; l < slots_.size(); ++l) {
-    if (slots_[l].size() == static_cast<size_t>(n_experts_)) {
-      absl::StrAppend(&out, "  layer ", l, ": expert->rank ", absl::StrJoin(table_[l], " "), "\n");
+    // Slots numbered in expert order (every file's numbering) read as the file's table.
+    bool expert_order = true;
+    for (size_t s = 1; s < slots_[l].size(); ++s) {
+      expert_order = expert_order && slots_[l][s - 1].expert <= slots_[l][s].expert;
+    }
+    if (expert_order) {
+      std::vector<std::string> entries;
+      for (int e = 0; e < n_experts_; ++e) entries.push_back(ranks_of(static_cast<int>(l), e));
+      absl::StrAppend(&out, "  layer ", l, ": expert->rank ", absl::StrJoin(entries, " "), "\n");
       continue;
     }
     absl::StrAppend(&out, "  layer ", l, ": slot expert@rank");

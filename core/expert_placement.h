@@ -2,9 +2,9 @@
 //
 // Per layer, slots are numbered 0, 1, 2, ... across all ranks; each slot holds one logical expert
 // on one rank, and a logical expert may fill several slots (replicas of a hot expert, on several
-// ranks). The router picks logical experts; the dispatch plan picks one of the expert's slots.
-// Today's placement files and the contiguous default give every expert exactly one slot, slot e
-// holding expert e.
+// ranks). The router picks logical experts; the dispatch plan
+// (coordinator/moe_routing.h) picks one of the expert's slots. A placement without replicas has
+// one slot per expert, slot e holding expert e.
 #pragma once
 
 #include <string>
@@ -30,11 +30,19 @@ class ExpertPlacement {
   // Reads a JSON placement file. Either one table for every layer or one per layer:
   //   {"experts": [1, 1, 2, 2, 3, 3, 4, 4]}
   //   {"layers": [[1, 2, 3, 4, 1, 2, 3, 4], [4, 3, 2, 1, 4, 3, 2, 1], ...]}
-  // Entries are worker ranks. Validated against the model and the worker count.
+  // An entry is a worker rank, or a list of distinct worker ranks: one replica (slot) of that
+  // expert on each, e.g. {"experts": [[1, 2], 1, 2, [2, 1]]}. A layer's slots are numbered in
+  // expert order, then in the listed order within an entry (there: slots 0, 1 = expert 0 on ranks
+  // 1, 2; slot 2 = expert 1; slot 3 = expert 2; slots 4, 5 = expert 3 on ranks 2, 1). An optional
+  // top-level "expert_slots": S is a budget (CheckSlotBudget); expert_slots > 0 (the
+  // --expert-slots flag) must then agree with it, and applies alone when the file has none.
+  // Validated against the model, the worker count and the budget.
   static absl::StatusOr<ExpertPlacement> FromJson(const std::string& json_text, int n_layers,
-                                                  int n_experts, int n_workers);
+                                                  int n_experts, int n_workers,
+                                                  int expert_slots = 0);
   static absl::StatusOr<ExpertPlacement> FromFile(const std::string& path, int n_layers,
-                                                  int n_experts, int n_workers);
+                                                  int n_experts, int n_workers,
+                                                  int expert_slots = 0);
 
   // From an explicit table [layer][expert] -> rank (one slot per expert), validated like a file.
   static absl::StatusOr<ExpertPlacement> FromTable(std::vector<std::vector<int>> table, int n_workers);
@@ -62,8 +70,15 @@ class ExpertPlacement {
   int n_workers() const { return n_workers_; }
   // [layer][expert] -> owner(layer, expert): the placement as today's file format writes it.
   const std::vector<std::vector<int>>& table() const { return table_; }
-  // Slots (of every layer) hosted by `rank`.
+  // Slots (of every layer) hosted by `rank`: its (layer, expert) pairs when, as in every file, no
+  // rank holds an expert twice.
   int CountOwned(int rank) const;
+  // Slots of `layer` hosted by `rank`.
+  int CountSlots(int rank, int layer) const;
+
+  // Every worker hosts at most `expert_slots` slots of every layer (0: no limit). InvalidArgument
+  // naming the first worker and layer over it, and its count, otherwise.
+  absl::Status CheckSlotBudget(int expert_slots) const;
 
   // Human-readable table for start-up logs: one line per worker, or per layer when layers differ.
   std::string Describe() const;

@@ -40,6 +40,7 @@ void LoadAggregator::ApplyResetLocked() {
   reset_at_ = Now();
   steps_ = tokens_ = 0;
   expert_tokens_.assign(cells, 0);
+  worker_tokens_.assign(layers * (static_cast<size_t>(n_workers_) + 1), 0);
   window_.assign(kWindowBuckets, std::vector<int64_t>(cells, 0));
   window_id_.assign(kWindowBuckets, -1);
   pairs_.assign(layers, 0);
@@ -118,6 +119,16 @@ void LoadAggregator::OnForward(absl::Span<const RoutedToken> tokens, absl::Span<
     }
     prev.position = tokens[row].position;
   }
+  // Rows per worker as the exchange sent them: the split over replicas is a deterministic function
+  // of the routing and the placement, so replaying it here counts what ran.
+  if (n_workers_ > 0) {
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    const size_t ranks = static_cast<size_t>(n_workers_) + 1;
+    for (int l = 0; l < L; ++l) {
+      PlanDispatch(routing[l], n, *options_.placement, l, /*hidden=*/0, &plan_);
+      for (size_t r = 1; r < ranks; ++r) worker_tokens_[static_cast<size_t>(l) * ranks + r] += plan_.rank_load[r];
+    }
+  }
 }
 
 void LoadAggregator::OnSequenceEnd(uint64_t sequence_id) {
@@ -158,7 +169,7 @@ absl::Status LoadAggregator::OnWorkerReport(const WorkerReport& report) {
   }
   for (const ExpertLoad& e : report.experts) {
     if (e.layer < 0 || e.layer >= options_.n_layers || e.expert < 0 || e.expert >= options_.n_experts ||
-        options_.placement->owner(e.layer, e.expert) != rank || !count_ok(e.tokens) ||
+        !options_.placement->Owns(rank, e.layer, e.expert) || !count_ok(e.tokens) ||
         !seconds_ok(e.busy_seconds)) {
       return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " counts layer ", e.layer,
                                                      " expert ", e.expert, ", which it does not host, or "
@@ -213,11 +224,11 @@ LoadSnapshot LoadAggregator::Snapshot() const {
       layer.expert_window_tokens.push_back(in_window);
       expert_loads[l].push_back(static_cast<double>(n));
       window[e] = static_cast<double>(in_window);
-      if (W > 0) {
-        const int owner = options_.placement->owner(l, e);
-        worker_loads[l][owner - 1] += static_cast<double>(n);
-        routed[owner] += n;
-      }
+    }
+    for (int r = 1; r <= W; ++r) {
+      const int64_t n = worker_tokens_[static_cast<size_t>(l) * (W + 1) + r];
+      worker_loads[l][r - 1] = static_cast<double>(n);
+      routed[r] += n;
     }
     for (double w : worker_loads[l]) layer.worker_tokens.push_back(static_cast<int64_t>(w));
     layer.expert_imbalance = ComputeImbalance(expert_loads[l]);

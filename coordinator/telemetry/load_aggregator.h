@@ -1,6 +1,7 @@
 // LoadAggregator: the coordinator's picture of expert load. It merges three sources:
 //  - the routing of every forward step (it is a RoutingObserver): per (layer, expert) token-choices
-//    since reset and over a sliding window, per-worker load by the placement, temporal locality;
+//    since reset and over a sliding window, per-worker load as the dispatch plan gave it out
+//    (replicas included: PlanDispatch replayed on the same routing), temporal locality;
 //  - every exchange (an ExchangeObserver): the straggler cost, from each worker's compute time;
 //  - the workers' own reports, arriving over gRPC (OnWorkerReport).
 // Snapshot() turns them into the LoadSnapshot (core/load_telemetry.h) that GetLoad, WatchLoad,
@@ -20,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "coordinator/moe_routing.h"
 #include "coordinator/routing_observer.h"
 #include "core/exchange_telemetry.h"
 #include "core/expert_placement.h"
@@ -90,6 +92,8 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
   int64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t tokens_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int64_t> expert_tokens_ ABSL_GUARDED_BY(mu_);  // [layers * E]
+  std::vector<int64_t> worker_tokens_ ABSL_GUARDED_BY(mu_);  // [layers * (W + 1)] rows per rank
+  DispatchPlan plan_ ABSL_GUARDED_BY(mu_);  // reused: the replayed plan of one layer
   // Sliding window: a ring of buckets, each [layers * E], stamped with the bucket number it holds.
   std::vector<std::vector<int64_t>> window_ ABSL_GUARDED_BY(mu_);
   std::vector<int64_t> window_id_ ABSL_GUARDED_BY(mu_);

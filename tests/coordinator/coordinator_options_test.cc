@@ -32,6 +32,11 @@ TEST(CoordinatorOptionsTest, NamesTheFlagThatIsWrong) {
   o.worker_timeout_seconds = 0;
   EXPECT_EQ(Refusal(o), "--worker-timeout-s must be > 0");
   o = Serving();
+  o.expert_slots = -1;
+  EXPECT_EQ(Refusal(o), "--expert-slots must be >= 0");
+  o.expert_slots = 3;
+  EXPECT_EQ(Refusal(o), "");
+  o = Serving();
   o.telemetry_interval_ms = 5;
   EXPECT_EQ(Refusal(o), "--telemetry-interval-ms must be >= 10");
   o = Serving();
@@ -59,6 +64,9 @@ TEST(CoordinatorOptionsTest, ServingFlagsDoNotBindOneShotModes) {
   EXPECT_EQ(Refusal(o), "");
   o.worker_timeout_seconds = 0;  // every mode exchanges with the workers
   EXPECT_EQ(Refusal(o), "--worker-timeout-s must be > 0");
+  o.worker_timeout_seconds = 10;
+  o.expert_slots = -2;  // every mode makes a placement
+  EXPECT_EQ(Refusal(o), "--expert-slots must be >= 0");
 }
 
 TEST(CoordinatorOptionsTest, WorkersReachAWildcardListenerByHostName) {

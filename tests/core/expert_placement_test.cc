@@ -50,6 +50,105 @@ TEST(ExpertPlacementTest, SlotsAreValidated) {
   EXPECT_EQ(replicated->replicas(0, 0), (std::vector<int>{0, 2}));
 }
 
+TEST(ExpertPlacementTest, JsonListsGiveReplicasNumberedInExpertThenListedOrder) {
+  auto p = ExpertPlacement::FromJson(R"({"experts": [[1, 2], 1, 2, [2, 1]]})", 2, 4, 2);
+  ASSERT_TRUE(p.ok()) << p.status();
+  for (int l = 0; l < 2; ++l) {
+    ASSERT_EQ(p->n_slots(l), 6);
+    const std::vector<std::pair<int, int>> want = {{1, 0}, {2, 0}, {1, 1}, {2, 2}, {2, 3}, {1, 3}};
+    for (int s = 0; s < 6; ++s) {
+      EXPECT_EQ(p->slots(l)[s].rank, want[s].first) << s;
+      EXPECT_EQ(p->slots(l)[s].expert, want[s].second) << s;
+    }
+    EXPECT_EQ(p->replicas(l, 0), (std::vector<int>{0, 1}));
+    EXPECT_EQ(p->replicas(l, 1), std::vector<int>{2});
+    EXPECT_EQ(p->replicas(l, 3), (std::vector<int>{4, 5}));
+    EXPECT_EQ(p->CountSlots(1, l), 3);
+    EXPECT_EQ(p->CountSlots(2, l), 3);
+  }
+  EXPECT_EQ(p->owner(0, 3), 2);  // the first listed replica
+  EXPECT_EQ(p->table()[1], (std::vector<int>{1, 1, 2, 2}));
+  EXPECT_TRUE(p->Owns(1, 0, 3));
+  EXPECT_TRUE(p->Owns(2, 0, 0));
+  EXPECT_FALSE(p->Owns(1, 0, 2));
+  EXPECT_EQ(p->CountOwned(1), 6);
+  EXPECT_EQ(p->Describe(),
+            "  worker rank 1: experts 0,1,3 of every layer\n"
+            "  worker rank 2: experts 0,2,3 of every layer\n"
+            "  replicated experts (on ranks): 0 on 1+2, 3 on 2+1\n");
+
+  // Per layer, uneven: layer 0 replicates expert 1, layer 1 expert 0 on all three ranks.
+  auto per_layer =
+      ExpertPlacement::FromJson(R"({"layers": [[1, [3, 2], 3], [[2, 1, 3], 1, 2]]})", 2, 3, 3);
+  ASSERT_TRUE(per_layer.ok()) << per_layer.status();
+  EXPECT_EQ(per_layer->n_slots(0), 4);
+  EXPECT_EQ(per_layer->replicas(0, 1), (std::vector<int>{1, 2}));
+  EXPECT_EQ(per_layer->slots(0)[2].rank, 2);
+  EXPECT_EQ(per_layer->n_slots(1), 5);
+  EXPECT_EQ(per_layer->replicas(1, 0), (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(per_layer->replicas(1, 2), std::vector<int>{4});
+  EXPECT_EQ(per_layer->CountSlots(1, 1), 2);
+  EXPECT_EQ(per_layer->CountSlots(3, 0), 2);
+  EXPECT_EQ(per_layer->Describe(),
+            "  layer 0: expert->rank 1 3+2 3\n"
+            "  layer 1: expert->rank 2+1+3 1 2\n");
+  // Without replicas the start-up log reads as before.
+  auto plain = ExpertPlacement::FromJson(R"({"layers": [[1, 2, 2, 1], [2, 1, 1, 2]]})", 2, 4, 2);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->Describe(), "  layer 0: expert->rank 1 2 2 1\n  layer 1: expert->rank 2 1 1 2\n");
+}
+
+TEST(ExpertPlacementTest, BadReplicaListsNameLayerAndExpert) {
+  auto parse = [](const std::string& json) {
+    return ExpertPlacement::FromJson(json, 2, 4, 2).status();
+  };
+  absl::Status s = parse(R"({"experts": [1, [], 2, 2]})");
+  EXPECT_TRUE(Mentions(s, "placement: layer 0 expert 1 has an empty list of worker ranks")) << s;
+  s = parse(R"({"layers": [[1, 2, 2, 1], [1, [2, 2], 1, 2]]})");
+  EXPECT_TRUE(Mentions(s, "placement: layer 1 expert 1 lists worker rank 2 twice")) << s;
+  s = parse(R"({"experts": [1, [2, "x"], 2, 2]})");
+  EXPECT_TRUE(Mentions(s, "layer 0 expert 1 lists \"x\", not a worker rank")) << s;
+  s = parse(R"({"experts": [1, [2, 3], 2, 2]})");
+  EXPECT_TRUE(Mentions(s, "layer 0 expert 1 is assigned to rank 3, outside the worker ranks 1..2"))
+      << s;
+  s = parse(R"({"experts": [1, [1, 2], 1, null]})");
+  EXPECT_TRUE(Mentions(s, "layer 0 expert 3 is unowned")) << s;
+  s = parse(R"({"experts": [[1], [1], 1, 1]})");
+  EXPECT_TRUE(Mentions(s, "worker rank 2 hosts no expert")) << s;
+}
+
+TEST(ExpertPlacementTest, SlotBudgetFromTheFlagOrTheFile) {
+  const std::string json = R"({"layers": [[[1, 2], 1, 2, 2], [[1, 2], 1, [2, 1], [1, 2]]]})";
+  // Layer 0: rank 1 hosts 2 slots, rank 2 hosts 3; layer 1: 4 and 3.
+  EXPECT_TRUE(ExpertPlacement::FromJson(json, 2, 4, 2).ok());
+  EXPECT_TRUE(ExpertPlacement::FromJson(json, 2, 4, 2, /*expert_slots=*/4).ok());
+  absl::Status s = ExpertPlacement::FromJson(json, 2, 4, 2, 3).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Mentions(s, "worker rank 1 hosts 4 expert slots of layer 1, over the budget of 3"))
+      << s;
+  s = ExpertPlacement::FromJson(json, 2, 4, 2, 2).status();
+  EXPECT_TRUE(Mentions(s, "worker rank 2 hosts 3 expert slots of layer 0, over the budget of 2"))
+      << s;
+  // The file's budget applies without the flag, and must agree with it when both are given.
+  const std::string with_budget = R"({"expert_slots": 3, )" + json.substr(1);
+  s = ExpertPlacement::FromJson(with_budget, 2, 4, 2).status();
+  EXPECT_TRUE(Mentions(s, "worker rank 1 hosts 4 expert slots of layer 1, over the budget of 3"))
+      << s;
+  s = ExpertPlacement::FromJson(with_budget, 2, 4, 2, 4).status();
+  EXPECT_TRUE(Mentions(s, "\"expert_slots\": 3 disagrees with --expert-slots 4")) << s;
+  const std::string roomy = R"({"expert_slots": 4, )" + json.substr(1);
+  EXPECT_TRUE(ExpertPlacement::FromJson(roomy, 2, 4, 2).ok());
+  EXPECT_TRUE(ExpertPlacement::FromJson(roomy, 2, 4, 2, 4).ok());
+  s = ExpertPlacement::FromJson(R"({"expert_slots": -1, "experts": [1, 2, 1, 2]})", 2, 4, 2).status();
+  EXPECT_TRUE(Mentions(s, "\"expert_slots\" must be a count of slots >= 0, got -1")) << s;
+  // The contiguous default is checked the same way.
+  auto c = ExpertPlacement::Contiguous(2, 8, 3);  // 3, 3, 2 experts
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(c->CheckSlotBudget(3).ok());
+  EXPECT_TRUE(c->CheckSlotBudget(0).ok());
+  EXPECT_TRUE(Mentions(c->CheckSlotBudget(2), "worker rank 1 hosts 3 expert slots of layer 0"));
+}
+
 TEST(ExpertLayoutTest, ValidateLayoutNamesWhatIsWrong) {
   auto p = ExpertPlacement::FromSlots({{{1, 0}, {2, 1}, {2, 0}}, {{1, 0}, {2, 1}}}, 2, 2);
   ASSERT_TRUE(p.ok()) << p.status();

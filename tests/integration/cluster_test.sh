@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The cluster under real mpirun: the distributed logits equal the single-process tool's for every
-# worker count and a non-contiguous placement, greedy and seeded generation give the same text,
+# worker count, a non-contiguous placement and placements with replicas (and slot budgets),
+# greedy and seeded generation give the same text,
 # bad placements, broken workers and an unusable --exchange give clear errors, and a dead, hung or
 # signalled run ends within a bound instead of hanging.
 # usage: cluster_test.sh BIN_DIR SOURCE_DIR WORK_DIR   (PYTHON: an interpreter with numpy)
@@ -8,9 +9,11 @@ set -u
 BIN=$1 SRC=$2 WORK=$3
 source "$SRC/tests/integration/test_lib.sh"
 
-# logits_case NAME MODEL WORKERS [PLACEMENT]: prefill and incremental, cluster vs single process.
+# logits_case NAME MODEL WORKERS [PLACEMENT [COORDINATOR-ARGS]]: prefill and incremental, cluster
+# vs single process.
 logits_case() {
   local name=$1 model=$2 workers=$3 placement=${4:-}
+  local coord=(${5:-})
   local tokens
   tokens=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$model/golden.json'))['prompts'][1])))")
   local extra=()
@@ -19,7 +22,7 @@ logits_case() {
     local inc=()
     [[ $mode == incremental ]] && inc=(--incremental)
     "$BIN/moe-logits" --model "$model" --tokens "$tokens" --out "$WORK/single.npy" "${inc[@]}"
-    if "$LAUNCH" --model "$model" --workers "$workers" "${extra[@]}" -- --tokens "$tokens" \
+    if "$LAUNCH" --model "$model" --workers "$workers" "${extra[@]}" -- "${coord[@]}" --tokens "$tokens" \
          --out "$WORK/cluster.npy" "${inc[@]}" >"$WORK/log.txt" 2>&1; then
       if r=$(compare "$WORK/cluster.npy" "$WORK/single.npy"); then
         pass "$name W=$workers $mode: cluster == single process ($r)"
@@ -42,6 +45,29 @@ JSON
 logits_case swa_gqa4 "$G/swa_gqa4" 3 "$WORK/placement.json"
 logits_case f16_tied "$G/f16_tied" 4   # 6 experts over 4 workers: 2, 2, 1, 1
 
+# Replicas: each replicated expert's rows are split over its slots by load; the logits must not
+# notice. Every expert on both workers, 8 slots each (the budget exactly).
+cat >"$WORK/replicas-all.json" <<'JSON'
+{"experts": [[1, 2], [2, 1], [1, 2], [2, 1], [1, 2], [2, 1], [1, 2], [2, 1]]}
+JSON
+logits_case "e8_top2_bf16 every expert on both workers" "$G/e8_top2_bf16" 2 "$WORK/replicas-all.json" \
+  "--expert-slots 8"
+# A few hot experts replicated, uneven slots per worker (5, 3, 4) under an uneven budget of 5.
+cat >"$WORK/replicas-hot.json" <<'JSON'
+{"experts": [[1, 2, 3], 1, [2, 3], 2, 3, [3, 1], 1, 1]}
+JSON
+logits_case "swa_gqa4 hot experts replicated" "$G/swa_gqa4" 3 "$WORK/replicas-hot.json" "--expert-slots 5"
+# Per layer, with the budget in the file (deploy's example, on the 8-expert model), and a top-3
+# model whose replicas differ per layer.
+logits_case "e8_top2_bf16 per-layer replicas (deploy example)" "$G/e8_top2_bf16" 4 \
+  "$SRC/deploy/placement.replicas.example.json"
+cat >"$WORK/replicas-layers.json" <<'JSON'
+{"expert_slots": 3,
+ "layers": [[[1, 2], 3, [4, 1], 2, [3, 4, 1], 4],
+            [1, [2, 3, 4], 2, 3, 4, [1, 2]]]}
+JSON
+logits_case "f16_tied per-layer replicas" "$G/f16_tied" 4 "$WORK/replicas-layers.json" "--expert-slots 3"
+
 # Generation: the same text as the single-process tool, greedy and seeded.
 "$PY" "$SRC/scripts/make_model.py" --out "$WORK/gen" --vocab 32000 --hidden 64 --intermediate 96 \
   --layers 3 --heads 4 --kv-heads 2 --experts 8 --top-k 2 --max-pos 8192 --dtype bf16 --seed 5 \
@@ -56,6 +82,16 @@ for args in "--max-new-tokens 24" "--max-new-tokens 24 --temperature 0.9 --top-p
     fail "generation ($args): single '$single' vs cluster '$cluster'"
   fi
 done
+# ... and with replicas (greedy: every step's split differs from the last).
+single=$("$BIN/moe-generate" --model "$WORK/gen" --prompt "The quick brown fox" --max-new-tokens 24)
+cluster=$("$LAUNCH" --model "$WORK/gen" --workers 3 --placement "$WORK/replicas-hot.json" -- \
+            --prompt "The quick brown fox" --max-new-tokens 24 2>/dev/null \
+          | grep -v -e '^moe-coordinator:' -e '^  ')
+if [[ -n $single && "$single" == "$cluster" ]]; then
+  pass "generation through the cluster with replicas == single process (greedy)"
+else
+  fail "generation with replicas: single '$single' vs cluster '$cluster'"
+fi
 
 # expect_failure NAME FRAGMENT LAUNCH-ARGS...: non-zero exit, the fragment in the output.
 expect_failure() {
@@ -79,6 +115,23 @@ expect_failure "placement expert unowned" "layer 0 expert 7 is unowned" \
   --model "$M" --workers 4 --placement "$WORK/unowned.json" -- --tokens 1,2 --out "$WORK/x.npy"
 expect_failure "placement leaves a worker idle" "worker rank 2 hosts no expert" \
   --model "$M" --workers 2 --placement "$WORK/idle-worker.json" -- --tokens 1,2 --out "$WORK/x.npy"
+echo '{"experts": [[1, 1], 1, 2, 2, 3, 3, 4, 4]}' >"$WORK/twice.json"
+echo '{"experts": [1, [], 2, 2, 3, 3, 4, 4]}' >"$WORK/empty-list.json"
+expect_failure "placement over the slot budget" \
+  "worker rank 1 hosts 8 expert slots of layer 0, over the budget of 7 per layer" \
+  --model "$M" --workers 2 --placement "$WORK/replicas-all.json" -- --expert-slots 7 --tokens 1,2 \
+  --out "$WORK/x.npy"
+expect_failure "the contiguous default over the slot budget" "worker rank 1 hosts 4 expert slots of layer 0" \
+  --model "$M" --workers 2 -- --expert-slots 3 --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "a file's budget the flag disagrees with" '"expert_slots": 3 disagrees with --expert-slots 4' \
+  --model "$G/f16_tied" --workers 4 --placement "$WORK/replicas-layers.json" -- --expert-slots 4 \
+  --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "a replica listed twice on one rank" "layer 0 expert 0 lists worker rank 1 twice" \
+  --model "$M" --workers 4 --placement "$WORK/twice.json" -- --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "an empty list of replicas" "layer 0 expert 1 has an empty list of worker ranks" \
+  --model "$M" --workers 4 --placement "$WORK/empty-list.json" -- --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "a negative slot budget" "--expert-slots must be >= 0" \
+  --model "$M" --workers 2 -- --expert-slots -1 --tokens 1,2 --out "$WORK/x.npy"
 expect_failure "more workers than experts" "9 workers for 8 experts" \
   --model "$M" --workers 9 -- --tokens 1,2 --out "$WORK/x.npy"
 "$PY" "$SRC/tests/tools/corrupt_checkpoint.py" "$WORK/gen" "$WORK/broken-expert" wrong-shape

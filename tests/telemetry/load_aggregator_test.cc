@@ -26,7 +26,10 @@ struct Fixture {
   ExpertPlacement placement = *ExpertPlacement::Contiguous(2, 4, 2);  // rank 1: e0-1, rank 2: e2-3
   std::unique_ptr<LoadAggregator> agg;
 
-  Fixture() {
+  Fixture() { Make(); }
+  explicit Fixture(ExpertPlacement p) : placement(std::move(p)) { Make(); }
+
+  void Make() {
     LoadAggregatorOptions o;
     o.n_layers = 2;
     o.n_experts = 4;
@@ -175,6 +178,29 @@ TEST(LoadAggregatorTest, WorkerReportsAndHeartbeat) {
   EXPECT_EQ(s.workers[1].reports, 0);
   f.now = 1.6;
   EXPECT_FALSE(f.agg->Snapshot().workers[0].alive);
+}
+
+TEST(LoadAggregatorTest, WorkersCountTheRowsTheirReplicasWereGiven) {
+  // Expert 0 on ranks 1 and 2 (slots 0, 1); experts 1 on rank 1, 2 and 3 on rank 2.
+  Fixture f(*ExpertPlacement::FromJson(R"({"experts": [[1, 2], 1, 2, 2]})", 2, 4, 2));
+  // Layer 0 as above: expert 1's 2 choices to rank 1, expert 2's 1 to rank 2; expert 0's three
+  // split by the rule: rank 2 (1 < 2), a tie (slot 0, rank 1), rank 2 (2 < 3): {3, 3}. Layer 1:
+  // experts 3 and 2 only, {0, 6}.
+  f.Step({{7, 0, 10}, {7, 1, 11}, {7, 2, 12}},
+         {Choices({{0, 1}, {0, 2}, {0, 1}}), Choices({{3, 2}, {3, 2}, {3, 2}})});
+  const LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.layers[0].expert_tokens, (std::vector<int64_t>{3, 2, 1, 0}));
+  EXPECT_EQ(s.layers[0].worker_tokens, (std::vector<int64_t>{3, 3}));
+  EXPECT_EQ(s.layers[1].worker_tokens, (std::vector<int64_t>{0, 6}));
+  EXPECT_EQ(s.workers[0].routed_tokens, 3);
+  EXPECT_EQ(s.workers[1].routed_tokens, 9);
+  EXPECT_DOUBLE_EQ(s.layers[0].worker_imbalance.balancedness, 1.0);
+  // Either replica's rank may report expert 0; a rank hosting no replica of an expert may not.
+  EXPECT_TRUE(f.agg->OnWorkerReport(Report(2, 1, 1, 2)).ok());
+  EXPECT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 1, 1)).ok());
+  WorkerReport stray = Report(1, 1, 2, 1);
+  stray.experts[0].expert = 2;
+  EXPECT_FALSE(f.agg->OnWorkerReport(stray).ok());
 }
 
 TEST(LoadAggregatorTest, ResetZeroesAtOnceWhenIdleAndAfterTheRunningStep) {
