@@ -23,7 +23,7 @@ enum class CoordinatorMode {
 struct CoordinatorOptions {
   std::string model_dir;
   std::string placement_file;         // JSON placement; empty: contiguous blocks per worker
-  int expert_slots = 0;               // most expert slots a worker hosts per layer, e.g. 4; 0: no limit
+  int expert_slots = 0;               // most slots a worker hosts per layer, e.g. 4; 0: no limit
   kernels::DeviceOptions device;
   Transport exchange = Transport::kAuto;
   double worker_timeout_seconds = 10;

@@ -149,8 +149,8 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
       return ExpertPlacement::FromFile(o.placement_file, config->num_hidden_layers,
                                        config->num_local_experts, n_workers, o.expert_slots);
     }
-    absl::StatusOr<ExpertPlacement> contiguous =
-        ExpertPlacement::Contiguous(config->num_hidden_layers, config->num_local_experts, n_workers);
+    absl::StatusOr<ExpertPlacement> contiguous = ExpertPlacement::Contiguous(
+        config->num_hidden_layers, config->num_local_experts, n_workers);
     if (contiguous.ok()) MOE_RETURN_IF_ERROR(contiguous->CheckSlotBudget(o.expert_slots));
     return contiguous;
   }();
@@ -296,11 +296,12 @@ int EndCluster(absl::Status status, const CoordinatorOptions& o, Cluster* cluste
 }
 
 int Main(int argc, char** argv) {
-  cli::Init(argc, argv,
-            "mpirun -np 1 moe-coordinator --model DIR [--placement F] [--expert-slots S] "
-            "(--listen HOST:PORT | --tokens 1,2,3 --out F.npy [--incremental] | --prompt TEXT ... | "
-            "--bench) : "
-            "-np W moe-worker --model DIR");
+  cli::Init(
+      argc, argv,
+      "mpirun -np 1 moe-coordinator --model DIR [--placement F] [--expert-slots S] "
+      "(--listen HOST:PORT | --tokens 1,2,3 --out F.npy [--incremental] | --prompt TEXT ... | "
+      "--bench) : "
+      "-np W moe-worker --model DIR");
   // Before MPI: a bad flag ends this process at once, and mpirun then ends the job.
   const absl::StatusOr<CoordinatorOptions> options = OptionsFromFlags();
   if (!options.ok()) return cli::Fail(options.status());

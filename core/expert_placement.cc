@@ -39,13 +39,14 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::Contiguous(int n_layers, int n_
   return FromTable(std::vector<std::vector<int>>(static_cast<size_t>(n_layers), row), n_workers);
 }
 
-absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& json_text, int n_layers,
-                                                          int n_experts, int n_workers,
-                                                          int expert_slots) {
+absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& json_text,
+                                                          int n_layers, int n_experts,
+                                                          int n_workers, int expert_slots) {
   const auto j = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("placement: not a JSON object");
   // One layer's slots: per expert in order, one per listed rank in the listed order.
-  auto read_row = [&](const nlohmann::json& row, int layer) -> absl::StatusOr<std::vector<ExpertSlot>> {
+  auto read_row = [&](const nlohmann::json& row,
+                      int layer) -> absl::StatusOr<std::vector<ExpertSlot>> {
     if (!row.is_array() || static_cast<int>(row.size()) != n_experts) {
       return absl::InvalidArgumentError(absl::StrCat("placement: layer ", layer, " must list ",
                                                      n_experts, " worker ranks, one per expert"));
@@ -63,8 +64,8 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& jso
                                                        row[e].dump(), ")"));
       }
       if (row[e].empty()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "placement: layer ", layer, " expert ", e, " has an empty list of worker ranks"));
+        return absl::InvalidArgumentError(absl::StrCat("placement: layer ", layer, " expert ", e,
+                                                       " has an empty list of worker ranks"));
       }
       const size_t first = out.size();
       for (const nlohmann::json& rank : row[e]) {
@@ -77,8 +78,8 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& jso
         // A second replica on one rank would run the same weights there and add nothing.
         for (size_t i = first; i < out.size(); ++i) {
           if (out[i].rank == r) {
-            return absl::InvalidArgumentError(absl::StrCat("placement: layer ", layer, " expert ", e,
-                                                           " lists worker rank ", r, " twice"));
+            return absl::InvalidArgumentError(absl::StrCat("placement: layer ", layer, " expert ",
+                                                           e, " lists worker rank ", r, " twice"));
           }
         }
         out.push_back({r, expert});
@@ -229,9 +230,9 @@ absl::Status ExpertPlacement::CheckSlotBudget(int expert_slots) const {
     for (int r = 1; r <= n_workers_; ++r) {
       const int n = CountSlots(r, l);
       if (n > expert_slots) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "placement: worker rank ", r, " hosts ", n, " expert slots of layer ", l,
-            ", over the budget of ", expert_slots, " per layer (--expert-slots)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("placement: worker rank ", r, " hosts ", n, " expert slots of layer ", l,
+                         ", over the budget of ", expert_slots, " per layer (--expert-slots)"));
       }
     }
   }

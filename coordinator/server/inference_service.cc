@@ -146,6 +146,7 @@ grpc::Status InferenceService::GetModelInfo(grpc::ServerContext*, const moe::v1:
   info->set_rope_theta(c.rope_theta);
   if (placement_ != nullptr) {
     info->set_workers(placement_->n_workers());
+    // One rank per expert, its first replica's: the message has no room for replicas.
     for (const auto& row : placement_->table()) {
       info->add_placement()->mutable_worker_rank()->Add(row.begin(), row.end());
     }

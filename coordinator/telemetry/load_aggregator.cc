@@ -126,7 +126,8 @@ void LoadAggregator::OnForward(absl::Span<const RoutedToken> tokens, absl::Span<
     const size_t ranks = static_cast<size_t>(n_workers_) + 1;
     for (int l = 0; l < L; ++l) {
       PlanDispatch(routing[l], n, *options_.placement, l, /*hidden=*/0, &plan_);
-      for (size_t r = 1; r < ranks; ++r) worker_tokens_[static_cast<size_t>(l) * ranks + r] += plan_.rank_load[r];
+      for (size_t r = 1; r < ranks; ++r)
+        worker_tokens_[static_cast<size_t>(l) * ranks + r] += plan_.rank_load[r];
     }
   }
 }
@@ -168,9 +169,9 @@ absl::Status LoadAggregator::OnWorkerReport(const WorkerReport& report) {
     return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " lists more experts than the model has"));
   }
   for (const ExpertLoad& e : report.experts) {
-    if (e.layer < 0 || e.layer >= options_.n_layers || e.expert < 0 || e.expert >= options_.n_experts ||
-        !options_.placement->Owns(rank, e.layer, e.expert) || !count_ok(e.tokens) ||
-        !seconds_ok(e.busy_seconds)) {
+    if (e.layer < 0 || e.layer >= options_.n_layers || e.expert < 0 ||
+        e.expert >= options_.n_experts || !options_.placement->Owns(rank, e.layer, e.expert) ||
+        !count_ok(e.tokens) || !seconds_ok(e.busy_seconds)) {
       return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " counts layer ", e.layer,
                                                      " expert ", e.expert, ", which it does not host, or "
                                                      "an impossible value"));

@@ -95,7 +95,8 @@ TEST(ExpertPlacementTest, JsonListsGiveReplicasNumberedInExpertThenListedOrder) 
   // Without replicas the start-up log reads as before.
   auto plain = ExpertPlacement::FromJson(R"({"layers": [[1, 2, 2, 1], [2, 1, 1, 2]]})", 2, 4, 2);
   ASSERT_TRUE(plain.ok()) << plain.status();
-  EXPECT_EQ(plain->Describe(), "  layer 0: expert->rank 1 2 2 1\n  layer 1: expert->rank 2 1 1 2\n");
+  EXPECT_EQ(plain->Describe(),
+            "  layer 0: expert->rank 1 2 2 1\n  layer 1: expert->rank 2 1 1 2\n");
 }
 
 TEST(ExpertPlacementTest, BadReplicaListsNameLayerAndExpert) {
@@ -139,7 +140,8 @@ TEST(ExpertPlacementTest, SlotBudgetFromTheFlagOrTheFile) {
   const std::string roomy = R"({"expert_slots": 4, )" + json.substr(1);
   EXPECT_TRUE(ExpertPlacement::FromJson(roomy, 2, 4, 2).ok());
   EXPECT_TRUE(ExpertPlacement::FromJson(roomy, 2, 4, 2, 4).ok());
-  s = ExpertPlacement::FromJson(R"({"expert_slots": -1, "experts": [1, 2, 1, 2]})", 2, 4, 2).status();
+  s = ExpertPlacement::FromJson(R"({"expert_slots": -1, "experts": [1, 2, 1, 2]})", 2, 4, 2)
+          .status();
   EXPECT_TRUE(Mentions(s, "\"expert_slots\" must be a count of slots >= 0, got -1")) << s;
   // The contiguous default is checked the same way.
   auto c = ExpertPlacement::Contiguous(2, 8, 3);  // 3, 3, 2 experts

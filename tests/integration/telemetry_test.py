@@ -12,6 +12,7 @@
 - Debian's prometheus server scrapes /metrics on loopback and its HTTP API returns the expected
   series and values.
 - ResetLoad zeroes everything, workers included; counting resumes with the next request.
+- With replicated experts (a second cluster), the workers' counts still equal the coordinator's.
 
 usage: telemetry_test.py BIN_DIR SOURCE_DIR WORK_DIR PYTHON_STUBS_DIR
 """
@@ -261,6 +262,38 @@ def main():
     check(rc == 0, "SIGTERM: the cluster exits 0")
 
 
+def replicas():
+    """With replicated experts, each worker counts the rows the split rule gave its replicas, and the
+    coordinator's per-worker counts (replaying the rule) agree."""
+    placement = os.path.join(WORK, "replicas.json")
+    with open(placement, "w") as f:
+        f.write('{"experts": [[1, 2, 3], [2, 3], 1, 2, 3, [3, 1], 1, 2]}')
+    c = h.cluster(WORKERS, "--placement", placement, "--telemetry-interval-ms", "100", model=MODEL)
+    try:
+        telemetry = tpbg.TelemetryStub(c.channel)
+        threads = [threading.Thread(target=generate, args=(c.stub, p), kwargs=dict(max_tokens=10 + i))
+                   for i, p in enumerate(CONCURRENT)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        s = wait_for(lambda: workers_caught_up(telemetry), "worker reports with replicas to cover every step")
+        if s is None:
+            return
+        check(np.array_equal(worker_matrix(s), expert_matrix(s)),
+              "replicas: the workers' counts per (layer, expert), summed over replicas, equal the coordinator's")
+        check(all(w.reported_tokens == w.routed_tokens and w.exchanges > 0 for w in s.workers)
+              and all(sum(layer.worker_tokens) == s.tokens * TOP_K for layer in s.layers),
+              "replicas: worker-reported totals equal what the coordinator dispatched: "
+              + ", ".join(f"rank {w.rank} {w.reported_tokens}" for w in s.workers))
+        on_ranks = {w.rank for w in s.workers for e in w.experts if e.layer == 0 and e.expert == 0 and e.tokens > 0}
+        check(len(on_ranks) >= 2, f"replicas: expert 0's rows were split over its replicas' ranks ({sorted(on_ranks)})")
+    finally:
+        rc = c.stop()
+    check(rc == 0, "replicas: SIGTERM: the cluster exits 0")
+
+
 if __name__ == "__main__":
     main()
+    replicas()
     sys.exit(h.finish())
