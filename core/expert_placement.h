@@ -2,9 +2,9 @@
 //
 // Per layer, slots are numbered 0, 1, 2, ... across all ranks; each slot holds one logical expert
 // on one rank, and a logical expert may fill several slots (replicas of a hot expert, on several
-// ranks). The router picks logical experts; the dispatch plan
-// (coordinator/moe_routing.h) picks one of the expert's slots. A placement without replicas has
-// one slot per expert, slot e holding expert e.
+// ranks). The router picks logical experts; the dispatch plan (coordinator/moe_routing.h) picks
+// one of the expert's slots. A placement without replicas has one slot per expert, slot e holding
+// expert e.
 #pragma once
 
 #include <string>
