@@ -41,7 +41,8 @@ def replay_table(title, counts):
     width = max(7, len(str(int(counts.max()))) + 1) if counts.size else 7
     lines = [title, "layer" + "".join(f"w{w + 1}".rjust(width) for w in range(counts.shape[1])) + "    bal"]
     for layer, (row, d) in enumerate(zip(counts, layers)):
-        lines.append(f"{layer:5d}" + "".join(str(int(c)).rjust(width) for c in row) + f"  {d['balancedness']:5.3f}")
+        cells = "".join(str(int(c)).rjust(width) for c in row)
+        lines.append(f"{layer:5d}{cells}  {d['balancedness']:5.3f}")
     overall = rt.overall_imbalance(counts)
     lines.append(f"  all{' ' * (width * counts.shape[1])}  {overall['balancedness']:5.3f}")
     return lines, overall
@@ -92,7 +93,8 @@ def main(argv=None):
         except OSError as e:
             return fail(f"cannot run {tool}: {e} (build it, or pass --tool / set MOE_BIN)")
     if p.returncode != 0:
-        return fail(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"{tool} exited {p.returncode}")
+        err = p.stderr.strip()
+        return fail(err.splitlines()[-1] if err else f"{tool} exited {p.returncode}")
     print(p.stdout, end="")
     try:
         after = rt.load_placement(out, trace.n_layers, trace.n_experts)

@@ -484,7 +484,8 @@ def test_replay(placement, records, L=4, E=8, k=2, W=3):
     # expert 0 three times: rank 2 (3|2), rank 2 (3|3), and the tie to the first-listed replica.
     # Step 2 starts from zero: expert 2 -> 0|1, then expert 0 -> rank 1 (1|1).
     split = ([rec(1, p, [[1]], step=1) for p in range(3)] + [rec(2, 0, [[2]], step=1)]
-             + [rec(3, p, [[0]], step=1) for p in range(3)] + [rec(2, 1, [[2]], step=2), rec(3, 3, [[0]], step=2)])
+             + [rec(3, p, [[0]], step=1) for p in range(3)]
+             + [rec(2, 1, [[2]], step=2), rec(3, 3, [[0]], step=2)])
     tiny = rt.load(write("split.trace", trace_bytes(1, 3, 1, 2, [[1, 1, 2]], split)))
     for order, want in (([1, 2], [4 + 1, 3 + 1]), ([2, 1], [3 + 1, 4 + 1])):
         p = rt.parse_placement({"experts": [order, 1, 2]}, 1, 3)
@@ -530,8 +531,8 @@ def test_replay(placement, records, L=4, E=8, k=2, W=3):
 
     js = os.path.join(WORK, "replay.json")
     replicated = write_json("replicated.json", {"expert_slots": E, "layers": replicas})
-    rc, stdout, stderr = run_analyze(os.path.join(WORK, "random.trace"), "--out", os.path.join(WORK, "replay"),
-                                     "--json", js, "--placement", replicated)
+    rc, stdout, stderr = run_analyze(os.path.join(WORK, "random.trace"), "--out",
+                                     os.path.join(WORK, "replay"), "--json", js, "--placement", replicated)
     ok = rc == 0 and "under " + replicated in stdout
     if ok:
         with open(js) as f:
