@@ -2,6 +2,7 @@
 """Expert load balance and routing locality of a routing trace (docs/routing-trace-format.md).
 
 usage: analyze_routing.py TRACE [--out DIR] [--json FILE] [--window-steps N] [--title T]
+                          [--placement P.json]
 
 Prints a summary (records, requests, steps, time span; per layer the expert and worker load with
 balancedness, imbalance ratio and CV; temporal locality against chance; the overall imbalance)
@@ -9,6 +10,8 @@ and writes into DIR (default: the trace's directory)
   heatmap.png      share of each layer's token-choices per expert
   worker_load.png  token-choices per worker in windows of N steps, over time
   locality.png     per layer, how often consecutive tokens repeat the first choice / share an expert
+--placement P.json also predicts the worker load under another placement (replicas included) by
+replaying every step and layer with the runtime's split rule (routing_trace.replay_worker_counts).
 --json FILE writes every figure computed as JSON. Exit status 1 with a one-line message on a bad
 trace. Needs numpy and matplotlib (Debian's python3-numpy, python3-matplotlib).
 """
@@ -54,13 +57,24 @@ def default_window(trace):
     return max(1, math.ceil((int(step.max()) - int(step.min()) + 1) / TARGET_BUCKETS))
 
 
-def compute(trace, window_steps):
-    """Every figure of the analysis, as JSON-ready Python values."""
+def replay_figures(trace, placement, name):
+    """The worker load of `trace` under `placement` (a routing_trace.Placement), replayed."""
+    workers = rt.replay_worker_counts(trace, placement)
+    return dict(placement=name, n_workers=placement.n_workers, expert_slots=placement.expert_slots,
+                replicas=[sum(len(r) - 1 for r in row) for row in placement.replicas],
+                worker_counts=workers.tolist(),
+                worker_imbalance=dict(layers=rt.layer_imbalance(workers),
+                                      overall=rt.overall_imbalance(workers)))
+
+
+def compute(trace, window_steps, placement=None, placement_name=None):
+    """Every figure of the analysis, as JSON-ready Python values; with a placement, also its
+    replayed worker load (placement_replay)."""
     experts = rt.expert_counts(trace)
     workers = rt.experts_to_workers(experts, trace.placement, trace.n_workers)
     has_workers = trace.n_workers > 0
     buckets = rt.bucketed_worker_load(trace, window_steps)
-    return dict(
+    figures = dict(
         trace=trace.path,
         header=dict(version=trace.version, n_layers=trace.n_layers, n_experts=trace.n_experts,
                     top_k=trace.top_k, n_workers=trace.n_workers, start_time=trace.start_time,
@@ -79,6 +93,9 @@ def compute(trace, window_steps):
                                    choices=buckets.choices.tolist(),
                                    workers=buckets.workers.tolist()),
     )
+    if placement is not None:
+        figures["placement_replay"] = replay_figures(trace, placement, placement_name)
+    return figures
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,6 +152,13 @@ def report(figures):
     if wi is not None:
         lines += [""] + _load_table("worker load (token-choices) per layer",
                                     np.array(figures["worker_counts"]), wi["layers"], wi["overall"], "w", 1)
+    pr = figures.get("placement_replay")
+    if pr is not None:
+        lines += [""] + _load_table(f"worker load (token-choices) per layer under {pr['placement']} "
+                                    f"(replayed with the split rule; replicas per layer: "
+                                    f"{', '.join(map(str, pr['replicas']))})",
+                                    np.array(pr["worker_counts"]), pr["worker_imbalance"]["layers"],
+                                    pr["worker_imbalance"]["overall"], "w", 1)
     lines += [""] + _locality_table(figures["locality"])
     lines += ["", "overall imbalance (sum over layers of mean / of max; CV of the layer-summed load):",
               f"  experts: balancedness {ei['overall']['balancedness']:.3f}, "
@@ -142,6 +166,10 @@ def report(figures):
     if wi is not None:
         lines.append(f"  workers: balancedness {wi['overall']['balancedness']:.3f}, "
                      f"imbalance ratio {wi['overall']['imbalance_ratio']:.3f}, CV {wi['overall']['cv']:.3f}")
+    if pr is not None:
+        o = pr["worker_imbalance"]["overall"]
+        lines.append(f"  workers under {pr['placement']}: balancedness {o['balancedness']:.3f}, "
+                     f"imbalance ratio {o['imbalance_ratio']:.3f}, CV {o['cv']:.3f}")
     return "\n".join(lines)
 
 
@@ -278,6 +306,8 @@ def parse_args(argv):
     p.add_argument("--window-steps", type=int, default=None,
                    help=f"steps per point of worker_load.png (default: about {TARGET_BUCKETS} points)")
     p.add_argument("--title", default="", help="prefix for the plot titles")
+    p.add_argument("--placement", help="also predict the worker load under this placement file "
+                   "(JSON, replicas allowed), replayed with the runtime's split rule")
     args = p.parse_args(argv)
     if args.window_steps is not None and args.window_steps < 1:
         p.error("--window-steps must be at least 1")
@@ -292,7 +322,14 @@ def main(argv=None):
     except (ValueError, OSError) as e:  # a bad or unreadable trace; anything else is a bug
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
-    figures = compute(trace, args.window_steps or default_window(trace))
+    placement = None
+    if args.placement:
+        try:
+            placement = rt.load_placement(args.placement, trace.n_layers, trace.n_experts)
+        except (ValueError, OSError) as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 1
+    figures = compute(trace, args.window_steps or default_window(trace), placement, args.placement)
     print(report(figures))
     try:
         out_dir = args.out or os.path.dirname(os.path.abspath(args.trace))

@@ -1,0 +1,250 @@
+// moe-plan-placement: an expert placement (with replicas of hot experts) from measured loads,
+// written as a placement file for `moe-coordinator --placement`; prints the predicted per-worker
+// load and balancedness of each layer before (the current placement, or the coordinator's
+// contiguous default) and after, and how many experts move.
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "coordinator/placement_planner.h"
+#include "core/cli.h"
+#include "core/expert_placement.h"
+#include "core/status_macros.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, loads, "",
+          "JSON file {\"loads\": [[token-choices per expert], ... per layer]}");
+ABSL_FLAG(int, workers, 0, "worker ranks 1..W");
+ABSL_FLAG(int, expert_slots, 0,
+          "expert slots per worker per layer (0: the current placement's \"expert_slots\", else "
+          "ceil(E / W) + 1, one spare slot per worker for a replica)");
+ABSL_FLAG(std::string, current, "",
+          "today's placement file, to start from and to keep experts where they are");
+ABSL_FLAG(double, keep_within, 0.0,
+          "accept a busiest-worker load up to this fraction above the best found "
+          "if fewer experts move from the current placement (0.02 = 2%)");
+ABSL_FLAG(bool, baseline, false,
+          "the EPLB baseline only (replicate + pack), without the local search");
+ABSL_FLAG(std::string, out, "", "write the placement here (JSON with \"expert_slots\")");
+
+namespace moe {
+namespace {
+
+using Json = nlohmann::json;
+
+absl::StatusOr<Json> ReadJson(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read the ", what, " file ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  Json j = Json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
+  return j;
+}
+
+absl::StatusOr<std::vector<std::vector<double>>> ReadLoads(const std::string& path) {
+  MOE_ASSIGN_OR_RETURN(Json j, ReadJson(path, "loads"));
+  const Json& rows = j["loads"];
+  if (!rows.is_array() || rows.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected \"loads\": [[...per expert...], ...per layer]"));
+  }
+  std::vector<std::vector<double>> loads;
+  for (size_t l = 0; l < rows.size(); ++l) {
+    if (!rows[l].is_array())
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": loads of layer ", l, " is not a list"));
+    std::vector<double> row;
+    for (size_t e = 0; e < rows[l].size(); ++e) {
+      if (!rows[l][e].is_number()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": layer ", l, " expert ", e, " is ",
+                                                       rows[l][e].dump(), ", not a number"));
+      }
+      row.push_back(rows[l][e].get<double>());
+    }
+    loads.push_back(std::move(row));
+  }
+  return loads;
+}
+
+// A placement file: {"experts": [...]} or {"layers": [[...], ...]}, each entry a rank or a list of
+// ranks (replicas), slots numbered in expert order, then listed order. Reads "expert_slots" too.
+struct PlacementFile {
+  std::vector<std::vector<ExpertSlot>> slots;  // [L][slot]
+  int expert_slots = 0;                        // 0 when the file does not say
+};
+
+absl::StatusOr<PlacementFile> ReadPlacement(const std::string& path, int n_layers, int n_experts) {
+  MOE_ASSIGN_OR_RETURN(Json j, ReadJson(path, "placement"));
+  auto read_row = [&](const Json& row, int layer) -> absl::StatusOr<std::vector<ExpertSlot>> {
+    if (!row.is_array() || static_cast<int>(row.size()) != n_experts) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": layer ", layer, " must list ",
+                                                     n_experts, " entries, one per expert"));
+    }
+    std::vector<ExpertSlot> slots;
+    for (int e = 0; e < n_experts; ++e) {
+      const Json ranks = row[e].is_array() ? row[e] : Json::array({row[e]});
+      if (ranks.empty())
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": layer ", layer, " expert ", e, " has no rank"));
+      for (const Json& r : ranks) {
+        if (!r.is_number_integer()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(path, ": layer ", layer, " expert ", e,
+                           ": expected a worker rank or a list of them, got ", row[e].dump()));
+        }
+        slots.push_back({r.get<int>(), e});
+      }
+    }
+    return slots;
+  };
+  PlacementFile file;
+  if (j.contains("experts")) {
+    MOE_ASSIGN_OR_RETURN(std::vector<ExpertSlot> row, read_row(j["experts"], 0));
+    file.slots.assign(static_cast<size_t>(n_layers), row);
+  } else if (j.contains("layers") && j["layers"].is_array()) {
+    if (static_cast<int>(j["layers"].size()) != n_layers) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": \"layers\" holds ",
+                                                     j["layers"].size(), " tables, the loads have ",
+                                                     n_layers, " layers"));
+    }
+    for (int l = 0; l < n_layers; ++l) {
+      MOE_ASSIGN_OR_RETURN(std::vector<ExpertSlot> row, read_row(j["layers"][l], l));
+      file.slots.push_back(std::move(row));
+    }
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected an \"experts\" or a \"layers\" field"));
+  }
+  if (j.contains("expert_slots")) {
+    if (!j["expert_slots"].is_number_integer() || j["expert_slots"].get<int>() < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": \"expert_slots\" must be a positive integer"));
+    }
+    file.expert_slots = j["expert_slots"].get<int>();
+  }
+  return file;
+}
+
+// The agreed file format: one entry per expert, a rank or the list of its replicas' ranks.
+std::string PlacementJson(const PlacementPlan& plan, int n_experts, int expert_slots) {
+  std::string out = absl::StrCat("{\"expert_slots\": ", expert_slots, ", \"layers\": [\n");
+  for (size_t l = 0; l < plan.layers.size(); ++l) {
+    std::vector<std::vector<int>> ranks(n_experts);
+    for (const ExpertSlot& s : plan.layers[l].slots) ranks[s.expert].push_back(s.rank);
+    out += "  [";
+    for (int e = 0; e < n_experts; ++e) {
+      if (e > 0) out += ", ";
+      if (ranks[e].size() == 1) {
+        out += std::to_string(ranks[e][0]);
+      } else {
+        out += "[";
+        for (size_t i = 0; i < ranks[e].size(); ++i)
+          out += (i ? ", " : "") + std::to_string(ranks[e][i]);
+        out += "]";
+      }
+    }
+    out += l + 1 < plan.layers.size() ? "],\n" : "]\n";
+  }
+  return out + "]}\n";
+}
+
+std::string Loads(const LayerPlan& p) {
+  std::string out;
+  for (double x : p.worker_load) out += absl::StrFormat(" %8.1f", x);
+  return out;
+}
+
+int Run() {
+  const std::string loads_path = absl::GetFlag(FLAGS_loads);
+  const int n_workers = absl::GetFlag(FLAGS_workers);
+  if (loads_path.empty())
+    return cli::Fail(absl::InvalidArgumentError("--loads FILE.json is required"));
+  if (n_workers < 1)
+    return cli::Fail(absl::InvalidArgumentError("--workers W (at least 1) is required"));
+  auto loads = ReadLoads(loads_path);
+  if (!loads.ok()) return cli::Fail(loads.status());
+  const int n_layers = static_cast<int>(loads->size());
+  const int n_experts = loads->empty() ? 0 : static_cast<int>((*loads)[0].size());
+  if (n_experts < 1)
+    return cli::Fail(
+        absl::InvalidArgumentError(absl::StrCat(loads_path, ": layer 0 has no experts")));
+
+  PlacementFile current;
+  std::string before_name;
+  if (const std::string path = absl::GetFlag(FLAGS_current); !path.empty()) {
+    auto file = ReadPlacement(path, n_layers, n_experts);
+    if (!file.ok()) return cli::Fail(file.status());
+    current = *std::move(file);
+    before_name = path;
+  } else {
+    auto contiguous = ExpertPlacement::Contiguous(n_layers, n_experts, n_workers);
+    if (!contiguous.ok()) return cli::Fail(contiguous.status());
+    for (int l = 0; l < n_layers; ++l) current.slots.push_back(contiguous->slots(l));
+    before_name = "contiguous blocks (the coordinator's default)";
+  }
+
+  PlannerOptions options;
+  options.n_workers = n_workers;
+  options.slots_per_worker = absl::GetFlag(FLAGS_expert_slots);
+  if (options.slots_per_worker == 0) {
+    options.slots_per_worker =
+        current.expert_slots > 0 ? current.expert_slots
+                                 : std::min(n_experts, (n_experts + n_workers - 1) / n_workers + 1);
+  }
+  options.improve = !absl::GetFlag(FLAGS_baseline);
+  options.keep_within = absl::GetFlag(FLAGS_keep_within);
+  if (auto s = options.Validate(n_experts); !s.ok()) return cli::Fail(s);
+
+  auto before = EvaluatePlacement(*loads, current.slots, n_workers);
+  if (!before.ok()) return cli::Fail(before.status());
+  // Without --current the cluster runs the contiguous default: moves are counted against it.
+  auto plan = PlanPlacement(*loads, options, current.slots);
+  if (!plan.ok()) return cli::Fail(plan.status());
+
+  std::printf("%d layers, %d experts, %d workers, %d expert slots per worker per layer%s\n",
+              n_layers, n_experts, n_workers, options.slots_per_worker,
+              options.improve ? "" : " (EPLB baseline only)");
+  std::printf(
+      "before: %s\npredicted token-choices per worker (a replicated expert's split evenly)\n",
+      before_name.c_str());
+  std::string head;
+  for (int w = 1; w <= n_workers; ++w) head += absl::StrFormat(" %8s", absl::StrCat("w", w));
+  std::printf("layer  when  %s    bal  replicas  moved\n", head.c_str());
+  for (int l = 0; l < n_layers; ++l) {
+    const LayerPlan &b = before->layers[l], &a = plan->layers[l];
+    std::printf("%5d  before%s  %5.3f  %8d\n", l, Loads(b).c_str(), b.balancedness, b.replicas);
+    std::printf("%5s  after %s  %5.3f  %8d  %5d\n", "", Loads(a).c_str(), a.balancedness,
+                a.replicas, a.moved_experts);
+  }
+  std::printf(
+      "all layers: balancedness %.3f before, %.3f after; %d experts moved (%d slots to load)\n",
+      before->balancedness, plan->balancedness, plan->moved_experts, plan->moved_slots);
+
+  if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) {
+    std::ofstream f(out);
+    f << PlacementJson(*plan, n_experts, options.slots_per_worker);
+    f.close();
+    if (!f) return cli::Fail(absl::InternalError(absl::StrCat("cannot write ", out)));
+    std::printf("wrote %s\n", out.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace moe
+
+int main(int argc, char** argv) {
+  moe::cli::Init(
+      argc, argv,
+      "moe-plan-placement --loads LOADS.json --workers W [--expert-slots S] [--current P.json] "
+      "[--keep-within F] [--baseline] [--out P.json]");
+  return moe::Run();
+}
