@@ -122,6 +122,7 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& jso
   }
   MOE_ASSIGN_OR_RETURN(ExpertPlacement p, FromSlots(std::move(slots), n_experts, n_workers));
   MOE_RETURN_IF_ERROR(p.CheckSlotBudget(budget));
+  p.expert_slots_ = budget;
   return p;
 }
 

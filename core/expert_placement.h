@@ -79,6 +79,8 @@ class ExpertPlacement {
   // Every worker hosts at most `expert_slots` slots of every layer (0: no limit). InvalidArgument
   // naming the first worker and layer over it, and its count, otherwise.
   absl::Status CheckSlotBudget(int expert_slots) const;
+  // The slot budget a file or flag gave when it was read (FromJson, FromFile); 0: none.
+  int expert_slots() const { return expert_slots_; }
 
   // Human-readable table for start-up logs: one line per worker, or per layer when layers differ.
   std::string Describe() const;
@@ -92,6 +94,7 @@ class ExpertPlacement {
   std::vector<std::vector<int>> table_;                // [layer][expert] -> owner rank
   int n_experts_ = 0;
   int n_workers_ = 0;
+  int expert_slots_ = 0;
 };
 
 }  // namespace moe

@@ -74,65 +74,6 @@ absl::StatusOr<std::vector<std::vector<double>>> ReadLoads(const std::string& pa
   return loads;
 }
 
-// A placement file: {"experts": [...]} or {"layers": [[...], ...]}, each entry a rank or a list of
-// ranks (replicas), slots numbered in expert order, then listed order. Reads "expert_slots" too.
-struct PlacementFile {
-  std::vector<std::vector<ExpertSlot>> slots;  // [L][slot]
-  int expert_slots = 0;                        // 0 when the file does not say
-};
-
-absl::StatusOr<PlacementFile> ReadPlacement(const std::string& path, int n_layers, int n_experts) {
-  MOE_ASSIGN_OR_RETURN(Json j, ReadJson(path, "placement"));
-  auto read_row = [&](const Json& row, int layer) -> absl::StatusOr<std::vector<ExpertSlot>> {
-    if (!row.is_array() || static_cast<int>(row.size()) != n_experts) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": layer ", layer, " must list ",
-                                                     n_experts, " entries, one per expert"));
-    }
-    std::vector<ExpertSlot> slots;
-    for (int e = 0; e < n_experts; ++e) {
-      const Json ranks = row[e].is_array() ? row[e] : Json::array({row[e]});
-      if (ranks.empty())
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": layer ", layer, " expert ", e, " has no rank"));
-      for (const Json& r : ranks) {
-        if (!r.is_number_integer()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(path, ": layer ", layer, " expert ", e,
-                           ": expected a worker rank or a list of them, got ", row[e].dump()));
-        }
-        slots.push_back({r.get<int>(), e});
-      }
-    }
-    return slots;
-  };
-  PlacementFile file;
-  if (j.contains("experts")) {
-    MOE_ASSIGN_OR_RETURN(std::vector<ExpertSlot> row, read_row(j["experts"], 0));
-    file.slots.assign(static_cast<size_t>(n_layers), row);
-  } else if (j.contains("layers") && j["layers"].is_array()) {
-    if (static_cast<int>(j["layers"].size()) != n_layers) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": \"layers\" holds ",
-                                                     j["layers"].size(), " tables, the loads have ",
-                                                     n_layers, " layers"));
-    }
-    for (int l = 0; l < n_layers; ++l) {
-      MOE_ASSIGN_OR_RETURN(std::vector<ExpertSlot> row, read_row(j["layers"][l], l));
-      file.slots.push_back(std::move(row));
-    }
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": expected an \"experts\" or a \"layers\" field"));
-  }
-  if (j.contains("expert_slots")) {
-    if (!j["expert_slots"].is_number_integer() || j["expert_slots"].get<int>() < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": \"expert_slots\" must be a positive integer"));
-    }
-    file.expert_slots = j["expert_slots"].get<int>();
-  }
-  return file;
-}
-
 // The agreed file format: one entry per expert, a rank or the list of its replicas' ranks.
 std::string PlacementJson(const PlacementPlan& plan, int n_experts, int expert_slots) {
   std::string out = absl::StrCat("{\"expert_slots\": ", expert_slots, ", \"layers\": [\n");
@@ -177,19 +118,21 @@ int Run() {
     return cli::Fail(
         absl::InvalidArgumentError(absl::StrCat(loads_path, ": layer 0 has no experts")));
 
-  PlacementFile current;
-  std::string before_name;
-  if (const std::string path = absl::GetFlag(FLAGS_current); !path.empty()) {
-    auto file = ReadPlacement(path, n_layers, n_experts);
-    if (!file.ok()) return cli::Fail(file.status());
-    current = *std::move(file);
-    before_name = path;
-  } else {
-    auto contiguous = ExpertPlacement::Contiguous(n_layers, n_experts, n_workers);
-    if (!contiguous.ok()) return cli::Fail(contiguous.status());
-    for (int l = 0; l < n_layers; ++l) current.slots.push_back(contiguous->slots(l));
-    before_name = "contiguous blocks (the coordinator's default)";
-  }
+  // The placement the cluster runs now, read and validated as the coordinator reads it.
+  const std::string current_path = absl::GetFlag(FLAGS_current);
+  absl::StatusOr<ExpertPlacement> placement =
+      current_path.empty()
+          ? ExpertPlacement::Contiguous(n_layers, n_experts, n_workers)
+          : ExpertPlacement::FromFile(current_path, n_layers, n_experts, n_workers);
+  if (!placement.ok()) return cli::Fail(placement.status());
+  struct {
+    std::vector<std::vector<ExpertSlot>> slots;  // [L][slot]
+    int expert_slots = 0;                        // the file's budget, 0 when it has none
+  } current;
+  for (int l = 0; l < n_layers; ++l) current.slots.push_back(placement->slots(l));
+  current.expert_slots = placement->expert_slots();
+  const std::string before_name =
+      current_path.empty() ? "contiguous blocks (the coordinator's default)" : current_path;
 
   PlannerOptions options;
   options.n_workers = n_workers;
