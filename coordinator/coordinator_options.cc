@@ -17,6 +17,12 @@ absl::Status CoordinatorOptions::Validate() const {
   }
   if (telemetry_interval_ms < 10) return absl::InvalidArgumentError("--telemetry-interval-ms must be >= 10");
   if (!(load_window_seconds > 0)) return absl::InvalidArgumentError("--load-window-s must be > 0");
+  if (!(rebalance_interval_seconds >= 0) || rebalance_interval_seconds > 1e7) {
+    return absl::InvalidArgumentError("--rebalance-interval-s must be >= 0 (0: only on request)");
+  }
+  if (!(rebalance_threshold > 0 && rebalance_threshold <= 1)) {
+    return absl::InvalidArgumentError("--rebalance-threshold must be in (0, 1]");
+  }
   // It travels to the workers in a fixed-size message.
   if (telemetry_address.size() > 200) {
     return absl::InvalidArgumentError("--telemetry-address is longer than 200 characters");

@@ -34,6 +34,9 @@ struct CoordinatorOptions {
   int telemetry_interval_ms = 500;    // how often each worker reports its load (a heartbeat too)
   double load_window_seconds = 60;    // the sliding window of the windowed expert load
   std::string telemetry_address;      // where workers reach the coordinator; empty: derived
+  // Live re-placement: the planner's budget is expert_slots (0: ceil(E / W), no replicas).
+  double rebalance_interval_seconds = 0;  // check this often; 0: only on request (Rebalance RPC)
+  double rebalance_threshold = 0.95;      // skip when worker balancedness is at least this
 
   // Says which flag is wrong, in the flag's spelling.
   absl::Status Validate() const;

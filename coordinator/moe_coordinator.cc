@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/coordinator_options.h"
 #include "coordinator/model_runner.h"
+#include "coordinator/rebalancer.h"
 #include "coordinator/server/serve.h"
 #include "coordinator/telemetry/load_aggregator.h"
 #include "coordinator/tools/modes.h"
@@ -57,6 +58,13 @@ ABSL_FLAG(std::string, telemetry_address, "",
 ABSL_FLAG(std::string, metrics_listen, "",
           "serving: serve Prometheus /metrics on HOST:PORT (port 0 picks a free one; empty: off)");
 ABSL_FLAG(std::string, metrics_port_file, "", "serving: write the /metrics port to this file");
+ABSL_FLAG(double, rebalance_interval_s, 0,
+          "serving: every this many seconds, re-place experts (replicas within --expert-slots) from "
+          "the load window when worker balancedness is below --rebalance-threshold; workers load "
+          "in the background and switch at one step boundary (0: only on a Rebalance request)");
+ABSL_FLAG(double, rebalance_threshold, 0.95,
+          "serving: periodic re-placement is skipped while worker balancedness (mean/max over the "
+          "load window) is at least this");
 
 namespace moe {
 namespace {
@@ -105,6 +113,8 @@ absl::StatusOr<CoordinatorOptions> OptionsFromFlags() {
   o.telemetry_interval_ms = absl::GetFlag(FLAGS_telemetry_interval_ms);
   o.load_window_seconds = absl::GetFlag(FLAGS_load_window_s);
   o.telemetry_address = absl::GetFlag(FLAGS_telemetry_address);
+  o.rebalance_interval_seconds = absl::GetFlag(FLAGS_rebalance_interval_s);
+  o.rebalance_threshold = absl::GetFlag(FLAGS_rebalance_threshold);
   if (absl::Status valid = o.Validate(); !valid.ok()) return valid;
   return o;
 }
@@ -119,6 +129,7 @@ struct Cluster {
   std::unique_ptr<DataPlane> plane;
   std::unique_ptr<LoadAggregator> telemetry;
   std::unique_ptr<ClusterExchange> exchange;
+  std::unique_ptr<Rebalancer> rebalancer;  // serving only
   OpTimes times;  // stage times, --bench only: on a GPU they wait for the device after every stage
   std::unique_ptr<ModelRunner> runner;
   std::unique_ptr<RoutingTraceWriter> trace;
@@ -198,6 +209,7 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
     t.n_experts = c.num_local_experts;
     t.top_k = c.num_experts_per_tok;
     t.placement = &*cluster->placement;
+    t.expert_slots = cluster->placement->expert_slots() > 0 ? cluster->placement->expert_slots() : o.expert_slots;
     t.window_seconds = o.load_window_seconds;
     t.report_interval_seconds = o.telemetry_interval_ms / 1e3;
     cluster->telemetry = std::make_unique<LoadAggregator>(std::move(t));
@@ -228,7 +240,17 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
       cli::OpenRoutingTrace(cluster->runner.get(), &*cluster->placement);
   if (!trace.ok()) return trace.status();
   cluster->trace = *std::move(trace);
-  if (cluster->telemetry != nullptr) cluster->runner->AddRoutingObserver(cluster->telemetry.get());
+  if (cluster->telemetry != nullptr) {
+    cluster->runner->AddRoutingObserver(cluster->telemetry.get());
+    RebalanceOptions rebalance;
+    rebalance.interval_seconds = o.rebalance_interval_seconds;
+    rebalance.threshold = o.rebalance_threshold;
+    rebalance.slots_per_worker = cluster->placement->expert_slots() > 0 ? cluster->placement->expert_slots()
+                                                                        : o.expert_slots;
+    cluster->rebalancer = std::make_unique<Rebalancer>(
+        cluster->telemetry.get(), cluster->exchange.get(), n_workers,
+        cluster->weights->config.num_local_experts, rebalance);
+  }
   return absl::OkStatus();
 }
 
@@ -240,6 +262,7 @@ absl::Status RunMode(const CoordinatorOptions& o, Cluster* cluster) {
                            Tokenizer::Load(cli::DefaultTokenizerPath(o.model_dir)));
       ServeOptions serve = o.serve;
       serve.telemetry = cluster->telemetry.get();
+      serve.rebalancer = cluster->rebalancer.get();
       serve.worker_token = cluster->worker_token;
       serve.on_listening = [&](int port) {
         cluster->SendEndpoint(WorkerTelemetryAddress(o, port), o.telemetry_interval_ms);

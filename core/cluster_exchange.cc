@@ -6,26 +6,23 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "core/cluster_protocol.h"
 #include "core/mpi_wait.h"
 #include "core/status_macros.h"
 
 namespace moe {
 namespace {
 
-constexpr uint32_t kStepMagic = 0x4d6f4553;   // "MoES"
-constexpr uint32_t kReplyMagic = 0x4d6f4552;  // "MoER"
-enum Tag : int { kHeaderTag = 101, kCountsTag, kIdsTag, kReplyTag };  // rows: the data plane's
-constexpr int kCoordinator = 0;
-
 using Clock = std::chrono::steady_clock;
-
-absl::Status CheckMessageSize(int64_t elements, const char* what) {
-  if (elements > INT_MAX) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(what, " of ", elements, " elements exceeds one MPI message; use smaller steps"));
-  }
-  return absl::OkStatus();
-}
+using protocol::AnswerPlacementCommand;
+using protocol::CheckMessageSize;
+using protocol::kCoordinator;
+using protocol::kCountsTag;
+using protocol::kHeaderTag;
+using protocol::kIdsTag;
+using protocol::kReplyMagic;
+using protocol::kReplyTag;
+using protocol::kStepMagic;
 
 }  // namespace
 
@@ -192,7 +189,7 @@ void ClusterExchange::Shutdown() {
 }
 
 absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
-  const ExpertPlacement& placement = *opt.placement;
+  const ExpertPlacement* placement = opt.placement;
   const std::string who = absl::StrCat("worker rank ", opt.rank);
   DataPlane* data = opt.data;
   kernels::Backend* backend = opt.backend;
@@ -235,9 +232,18 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
     }
     last_step = h.step_id;
     if (h.command == static_cast<int32_t>(StepCommand::kShutdown)) return absl::OkStatus();
+    if (h.command >= static_cast<int32_t>(StepCommand::kBeginPlacement) &&
+        h.command <= static_cast<int32_t>(StepCommand::kAbortPlacement)) {
+      MOE_ASSIGN_OR_RETURN(const ExpertPlacement* now, AnswerPlacementCommand(h, placement, opt));
+      if (now != placement) {
+        placement = now;
+        if (opt.observer != nullptr) opt.observer->OnPlacementChanged(*placement, h.placement_epoch);
+      }
+      continue;
+    }
     if (h.command != static_cast<int32_t>(StepCommand::kForward) || h.layer < 0 ||
-        h.layer >= opt.n_layers || h.layer >= placement.n_layers() ||
-        h.n_slots != placement.n_slots(h.layer) || h.hidden != opt.hidden || h.n_rows < 0 ||
+        h.layer >= opt.n_layers || h.layer >= placement->n_layers() ||
+        h.n_slots != placement->n_slots(h.layer) || h.hidden != opt.hidden || h.n_rows < 0 ||
         h.n_rows * h.hidden > INT_MAX) {
       return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " header does not fit ",
                                               "this model (command ", h.command, ", layer ", h.layer,
@@ -267,8 +273,8 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
     for (int s = 0; s < n_slots; ++s) {
       layout.slot_offsets[s + 1] = layout.slot_offsets[s] + counts[s];
     }
-    absl::Status fits = ValidateLayout(layout, placement);
-    if (fits.ok()) fits = CheckSlotsHostedBy(opt.rank, layout, placement);
+    absl::Status fits = ValidateLayout(layout, *placement);
+    if (fits.ok()) fits = CheckSlotsHostedBy(opt.rank, layout, *placement);
     if (!fits.ok()) {
       return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, ": ", fits.message()));
     }
@@ -339,9 +345,9 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
       const auto done = Clock::now();
       // Telemetry counts load per logical expert: a replicated expert's slots add up.
       const double* slot_seconds = runner->LastSlotSeconds();
-      expert_rows.assign(static_cast<size_t>(placement.n_experts()), 0);
-      expert_seconds.assign(static_cast<size_t>(placement.n_experts()), 0.0);
-      const std::vector<ExpertSlot>& slots = placement.slots(h.layer);
+      expert_rows.assign(static_cast<size_t>(placement->n_experts()), 0);
+      expert_seconds.assign(static_cast<size_t>(placement->n_experts()), 0.0);
+      const std::vector<ExpertSlot>& slots = placement->slots(h.layer);
       for (int s = 0; s < n_slots; ++s) {
         expert_rows[slots[s].expert] += counts[s];
         if (slot_seconds != nullptr) expert_seconds[slots[s].expert] += slot_seconds[s];

@@ -21,23 +21,41 @@
 // inside the exchange. Every wait polls with back-off instead of spinning, so idle ranks leave the
 // cores to busy ones, and every wait on a worker has a deadline, so a dead or hung worker fails
 // the step instead of hanging it.
+//
+// Live re-placement (between steps, never inside one): coordinator -> every worker a StepHeader
+// with a placement command, then (kBeginPlacement only) the new slot table as int32s; every
+// worker answers with a PlacementReply (tag kPlacementTag). kBeginPlacement: check the table and
+// start loading the experts it adds in the background (the answer comes at once); kPollPlacement:
+// loading, ready or failed; kCommitPlacement (only once every worker is ready): switch to it and
+// free the experts it drops, so every rank switches at the same step boundary;
+// kAbortPlacement: drop what was loaded, keep the placement in force.
 #pragma once
 
 #include <mpi.h>
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "core/data_plane.h"
 #include "core/exchange_telemetry.h"
 #include "core/expert_exchange.h"
 #include "core/expert_placement.h"
+#include "core/placement_mover.h"
 
 namespace moe {
 
-enum class StepCommand : int32_t { kForward = 1, kShutdown = 2 };
+enum class StepCommand : int32_t {
+  kForward = 1,
+  kShutdown = 2,
+  kBeginPlacement = 3,
+  kPollPlacement = 4,
+  kCommitPlacement = 5,
+  kAbortPlacement = 6,
+};
 
 struct StepHeader {
   uint32_t magic = 0;     // kStepMagic: a stray or misaligned message is caught at once
@@ -54,6 +72,9 @@ struct StepHeader {
   // rest of a step, so it never gives up on a step before the coordinator does (with NCCL, one
   // worker's transfers can wait on a slower worker's).
   uint32_t timeout_ms = 0;
+  // Placement commands: the epoch of the placement they are about (1 at start-up, +1 per
+  // switch); kBeginPlacement's n_rows is the length of the slot table that follows, in int32s.
+  uint32_t placement_epoch = 0;
 };
 
 struct ReplyHeader {
@@ -62,6 +83,34 @@ struct ReplyHeader {
   int64_t step_id = 0;
   int64_t n_rows = 0;
   double compute_seconds = 0;  // the worker's expert time for this step
+};
+
+// A worker's answer to a placement command.
+enum class PlacementState : int32_t { kIdle = 0, kLoading = 1, kReady = 2, kFailed = 3, kSwitched = 4 };
+
+struct PlacementReply {
+  uint32_t magic = 0;
+  int32_t state = 0;             // PlacementState
+  uint32_t placement_epoch = 0;  // the epoch the state is about
+  int32_t experts_loaded = 0;    // (layer, expert) pairs loaded for it so far
+  double load_seconds = 0;       // how long loading took (so far)
+  char error[256] = {};          // kFailed: why, NUL-terminated
+};
+
+// The worker's side of a live re-placement (core/expert_reloader.h implements it): ServeExperts
+// hands it the placement commands, between steps.
+class PlacementSwitcher {
+ public:
+  virtual ~PlacementSwitcher() = default;
+  // Starts loading what `next` adds to this rank, in the background. An error refuses the plan
+  // (nothing started).
+  virtual absl::Status Begin(ExpertPlacement next, uint32_t epoch) = 0;
+  // kLoading, kReady or kFailed (with the error) for the plan begun; kIdle when none.
+  virtual PlacementReply Progress() = 0;
+  // Makes the plan current (REQUIRES: Progress() is kReady) and returns it; the switcher owns it.
+  virtual absl::StatusOr<const ExpertPlacement*> Commit() = 0;
+  // Drops the plan begun and whatever it loaded; the placement in force stays.
+  virtual void Abort() = 0;
 };
 
 struct ClusterExchangeOptions {
@@ -77,7 +126,7 @@ struct ClusterExchangeOptions {
 };
 
 // Coordinator side. Not thread-safe: the step loop's thread only, the one that called MPI_Init.
-class ClusterExchange : public ExpertExchange {
+class ClusterExchange : public ExpertExchange, public PlacementMover {
  public:
   // data: this rank's data plane; backend: the forward pass's, whose memory Dispatch's rows are
   // in. Neither is owned.
@@ -87,13 +136,34 @@ class ClusterExchange : public ExpertExchange {
   absl::Status Dispatch(const ExpertLayout& layout, const float* rows, float* out) override;
   // Tells every worker to exit its serving loop. Best effort; call once, at the end.
   void Shutdown();
+
+  // Live re-placement, between steps (the protocol above). Begin: every worker checks `next` and
+  // starts loading; a worker's refusal aborts the others and is returned (FailedPrecondition
+  // naming the rank). Poll: where loading stands; a worker's failure aborts the others and is
+  // returned the same way. Commit (after Poll said ready): every worker switches and this exchange
+  // dispatches by `next` from the next step on. Abort: every worker drops its loaded experts.
+  // A worker that does not answer within --worker-timeout-s is an Unavailable error, like a
+  // step's: the cluster cannot go on.
+  absl::Status BeginPlacement(std::shared_ptr<const ExpertPlacement> next, uint32_t epoch) override;
+  absl::StatusOr<PlacementProgress> PollPlacement() override;
+  absl::Status CommitPlacement() override;
+  absl::Status AbortPlacement() override;
+  uint32_t placement_epoch() const { return placement_epoch_; }
   ExchangeStats& stats() { return stats_; }
 
  private:
   // The protocol above on rows and out in memory the data plane reads.
   absl::Status Exchange(const ExpertLayout& layout, const float* rows, float* out);
+  // Sends `command` (and payload, if any) to every worker and collects their replies.
+  absl::Status PlacementRoundTrip(StepCommand command, uint32_t epoch,
+                                  const std::vector<int32_t>& payload,
+                                  std::vector<PlacementReply>* replies);
 
   const ExpertPlacement* placement_;
+  std::shared_ptr<const ExpertPlacement> committed_;  // placement_ after a re-placement
+  std::shared_ptr<const ExpertPlacement> pending_;    // the plan begun
+  uint32_t placement_epoch_ = 1;
+  uint32_t pending_epoch_ = 0;  // the plan begun, 0: none
   DataPlane* data_;
   kernels::Backend* backend_;
   ClusterExchangeOptions options_;
@@ -122,6 +192,8 @@ struct ExpertServeOptions {
   double stop_grace_seconds = 30.0;
   // Told about every step answered (optional), per logical expert (the sum of its slots here).
   WorkerStepObserver* observer = nullptr;
+  // Live re-placement (optional, not owned): without one a worker refuses placement commands.
+  PlacementSwitcher* switcher = nullptr;
   // Where rows arrive (not owned), and the runner's backend, whose memory the runner reads (null
   // when it has none: then host memory). Rows are received straight into that memory when the
   // data plane can write there, and staged through host buffers otherwise (MPI to a GPU).

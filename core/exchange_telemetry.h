@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "core/expert_placement.h"
 
 namespace moe {
 
@@ -62,6 +63,12 @@ class WorkerStepObserver {
  public:
   virtual ~WorkerStepObserver() = default;
   virtual void OnWorkerStep(const WorkerStepRecord& record) = 0;
+  // A live re-placement made `placement` (of placement epoch `epoch`) this worker's, between two
+  // steps.
+  virtual void OnPlacementChanged(const ExpertPlacement& placement, uint32_t epoch) {
+    (void)placement;
+    (void)epoch;
+  }
 };
 
 }  // namespace moe

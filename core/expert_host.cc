@@ -29,24 +29,82 @@ absl::StatusOr<std::unique_ptr<ExpertHost>> ExpertHost::Create(const ModelWeight
   }
   std::unique_ptr<ExpertHost> host(new ExpertHost(weights, placement, backend, times));
   host->time_experts_ = time_experts;
-  MOE_RETURN_IF_ERROR(host->Upload());
+  host->experts_.assign(weights->layers.size(),
+                        std::vector<ExpertWeights>(static_cast<size_t>(c.num_local_experts)));
+  MOE_RETURN_IF_ERROR(host->Upload(*weights, &host->experts_));
   return host;
 }
 
-absl::Status ExpertHost::Upload() {
-  experts_.assign(weights_->layers.size(), {});
-  for (size_t l = 0; l < weights_->layers.size(); ++l) {
-    const LayerWeights& layer = weights_->layers[l];
-    experts_[l].resize(layer.experts.size());
+absl::Status ExpertHost::Upload(const ModelWeights& source,
+                                std::vector<std::vector<ExpertWeights>>* table) {
+  const MixtralConfig& c = weights_->config;
+  if (source.config.num_hidden_layers != c.num_hidden_layers ||
+      source.config.num_local_experts != c.num_local_experts ||
+      source.config.hidden_size != c.hidden_size ||
+      source.config.intermediate_size != c.intermediate_size) {
+    return absl::FailedPreconditionError("the checkpoint's shape changed since start-up");
+  }
+  for (size_t l = 0; l < source.layers.size(); ++l) {
+    const LayerWeights& layer = source.layers[l];
     for (size_t e = 0; e < layer.experts.size(); ++e) {
-      if (!layer.owned[e]) continue;
-      ExpertWeights& w = experts_[l][e];
-      MOE_ASSIGN_OR_RETURN(w.w1, UploadWeight(*weights_, layer.experts[e].w1, backend_));
-      MOE_ASSIGN_OR_RETURN(w.w2, UploadWeight(*weights_, layer.experts[e].w2, backend_));
-      MOE_ASSIGN_OR_RETURN(w.w3, UploadWeight(*weights_, layer.experts[e].w3, backend_));
+      if (!layer.owned[e] || Loaded(static_cast<int>(l), static_cast<int>(e))) continue;
+      ExpertWeights& w = (*table)[l][e];
+      MOE_ASSIGN_OR_RETURN(w.w1, UploadWeight(source, layer.experts[e].w1, backend_));
+      MOE_ASSIGN_OR_RETURN(w.w2, UploadWeight(source, layer.experts[e].w2, backend_));
+      MOE_ASSIGN_OR_RETURN(w.w3, UploadWeight(source, layer.experts[e].w3, backend_));
     }
   }
   return backend_->Sync();
+}
+
+void ExpertHost::Free(ExpertWeights* w) {
+  for (kernels::WeightMatrix* m : {&w->w1, &w->w2, &w->w3}) {
+    if (m->data != nullptr) backend_->FreeWeight(*m);
+    *m = kernels::WeightMatrix{};
+  }
+}
+
+int ExpertHost::LoadedCount() const {
+  int n = 0;
+  for (size_t l = 0; l < experts_.size(); ++l) {
+    for (size_t e = 0; e < experts_[l].size(); ++e) n += Loaded(static_cast<int>(l), static_cast<int>(e));
+  }
+  return n;
+}
+
+absl::Status ExpertHost::Stage(std::unique_ptr<ModelWeights> source) {
+  DropStaged();
+  staged_.assign(experts_.size(), std::vector<ExpertWeights>(experts_.empty() ? 0 : experts_[0].size()));
+  absl::Status uploaded = Upload(*source, &staged_);
+  staged_source_ = std::move(source);
+  if (!uploaded.ok()) DropStaged();  // a half-loaded stage frees what it took
+  return uploaded;
+}
+
+void ExpertHost::DropStaged() {
+  for (auto& layer : staged_) {
+    for (ExpertWeights& w : layer) Free(&w);
+  }
+  staged_.clear();
+  staged_source_.reset();
+}
+
+void ExpertHost::Switch(const ExpertPlacement* next,
+                        const std::function<bool(int layer, int expert)>& keep) {
+  for (size_t l = 0; l < experts_.size(); ++l) {
+    for (size_t e = 0; e < experts_[l].size(); ++e) {
+      ExpertWeights& current = experts_[l][e];
+      ExpertWeights* staged = staged_.empty() ? nullptr : &staged_[l][e];
+      if (staged != nullptr && staged->w1.data != nullptr) {
+        current = *staged;
+        *staged = ExpertWeights{};
+      }
+      if (!keep(static_cast<int>(l), static_cast<int>(e))) Free(&current);
+    }
+  }
+  staged_.clear();
+  if (staged_source_ != nullptr) sources_.push_back(std::move(staged_source_));
+  placement_ = next;
 }
 
 absl::Status ExpertHost::Prepare(const ExpertLayout& layout) {
@@ -57,10 +115,9 @@ absl::Status ExpertHost::Prepare(const ExpertLayout& layout) {
                                                    " floats; the model's hidden size is ",
                                                    c.hidden_size));
   }
-  const LayerWeights& layer = weights_->layers[layout.layer];
   const std::vector<ExpertSlot>& slots = placement_->slots(layout.layer);
   for (int s = 0; s < layout.n_slots(); ++s) {
-    if (layout.rows_of(s) > 0 && !layer.owned[slots[s].expert]) {
+    if (layout.rows_of(s) > 0 && !Loaded(layout.layer, slots[s].expert)) {
       return absl::FailedPreconditionError(absl::StrCat("layer ", layout.layer, " slot ", s,
                                                         " (expert ", slots[s].expert,
                                                         ") is not hosted here"));

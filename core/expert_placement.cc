@@ -294,4 +294,25 @@ std::string ExpertPlacement::Describe() const {
   return out;
 }
 
+std::string ExpertPlacement::ToJson(int expert_slots) const {
+  if (expert_slots <= 0) expert_slots = expert_slots_;
+  std::string out = "{";
+  if (expert_slots > 0) out += absl::StrCat("\"expert_slots\": ", expert_slots, ", ");
+  out += "\"layers\": [\n";
+  for (int l = 0; l < n_layers(); ++l) {
+    out += "  [";
+    for (int e = 0; e < n_experts_; ++e) {
+      const std::vector<int>& slots = replicas_[l][e];
+      if (e > 0) out += ", ";
+      if (slots.size() > 1) out += "[";
+      for (size_t i = 0; i < slots.size(); ++i) {
+        out += absl::StrCat(i > 0 ? ", " : "", slots_[l][slots[i]].rank);
+      }
+      if (slots.size() > 1) out += "]";
+    }
+    out += l + 1 < n_layers() ? "],\n" : "]\n";
+  }
+  return out + "]}\n";
+}
+
 }  // namespace moe

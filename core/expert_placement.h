@@ -82,6 +82,11 @@ class ExpertPlacement {
   // The slot budget a file or flag gave when it was read (FromJson, FromFile); 0: none.
   int expert_slots() const { return expert_slots_; }
 
+  // The placement as a --placement file (FromJson reads it back to the same slots, up to their
+  // numbering): per layer one entry per expert, a rank or its replicas' ranks; "expert_slots" when
+  // a budget is given (or was read).
+  std::string ToJson(int expert_slots = 0) const;
+
   // Human-readable table for start-up logs: one line per worker, or per layer when layers differ.
   std::string Describe() const;
 

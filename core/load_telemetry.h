@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "core/expert_placement.h"
+
 namespace moe {
 
 // Imbalance of a set of loads x_1..x_n (a layer's experts, or its workers), in the forms other
@@ -75,6 +77,7 @@ struct WorkerReport {
   int64_t bytes_in = 0;              // dispatch received (counts, ids, rows)
   int64_t bytes_out = 0;             // outputs returned (reply headers and rows)
   std::vector<ExpertLoad> experts;   // every (layer, expert) it hosts, in placement order
+  uint32_t placement_epoch = 1;      // the placement it serves (1 at start-up, +1 per re-placement)
 };
 
 // One worker in the snapshot: what the coordinator routed to it, and its latest report.
@@ -87,6 +90,7 @@ struct WorkerLoad {
   double seconds_since_report = -1;  // -1 when none ever arrived
   int64_t reports = 0;               // reports received since start (not since reset)
   std::string host;
+  uint32_t placement_epoch = 0;      // the placement its latest report says it serves (0: none yet)
   // Zero until the worker reports from the current epoch:
   int64_t reported_tokens = 0;       // rows it ran, all layers and experts
   int64_t exchanges = 0;             // layer-steps it answered
@@ -96,6 +100,35 @@ struct WorkerLoad {
   int64_t bytes_in = 0;              // dispatch received
   int64_t bytes_out = 0;             // outputs returned
   std::vector<ExpertLoad> experts;   // every (layer, expert) it hosts, as its report lists them
+};
+
+// One live re-placement (the Rebalancer's), as telemetry shows it. Balancedness is the worker
+// balancedness over all layers (sum of means / sum of maxima).
+struct Rearrangement {
+  bool ok = false;
+  std::string error;           // why it failed (the old placement stayed)
+  std::string trigger;         // "interval" or "request"
+  uint32_t epoch = 0;          // the placement epoch it made (ok) or was to make
+  double balancedness_before = 0;     // measured since the last reset, under the old placement
+  double planned_from_balancedness = 0;  // the old placement on the planner's loads (the window)
+  double predicted_balancedness = 0;  // the plan on the same loads
+  int moved_slots = 0;         // (rank, expert) slots the old placement lacked
+  int experts_loaded = 0;      // what the workers loaded for it
+  double load_seconds = 0;     // the slowest worker's background load
+  double switch_seconds = 0;   // the commit round trip, the only time serving paused for it
+  double total_seconds = 0;    // from the decision to the switch (or the failure)
+};
+
+// The placement in force and how it came to be.
+struct PlacementInfo {
+  uint32_t epoch = 1;                             // 1 at start-up, +1 per re-placement
+  int expert_slots = 0;                           // the slot budget per worker per layer (0: none)
+  std::vector<std::vector<ExpertSlot>> slots;     // [layer][slot] the placement in force
+  int64_t rearrangements = 0;                     // re-placements done
+  int64_t failed_rearrangements = 0;              // tried and given up (old placement kept)
+  bool in_progress = false;                       // workers are loading a plan now
+  bool has_last = false;
+  Rearrangement last;                             // the latest, done or failed
 };
 
 // The coordinator's whole picture at one moment: what GetLoad, WatchLoad, moe-cli load and the
@@ -124,6 +157,7 @@ struct LoadSnapshot {
   double straggler_seconds = 0;
   double exchange_seconds = 0;  // the coordinator's wall time in exchanges, for scale
   int64_t exchanges = 0;        // one per layer per step
+  PlacementInfo placement;      // not reset by ResetLoad
 };
 
 }  // namespace moe

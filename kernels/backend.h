@@ -28,6 +28,11 @@ enum class WeightUse : uint8_t {
   kLookup,     // Embed's table
 };
 
+// From now on, parallel loops this thread starts (packing an uploaded weight, say) run on this
+// thread alone instead of on the shared CPU threads, which stay with the thread running the ops.
+// For a background loader; the thread's own work then takes one core.
+void UseCallingThreadOnly();
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -57,6 +62,13 @@ class Backend {
   // CUDA copies every weight to the device.
   virtual absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, WeightUse use = WeightUse::kMatMul) = 0;
   virtual absl::StatusOr<const float*> Upload(const std::vector<float>& v) = 0;
+  // Frees the copy Upload made for `uploaded` (what Upload returned); nothing when Upload returned
+  // a view. For experts that move to another worker (live re-placement): without it every
+  // re-placement would leave its old copies behind. REQUIRES: no queued op reads it.
+  virtual void FreeWeight(const WeightMatrix& uploaded) = 0;
+  // Upload (and FreeWeight) may run on a thread other than the one running ops, one such thread
+  // at a time, while ops run (a loader in the background of a serving loop); see
+  // UseCallingThreadOnly.
 
   // out[i, :] = float32(table[tokens[i], :]).
   virtual void Embed(const WeightMatrix& table, const int32_t* tokens, int64_t n, float* out) = 0;

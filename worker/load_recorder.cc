@@ -4,15 +4,27 @@ namespace moe {
 
 LoadRecorder::LoadRecorder(int rank, std::string host, const ExpertPlacement* placement)
     : rank_(rank), host_(std::move(host)), n_experts_(placement->n_experts()) {
-  slot_.assign(static_cast<size_t>(placement->n_layers()) * n_experts_, -1);
-  for (int l = 0; l < placement->n_layers(); ++l) {
+  absl::MutexLock lock(&mu_);
+  IndexLocked(*placement);
+  ZeroLocked();
+}
+
+void LoadRecorder::IndexLocked(const ExpertPlacement& placement) {
+  hosted_.clear();
+  slot_.assign(static_cast<size_t>(placement.n_layers()) * n_experts_, -1);
+  for (int l = 0; l < placement.n_layers(); ++l) {
     for (int e = 0; e < n_experts_; ++e) {
-      if (!placement->Owns(rank, l, e)) continue;
+      if (!placement.Owns(rank_, l, e)) continue;
       slot_[static_cast<size_t>(l) * n_experts_ + e] = static_cast<int>(hosted_.size());
       hosted_.emplace_back(l, e);
     }
   }
+}
+
+void LoadRecorder::OnPlacementChanged(const ExpertPlacement& placement, uint32_t epoch) {
   absl::MutexLock lock(&mu_);
+  placement_epoch_ = epoch;
+  IndexLocked(placement);
   ZeroLocked();
 }
 
@@ -51,6 +63,7 @@ WorkerReport LoadRecorder::NextReport() {
   report.host = host_;
   report.epoch = epoch_;
   report.sequence = ++sequence_;
+  report.placement_epoch = placement_epoch_;
   return report;
 }
 

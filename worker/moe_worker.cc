@@ -13,6 +13,7 @@
 #include "core/cluster_exchange.h"
 #include "core/data_plane.h"
 #include "core/expert_host.h"
+#include "core/expert_reloader.h"
 #include "worker/load_recorder.h"
 #include "worker/telemetry_reporter.h"
 
@@ -106,6 +107,12 @@ int Main(int argc, char** argv) {
   serve.observer = &recorder;
   serve.data = plane.get();
   serve.backend = backend.get();
+  // Live re-placement: new experts load from this rank's own checkpoint in the background.
+  std::unique_ptr<ExpertReloader> reloader;
+  if (host != nullptr) {
+    reloader = std::make_unique<ExpertReloader>(rank, model, host.get());
+    serve.switcher = reloader.get();
+  }
   RefusingRunner refusing;
   if (weights.ok()) {
     serve.n_layers = (*weights)->config.num_hidden_layers;
@@ -114,6 +121,7 @@ int Main(int argc, char** argv) {
   const absl::Status status = ServeExperts(host ? static_cast<ExpertRunner*>(host.get()) : &refusing, serve);
   reporter.reset();
   plane.reset();  // NCCL's communicator before the GPU it runs on
+  reloader.reset();  // its loader thread, before the host it loads into
   host.reset();  // before the backend it runs on
   backend.reset();
   if (!status.ok()) {

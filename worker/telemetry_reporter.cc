@@ -17,6 +17,7 @@ moe::v1::WorkerReport WorkerReportToProto(const WorkerReport& in) {
   out.set_idle_seconds(in.idle_seconds);
   out.set_bytes_in(in.bytes_in);
   out.set_bytes_out(in.bytes_out);
+  out.set_placement_epoch(in.placement_epoch);
   for (const ExpertLoad& e : in.experts) {
     moe::v1::ExpertLoad* load = out.add_experts();
     load->set_layer(e.layer);

@@ -1,6 +1,7 @@
 #include "coordinator/client/load_view.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,6 +16,48 @@ std::string Percent(double part, double whole) {
 std::string Ratio(double x, bool have) { return have ? absl::StrFormat("%5.1f%%", 100.0 * x) : "     -"; }
 
 }  // namespace
+
+std::string RenderPlacement(const moe::v1::PlacementInfo& p, int n_workers, int n_experts) {
+  std::string out = absl::StrFormat("\nplacement epoch %u | %lld re-placements, %lld failed%s%s\n", p.epoch(),
+                                    static_cast<long long>(p.rearrangements()),
+                                    static_cast<long long>(p.failed_rearrangements()),
+                                    p.expert_slots() > 0 ? absl::StrFormat(" | %d slots per worker", p.expert_slots()) : "",
+                                    p.in_progress() ? " | loading a new placement" : "");
+  if (p.has_last()) {
+    const moe::v1::Rearrangement& r = p.last();
+    if (r.ok()) {
+      absl::StrAppendFormat(&out,
+                            "  last (%s, epoch %u): worker balancedness %.3f before, %.3f predicted; %d slots "
+                            "moved, loaded in %.2f s, switch %.1f ms\n",
+                            r.trigger(), r.epoch(), r.balancedness_before(), r.predicted_balancedness(),
+                            r.moved_slots(), r.load_seconds(), 1e3 * r.switch_seconds());
+    } else {
+      absl::StrAppendFormat(&out, "  last (%s) FAILED, placement kept: %s\n", r.trigger(), r.error());
+    }
+  }
+  // Per layer, each worker's experts; a replicated expert is marked with * on every rank holding it.
+  absl::StrAppend(&out, "layer");
+  for (int w = 1; w <= n_workers; ++w) absl::StrAppendFormat(&out, " | %-14s", absl::StrCat("worker ", w));
+  absl::StrAppend(&out, "\n");
+  for (int l = 0; l < p.layers_size(); ++l) {
+    std::vector<int> copies(static_cast<size_t>(n_experts), 0);
+    for (const moe::v1::Slot& slot : p.layers(l).slots()) {
+      if (slot.expert() >= 0 && slot.expert() < n_experts) ++copies[slot.expert()];
+    }
+    absl::StrAppendFormat(&out, "%5d", l);
+    for (int w = 1; w <= n_workers; ++w) {
+      std::string experts;
+      for (const moe::v1::Slot& slot : p.layers(l).slots()) {
+        if (slot.rank() != w) continue;
+        absl::StrAppend(&experts, experts.empty() ? "" : ",", slot.expert(),
+                        slot.expert() >= 0 && slot.expert() < n_experts && copies[slot.expert()] > 1 ? "*" : "");
+      }
+      absl::StrAppendFormat(&out, " | %-14s", experts);
+    }
+    absl::StrAppend(&out, "\n");
+  }
+  return out;
+}
 
 std::string RenderLoadView(const moe::v1::LoadSnapshot& s, const LoadViewOptions& options) {
   std::string out = absl::StrFormat(
@@ -79,6 +122,7 @@ std::string RenderLoadView(const moe::v1::LoadSnapshot& s, const LoadViewOptions
                           w.exchange_wait_seconds(), w.idle_seconds(), w.bytes_in() / 1e6, w.bytes_out() / 1e6,
                           health);
   }
+  absl::StrAppend(&out, RenderPlacement(s.placement(), s.num_workers(), s.num_experts()));
   return out;
 }
 

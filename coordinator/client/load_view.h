@@ -12,6 +12,10 @@ struct LoadViewOptions {
   bool window = false;  // the sliding-window counts instead of the totals since reset
 };
 
+// The placement section alone: epoch, the latest re-placement, each worker's experts per layer
+// (replicas marked *).
+std::string RenderPlacement(const moe::v1::PlacementInfo& placement, int n_workers, int n_experts);
+
 std::string RenderLoadView(const moe::v1::LoadSnapshot& snapshot, const LoadViewOptions& options);
 
 }  // namespace moe

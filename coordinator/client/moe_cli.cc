@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <random>
 #include <string>
@@ -48,6 +49,9 @@ ABSL_FLAG(int, requests, 2, "bench: requests per client");
 ABSL_FLAG(int, prompt_tokens, 32, "bench: random prompt length");
 ABSL_FLAG(int, interval_ms, 1000, "load: refresh interval");
 ABSL_FLAG(bool, once, false, "load: print one snapshot and exit");
+ABSL_FLAG(bool, dry_run, false, "rebalance: show the plan, move nothing");
+ABSL_FLAG(bool, force, false, "rebalance: ignore the server's --rebalance-threshold and the minimum gain");
+ABSL_FLAG(std::string, out, "", "rebalance: write the plan as a --placement JSON file");
 ABSL_FLAG(bool, window, false, "load: show the sliding-window counts instead of the totals since reset");
 
 namespace {
@@ -298,11 +302,43 @@ int ResetLoad() {
   return 0;
 }
 
+// Plans a placement from the server's load window and (unless --dry-run) moves the cluster to it.
+int Rebalance() {
+  auto stub = moe::v1::Telemetry::NewStub(Channel());
+  grpc::ClientContext context;
+  moe::v1::RebalanceRequest request;
+  request.set_dry_run(absl::GetFlag(FLAGS_dry_run));
+  request.set_force(absl::GetFlag(FLAGS_force));
+  moe::v1::RebalanceResponse r;
+  grpc::Status s = stub->Rebalance(&context, request, &r);
+  if (!s.ok()) return Fail("Rebalance", s);
+  if (!r.skipped().empty()) {
+    std::printf("nothing to do: %s (placement epoch %u)\n", r.skipped().c_str(), r.placement_epoch());
+  } else {
+    std::printf("%s: worker balancedness %.3f -> %.3f predicted; %d slots move (%d experts change ranks), %d "
+                "replicas\n",
+                r.applied() ? "re-placed" : "plan (dry run)", r.balancedness_before(), r.predicted_balancedness(),
+                r.moved_slots(), r.moved_experts(), r.replicas());
+  }
+  if (r.applied()) {
+    const moe::v1::Rearrangement& a = r.rearrangement();
+    std::printf("placement epoch %u: %d experts loaded in %.2f s in the background, switch %.1f ms, %.2f s in all\n",
+                r.placement_epoch(), a.experts_loaded(), a.load_seconds(), 1e3 * a.switch_seconds(),
+                a.total_seconds());
+  }
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (!out.empty() && !r.plan_json().empty()) {
+    std::ofstream(out) << r.plan_json();
+    std::printf("plan written to %s (use it with --placement)\n", out.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "moe-cli (generate|tokenize|info|bench|load|reset-load) [--server HOST:PORT] [flags]");
+      "moe-cli (generate|tokenize|info|bench|load|reset-load|rebalance) [--server HOST:PORT] [flags]");
   moe::cli::AcceptDashedFlagNames(argc, argv);  // --max-tokens or --max_tokens
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string cmd = args.size() > 1 ? args[1] : "";
@@ -312,8 +348,9 @@ int main(int argc, char** argv) {
   if (cmd == "bench") return Bench();
   if (cmd == "load") return Load();
   if (cmd == "reset-load") return ResetLoad();
+  if (cmd == "rebalance") return Rebalance();
   std::fprintf(stderr,
-               "moe-cli: give a command: generate, tokenize, info, bench, load or reset-load (--help for "
-               "flags)\n");
+               "moe-cli: give a command: generate, tokenize, info, bench, load, reset-load or rebalance "
+               "(--help for flags)\n");
   return 2;
 }

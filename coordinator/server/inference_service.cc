@@ -144,11 +144,18 @@ grpc::Status InferenceService::GetModelInfo(grpc::ServerContext*, const moe::v1:
   info->set_max_position_embeddings(c.max_position_embeddings);
   info->set_sliding_window(c.sliding_window);
   info->set_rope_theta(c.rope_theta);
-  if (placement_ != nullptr) {
-    info->set_workers(placement_->n_workers());
-    // One rank per expert, its first replica's: the message has no room for replicas.
-    for (const auto& row : placement_->table()) {
-      info->add_placement()->mutable_worker_rank()->Add(row.begin(), row.end());
+  const auto [placement, epoch] = placement_ ? placement_() : std::make_pair(nullptr, 0u);
+  if (placement != nullptr) {
+    info->set_workers(placement->n_workers());
+    info->set_placement_epoch(epoch);
+    for (int l = 0; l < placement->n_layers(); ++l) {
+      moe::v1::ExpertPlacementLayer* layer = info->add_placement();
+      const std::vector<int>& first = placement->table()[l];
+      layer->mutable_worker_rank()->Add(first.begin(), first.end());
+      for (int e = 0; e < placement->n_experts(); ++e) {
+        moe::v1::ExpertReplicas* replicas = layer->add_replicas();
+        for (int slot : placement->replicas(l, e)) replicas->add_worker_rank(placement->slots(l)[slot].rank);
+      }
     }
   }
   const SchedulerStats s = scheduler_->stats();

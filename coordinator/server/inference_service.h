@@ -6,6 +6,10 @@
 #include "coordinator/scheduler.h"
 #include "coordinator/telemetry/request_metrics.h"
 #include "core/config.h"
+#include <functional>
+#include <memory>
+#include <utility>
+
 #include "core/expert_placement.h"
 #include "core/tokenizer.h"
 #include "moe/v1/inference.grpc.pb.h"
@@ -14,13 +18,17 @@ namespace moe {
 
 class InferenceService final : public moe::v1::Inference::Service {
  public:
-  // Nothing is owned; placement may be null (single process), metrics too (not counted).
+  // The placement in force and its epoch, read at each GetModelInfo (it changes with live
+  // re-placement); any thread. Returns null for a single process.
+  using PlacementSource = std::function<std::pair<std::shared_ptr<const ExpertPlacement>, uint32_t>()>;
+
+  // Nothing is owned; metrics may be null (not counted).
   InferenceService(Scheduler* scheduler, const Tokenizer* tokenizer, const MixtralConfig* config,
-                   const ExpertPlacement* placement, RequestMetrics* metrics = nullptr)
+                   PlacementSource placement, RequestMetrics* metrics = nullptr)
       : scheduler_(scheduler),
         tokenizer_(tokenizer),
         config_(config),
-        placement_(placement),
+        placement_(std::move(placement)),
         metrics_(metrics) {}
 
   grpc::Status Generate(grpc::ServerContext* context, const moe::v1::GenerateRequest* request,
@@ -45,7 +53,7 @@ class InferenceService final : public moe::v1::Inference::Service {
   Scheduler* scheduler_;
   const Tokenizer* tokenizer_;
   const MixtralConfig* config_;
-  const ExpertPlacement* placement_;
+  PlacementSource placement_;
   RequestMetrics* metrics_;
 };
 

@@ -28,7 +28,17 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   if (absl::Status s = options.scheduler.Validate(); !s.ok()) return s;
   Scheduler scheduler(runner, tokenizer, options.scheduler);
   RequestMetrics request_metrics;
-  InferenceService service(&scheduler, tokenizer, &runner->config(), placement, &request_metrics);
+  // The placement in force: the telemetry's, which follows live re-placements; else the fixed one.
+  InferenceService::PlacementSource placement_source = [&options, placement] {
+    if (options.telemetry != nullptr) {
+      return std::make_pair(options.telemetry->placement(), options.telemetry->placement_epoch());
+    }
+    return std::make_pair(placement == nullptr ? nullptr
+                                               : std::shared_ptr<const ExpertPlacement>(
+                                                     placement, [](const ExpertPlacement*) {}),
+                          1u);
+  };
+  InferenceService service(&scheduler, tokenizer, &runner->config(), placement_source, &request_metrics);
   std::atomic<bool> stopping{false};  // ends WatchLoad streams when serving ends
   std::unique_ptr<TelemetryService> telemetry;
   std::unique_ptr<WorkerTelemetryService> worker_telemetry;
@@ -38,7 +48,7 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   if (options.telemetry != nullptr) {
-    telemetry = std::make_unique<TelemetryService>(options.telemetry, &stopping);
+    telemetry = std::make_unique<TelemetryService>(options.telemetry, &stopping, options.rebalancer);
     worker_telemetry = std::make_unique<WorkerTelemetryService>(options.telemetry, options.worker_token);
     builder.RegisterService(telemetry.get());
     builder.RegisterService(worker_telemetry.get());
@@ -91,10 +101,16 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
 
   absl::Status engine;
   while (!stop->load()) {
-    if (!scheduler.WaitForWork(absl::Milliseconds(50))) continue;
+    // Between steps: a live re-placement advances here (its commit is a step boundary).
+    if (options.rebalancer != nullptr) {
+      engine = options.rebalancer->Tick();
+      if (!engine.ok()) break;
+    }
+    if (!scheduler.WaitForWork(absl::Milliseconds(options.rebalancer != nullptr ? 20 : 50))) continue;
     engine = scheduler.Step();
     if (!engine.ok()) break;
   }
+  if (options.rebalancer != nullptr) options.rebalancer->Stop(/*cluster_usable=*/engine.ok());
   server->GetHealthCheckService()->SetServingStatus(false);
   if (!engine.ok()) {
     // The model cannot run any more: everything in flight fails, nothing new is accepted.

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "coordinator/rebalancer.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/server/inference_service.h"
 #include "coordinator/telemetry/load_aggregator.h"
@@ -21,6 +22,8 @@ struct ServeOptions {
   // Load telemetry (not owned; may be null): moe.v1.Telemetry for users and
   // moe.v1.WorkerTelemetry for the workers' reports, on the same port.
   LoadAggregator* telemetry = nullptr;
+  // Live re-placement (not owned; may be null): ticked between steps, and the Rebalance RPC.
+  Rebalancer* rebalancer = nullptr;
   std::string worker_token;  // what worker report streams must present (TelemetryEndpoint::token)
   // Prometheus /metrics on its own HOST:PORT (empty: off); its bound port goes to the file if set.
   std::string metrics_listen;

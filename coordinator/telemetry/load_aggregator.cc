@@ -29,8 +29,70 @@ LoadAggregator::LoadAggregator(LoadAggregatorOptions options)
       bucket_seconds_(std::max(options_.window_seconds, 1e-3) / kWindowBuckets),
       start_(options_.now_seconds()) {
   absl::MutexLock lock(&mu_);
+  if (options_.placement != nullptr) {
+    // Not owned: the caller's start-up placement outlives this aggregator.
+    placement_ = std::shared_ptr<const ExpertPlacement>(options_.placement, [](const ExpertPlacement*) {});
+    placement_info_.slots.resize(static_cast<size_t>(placement_->n_layers()));
+    for (int l = 0; l < placement_->n_layers(); ++l) placement_info_.slots[l] = placement_->slots(l);
+  }
+  placement_info_.expert_slots = options_.expert_slots;
   ApplyResetLocked();
   epoch_ = 1;
+}
+
+void LoadAggregator::SwitchPlacement(std::shared_ptr<const ExpertPlacement> next, Rearrangement done) {
+  absl::MutexLock lock(&mu_);
+  placement_ = std::move(next);
+  for (int l = 0; l < placement_->n_layers(); ++l) placement_info_.slots[l] = placement_->slots(l);
+  placement_info_.epoch = done.epoch;
+  ++placement_info_.rearrangements;
+  placement_info_.in_progress = false;
+  placement_info_.has_last = true;
+  placement_info_.last = std::move(done);
+  ApplyResetLocked();
+}
+
+void LoadAggregator::RecordFailedRearrangement(Rearrangement failed) {
+  absl::MutexLock lock(&mu_);
+  ++placement_info_.failed_rearrangements;
+  placement_info_.in_progress = false;
+  placement_info_.has_last = true;
+  placement_info_.last = std::move(failed);
+}
+
+void LoadAggregator::SetLastRearrangement(Rearrangement last) {
+  absl::MutexLock lock(&mu_);
+  placement_info_.has_last = true;
+  placement_info_.last = std::move(last);
+}
+
+void LoadAggregator::SetRearrangementInProgress(bool in_progress) {
+  absl::MutexLock lock(&mu_);
+  placement_info_.in_progress = in_progress;
+}
+
+std::shared_ptr<const ExpertPlacement> LoadAggregator::placement() const {
+  absl::MutexLock lock(&mu_);
+  return placement_;
+}
+
+uint32_t LoadAggregator::placement_epoch() const {
+  absl::MutexLock lock(&mu_);
+  return placement_info_.epoch;
+}
+
+std::vector<std::vector<double>> LoadAggregator::WindowLoads() const {
+  const int L = options_.n_layers, E = options_.n_experts;
+  std::vector<std::vector<double>> loads(static_cast<size_t>(L), std::vector<double>(static_cast<size_t>(E), 0.0));
+  absl::MutexLock lock(&mu_);
+  const int64_t current = static_cast<int64_t>((Now() - start_) / bucket_seconds_);
+  for (int b = 0; b < kWindowBuckets; ++b) {
+    if (window_id_[b] < 0 || window_id_[b] <= current - kWindowBuckets) continue;
+    for (int l = 0; l < L; ++l) {
+      for (int e = 0; e < E; ++e) loads[l][e] += static_cast<double>(window_[b][static_cast<size_t>(l) * E + e]);
+    }
+  }
+  return loads;
 }
 
 void LoadAggregator::ApplyResetLocked() {
@@ -125,7 +187,7 @@ void LoadAggregator::OnForward(absl::Span<const RoutedToken> tokens, absl::Span<
     const int64_t n = static_cast<int64_t>(tokens.size());
     const size_t ranks = static_cast<size_t>(n_workers_) + 1;
     for (int l = 0; l < L; ++l) {
-      PlanDispatch(routing[l], n, *options_.placement, l, /*hidden=*/0, &plan_);
+      PlanDispatch(routing[l], n, *placement_, l, /*hidden=*/0, &plan_);
       for (size_t r = 1; r < ranks; ++r)
         worker_tokens_[static_cast<size_t>(l) * ranks + r] += plan_.rank_load[r];
     }
@@ -168,16 +230,19 @@ absl::Status LoadAggregator::OnWorkerReport(const WorkerReport& report) {
   if (report.experts.size() > static_cast<size_t>(options_.n_layers) * options_.n_experts) {
     return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " lists more experts than the model has"));
   }
+  absl::MutexLock lock(&mu_);
+  // A report of an older epoch may count experts of an older placement: liveness only (Snapshot
+  // shows counts of the current epoch alone).
+  const bool current = report.epoch == epoch_.load();
   for (const ExpertLoad& e : report.experts) {
     if (e.layer < 0 || e.layer >= options_.n_layers || e.expert < 0 ||
-        e.expert >= options_.n_experts || !options_.placement->Owns(rank, e.layer, e.expert) ||
+        e.expert >= options_.n_experts || (current && !placement_->Owns(rank, e.layer, e.expert)) ||
         !count_ok(e.tokens) || !seconds_ok(e.busy_seconds)) {
       return absl::InvalidArgumentError(absl::StrCat("report from rank ", rank, " counts layer ", e.layer,
                                                      " expert ", e.expert, ", which it does not host, or "
                                                      "an impossible value"));
     }
   }
-  absl::MutexLock lock(&mu_);
   WorkerState& w = workers_[rank];
   if (report.sequence <= w.last.sequence && w.received_at >= 0) return absl::OkStatus();  // stale
   w.last = report;
@@ -265,6 +330,7 @@ LoadSnapshot LoadAggregator::Snapshot() const {
     const double stale_after = std::max(3 * options_.report_interval_seconds, 1.0);
     w.alive = state.received_at >= 0 && now - state.received_at < stale_after;
     w.host = state.last.host;
+    w.placement_epoch = state.received_at >= 0 ? state.last.placement_epoch : 0;
     // A report from before the reset describes steps that no longer count: the worker has run
     // nothing in this epoch yet (its first step in it would have moved its report to it).
     if (state.received_at < 0 || state.last.epoch != epoch) continue;
@@ -280,6 +346,7 @@ LoadSnapshot LoadAggregator::Snapshot() const {
     w.bytes_out = rep.bytes_out;
     w.experts = rep.experts;
   }
+  s.placement = placement_info_;
   return s;
 }
 

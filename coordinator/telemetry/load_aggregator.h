@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -33,7 +34,8 @@ struct LoadAggregatorOptions {
   int n_layers = 0;
   int n_experts = 0;
   int top_k = 0;
-  const ExpertPlacement* placement = nullptr;  // null: a single process, no workers
+  const ExpertPlacement* placement = nullptr;  // at start-up (not owned); null: a single process
+  int expert_slots = 0;                        // the slot budget, for PlacementInfo
   double window_seconds = 60;                  // the sliding window (--load-window-s)
   double report_interval_seconds = 0.5;        // workers' report interval (heartbeat)
   std::function<double()> now_seconds;         // monotonic clock; default steady_clock (tests fake it)
@@ -58,6 +60,20 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
   // epoch. Workers follow when their next step header carries it.
   uint32_t Reset();
   LoadSnapshot Snapshot() const;
+
+  // Live re-placement (the Rebalancer, on the engine thread, between steps). SwitchPlacement makes
+  // `next` the placement counted against and starts a new telemetry epoch at once, atomically:
+  // per-worker counts mean something under one placement only, and worker reports still
+  // counting the old one (an older epoch) are kept for liveness alone. `done` is recorded as the
+  // latest re-placement; RecordFailedRearrangement records one that failed.
+  void SwitchPlacement(std::shared_ptr<const ExpertPlacement> next, Rearrangement done);
+  void RecordFailedRearrangement(Rearrangement failed);
+  void SetRearrangementInProgress(bool in_progress);
+  void SetLastRearrangement(Rearrangement last);  // the same one, with its final times
+  std::shared_ptr<const ExpertPlacement> placement() const;
+  uint32_t placement_epoch() const;
+  // [layer][expert] token-choices in the sliding window: what the planner balances.
+  std::vector<std::vector<double>> WindowLoads() const;
 
   // The epoch to stamp on step headers (ClusterExchangeOptions::telemetry_epoch); changes only
   // between steps.
@@ -106,6 +122,8 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
   double exchange_seconds_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t exchanges_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<WorkerState> workers_ ABSL_GUARDED_BY(mu_);  // [W + 1] by rank
+  std::shared_ptr<const ExpertPlacement> placement_ ABSL_GUARDED_BY(mu_);  // null: single process
+  PlacementInfo placement_info_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace moe

@@ -118,6 +118,35 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
       out->Sample(f.name, {{"worker", absl::StrCat(w.rank)}}, f.value(w));
     }
   }
+  if (s.num_workers == 0) return;
+
+  // Live re-placement: not reset by ResetLoad.
+  const PlacementInfo& p = s.placement;
+  out->Family("moe_placement_epoch", "gauge", "The expert placement in force: 1 at start-up, +1 per re-placement.");
+  out->Sample("moe_placement_epoch", p.epoch);
+  int64_t slots = 0;
+  for (const auto& layer : p.slots) slots += static_cast<int64_t>(layer.size());
+  out->Family("moe_placement_slots", "gauge", "Expert slots in the placement in force, all layers (experts plus replicas).");
+  out->Sample("moe_placement_slots", static_cast<double>(slots));
+  out->Family("moe_rearrangements_total", "counter", "Live re-placements, by result (failed ones kept the old placement).");
+  out->Sample("moe_rearrangements_total", {{"result", "ok"}}, static_cast<double>(p.rearrangements));
+  out->Sample("moe_rearrangements_total", {{"result", "failed"}}, static_cast<double>(p.failed_rearrangements));
+  out->Family("moe_rearrangement_in_progress", "gauge", "1 while workers load a new placement.");
+  out->Sample("moe_rearrangement_in_progress", p.in_progress ? 1.0 : 0.0);
+  if (!p.has_last) return;
+  const Rearrangement& r = p.last;
+  out->Family("moe_last_rearrangement_seconds", "gauge",
+              "The latest re-placement's times: background load (slowest worker), the switch (the only pause), total.");
+  out->Sample("moe_last_rearrangement_seconds", {{"phase", "load"}}, r.load_seconds);
+  out->Sample("moe_last_rearrangement_seconds", {{"phase", "switch"}}, r.switch_seconds);
+  out->Sample("moe_last_rearrangement_seconds", {{"phase", "total"}}, r.total_seconds);
+  out->Family("moe_last_rearrangement_balancedness", "gauge",
+              "Worker balancedness around the latest re-placement: measured before it, and predicted for its plan "
+              "(after it: moe_balancedness{scope=\"workers\"}).");
+  out->Sample("moe_last_rearrangement_balancedness", {{"when", "before"}}, r.balancedness_before);
+  out->Sample("moe_last_rearrangement_balancedness", {{"when", "predicted"}}, r.predicted_balancedness);
+  out->Family("moe_last_rearrangement_moved_slots", "gauge", "Expert slots the latest re-placement moved.");
+  out->Sample("moe_last_rearrangement_moved_slots", r.moved_slots);
 }
 
 }  // namespace moe

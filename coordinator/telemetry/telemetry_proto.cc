@@ -56,9 +56,45 @@ void WorkerLoadToProto(const WorkerLoad& in, moe::v1::WorkerLoad* out) {
   out->set_bytes_out(in.bytes_out);
   for (const ExpertLoad& e : in.experts) ExpertLoadToProto(e, out->add_experts());
   out->set_host(in.host);
+  out->set_placement_epoch(in.placement_epoch);
+}
+
+void PlacementInfoToProto(const PlacementInfo& in, moe::v1::PlacementInfo* out) {
+  out->set_epoch(in.epoch);
+  out->set_expert_slots(in.expert_slots);
+  for (size_t l = 0; l < in.slots.size(); ++l) {
+    SlotsToProto(in.slots[l], out->add_layers());
+  }
+  out->set_rearrangements(in.rearrangements);
+  out->set_failed_rearrangements(in.failed_rearrangements);
+  out->set_in_progress(in.in_progress);
+  if (in.has_last) RearrangementToProto(in.last, out->mutable_last());
 }
 
 }  // namespace
+
+void SlotsToProto(const std::vector<ExpertSlot>& slots, moe::v1::LayerSlots* out) {
+  for (const ExpertSlot& slot : slots) {
+    moe::v1::Slot* s = out->add_slots();
+    s->set_rank(slot.rank);
+    s->set_expert(slot.expert);
+  }
+}
+
+void RearrangementToProto(const Rearrangement& in, moe::v1::Rearrangement* out) {
+  out->set_ok(in.ok);
+  out->set_error(in.error);
+  out->set_trigger(in.trigger);
+  out->set_epoch(in.epoch);
+  out->set_balancedness_before(in.balancedness_before);
+  out->set_planned_from_balancedness(in.planned_from_balancedness);
+  out->set_predicted_balancedness(in.predicted_balancedness);
+  out->set_moved_slots(in.moved_slots);
+  out->set_experts_loaded(in.experts_loaded);
+  out->set_load_seconds(in.load_seconds);
+  out->set_switch_seconds(in.switch_seconds);
+  out->set_total_seconds(in.total_seconds);
+}
 
 moe::v1::LoadSnapshot LoadSnapshotToProto(const LoadSnapshot& in) {
   moe::v1::LoadSnapshot out;
@@ -80,6 +116,7 @@ moe::v1::LoadSnapshot LoadSnapshotToProto(const LoadSnapshot& in) {
   out.set_straggler_seconds(in.straggler_seconds);
   out.set_exchange_seconds(in.exchange_seconds);
   out.set_exchanges(in.exchanges);
+  PlacementInfoToProto(in.placement, out.mutable_placement());
   return out;
 }
 
@@ -96,6 +133,7 @@ WorkerReport WorkerReportFromProto(const moe::v1::WorkerReport& in) {
   out.idle_seconds = in.idle_seconds();
   out.bytes_in = in.bytes_in();
   out.bytes_out = in.bytes_out();
+  out.placement_epoch = in.placement_epoch();
   out.experts.reserve(static_cast<size_t>(in.experts_size()));
   for (const moe::v1::ExpertLoad& e : in.experts()) {
     out.experts.push_back(ExpertLoad{e.layer(), e.expert(), e.tokens(), e.busy_seconds()});

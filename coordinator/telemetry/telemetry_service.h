@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "coordinator/rebalancer.h"
 #include "coordinator/telemetry/load_aggregator.h"
 #include "core/cluster_setup.h"
 #include "moe/v1/telemetry.grpc.pb.h"
@@ -17,8 +18,10 @@ class TelemetryService final : public moe::v1::Telemetry::Service {
  public:
   // aggregator: not owned. stopping: when it becomes true, WatchLoad streams end (server
   // shutdown); may be null.
-  TelemetryService(LoadAggregator* aggregator, const std::atomic<bool>* stopping)
-      : aggregator_(aggregator), stopping_(stopping) {}
+  // rebalancer: not owned; null: Rebalance answers UNAVAILABLE.
+  TelemetryService(LoadAggregator* aggregator, const std::atomic<bool>* stopping,
+                   Rebalancer* rebalancer = nullptr)
+      : aggregator_(aggregator), stopping_(stopping), rebalancer_(rebalancer) {}
 
   grpc::Status GetLoad(grpc::ServerContext* context, const moe::v1::GetLoadRequest* request,
                        moe::v1::LoadSnapshot* response) override;
@@ -26,10 +29,13 @@ class TelemetryService final : public moe::v1::Telemetry::Service {
                          grpc::ServerWriter<moe::v1::LoadSnapshot>* writer) override;
   grpc::Status ResetLoad(grpc::ServerContext* context, const moe::v1::ResetLoadRequest* request,
                          moe::v1::ResetLoadResponse* response) override;
+  grpc::Status Rebalance(grpc::ServerContext* context, const moe::v1::RebalanceRequest* request,
+                         moe::v1::RebalanceResponse* response) override;
 
  private:
   LoadAggregator* aggregator_;
   const std::atomic<bool>* stopping_;
+  Rebalancer* rebalancer_;
 };
 
 class WorkerTelemetryService final : public moe::v1::WorkerTelemetry::Service {

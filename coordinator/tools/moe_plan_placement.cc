@@ -74,29 +74,6 @@ absl::StatusOr<std::vector<std::vector<double>>> ReadLoads(const std::string& pa
   return loads;
 }
 
-// The agreed file format: one entry per expert, a rank or the list of its replicas' ranks.
-std::string PlacementJson(const PlacementPlan& plan, int n_experts, int expert_slots) {
-  std::string out = absl::StrCat("{\"expert_slots\": ", expert_slots, ", \"layers\": [\n");
-  for (size_t l = 0; l < plan.layers.size(); ++l) {
-    std::vector<std::vector<int>> ranks(n_experts);
-    for (const ExpertSlot& s : plan.layers[l].slots) ranks[s.expert].push_back(s.rank);
-    out += "  [";
-    for (int e = 0; e < n_experts; ++e) {
-      if (e > 0) out += ", ";
-      if (ranks[e].size() == 1) {
-        out += std::to_string(ranks[e][0]);
-      } else {
-        out += "[";
-        for (size_t i = 0; i < ranks[e].size(); ++i)
-          out += (i ? ", " : "") + std::to_string(ranks[e][i]);
-        out += "]";
-      }
-    }
-    out += l + 1 < plan.layers.size() ? "],\n" : "]\n";
-  }
-  return out + "]}\n";
-}
-
 std::string Loads(const LayerPlan& p) {
   std::string out;
   for (double x : p.worker_load) out += absl::StrFormat(" %8.1f", x);
@@ -172,8 +149,12 @@ int Run() {
       before->balancedness, plan->balancedness, plan->moved_experts, plan->moved_slots);
 
   if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) {
+    std::vector<std::vector<ExpertSlot>> slots;
+    for (const LayerPlan& layer : plan->layers) slots.push_back(layer.slots);
+    absl::StatusOr<ExpertPlacement> placement = ExpertPlacement::FromSlots(std::move(slots), n_experts, n_workers);
+    if (!placement.ok()) return cli::Fail(placement.status());
     std::ofstream f(out);
-    f << PlacementJson(*plan, n_experts, options.slots_per_worker);
+    f << placement->ToJson(options.slots_per_worker);
     f.close();
     if (!f) return cli::Fail(absl::InternalError(absl::StrCat("cannot write ", out)));
     std::printf("wrote %s\n", out.c_str());

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <vector>
 
@@ -72,15 +73,24 @@ class CpuBackendImpl final : public Backend {
       source = WeightMatrix{DType::kF32, widened->data(), w.rows, w.cols};
     }
     if (!packed::Available()) {
-      if (widened != nullptr) buffers_.push_back(std::move(widened));
+      if (widened != nullptr) Keep(std::move(widened));
       return source;
     }
     const size_t bytes = packed::PackedBytes(source);
     std::unique_ptr<WeightBuffer> buffer = WeightBuffer::Allocate(bytes);
     if (buffer == nullptr) return OutOfMemory(w, bytes);
     const WeightMatrix packed = packed::Pack(source, buffer->data());
-    buffers_.push_back(std::move(buffer));
+    Keep(std::move(buffer));
     return packed;
+  }
+  void FreeWeight(const WeightMatrix& uploaded) override {
+    std::lock_guard<std::mutex> lock(buffers_mu_);
+    for (auto it = buffers_.begin(); it != buffers_.end(); ++it) {
+      if ((*it)->data() == uploaded.data) {
+        buffers_.erase(it);
+        return;
+      }
+    }
   }
   absl::StatusOr<const float*> Upload(const std::vector<float>& v) override { return v.data(); }
 
@@ -143,7 +153,13 @@ class CpuBackendImpl final : public Backend {
                                                      " weight's packed copy (", bytes, " bytes)"));
   }
 
+  void Keep(std::unique_ptr<WeightBuffer> buffer) {
+    std::lock_guard<std::mutex> lock(buffers_mu_);
+    buffers_.push_back(std::move(buffer));
+  }
+
   const MatMulNumerics numerics_;
+  std::mutex buffers_mu_;  // Upload may run on a loader thread (Backend's contract)
   std::vector<std::unique_ptr<WeightBuffer>> buffers_;  // the copies Upload made
 };
 

@@ -1,5 +1,7 @@
 #include "kernels/cpu/thread_pool.h"
 
+#include "kernels/backend.h"
+
 #include <cblas.h>
 #include <sched.h>
 
@@ -152,7 +154,21 @@ int CpuThreads() {
   return Pool()->size();
 }
 
+namespace {
+
+// Set on a background loader's thread (UseCallingThreadOnly): the pool serves one caller at a
+// time, and that caller is the thread running the ops.
+thread_local bool t_calling_thread_only = false;
+
+}  // namespace
+
+void UseCallingThreadOnly() { t_calling_thread_only = true; }
+
 void ParallelFor(int64_t n_tasks, const std::function<void(int64_t)>& fn) {
+  if (t_calling_thread_only) {
+    for (int64_t i = 0; i < n_tasks; ++i) fn(i);
+    return;
+  }
   if (!Pool()) SetCpuThreads(0);
   Pool()->Run(n_tasks, fn);
 }

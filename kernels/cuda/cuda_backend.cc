@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -102,17 +103,27 @@ class CudaBackend final : public Backend {
     const size_t bytes = static_cast<size_t>(n) * DTypeSize(out.dtype);
     void* p = Allocate(bytes);
     if (p == nullptr) return OutOfMemory(bytes);
-    owned_.push_back(p);
+    Own(p);
     const void* src = widened.empty() ? w.data : widened.data();
     Record(MOE_CUDA_STATUS(cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice)));
     out.data = p;
     if (!error_.ok()) return error_;
     return out;
   }
+  void FreeWeight(const WeightMatrix& uploaded) override {
+    std::lock_guard<std::mutex> lock(owned_mu_);
+    for (auto it = owned_.begin(); it != owned_.end(); ++it) {
+      if (*it == uploaded.data) {
+        Release(*it);  // cudaFree waits for queued work that may read it
+        owned_.erase(it);
+        return;
+      }
+    }
+  }
   absl::StatusOr<const float*> Upload(const std::vector<float>& v) override {
     void* p = Allocate(v.size() * sizeof(float));
     if (p == nullptr) return OutOfMemory(v.size() * sizeof(float));
-    owned_.push_back(p);
+    Own(p);
     Record(MOE_CUDA_STATUS(cudaMemcpy(p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice)));
     if (!error_.ok()) return error_;
     return static_cast<const float*>(p);
@@ -270,6 +281,11 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   absl::Status error_;
+  void Own(void* p) {
+    std::lock_guard<std::mutex> lock(owned_mu_);
+    owned_.push_back(p);
+  }
+  std::mutex owned_mu_;            // Upload may run on a loader thread (Backend's contract)
   std::vector<void*> owned_;       // uploaded weights
   void* scratch16_ = nullptr;      // activations rounded to 16 bits for the GEMMs
   int64_t scratch16_elems_ = 0;

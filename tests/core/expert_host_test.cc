@@ -3,6 +3,7 @@
 #include "core/expert_host.h"
 
 #include <random>
+#include <thread>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -107,6 +108,76 @@ TEST(ExpertHostTest, EachSlotRunsItsExpertsWeights) {
     }
   }
   ASSERT_NE((*by_slot)->LastSlotSeconds(), nullptr);
+}
+
+// Live re-placement on the host: new experts are staged on another thread while the host keeps
+// serving the old ones, the switch makes them serve (with the same results as a host that loaded
+// them at start-up), experts dropped by the new placement are freed, and a dropped stage leaves
+// the host as it was.
+TEST(ExpertHostTest, StagesNewExpertsInTheBackgroundAndSwitches) {
+  LoadOptions first_half;
+  first_half.attention_side = false;
+  first_half.owns_expert = [](int, int e) { return e < 2; };
+  auto w = LoadModelWeights(kModel, first_half);
+  auto all = LoadModelWeights(kModel);
+  ASSERT_TRUE(w.ok() && all.ok());
+  const MixtralConfig& c = (*w)->config;
+  const int E = c.num_local_experts, L = c.num_hidden_layers;
+  const int64_t hidden = c.hidden_size;
+  const ExpertPlacement placement = ExpertPlacement::InProcess(L, E);
+  std::unique_ptr<kernels::Backend> backend = kernels::NewCpuBackend();
+  auto made = ExpertHost::Create(w->get(), &placement, backend.get());
+  auto reference = ExpertHost::Create(all->get(), &placement, backend.get());
+  ASSERT_TRUE(made.ok() && reference.ok());
+  ExpertHost& host = **made;
+  EXPECT_EQ(host.LoadedCount(), 2 * L);
+
+  // One row per expert of layer 1.
+  ExpertLayout layout{1, hidden, {0}};
+  for (int e = 0; e < E; ++e) layout.slot_offsets.push_back(e + 1);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<float> rows(static_cast<size_t>(E * hidden)), want(rows.size()), got(rows.size());
+  for (float& x : rows) x = normal(rng);
+  ASSERT_TRUE((*reference)->RunExperts(layout, rows.data(), want.data()).ok());
+  // Rows for experts 0 and 1 only: what the host serves now.
+  ExpertLayout old_layout{1, hidden, {0, 1, 2}};
+  old_layout.slot_offsets.resize(static_cast<size_t>(E) + 1, 2);
+
+  // Stage experts 2..E-1 (keeping 1, dropping 0) while serving goes on.
+  LoadOptions second;
+  second.attention_side = false;
+  second.owns_expert = [](int, int e) { return e >= 2; };
+  auto source = LoadModelWeights(kModel, second);
+  ASSERT_TRUE(source.ok());
+  absl::Status staged;
+  std::thread loader([&] {
+    kernels::UseCallingThreadOnly();
+    staged = host.Stage(*std::move(source));
+  });
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(host.RunExperts(old_layout, rows.data(), got.data()).ok());
+  loader.join();
+  ASSERT_TRUE(staged.ok()) << staged;
+  EXPECT_EQ(host.LoadedCount(), 2 * L);  // staged experts do not serve before the switch
+  EXPECT_EQ(host.RunExperts(layout, rows.data(), got.data()).code(), absl::StatusCode::kFailedPrecondition);
+
+  host.Switch(&placement, [](int, int e) { return e >= 1; });
+  EXPECT_EQ(host.LoadedCount(), (E - 1) * L);
+  EXPECT_FALSE(host.Loaded(1, 0));
+  ExpertLayout new_layout{1, hidden, {0, 0}};  // no row for the dropped expert 0
+  for (int e = 1; e < E; ++e) new_layout.slot_offsets.push_back(e);
+  std::vector<float> rows_new(rows.begin() + hidden, rows.end());
+  ASSERT_TRUE(host.RunExperts(new_layout, rows_new.data(), got.data()).ok());
+  for (int64_t i = 0; i < (E - 1) * hidden; ++i) ASSERT_EQ(got[i], want[hidden + i]) << i;
+
+  // A stage dropped instead of switched changes nothing.
+  auto again = LoadModelWeights(kModel, first_half);
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE(host.Stage(*std::move(again)).ok());
+  host.DropStaged();
+  host.Switch(&placement, [](int, int) { return true; });
+  EXPECT_EQ(host.LoadedCount(), (E - 1) * L);
+  EXPECT_FALSE(host.Loaded(0, 0));
 }
 
 }  // namespace

@@ -26,6 +26,17 @@ class Harness:
         print(f"{self.results['passed']} passed, {self.results['failed']} failed")
         return 1 if self.results["failed"] else 0
 
+    def wait_for(self, predicate, what, timeout=20):
+        """predicate()'s first truthy value, polled every 0.1 s; None (a failed check) at the timeout."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.1)
+        self.check(False, f"timed out waiting for {what}")
+        return None
+
     @staticmethod
     def run(cmd, **kw):
         return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
@@ -74,8 +85,8 @@ class Cluster:
         return self.proc.returncode
 
 
-def generate(stub, prompt, timeout=None, **sampling):
-    """Returns (token ids, text, last message)."""
+def generate(stub, prompt, timeout=None, on_message=None, **sampling):
+    """Returns (token ids, text, last message); on_message(msg) sees each message as it arrives."""
     req = pb.GenerateRequest(sampling=pb.SamplingParams(**sampling))
     if isinstance(prompt, list):
         req.token_ids.ids.extend(prompt)
@@ -83,6 +94,8 @@ def generate(stub, prompt, timeout=None, **sampling):
         req.text = prompt.encode()
     ids, text, last = [], "", None
     for msg in stub.Generate(req, timeout=timeout):
+        if on_message is not None:
+            on_message(msg)
         ids += list(msg.token_ids)
         text += msg.text
         last = msg

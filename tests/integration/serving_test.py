@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grpc  # noqa: E402
 from moe.v1 import inference_pb2 as pb  # noqa: E402
 from harness import Harness, generate  # noqa: E402
+from streams import PROMPTS, Streams, settings, tokenize  # noqa: E402
 
 PY = "/usr/bin/python3"
 MODEL = os.path.join(WORK, "model")
@@ -36,89 +37,6 @@ check, run, results = harness.check, harness.run, harness.results
 
 def Cluster(workers, *server_flags, model=MODEL):
     return harness.cluster(workers, *server_flags, model=model)
-
-
-def reference(prompt, max_tokens, temperature=0.0, top_p=1.0, top_k=0, seed=0):
-    out = run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt, "--max-new-tokens",
-               str(max_tokens), "--temperature", str(temperature), "--top-p", str(top_p), "--top-k", str(top_k),
-               "--seed", str(seed), "--print-ids", "--threads", "1"])
-    return [int(x) for x in out.strip().split(",") if x]
-
-
-def near_tie(prompt_ids, ref, got):
-    """True if, at the first position where got and ref differ, the reference's logits for the two
-    tokens are within 1e-4 of each other relative to the logit scale."""
-    import numpy as np
-    k = next((i for i in range(min(len(ref), len(got))) if ref[i] != got[i]), None)
-    if k is None:  # one is a prefix of the other: not a tie, a different length
-        return False
-    out = os.path.join(WORK, "tie.npy")
-    run([os.path.join(BIN, "moe-logits"), "--model", MODEL, "--tokens", ",".join(map(str, prompt_ids + ref[:k])),
-         "--out", out])
-    row = np.load(out)[-1]
-    gap = abs(float(row[ref[k]]) - float(row[got[k]]))
-    print(f"  diverged at token {k}: logits {row[ref[k]]:.6f} vs {row[got[k]]:.6f} (gap {gap:.2e})")
-    return gap <= 1e-4 * float(np.abs(row).max())
-
-
-def batch_invariant_cpu():
-    """The packed kernels' CPU features (kernels/cpu/packed_matmul.h: AVX-512 F/BW/VL/DQ, F16C, FMA)."""
-    with open("/proc/cpuinfo") as f:
-        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    return all(x in flags for x in ("avx512f", "avx512bw", "avx512vl", "avx512dq", "f16c", "fma"))
-
-
-BATCH_INVARIANT = batch_invariant_cpu()
-
-
-def tokenize(stub, text):
-    return list(stub.Tokenize(pb.TokenizeRequest(text=text.encode(), add_bos=True)).ids)
-
-
-PROMPTS = [f"Request number {i}: tell me about {topic}" for i, topic in enumerate(
-    ["the sea", "mountains", "a cat", "rivers", "the moon", "cities", "trees", "music",
-     "rain", "bread", "stars", "trains", "winter", "books", "gardens", "light"])]
-
-
-def settings(i):
-    """Greedy for even clients, seeded sampling with different settings for odd ones."""
-    if i % 2 == 0:
-        return dict(max_tokens=24 + i)
-    return dict(max_tokens=24 + i, temperature=0.7 + 0.05 * i, top_p=0.9, top_k=40 + i, seed=1000 + i)
-
-
-def concurrent_clients(cluster, refs, label):
-    outs = [None] * len(PROMPTS)
-    errors = []
-
-    def client(i):
-        try:
-            outs[i] = generate(cluster.stub, PROMPTS[i], timeout=120, **settings(i))
-        except Exception as e:  # noqa: BLE001
-            errors.append(f"client {i}: {e}")
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(PROMPTS))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    check(not errors, f"{label}: 16 concurrent streams finished without error {errors[:2]}")
-    for i, out in enumerate(outs):
-        if out is None:
-            continue
-        ids, text, last = out
-        ref = refs[i]
-        if ids == ref:
-            check(True, f"{label} client {i} ({'greedy' if i % 2 == 0 else 'sampled'}): {len(ids)} tokens equal "
-                  f"the single-process tool's; finish {pb.FinishReason.Name(last.finish_reason)}")
-        elif not BATCH_INVARIANT and i % 2 == 0 and near_tie(tokenize(cluster.stub, PROMPTS[i]), ref, ids):
-            check(True, f"{label} client {i}: equal up to a near-tie in the reference (allowed)")
-        else:
-            check(False, f"{label} client {i}: {ids} != {ref}")
-        usage = last.usage
-        check(usage.generated_tokens == len(ids) and usage.prompt_tokens > 0 and usage.total_ms >= usage.time_to_first_token_ms > 0,
-              f"{label} client {i}: usage {usage.prompt_tokens} prompt, {usage.generated_tokens} generated, "
-              f"TTFT {usage.time_to_first_token_ms:.1f} ms, total {usage.total_ms:.1f} ms")
 
 
 def expect_error(what, code, fn, fragment=""):
@@ -150,21 +68,19 @@ def main():
          "--intermediate", "96", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--experts", "8",
          "--top-k", "2", "--max-pos", "1024", "--dtype", "bf16", "--seed", "11",
          "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
-    refs = [reference(PROMPTS[i], settings(i)["max_tokens"],
-                      **{k: v for k, v in settings(i).items() if k != "max_tokens"})
-            for i in range(len(PROMPTS))]
+    streams = Streams(harness, MODEL)
 
     # W=4: 16 concurrent clients.
     c = Cluster(4)
     try:
-        concurrent_clients(c, refs, "W=4")
+        streams.run_clients(c, "W=4")
     finally:
         check(c.stop() == 0, "W=4: SIGTERM with nothing in flight: the job exits 0")
 
     # W=2: 16 clients, every error, cancellation, deadline, health, lost worker.
     c = Cluster(2, "--max-tokens-limit", "256")
     try:
-        concurrent_clients(c, refs, "W=2")
+        streams.run_clients(c, "W=2")
         health = c.channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
                                        response_deserializer=lambda b: b)
         check(health(b"") == b"\x08\x01", "health service says SERVING")
@@ -204,7 +120,7 @@ def main():
         t.start()
         expect_error("bad request beside a running one", bad, lambda: generate(c.stub, "", max_tokens=4))
         t.join()
-        check(ok_out and ok_out[0][0] == refs[0], "the running request is unaffected")
+        check(ok_out and ok_out[0][0] == streams.refs[0], "the running request is unaffected")
 
         # Stop strings: the text ends before the first stop string, finish reason STOP.
         ids, text, last = generate(c.stub, PROMPTS[2], max_tokens=40)

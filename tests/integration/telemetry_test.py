@@ -43,7 +43,7 @@ MODEL = os.path.join(WORK, "model")
 TRACE = os.path.join(WORK, "cluster.trace")
 LAYERS, EXPERTS, TOP_K, WORKERS = 2, 8, 2, 3
 h = Harness(BIN, SRC, WORK)
-check = h.check
+check, wait_for = h.check, h.wait_for
 
 SEQUENTIAL = ["The history of the sea", "Mountains rise above", "A cat sat on the mat and then"]
 CONCURRENT = [f"Client {i} asks about {topic}" for i, topic in enumerate(
@@ -59,17 +59,6 @@ def single_process_counts(prompt, max_tokens):
     h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt, "--max-new-tokens",
            str(max_tokens), "--threads", "1", "--routing-trace", path])
     return routing_trace.expert_counts(routing_trace.load(path))
-
-
-def wait_for(predicate, what, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    check(False, f"timed out waiting for {what}")
-    return None
 
 
 def workers_caught_up(telemetry):

@@ -6,20 +6,12 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/coordinator/routing_choices.h"
 
 namespace moe {
 namespace {
 
-// Routing for rows whose choices are given as {first, second} per row, one layer.
-Routing Choices(std::vector<std::vector<int32_t>> rows) {
-  Routing r;
-  r.top_k = 2;
-  for (const auto& row : rows) {
-    r.expert.insert(r.expert.end(), row.begin(), row.end());
-    r.weight.insert(r.weight.end(), {0.6f, 0.4f});
-  }
-  return r;
-}
+using testing::Choices;
 
 struct Fixture {
   double now = 0;
@@ -155,6 +147,39 @@ WorkerReport Report(int rank, uint32_t epoch, uint64_t sequence, int64_t tokens)
   r.compute_seconds = 0.5;
   r.experts.push_back(ExpertLoad{0, 0, tokens, 0.0});
   return r;
+}
+
+// After a live re-placement the aggregator counts against the new placement in a new epoch at
+// once; a report still counting the old placement (its epoch is older) keeps the worker alive but
+// shows no counts, and a report of the new epoch must fit the new placement.
+TEST(LoadAggregatorTest, SwitchPlacementStartsAnEpochAndReportsFollowIt) {
+  Fixture f;
+  f.Step({{1, 0, 5}}, {Choices({{0, 2}}), Choices({{0, 2}})});
+  auto swapped = std::make_shared<const ExpertPlacement>(
+      *ExpertPlacement::FromTable({{2, 2, 1, 1}, {2, 2, 1, 1}}, 2));  // rank 2 now hosts expert 0
+  Rearrangement done;
+  done.ok = true;
+  done.epoch = 2;
+  f.agg->SwitchPlacement(swapped, done);
+  LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.epoch, 2u);
+  EXPECT_EQ(s.steps, 0);
+  EXPECT_EQ(s.placement.epoch, 2u);
+  EXPECT_EQ(s.placement.rearrangements, 1);
+  EXPECT_EQ(s.placement.slots[0][0].rank, 2);
+  // Rank 1 reports the old placement's expert 0 under epoch 1: alive, not counted.
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 1, 9)).ok());
+  s = f.agg->Snapshot();
+  EXPECT_TRUE(s.workers[0].alive);
+  EXPECT_EQ(s.workers[0].reported_tokens, 0);
+  // Under epoch 2, rank 1 no longer hosts expert 0, rank 2 does.
+  EXPECT_FALSE(f.agg->OnWorkerReport(Report(1, 2, 2, 9)).ok());
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(2, 2, 1, 9)).ok());
+  EXPECT_EQ(f.agg->Snapshot().workers[1].reported_tokens, 9);
+  // The same routing now lands on the other ranks.
+  f.Step({{1, 1, 5}}, {Choices({{0, 1}}), Choices({{0, 1}})});
+  s = f.agg->Snapshot();
+  EXPECT_EQ(s.layers[0].worker_tokens, (std::vector<int64_t>{0, 2}));
 }
 
 TEST(LoadAggregatorTest, WorkerReportsAndHeartbeat) {

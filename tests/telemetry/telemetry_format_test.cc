@@ -206,5 +206,27 @@ TEST(LoadViewTest, ShowsSharesWorkersAndLostWorkers) {
   EXPECT_THAT(view, HasSubstr("LOST 9 s"));
 }
 
+TEST(LoadViewTest, ShowsThePlacementWithReplicasAndTheLastReplacement) {
+  moe::v1::PlacementInfo p;
+  p.set_epoch(3);
+  p.set_expert_slots(3);
+  p.set_rearrangements(2);
+  p.set_failed_rearrangements(1);
+  // Layer 0: expert 0 on both workers, 1 on worker 1, 2 on worker 2.
+  moe::v1::LayerSlots* layer = p.add_layers();
+  for (auto [rank, expert] : {std::pair{1, 0}, {2, 0}, {1, 1}, {2, 2}}) {
+    moe::v1::Slot* slot = layer->add_slots();
+    slot->set_rank(rank);
+    slot->set_expert(expert);
+  }
+  p.mutable_last()->set_ok(false);
+  p.mutable_last()->set_trigger("request");
+  p.mutable_last()->set_error("worker rank 2 could not load its new experts: gone");
+  const std::string view = RenderPlacement(p, 2, 3);
+  EXPECT_THAT(view, HasSubstr("placement epoch 3 | 2 re-placements, 1 failed | 3 slots per worker"));
+  EXPECT_THAT(view, HasSubstr("last (request) FAILED, placement kept: worker rank 2 could not load"));
+  EXPECT_THAT(view, HasSubstr("    0 | 0*,1           | 0*,2          "));
+}
+
 }  // namespace
 }  // namespace moe

@@ -149,6 +149,7 @@ WorkerReport SomeReport(Counter* c) {
   r.bytes_in = c->Int();
   r.bytes_out = c->Int();
   for (int i = 0; i < 3; ++i) r.experts.push_back(SomeExpertLoad(c));
+  r.placement_epoch = static_cast<uint32_t>(c->Int());
   return r;
 }
 
@@ -205,11 +206,33 @@ LoadSnapshot SomeSnapshot(Counter* c) {
     w.bytes_in = c->Int();
     w.bytes_out = c->Int();
     w.experts = {SomeExpertLoad(c), SomeExpertLoad(c)};
+    w.placement_epoch = static_cast<uint32_t>(c->Int());
     s.workers.push_back(w);
   }
   s.straggler_seconds = c->Seconds();
   s.exchange_seconds = c->Seconds();
   s.exchanges = c->Int();
+  PlacementInfo& p = s.placement;
+  p.epoch = static_cast<uint32_t>(c->Int());
+  p.expert_slots = c->Int();
+  p.slots = {{{c->Int(), c->Int()}, {c->Int(), c->Int()}}, {{c->Int(), c->Int()}}};
+  p.rearrangements = c->Int();
+  p.failed_rearrangements = c->Int();
+  p.in_progress = true;
+  p.has_last = true;
+  Rearrangement& r = p.last;
+  r.ok = true;
+  r.error = "error-" + std::to_string(c->Int());
+  r.trigger = "trigger-" + std::to_string(c->Int());
+  r.epoch = static_cast<uint32_t>(c->Int());
+  r.balancedness_before = c->Seconds();
+  r.planned_from_balancedness = c->Seconds();
+  r.predicted_balancedness = c->Seconds();
+  r.moved_slots = c->Int();
+  r.experts_loaded = c->Int();
+  r.load_seconds = c->Seconds();
+  r.switch_seconds = c->Seconds();
+  r.total_seconds = c->Seconds();
   return s;
 }
 
@@ -289,10 +312,40 @@ TEST(TelemetryProtoTest, SnapshotCarriesEveryFieldUnderItsName) {
     EXPECT_EQ(a.bytes_in, b.bytes_in());
     EXPECT_EQ(a.bytes_out, b.bytes_out());
     ExpectSameExperts(a.experts, b.experts());
+    EXPECT_EQ(a.placement_epoch, b.placement_epoch());
   }
   EXPECT_EQ(s.straggler_seconds, p.straggler_seconds());
   EXPECT_EQ(s.exchange_seconds, p.exchange_seconds());
   EXPECT_EQ(s.exchanges, p.exchanges());
+  const PlacementInfo& a = s.placement;
+  const moe::v1::PlacementInfo& b = p.placement();
+  EXPECT_EQ(a.epoch, b.epoch());
+  EXPECT_EQ(a.expert_slots, b.expert_slots());
+  ASSERT_EQ(a.slots.size(), static_cast<size_t>(b.layers_size()));
+  for (size_t l = 0; l < a.slots.size(); ++l) {
+    ASSERT_EQ(a.slots[l].size(), static_cast<size_t>(b.layers(static_cast<int>(l)).slots_size()));
+    for (size_t i = 0; i < a.slots[l].size(); ++i) {
+      const moe::v1::Slot& slot = b.layers(static_cast<int>(l)).slots(static_cast<int>(i));
+      EXPECT_EQ(a.slots[l][i].rank, slot.rank());
+      EXPECT_EQ(a.slots[l][i].expert, slot.expert());
+    }
+  }
+  EXPECT_EQ(a.rearrangements, b.rearrangements());
+  EXPECT_EQ(a.failed_rearrangements, b.failed_rearrangements());
+  EXPECT_EQ(a.in_progress, b.in_progress());
+  const moe::v1::Rearrangement& r = b.last();
+  EXPECT_EQ(a.last.ok, r.ok());
+  EXPECT_EQ(a.last.error, r.error());
+  EXPECT_EQ(a.last.trigger, r.trigger());
+  EXPECT_EQ(a.last.epoch, r.epoch());
+  EXPECT_EQ(a.last.balancedness_before, r.balancedness_before());
+  EXPECT_EQ(a.last.planned_from_balancedness, r.planned_from_balancedness());
+  EXPECT_EQ(a.last.predicted_balancedness, r.predicted_balancedness());
+  EXPECT_EQ(a.last.moved_slots, r.moved_slots());
+  EXPECT_EQ(a.last.experts_loaded, r.experts_loaded());
+  EXPECT_EQ(a.last.load_seconds, r.load_seconds());
+  EXPECT_EQ(a.last.switch_seconds, r.switch_seconds());
+  EXPECT_EQ(a.last.total_seconds, r.total_seconds());
 }
 
 }  // namespace
