@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstdint>
 
 namespace moe {
 
@@ -22,7 +23,7 @@ class Backoff {
       sched_yield();
       return;
     }
-    const long ns = std::min<long>(1000000, 1000L * (idle_ - 2047));
+    const long ns = static_cast<long>(std::min<uint64_t>(1000000, 1000 * (idle_ - 2047)));
     const timespec ts{0, ns};
     nanosleep(&ts, nullptr);
   }
@@ -30,7 +31,8 @@ class Backoff {
   bool TimeToCheck() const { return idle_ >= 64 && (idle_ & 63) == 0; }
 
  private:
-  int idle_ = 0;
+  // 64 bits: a 32-bit count overflowed after about 25 idle days of 1 ms sleeps, then busy-polled.
+  uint64_t idle_ = 0;
 };
 
 }  // namespace moe

@@ -1,6 +1,6 @@
 #include "core/config.h"
 
-#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -78,8 +78,15 @@ absl::Status MixtralConfig::Validate() const {
                       absl::StrCat("(", num_experts_per_tok, ") exceeds num_local_experts (",
                                    num_local_experts, ")"));
   }
-  if (!(rope_theta > 0)) return FieldError("rope_theta", "must be positive");
-  if (!(rms_norm_eps >= 0)) return FieldError("rms_norm_eps", "must be non-negative");
+  // Checked as the kernels use them, in float32: 1e-50 passes "> 0" as a double and is 0 as a
+  // float (every logit NaN), and 1e39 does not fit a float at all.
+  if (!std::isfinite(rope_theta) || !(rope_theta >= 1) ||
+      rope_theta > std::numeric_limits<float>::max()) {
+    return FieldError("rope_theta", absl::StrCat("must be at least 1 and fit a float (got ", rope_theta, ")"));
+  }
+  if (!std::isfinite(rms_norm_eps) || !(rms_norm_eps >= 0) || rms_norm_eps > 1) {
+    return FieldError("rms_norm_eps", absl::StrCat("must be in [0, 1] (got ", rms_norm_eps, ")"));
+  }
   if (sliding_window < 0) return FieldError("sliding_window", "must be positive or null");
   if (bos_token_id < 0 || bos_token_id >= vocab_size) {
     return FieldError("bos_token_id", "is outside the vocabulary");

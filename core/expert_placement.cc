@@ -1,5 +1,6 @@
 #include "core/expert_placement.h"
 
+#include <climits>
 #include <fstream>
 #include <sstream>
 
@@ -52,10 +53,23 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& jso
                                                      n_experts, " worker ranks, one per expert"));
     }
     std::vector<ExpertSlot> out;
+    // A rank as JSON: an integer in int range (a larger one must not wrap onto a real rank); the
+    // range 1..W is checked with the slots.
+    auto rank_of = [&](const nlohmann::json& v, size_t e) -> absl::StatusOr<int> {
+      const bool in_range = v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t{INT_MAX}
+                                                   : v.get<int64_t>() >= INT_MIN && v.get<int64_t>() <= INT_MAX;
+      if (!in_range) {
+        return absl::InvalidArgumentError(absl::StrCat("placement: layer ", layer, " expert ", e,
+                                                       " names worker rank ", v.dump(),
+                                                       ", outside 1..", n_workers));
+      }
+      return static_cast<int>(v.get<int64_t>());
+    };
     for (size_t e = 0; e < row.size(); ++e) {
       const int expert = static_cast<int>(e);
       if (row[e].is_number_integer()) {
-        out.push_back({row[e].get<int>(), expert});
+        MOE_ASSIGN_OR_RETURN(const int r, rank_of(row[e], e));
+        out.push_back({r, expert});
         continue;
       }
       if (!row[e].is_array()) {
@@ -74,7 +88,7 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& jso
                                                          " lists ", rank.dump(),
                                                          ", not a worker rank"));
         }
-        const int r = rank.get<int>();
+        MOE_ASSIGN_OR_RETURN(const int r, rank_of(rank, e));
         // A second replica on one rank would run the same weights there and add nothing.
         for (size_t i = first; i < out.size(); ++i) {
           if (out[i].rank == r) {

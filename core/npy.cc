@@ -65,7 +65,19 @@ absl::Status ReadNpyTyped(const std::string& path, const char* descr, std::vecto
       return absl::InvalidArgumentError(absl::StrCat(path, ": bad shape"));
     }
     shape->push_back(d);
+    // A hostile shape must neither overflow the product nor allocate more than the file holds.
+    if (d != 0 && count > (int64_t{1} << 40) / d) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": shape too large"));
+    }
     count *= d;
+  }
+  const std::streampos data_start = in.tellg();
+  in.seekg(0, std::ios::end);
+  const int64_t available = static_cast<int64_t>(in.tellg() - data_start);
+  in.seekg(data_start);
+  if (count > available / static_cast<int64_t>(sizeof(T))) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": truncated data (shape needs ", count,
+                                                   " elements)"));
   }
   data->resize(static_cast<size_t>(count));
   if (!in.read(reinterpret_cast<char*>(data->data()), static_cast<std::streamsize>(count * sizeof(T)))) {

@@ -73,13 +73,19 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context,
   if (!r.ok()) return ToGrpc(r.status());
   absl::StatusOr<std::shared_ptr<RequestHandle>> handle = scheduler_->Submit(*std::move(r));
   if (!handle.ok()) return ToGrpc(handle.status());
+  // A stream ends early because the client cancelled, left, or its deadline passed: gRPC reports
+  // all three as a cancelled context or a failed write, so the deadline is looked at here (with a
+  // little slack: gRPC's timer may fire a moment before this clock reaches it).
+  auto ended_early = [&](const char* why) {
+    (*handle)->Cancel();
+    const auto deadline = context->deadline();
+    const bool expired = deadline != std::chrono::system_clock::time_point::max() &&
+                         deadline <= std::chrono::system_clock::now() + std::chrono::milliseconds(20);
+    return expired ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded")
+                   : grpc::Status(grpc::StatusCode::CANCELLED, why);
+  };
   for (;;) {
-    if (context->IsCancelled()) {
-      (*handle)->Cancel();
-      const bool expired = context->deadline() <= std::chrono::system_clock::now();
-      return expired ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded")
-                     : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
-    }
+    if (context->IsCancelled()) return ended_early("cancelled by the client");
     for (StreamEvent& e : (*handle)->Wait(absl::Milliseconds(20))) {
       if (!e.error.ok()) return ToGrpc(e.error);
       moe::v1::GenerateResponse out;
@@ -93,10 +99,7 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context,
         u->set_time_to_first_token_ms(e.time_to_first_token_ms);
         u->set_total_ms(e.total_ms);
       }
-      if (!writer->Write(out)) {  // the client is gone
-        (*handle)->Cancel();
-        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-      }
+      if (!writer->Write(out)) return ended_early("the client went away");
       if (e.finish != FinishReason::kNone) {
         *last = std::move(e);
         return grpc::Status::OK;

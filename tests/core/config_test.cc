@@ -64,6 +64,11 @@ TEST(ConfigTest, RejectsBadInput) {
   ExpectError(Replace(kValid, "\"eos_token_id\": 2", "\"eos_token_id\": 4294967298"), "eos_token_id");
   ExpectError(Replace(kValid, "\"eos_token_id\": 2", "\"eos_token_id\": [2, -1]"), "eos_token_id");
   ExpectError(Replace(kValid, "\"hidden_size\": 64", "\"hidden_size\": 2000000000"), "implausibly");
+  // Values that pass a double's check but break the float32 math (issue 15): refused by name.
+  ExpectError(Replace(kValid, "\"rope_theta\": 10000.0", "\"rope_theta\": 1e-50"), "rope_theta");
+  ExpectError(Replace(kValid, "\"rope_theta\": 10000.0", "\"rope_theta\": 1e39"), "rope_theta");
+  ExpectError(Replace(kValid, "\"rms_norm_eps\": 1e-6", "\"rms_norm_eps\": 1e39"), "rms_norm_eps");
+  ExpectError(Replace(kValid, "\"rms_norm_eps\": 1e-6", "\"rms_norm_eps\": -1e-6"), "rms_norm_eps");
 }
 
 TEST(ConfigTest, MissingFileIsNotFound) {

@@ -107,6 +107,13 @@ TEST(ExpertPlacementTest, BadReplicaListsNameLayerAndExpert) {
   EXPECT_TRUE(Mentions(s, "placement: layer 0 expert 1 has an empty list of worker ranks")) << s;
   s = parse(R"({"layers": [[1, 2, 2, 1], [1, [2, 2], 1, 2]]})");
   EXPECT_TRUE(Mentions(s, "placement: layer 1 expert 1 lists worker rank 2 twice")) << s;
+  // Ranks beyond int must not wrap onto a real rank (4294967297 = 2^32 + 1 wrapped to 1).
+  s = parse(R"({"experts": [4294967297, 2, 2, 1]})");
+  EXPECT_TRUE(Mentions(s, "layer 0 expert 0 names worker rank 4294967297, outside 1..2")) << s;
+  s = parse(R"({"experts": [1, [2, 18446744073709551615], 2, 1]})");
+  EXPECT_TRUE(Mentions(s, "layer 0 expert 1 names worker rank 18446744073709551615")) << s;
+  s = parse(R"({"experts": [-4294967295, 2, 2, 1]})");
+  EXPECT_TRUE(Mentions(s, "names worker rank -4294967295")) << s;
   s = parse(R"({"experts": [1, [2, "x"], 2, 2]})");
   EXPECT_TRUE(Mentions(s, "layer 0 expert 1 lists \"x\", not a worker rank")) << s;
   s = parse(R"({"experts": [1, [2, 3], 2, 2]})");

@@ -145,7 +145,8 @@ def main():
 
     # Cancellation, deadline and graceful shutdown. Each long request would take seconds; the
     # server must be idle again well before that.
-    c = Cluster(2, model=slow)
+    metrics_port_file = os.path.join(WORK, "metrics-port")
+    c = Cluster(2, "--metrics-listen", "127.0.0.1:0", "--metrics-port-file", metrics_port_file, model=slow)
     try:
         call = c.stub.Generate(pb.GenerateRequest(text=b"A long story", sampling=pb.SamplingParams(max_tokens=3000)))
         got = [next(call) for _ in range(3)]
@@ -161,6 +162,13 @@ def main():
                      lambda: generate(c.stub, "A long story", timeout=0.5, max_tokens=3000))
         wait_idle(c.stub, "after the deadline")
         check(time.time() - t0 < 3, f"the expired request left the batch {time.time() - t0:.2f} s after it started")
+        # Each ending counted under its own status: the expiry is not a cancellation.
+        import urllib.request
+        page = urllib.request.urlopen(f"http://127.0.0.1:{open(metrics_port_file).read().strip()}/metrics").read().decode()
+        outcomes = {line.split('"')[1]: float(line.split()[-1]) for line in page.splitlines()
+                    if line.startswith("moe_requests_total{")}
+        check(outcomes.get("CANCELLED") == 1 and outcomes.get("DEADLINE_EXCEEDED") == 1,
+              f"moe_requests_total: one CANCELLED, one DEADLINE_EXCEEDED ({outcomes})")
 
         # Graceful shutdown: SIGTERM while a request runs; it finishes, new ones are refused. 1200
         # tokens: long enough to still be running when the signal goes out on CPUs with AMX, where
