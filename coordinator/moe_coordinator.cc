@@ -14,6 +14,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -312,7 +313,22 @@ int EndCluster(absl::Status status, const CoordinatorOptions& o, Cluster* cluste
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  if (cluster->exchange != nullptr) cluster->exchange->Shutdown();
+  if (cluster->exchange != nullptr) {
+    if (absl::Status left = cluster->exchange->Shutdown(); !left.ok()) {
+      // A worker that cannot take part in the shutdown would hold MPI_Finalize forever.
+      std::fprintf(stderr, "moe-coordinator: %s; aborting the job\n", std::string(left.message()).c_str());
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+  }
+  // Every worker acknowledged; should one still stall the finalize (stopped in between), the job
+  // ends anyway: mpirun ends the others when rank 0 exits without finalizing.
+  std::thread([] {
+    std::this_thread::sleep_for(std::chrono::seconds(30));
+    std::fprintf(stderr, "moe-coordinator: MPI_Finalize did not return within 30 s; exiting\n");
+    std::fflush(stderr);
+    std::_Exit(1);
+  }).detach();
   cluster->plane.reset();
   MPI_Finalize();
   return code;

@@ -167,26 +167,37 @@ absl::Status ClusterExchange::Exchange(const ExpertLayout& layout, const float* 
   return absl::OkStatus();
 }
 
-void ClusterExchange::Shutdown() {
-  std::vector<MPI_Request> requests;
+absl::Status ClusterExchange::Shutdown(double timeout_seconds) {
+  std::vector<MPI_Request> sends, acks;
   std::vector<int> peers;
+  replies_.assign(replies_.size(), ReplyHeader{});
+  ++step_id_;
   for (int r = 1; r <= placement_->n_workers(); ++r) {
-    headers_[r] = StepHeader{kStepMagic, static_cast<int32_t>(StepCommand::kShutdown), ++step_id_,
+    headers_[r] = StepHeader{kStepMagic, static_cast<int32_t>(StepCommand::kShutdown), step_id_,
                              0, 0, 0, 0, 0, 0};
     MPI_Request req;
     MPI_Isend(&headers_[r], sizeof(StepHeader), MPI_BYTE, r, kHeaderTag, MPI_COMM_WORLD, &req);
-    requests.push_back(req);
+    sends.push_back(req);
+    MPI_Irecv(&replies_[r], sizeof(ReplyHeader), MPI_BYTE, r, kReplyTag, MPI_COMM_WORLD, &req);
+    acks.push_back(req);
     peers.push_back(r);
   }
-  // A worker that is gone cannot receive; do not wait for it forever.
-  WaitAll(&requests, peers, 2.0, "shutdown").IgnoreError();
-  for (MPI_Request& r : requests) {
-    if (r != MPI_REQUEST_NULL) {
-      MPI_Cancel(&r);
-      MPI_Request_free(&r);
+  // A small send completes without its receiver, so only the acknowledgement shows that a worker
+  // is there to leave with us; one that is stopped or gone cannot send it.
+  absl::Status acked = WaitAll(&acks, peers, timeout_seconds, "shutdown");
+  if (acked.ok()) acked = WaitAll(&sends, peers, timeout_seconds, "shutdown");
+  for (std::vector<MPI_Request>* pending : {&sends, &acks}) {
+    for (MPI_Request& r : *pending) {
+      if (r != MPI_REQUEST_NULL) {
+        MPI_Cancel(&r);
+        MPI_Request_free(&r);
+      }
     }
   }
+  if (!acked.ok()) return absl::UnavailableError(acked.message());
+  return absl::OkStatus();
 }
+
 
 absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
   const ExpertPlacement* placement = opt.placement;
@@ -231,7 +242,13 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
                                               ", step ", h.step_id, " after ", last_step, ")"));
     }
     last_step = h.step_id;
-    if (h.command == static_cast<int32_t>(StepCommand::kShutdown)) return absl::OkStatus();
+    if (h.command == static_cast<int32_t>(StepCommand::kShutdown)) {
+      // Acknowledged, so that the coordinator knows every worker is leaving with it.
+      const ReplyHeader ack{kReplyMagic, 0, h.step_id, 0, 0.0};
+      requests.assign(1, MPI_REQUEST_NULL);
+      MPI_Isend(&ack, sizeof(ack), MPI_BYTE, kCoordinator, kReplyTag, MPI_COMM_WORLD, &requests[0]);
+      return WaitAll(&requests, {kCoordinator}, opt.stop_grace_seconds, who + " acknowledging the shutdown");
+    }
     if (h.command >= static_cast<int32_t>(StepCommand::kBeginPlacement) &&
         h.command <= static_cast<int32_t>(StepCommand::kAbortPlacement)) {
       MOE_ASSIGN_OR_RETURN(const ExpertPlacement* now, AnswerPlacementCommand(h, placement, opt));

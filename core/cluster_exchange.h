@@ -134,8 +134,10 @@ class ClusterExchange : public ExpertExchange, public PlacementMover {
                   ClusterExchangeOptions options);
   const ExpertPlacement& placement() const override { return *placement_; }
   absl::Status Dispatch(const ExpertLayout& layout, const float* rows, float* out) override;
-  // Tells every worker to exit its serving loop. Best effort; call once, at the end.
-  void Shutdown();
+  // Tells every worker to exit its serving loop and waits (at most `timeout_seconds`) for each to
+  // acknowledge; call once, at the end. Unavailable naming the first worker that did not: it is
+  // stopped or gone, MPI_Finalize would wait for it forever, so the caller must abort the job.
+  absl::Status Shutdown(double timeout_seconds = 5.0);
 
   // Live re-placement, between steps (the protocol above). Begin: every worker checks `next` and
   // starts loading; a worker's refusal aborts the others and is returned (FailedPrecondition

@@ -8,7 +8,8 @@
   output may differ after a token where the reference itself had a near-tie (the batch changes
   float32 summation order at the 1e-6 level); any such case is checked and reported.
 - Every request error and its status code; cancellation mid-stream and a deadline, both freeing
-  the KV cache (GetModelInfo); the standard health service; a full queue; a lost worker (UNAVAILABLE
+  the KV cache (GetModelInfo); the standard health service; a full queue; a worker stopped at
+  shutdown (the job aborted within a bound, naming it); a lost worker (UNAVAILABLE
   for what is in flight); graceful shutdown on SIGTERM.
 
 usage: serving_test.py BIN_DIR SOURCE_DIR WORK_DIR PYTHON_STUBS_DIR
@@ -229,6 +230,37 @@ def main():
             rc = None
         check(rc not in (None, 0), f"lost worker: the job exits non-zero ({rc})")
     finally:
+        if c.proc.poll() is None:
+            os.killpg(c.proc.pid, signal.SIGKILL)
+            c.proc.wait()
+
+    # A worker stopped while the server is idle, then SIGTERM: the shutdown cannot include it, so
+    # the job is aborted within a bound, naming the rank, instead of waiting in MPI_Finalize for as
+    # long as the worker stays stopped.
+    c = Cluster(2, model=slow)
+    worker = None
+    try:
+        generate(c.stub, "hi", max_tokens=4)
+        worker = c.pid_of("moe-worker")[0]
+        os.kill(worker, signal.SIGSTOP)
+        t0 = time.time()
+        for pid in c.pid_of("moe-coordinator"):
+            os.kill(pid, signal.SIGTERM)
+        try:
+            rc = c.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            rc = None
+        took = time.time() - t0
+        log = open(c.log.name).read()
+        check(rc not in (None, 0) and took < 20 and "did not answer within" in log and "aborting the job" in log,
+              f"stopped worker at shutdown: the job ends in {took:.1f} s with exit {rc}, naming the rank: "
+              f"{[l for l in log.splitlines() if 'aborting the job' in l][:1]}")
+    finally:
+        if worker is not None:
+            try:
+                os.kill(worker, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
         if c.proc.poll() is None:
             os.killpg(c.proc.pid, signal.SIGKILL)
             c.proc.wait()
