@@ -78,6 +78,11 @@ void Scheduler::StopAdmitting(const absl::Status& why) {
   stopped_ = why;
 }
 
+void Scheduler::ResumeAdmitting() {
+  absl::MutexLock lock(&mu_);
+  stopped_.reset();
+}
+
 bool Scheduler::WaitForWork(absl::Duration timeout) {
   if (!running_.empty()) return true;
   absl::MutexLock lock(&mu_);

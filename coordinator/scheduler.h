@@ -93,8 +93,10 @@ class Scheduler {
   // never fit the budget; RESOURCE_EXHAUSTED when the queue is full; UNAVAILABLE after
   // StopAdmitting().
   absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(Request request);
-  // From now on Submit fails with `why` (graceful shutdown).
+  // From now on Submit fails with `why` (graceful shutdown, a lost worker), until
+  // ResumeAdmitting(). Requests already queued or running are not touched.
   void StopAdmitting(const absl::Status& why);
+  void ResumeAdmitting();
 
   // Engine thread: waits up to `timeout` until there is work; true if there is.
   bool WaitForWork(absl::Duration timeout);

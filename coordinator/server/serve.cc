@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "coordinator/telemetry/load_metrics.h"
 #include "coordinator/telemetry/metrics_server.h"
 #include "coordinator/telemetry/telemetry_service.h"
@@ -99,8 +100,31 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   if (options.on_listening) options.on_listening(port);
   WritePortFile(options.port_file, port);
 
+  // A worker whose heartbeat is lost: health says NOT_SERVING and new requests fail at once,
+  // naming it, instead of waiting --worker-timeout-s for a step that cannot finish. Both return
+  // when it reports again.
+  std::vector<int> lost;
+  auto check_workers = [&] {
+    if (options.telemetry == nullptr) return;
+    std::vector<int> now_lost = options.telemetry->LostWorkers();
+    if (now_lost == lost) return;
+    lost = std::move(now_lost);
+    if (lost.empty()) {
+      std::fprintf(stderr, "moe-coordinator: every worker reports again; accepting requests\n");
+      scheduler.ResumeAdmitting();
+      server->GetHealthCheckService()->SetServingStatus(true);
+      return;
+    }
+    const std::string ranks = absl::StrJoin(lost, ", ");
+    std::fprintf(stderr, "moe-coordinator: worker rank %s lost (no telemetry heartbeat); refusing new requests\n",
+                 ranks.c_str());
+    scheduler.StopAdmitting(absl::UnavailableError(absl::StrCat(
+        "worker rank ", ranks, " is not answering (its heartbeat is lost); the cluster cannot serve")));
+    server->GetHealthCheckService()->SetServingStatus(false);
+  };
   absl::Status engine;
   while (!stop->load()) {
+    check_workers();
     // Between steps: a live re-placement advances here (its commit is a step boundary).
     if (options.rebalancer != nullptr) {
       engine = options.rebalancer->Tick();

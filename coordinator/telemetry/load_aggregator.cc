@@ -76,6 +76,27 @@ std::shared_ptr<const ExpertPlacement> LoadAggregator::placement() const {
   return placement_;
 }
 
+bool LoadAggregator::AliveLocked(const WorkerState& w, double now) const {
+  // Three intervals, but not less than a second: a loaded host may delay a thread that long.
+  const double stale_after = std::max(3 * options_.report_interval_seconds, 1.0);
+  return w.received_at >= 0 && !w.stream_ended && now - w.received_at < stale_after;
+}
+
+void LoadAggregator::OnWorkerStreamEnded(int rank) {
+  absl::MutexLock lock(&mu_);
+  if (rank >= 1 && rank <= n_workers_) workers_[rank].stream_ended = true;
+}
+
+std::vector<int> LoadAggregator::LostWorkers() const {
+  std::vector<int> lost;
+  absl::MutexLock lock(&mu_);
+  const double now = Now();
+  for (int r = 1; r <= n_workers_; ++r) {
+    if (workers_[r].received_at >= 0 && !AliveLocked(workers_[r], now)) lost.push_back(r);
+  }
+  return lost;
+}
+
 uint32_t LoadAggregator::placement_epoch() const {
   absl::MutexLock lock(&mu_);
   return placement_info_.epoch;
@@ -247,6 +268,7 @@ absl::Status LoadAggregator::OnWorkerReport(const WorkerReport& report) {
   if (report.sequence <= w.last.sequence && w.received_at >= 0) return absl::OkStatus();  // stale
   w.last = report;
   w.received_at = Now();
+  w.stream_ended = false;
   ++w.reports;
   return absl::OkStatus();
 }
@@ -326,9 +348,7 @@ LoadSnapshot LoadAggregator::Snapshot() const {
     w.routed_tokens = routed[r];
     w.reports = state.reports;
     w.seconds_since_report = state.received_at >= 0 ? now - state.received_at : -1;
-    // Three intervals, but not less than a second: a loaded host may delay a thread that long.
-    const double stale_after = std::max(3 * options_.report_interval_seconds, 1.0);
-    w.alive = state.received_at >= 0 && now - state.received_at < stale_after;
+    w.alive = AliveLocked(state, now);
     w.host = state.last.host;
     w.placement_epoch = state.received_at >= 0 ? state.last.placement_epoch : 0;
     // A report from before the reset describes steps that no longer count: the worker has run

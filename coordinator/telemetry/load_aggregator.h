@@ -56,6 +56,14 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
   // times or bytes, non-finite times. Stale reports (an older sequence number) are ignored.
   absl::Status OnWorkerReport(const WorkerReport& report);
 
+  // A worker's report stream ended (its process or host is gone, or the stream broke): the worker
+  // counts as lost at once, not three intervals later, until its next report.
+  void OnWorkerStreamEnded(int rank);
+  // Ranks whose heartbeat is lost: they reported once and then went silent for three report
+  // intervals (at least a second), or their stream ended. A rank that has not reported yet is not
+  // lost (it is starting). Ascending.
+  std::vector<int> LostWorkers() const;
+
   // Zeroes everything now if no step is running, else when the running one ends; returns the new
   // epoch. Workers follow when their next step header carries it.
   uint32_t Reset();
@@ -88,12 +96,14 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
     WorkerReport last;
     double received_at = -1;  // Now() when `last` arrived; -1: no report yet
     int64_t reports = 0;
+    bool stream_ended = false;  // since the last report
   };
 
   void ApplyResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The window's bucket for time t, cleared if it last held an older bucket.
   int64_t* WindowBucketLocked(double t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   double Now() const { return options_.now_seconds(); }
+  bool AliveLocked(const WorkerState& w, double now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const LoadAggregatorOptions options_;
   const int n_workers_;

@@ -112,6 +112,8 @@ grpc::Status WorkerTelemetryService::StreamReports(grpc::ServerContext* context,
   }
   absl::MutexLock lock(&mu_);
   open_.erase(context);
+  // Not at shutdown (we ended it): the worker's side went away, so its heartbeat is lost now.
+  if (rank != 0 && !cancelled_) aggregator_->OnWorkerStreamEnded(rank);
   return status;
 }
 

@@ -8,8 +8,9 @@
   output may differ after a token where the reference itself had a near-tie (the batch changes
   float32 summation order at the 1e-6 level); any such case is checked and reported.
 - Every request error and its status code; cancellation mid-stream and a deadline, both freeing
-  the KV cache (GetModelInfo); the standard health service; a full queue; a worker stopped at
-  shutdown (the job aborted within a bound, naming it); a lost worker (UNAVAILABLE
+  the KV cache (GetModelInfo); the standard health service; a full queue; a stopped worker
+  (health NOT_SERVING and new requests refused at once naming it, both undone when it resumes; at
+  shutdown the job aborted within a bound, naming it); a lost worker (UNAVAILABLE
   for what is in flight); graceful shutdown on SIGTERM.
 
 usage: serving_test.py BIN_DIR SOURCE_DIR WORK_DIR PYTHON_STUBS_DIR
@@ -237,11 +238,29 @@ def main():
     # A worker stopped while the server is idle, then SIGTERM: the shutdown cannot include it, so
     # the job is aborted within a bound, naming the rank, instead of waiting in MPI_Finalize for as
     # long as the worker stays stopped.
-    c = Cluster(2, model=slow)
+    c = Cluster(2, "--telemetry-interval-ms", "100", model=slow)
     worker = None
     try:
         generate(c.stub, "hi", max_tokens=4)
+        health = c.channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                                       response_deserializer=lambda b: b)
         worker = c.pid_of("moe-worker")[0]
+        # A stopped worker's heartbeat stops: health NOT_SERVING, new requests fail at once.
+        os.kill(worker, signal.SIGSTOP)
+        t0 = time.time()
+        while time.time() - t0 < 10 and health(b"") != b"\x08\x02":
+            time.sleep(0.05)
+        check(health(b"") == b"\x08\x02", f"stopped worker: health NOT_SERVING after {time.time() - t0:.1f} s")
+        t1 = time.time()
+        expect_error("stopped worker: a new request", grpc.StatusCode.UNAVAILABLE,
+                     lambda: generate(c.stub, "hi", max_tokens=4), "heartbeat is lost")
+        check(time.time() - t1 < 1, f"stopped worker: the refusal came in {time.time() - t1:.2f} s")
+        os.kill(worker, signal.SIGCONT)
+        t0 = time.time()
+        while time.time() - t0 < 10 and health(b"") != b"\x08\x01":
+            time.sleep(0.05)
+        ids, _, _ = generate(c.stub, "hi", max_tokens=4, timeout=30)
+        check(health(b"") == b"\x08\x01" and len(ids) == 4, "worker resumed: SERVING again, requests run")
         os.kill(worker, signal.SIGSTOP)
         t0 = time.time()
         for pid in c.pid_of("moe-coordinator"):

@@ -182,6 +182,32 @@ TEST(LoadAggregatorTest, SwitchPlacementStartsAnEpochAndReportsFollowIt) {
   EXPECT_EQ(s.layers[0].worker_tokens, (std::vector<int64_t>{0, 2}));
 }
 
+// Lost heartbeats, for health and admission: silent for three intervals (at least 1 s), or a
+// stream that ended; a worker that has not reported yet is starting, not lost.
+TEST(LoadAggregatorTest, LostWorkers) {
+  Fixture f;
+  auto beat = [&](int rank, uint64_t sequence) {
+    WorkerReport r = Report(rank, 1, sequence, 0);
+    r.experts.clear();  // a heartbeat: nothing run yet
+    return f.agg->OnWorkerReport(r);
+  };
+  EXPECT_TRUE(f.agg->LostWorkers().empty());
+  ASSERT_TRUE(beat(1, 1).ok());
+  ASSERT_TRUE(beat(2, 1).ok());
+  f.now = 1.4;  // three intervals of 0.5 s
+  EXPECT_TRUE(f.agg->LostWorkers().empty());
+  f.now = 1.6;
+  EXPECT_EQ(f.agg->LostWorkers(), (std::vector<int>{1, 2}));
+  ASSERT_TRUE(beat(1, 2).ok());
+  ASSERT_TRUE(beat(2, 2).ok());
+  EXPECT_TRUE(f.agg->LostWorkers().empty());
+  f.agg->OnWorkerStreamEnded(2);
+  EXPECT_EQ(f.agg->LostWorkers(), (std::vector<int>{2}));
+  EXPECT_FALSE(f.agg->Snapshot().workers[1].alive);
+  ASSERT_TRUE(beat(2, 3).ok());
+  EXPECT_TRUE(f.agg->LostWorkers().empty());
+}
+
 TEST(LoadAggregatorTest, WorkerReportsAndHeartbeat) {
   Fixture f;
   ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 1, 9)).ok());
