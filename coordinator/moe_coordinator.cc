@@ -50,6 +50,17 @@ ABSL_FLAG(int, max_running, 64, "serving: sequences in the batch at once");
 ABSL_FLAG(int, max_queue, 256, "serving: waiting requests beyond which new ones get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, kv_cache_mb, 1024, "serving: KV cache budget for all running sequences, MiB");
 ABSL_FLAG(int, max_tokens_limit, 4096, "serving: largest max_tokens a request may ask for");
+ABSL_FLAG(int, max_stop_strings, 16, "serving: stop strings a request may give");
+ABSL_FLAG(int, max_stop_bytes, 256, "serving: bytes of one stop string");
+ABSL_FLAG(int64_t, max_prompt_bytes, 1 << 20,
+          "serving: bytes of prompt text (Generate) or text to Tokenize, refused before tokenizing");
+ABSL_FLAG(int, grpc_max_message_bytes, 4 << 20, "serving: largest gRPC message, either way");
+ABSL_FLAG(int, grpc_max_streams, 256, "serving: concurrent calls on one client connection");
+ABSL_FLAG(int, grpc_max_threads, 1024,
+          "serving: calls served at once over all connections (a streaming Generate holds one "
+          "while it runs); beyond it calls get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_watch_streams, 16, "serving: WatchLoad streams open at once");
+ABSL_FLAG(int, min_watch_interval_ms, 200, "serving: WatchLoad intervals below this are raised to it");
 ABSL_FLAG(double, shutdown_grace_s, 30, "serving: on SIGTERM, how long running requests may finish");
 ABSL_FLAG(int, telemetry_interval_ms, 500, "serving: how often each worker reports its load (a heartbeat too)");
 ABSL_FLAG(double, load_window_s, 60, "serving: the sliding window of the windowed expert load");
@@ -109,6 +120,14 @@ absl::StatusOr<CoordinatorOptions> OptionsFromFlags() {
   s.scheduler.max_waiting = absl::GetFlag(FLAGS_max_queue);
   s.scheduler.kv_budget_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
   s.scheduler.limits.max_tokens = absl::GetFlag(FLAGS_max_tokens_limit);
+  s.scheduler.limits.max_stop_strings = absl::GetFlag(FLAGS_max_stop_strings);
+  s.scheduler.limits.max_stop_bytes = absl::GetFlag(FLAGS_max_stop_bytes);
+  s.max_prompt_bytes = absl::GetFlag(FLAGS_max_prompt_bytes);
+  s.max_message_bytes = absl::GetFlag(FLAGS_grpc_max_message_bytes);
+  s.max_streams_per_connection = absl::GetFlag(FLAGS_grpc_max_streams);
+  s.max_handler_threads = absl::GetFlag(FLAGS_grpc_max_threads);
+  s.max_watch_streams = absl::GetFlag(FLAGS_max_watch_streams);
+  s.min_watch_interval_ms = absl::GetFlag(FLAGS_min_watch_interval_ms);
   s.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   s.metrics_port_file = absl::GetFlag(FLAGS_metrics_port_file);
   o.telemetry_interval_ms = absl::GetFlag(FLAGS_telemetry_interval_ms);

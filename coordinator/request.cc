@@ -16,6 +16,8 @@ const char* FinishReasonName(FinishReason reason) {
 
 absl::Status RequestLimits::Validate() const {
   if (max_tokens < 1) return absl::InvalidArgumentError("--max-tokens-limit must be >= 1");
+  if (max_stop_strings < 0) return absl::InvalidArgumentError("--max-stop-strings must be >= 0");
+  if (max_stop_bytes < 1) return absl::InvalidArgumentError("--max-stop-bytes must be >= 1");
   return absl::OkStatus();
 }
 
@@ -37,6 +39,19 @@ absl::Status Request::Validate(const MixtralConfig& config, const RequestLimits&
     return absl::InvalidArgumentError(absl::StrCat(
         "prompt (", prompt.size(), " tokens) + ", names.max_tokens, " (", max_tokens,
         ") exceeds the model's context of ", config.max_position_embeddings, " positions"));
+  }
+  if (static_cast<int64_t>(stop.size()) > limits.max_stop_strings) {
+    return absl::InvalidArgumentError(absl::StrCat(names.stop, " holds ", stop.size(),
+                                                   " strings; the server's limit is ",
+                                                   limits.max_stop_strings));
+  }
+  for (const std::string& s : stop) {
+    if (s.empty()) return absl::InvalidArgumentError(absl::StrCat(names.stop, " holds an empty string"));
+    if (static_cast<int64_t>(s.size()) > limits.max_stop_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(names.stop, " holds a string of ", s.size(),
+                                                     " bytes; the server's limit is ",
+                                                     limits.max_stop_bytes));
+    }
   }
   if (absl::Status s = sampling.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(names.sampling_prefix, s.message()));

@@ -21,7 +21,9 @@ const char* FinishReasonName(FinishReason reason);
 
 // What a server allows beyond what the model allows.
 struct RequestLimits {
-  int max_tokens = 4096;  // largest max_tokens a request may ask for
+  int max_tokens = 4096;       // largest max_tokens a request may ask for
+  int max_stop_strings = 16;   // stop strings per request (each is matched on every token)
+  int max_stop_bytes = 256;    // bytes per stop string (text is held back while it may match)
 
   absl::Status Validate() const;
 };
@@ -31,6 +33,7 @@ struct RequestLimits {
 struct RequestFieldNames {
   std::string max_tokens = "sampling.max_tokens";
   std::string sampling_prefix = "sampling.";  // before "temperature", "top_p", "top_k"
+  std::string stop = "sampling.stop";
 };
 
 struct Request {

@@ -30,6 +30,11 @@ absl::StatusOr<Request> InferenceService::Translate(const moe::v1::GenerateReque
   if (req.has_token_ids()) {
     r.prompt.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
   } else if (req.prompt_case() == moe::v1::GenerateRequest::kText) {
+    if (static_cast<int64_t>(req.text().size()) > max_prompt_bytes_) {
+      return absl::InvalidArgumentError(absl::StrCat("text of ", req.text().size(),
+                                                     " bytes exceeds the server's limit of ",
+                                                     max_prompt_bytes_, " (--max-prompt-bytes)"));
+    }
     if (!IsValidUtf8(req.text())) return absl::InvalidArgumentError("text is not valid UTF-8");
     if (!req.text().empty()) {
       for (int id : tokenizer_->Encode(req.text(), /*add_bos=*/true)) r.prompt.push_back(id);
@@ -110,6 +115,11 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context,
 
 grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const moe::v1::TokenizeRequest* request,
                                         moe::v1::TokenizeResponse* response) {
+  if (static_cast<int64_t>(request->text().size()) > max_prompt_bytes_) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("text of ", request->text().size(), " bytes exceeds the server's limit of ",
+                                     max_prompt_bytes_, " (--max-prompt-bytes)"));
+  }
   if (!IsValidUtf8(request->text())) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text is not valid UTF-8");
   }

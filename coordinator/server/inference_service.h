@@ -23,13 +23,17 @@ class InferenceService final : public moe::v1::Inference::Service {
   using PlacementSource = std::function<std::pair<std::shared_ptr<const ExpertPlacement>, uint32_t>()>;
 
   // Nothing is owned; metrics may be null (not counted).
+  // max_prompt_bytes: Generate's text and Tokenize's, refused before tokenizing (its cost grows
+  // with the text).
   InferenceService(Scheduler* scheduler, const Tokenizer* tokenizer, const MixtralConfig* config,
-                   PlacementSource placement, RequestMetrics* metrics = nullptr)
+                   PlacementSource placement, RequestMetrics* metrics = nullptr,
+                   int64_t max_prompt_bytes = 1 << 20)
       : scheduler_(scheduler),
         tokenizer_(tokenizer),
         config_(config),
         placement_(std::move(placement)),
-        metrics_(metrics) {}
+        metrics_(metrics),
+        max_prompt_bytes_(max_prompt_bytes) {}
 
   grpc::Status Generate(grpc::ServerContext* context, const moe::v1::GenerateRequest* request,
                         grpc::ServerWriter<moe::v1::GenerateResponse>* writer) override;
@@ -55,6 +59,7 @@ class InferenceService final : public moe::v1::Inference::Service {
   const MixtralConfig* config_;
   PlacementSource placement_;
   RequestMetrics* metrics_;
+  int64_t max_prompt_bytes_;
 };
 
 }  // namespace moe

@@ -24,9 +24,20 @@ void WritePortFile(const std::string& path, int port) {
 
 }  // namespace
 
+absl::Status ServeOptions::ValidateLimits() const {
+  if (max_prompt_bytes < 1) return absl::InvalidArgumentError("--max-prompt-bytes must be >= 1");
+  if (max_message_bytes < 1024) return absl::InvalidArgumentError("--grpc-max-message-bytes must be >= 1024");
+  if (max_streams_per_connection < 1) return absl::InvalidArgumentError("--grpc-max-streams must be >= 1");
+  if (max_handler_threads < 4) return absl::InvalidArgumentError("--grpc-max-threads must be >= 4");
+  if (max_watch_streams < 0) return absl::InvalidArgumentError("--max-watch-streams must be >= 0");
+  if (min_watch_interval_ms < 10) return absl::InvalidArgumentError("--min-watch-interval-ms must be >= 10");
+  return absl::OkStatus();
+}
+
 absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const ExpertPlacement* placement,
                    const ServeOptions& options, const std::atomic<bool>* stop) {
   if (absl::Status s = options.scheduler.Validate(); !s.ok()) return s;
+  if (absl::Status s = options.ValidateLimits(); !s.ok()) return s;
   Scheduler scheduler(runner, tokenizer, options.scheduler);
   RequestMetrics request_metrics;
   // The placement in force: the telemetry's, which follows live re-placements; else the fixed one.
@@ -39,7 +50,8 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
                                                      placement, [](const ExpertPlacement*) {}),
                           1u);
   };
-  InferenceService service(&scheduler, tokenizer, &runner->config(), placement_source, &request_metrics);
+  InferenceService service(&scheduler, tokenizer, &runner->config(), placement_source, &request_metrics,
+                           options.max_prompt_bytes);
   std::atomic<bool> stopping{false};  // ends WatchLoad streams when serving ends
   std::unique_ptr<TelemetryService> telemetry;
   std::unique_ptr<WorkerTelemetryService> worker_telemetry;
@@ -47,9 +59,22 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  // Bounded: message size, calls per connection, handler threads (a call beyond them gets
+  // RESOURCE_EXHAUSTED), and keepalive pings that find dead peers.
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_streams_per_connection);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  grpc::ResourceQuota quota("moe-coordinator");
+  quota.SetMaxThreads(options.max_handler_threads);
+  builder.SetResourceQuota(quota);
   builder.RegisterService(&service);
   if (options.telemetry != nullptr) {
-    telemetry = std::make_unique<TelemetryService>(options.telemetry, &stopping, options.rebalancer);
+    telemetry = std::make_unique<TelemetryService>(
+        options.telemetry, &stopping, options.rebalancer,
+        WatchLimits{options.max_watch_streams, options.min_watch_interval_ms});
     worker_telemetry = std::make_unique<WorkerTelemetryService>(options.telemetry, options.worker_token);
     builder.RegisterService(telemetry.get());
     builder.RegisterService(worker_telemetry.get());

@@ -19,6 +19,16 @@ struct ServeOptions {
   std::string port_file;                   // if set, the bound port is written there
   double shutdown_grace_seconds = 30;      // in-flight requests get this long to finish
   SchedulerOptions scheduler;  // its limits bound every request
+  // gRPC limits, each a flag of moe-coordinator.
+  int64_t max_prompt_bytes = 1 << 20;     // Generate's text and Tokenize's, checked before tokenizing
+  int max_message_bytes = 4 << 20;        // one gRPC message, either way
+  int max_streams_per_connection = 256;   // concurrent calls on one HTTP/2 connection
+  int max_handler_threads = 1024;         // calls served at once over all connections
+  int max_watch_streams = 16;             // WatchLoad streams open at once
+  int min_watch_interval_ms = 200;        // WatchLoad intervals below this are raised to it
+
+  // Says which flag is wrong.
+  absl::Status ValidateLimits() const;
   // Load telemetry (not owned; may be null): moe.v1.Telemetry for users and
   // moe.v1.WorkerTelemetry for the workers' reports, on the same port.
   LoadAggregator* telemetry = nullptr;

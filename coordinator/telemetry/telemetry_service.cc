@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "coordinator/telemetry/telemetry_proto.h"
@@ -17,8 +18,19 @@ grpc::Status TelemetryService::GetLoad(grpc::ServerContext*, const moe::v1::GetL
 grpc::Status TelemetryService::WatchLoad(grpc::ServerContext* context,
                                          const moe::v1::WatchLoadRequest* request,
                                          grpc::ServerWriter<moe::v1::LoadSnapshot>* writer) {
-  const absl::Duration interval =
-      absl::Milliseconds(request->interval_ms() == 0 ? 1000 : std::max<uint32_t>(request->interval_ms(), 50));
+  const absl::Duration interval = absl::Milliseconds(
+      request->interval_ms() == 0 ? 1000
+                                  : std::max<int64_t>(request->interval_ms(), watch_.min_interval_ms));
+  if (watchers_.fetch_add(1) >= watch_.max_streams) {
+    watchers_.fetch_sub(1);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("the server allows ", watch_.max_streams,
+                                     " WatchLoad streams at once (--max-watch-streams)"));
+  }
+  struct Leave {
+    std::atomic<int>* n;
+    ~Leave() { n->fetch_sub(1); }
+  } leave{&watchers_};
   for (;;) {
     if (!writer->Write(LoadSnapshotToProto(aggregator_->Snapshot()))) return grpc::Status::OK;  // the client left
     // Sleep in short slices so a leaving client or a server shutdown ends the stream promptly.
@@ -42,6 +54,17 @@ grpc::Status TelemetryService::ResetLoad(grpc::ServerContext*, const moe::v1::Re
 namespace {
 
 grpc::StatusCode ToGrpcCode(absl::StatusCode code) { return static_cast<grpc::StatusCode>(code); }
+
+// Compares in time that depends on the lengths only, so that timing does not reveal how much of a
+// guessed token was right.
+bool SameToken(const std::string& expected, grpc::string_ref presented) {
+  if (presented.size() != expected.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    diff |= static_cast<unsigned char>(expected[i] ^ presented.data()[i]);
+  }
+  return diff == 0;
+}
 
 }  // namespace
 
@@ -88,8 +111,7 @@ grpc::Status WorkerTelemetryService::StreamReports(grpc::ServerContext* context,
                                                    grpc::ServerReader<moe::v1::WorkerReport>* reader,
                                                    moe::v1::WorkerReportAck*) {
   const auto presented = context->client_metadata().find(kWorkerTokenHeader);
-  if (presented == context->client_metadata().end() ||
-      grpc::string_ref(token_) != presented->second) {
+  if (presented == context->client_metadata().end() || !SameToken(token_, presented->second)) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "worker reports need the cluster's token");
   }
   {

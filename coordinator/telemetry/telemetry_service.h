@@ -14,14 +14,21 @@
 
 namespace moe {
 
+// Bounds on WatchLoad: each stream takes a snapshot (under the lock the engine takes every layer)
+// every interval.
+struct WatchLimits {
+  int max_streams = 16;        // more at once get RESOURCE_EXHAUSTED
+  int min_interval_ms = 200;   // shorter intervals are raised to this
+};
+
 class TelemetryService final : public moe::v1::Telemetry::Service {
  public:
   // aggregator: not owned. stopping: when it becomes true, WatchLoad streams end (server
   // shutdown); may be null.
   // rebalancer: not owned; null: Rebalance answers UNAVAILABLE.
   TelemetryService(LoadAggregator* aggregator, const std::atomic<bool>* stopping,
-                   Rebalancer* rebalancer = nullptr)
-      : aggregator_(aggregator), stopping_(stopping), rebalancer_(rebalancer) {}
+                   Rebalancer* rebalancer = nullptr, WatchLimits watch = {})
+      : aggregator_(aggregator), stopping_(stopping), rebalancer_(rebalancer), watch_(watch) {}
 
   grpc::Status GetLoad(grpc::ServerContext* context, const moe::v1::GetLoadRequest* request,
                        moe::v1::LoadSnapshot* response) override;
@@ -36,6 +43,8 @@ class TelemetryService final : public moe::v1::Telemetry::Service {
   LoadAggregator* aggregator_;
   const std::atomic<bool>* stopping_;
   Rebalancer* rebalancer_;
+  const WatchLimits watch_;
+  std::atomic<int> watchers_{0};
 };
 
 class WorkerTelemetryService final : public moe::v1::WorkerTelemetry::Service {

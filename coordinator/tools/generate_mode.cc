@@ -51,7 +51,7 @@ absl::Status RunGenerateMode(ModelRunner* runner, const std::string& model_dir) 
   request.stop = absl::GetFlag(FLAGS_stop);
   // The command line has no server limit: the model's context bounds max_new_tokens.
   const RequestLimits limits{request.max_tokens};
-  MOE_RETURN_IF_ERROR(request.Validate(config, limits, RequestFieldNames{"max_new_tokens", ""}));
+  MOE_RETURN_IF_ERROR(request.Validate(config, limits, RequestFieldNames{"max_new_tokens", "", "stop"}));
 
   const bool print_ids = absl::GetFlag(FLAGS_print_ids);
   const size_t prompt_tokens = request.prompt.size();

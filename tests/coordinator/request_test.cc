@@ -66,6 +66,25 @@ TEST(RequestTest, NamesTheFieldThatIsWrong) {
   EXPECT_EQ(Refusal(r), "sampling.top_k must be >= 0, got -2");
 }
 
+// Stop strings are matched on the engine thread at every token and hold streamed text back while
+// they may match: their number and length are bounded, and an empty one (which would match
+// everywhere) is refused.
+TEST(RequestTest, StopStringsAreBounded) {
+  RequestLimits limits;
+  limits.max_stop_strings = 2;
+  limits.max_stop_bytes = 4;
+  Request r = Valid();
+  r.stop = {"ab", "abcd"};
+  EXPECT_EQ(Refusal(r, limits), "");
+  r.stop = {"a", "b", "c"};
+  EXPECT_EQ(Refusal(r, limits), "sampling.stop holds 3 strings; the server's limit is 2");
+  r.stop = {"abcde"};
+  EXPECT_EQ(Refusal(r, limits), "sampling.stop holds a string of 5 bytes; the server's limit is 4");
+  r.stop = {"a", ""};
+  EXPECT_EQ(Refusal(r, limits), "sampling.stop holds an empty string");
+  EXPECT_EQ(Refusal(r, limits, RequestFieldNames{"max_new_tokens", "", "stop"}), "stop holds an empty string");
+}
+
 TEST(RequestTest, TheServersLimitComesBeforeTheModelsContext) {
   Request r = Valid();
   r.max_tokens = 5000;

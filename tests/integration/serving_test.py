@@ -80,7 +80,7 @@ def main():
         check(c.stop() == 0, "W=4: SIGTERM with nothing in flight: the job exits 0")
 
     # W=2: 16 clients, every error, cancellation, deadline, health, lost worker.
-    c = Cluster(2, "--max-tokens-limit", "256")
+    c = Cluster(2, "--max-tokens-limit", "256", "--max-prompt-bytes", "65536")
     try:
         streams.run_clients(c, "W=2")
         health = c.channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
@@ -115,6 +115,22 @@ def main():
         expect_error("invalid UTF-8", bad, lambda: list(raw(b"\x0a\x02\xff\xfe\x1a\x02\x08\x05")), "not valid UTF-8")
         expect_error("invalid UTF-8 to Tokenize", bad,
                      lambda: c.stub.Tokenize(pb.TokenizeRequest(text=b"ok\xc3")), "not valid UTF-8")
+        # Limits checked before any work (this cluster: --max-prompt-bytes 65536, the default 4 MiB
+        # messages, 16 stop strings of 256 bytes).
+        t0 = time.time()
+        expect_error("prompt text over --max-prompt-bytes", bad,
+                     lambda: generate(c.stub, "x" * 65537, max_tokens=4), "exceeds the server's limit of 65536")
+        expect_error("Tokenize text over --max-prompt-bytes", bad,
+                     lambda: c.stub.Tokenize(pb.TokenizeRequest(text=b"x" * 65537)), "--max-prompt-bytes")
+        check(time.time() - t0 < 1, f"oversized texts refused in {time.time() - t0:.2f} s, before tokenizing")
+        expect_error("a message over 4 MiB", grpc.StatusCode.RESOURCE_EXHAUSTED,
+                     lambda: c.stub.Tokenize(pb.TokenizeRequest(text=b"x" * (5 << 20))))
+        expect_error("17 stop strings", bad, lambda: generate(c.stub, "hi", max_tokens=4, stop=[b"a"] * 17),
+                     "sampling.stop holds 17 strings; the server's limit is 16")
+        expect_error("a 257-byte stop string", bad, lambda: generate(c.stub, "hi", max_tokens=4, stop=[b"a" * 257]),
+                     "257 bytes")
+        expect_error("an empty stop string", bad, lambda: generate(c.stub, "hi", max_tokens=4, stop=[b""]),
+                     "empty string")
 
         # A bad request in the middle of good ones disturbs nothing.
         ok_out = []

@@ -144,7 +144,8 @@ def main():
     if os.path.exists(metrics_port_file):
         os.remove(metrics_port_file)
     c = h.cluster(WORKERS, "--routing-trace", TRACE, "--telemetry-interval-ms", "100", "--metrics-listen",
-                  "127.0.0.1:0", "--metrics-port-file", metrics_port_file, model=MODEL)
+                  "127.0.0.1:0", "--metrics-port-file", metrics_port_file, "--max-watch-streams", "1",
+                  "--min-watch-interval-ms", "100", model=MODEL)
     try:
         telemetry = tpbg.TelemetryStub(c.channel)
         fresh = telemetry.GetLoad(tpb.GetLoadRequest())
@@ -221,10 +222,28 @@ def main():
                   for f in ("heatmap.png", "worker_load.png", "locality.png")), "the script wrote the three PNGs")
 
         # The live views.
-        stream = telemetry.WatchLoad(tpb.WatchLoadRequest(interval_ms=100))
+        stream = telemetry.WatchLoad(tpb.WatchLoadRequest(interval_ms=10))  # raised to the 100 ms minimum
         first, second = next(stream), next(stream)
+        check(second.uptime_seconds - first.uptime_seconds >= 0.09, "WatchLoad streams fresh snapshots, "
+              f"no faster than --min-watch-interval-ms ({second.uptime_seconds - first.uptime_seconds:.3f} s apart)")
+        try:
+            next(telemetry.WatchLoad(tpb.WatchLoadRequest(interval_ms=100)))
+            check(False, "a second WatchLoad beyond --max-watch-streams 1: no error")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-watch-streams" in e.details(),
+                  f"a second WatchLoad beyond --max-watch-streams 1: {e.code().name}")
         stream.cancel()
-        check(second.uptime_seconds > first.uptime_seconds, "WatchLoad streams fresh snapshots")
+        deadline = time.time() + 5
+        while True:  # the slot frees once the server sees the cancellation
+            try:
+                next(telemetry.WatchLoad(tpb.WatchLoadRequest(interval_ms=100))).uptime_seconds
+                check(True, "after the first stream ends, a new WatchLoad is served")
+                break
+            except grpc.RpcError:
+                if time.time() > deadline:
+                    check(False, "after the first stream ends, a new WatchLoad is served")
+                    break
+                time.sleep(0.1)
         def load_view():
             view = h.run([os.path.join(BIN, "moe-cli"), "load", "--once", "--server", f"127.0.0.1:{c.port}"])
             healthy = len([ln for ln in view.splitlines() if "s ago" in ln]) == WORKERS
