@@ -234,7 +234,7 @@ void LoadAggregator::OnExchange(const ExchangeRecord& record) {
   ++exchanges_;
 }
 
-absl::Status LoadAggregator::OnWorkerReport(const WorkerReport& report) {
+absl::Status LoadAggregator::OnWorkerReport(const WorkerReport& report, uint64_t stream) {
   // Checked so that the sums in Snapshot() cannot overflow: every count is below 2^48.
   constexpr int64_t kMaxCount = int64_t{1} << 48;
   auto count_ok = [](int64_t v) { return v >= 0 && v < kMaxCount; };
@@ -265,8 +265,11 @@ absl::Status LoadAggregator::OnWorkerReport(const WorkerReport& report) {
     }
   }
   WorkerState& w = workers_[rank];
-  if (report.sequence <= w.last.sequence && w.received_at >= 0) return absl::OkStatus();  // stale
+  if (w.received_at >= 0 && stream == w.stream && report.sequence <= w.last.sequence) {
+    return absl::OkStatus();  // stale
+  }
   w.last = report;
+  w.stream = stream;
   w.received_at = Now();
   w.stream_ended = false;
   ++w.reports;

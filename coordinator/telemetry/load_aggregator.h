@@ -53,8 +53,11 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
 
   // Keeps the latest report of each worker. INVALID_ARGUMENT, keeping nothing, for a report that
   // cannot be a worker's: a rank outside 1..W, experts that rank does not host, negative counts,
-  // times or bytes, non-finite times. Stale reports (an older sequence number) are ignored.
-  absl::Status OnWorkerReport(const WorkerReport& report);
+  // times or bytes, non-finite times. Stale reports (an older sequence number on the same stream)
+  // are ignored.
+  // stream: which report stream it came on (the service numbers them). Sequence numbers order
+  // reports within one stream only, so a forged stream cannot push them past the real worker's.
+  absl::Status OnWorkerReport(const WorkerReport& report, uint64_t stream = 0);
 
   // A worker's report stream ended (its process or host is gone, or the stream broke): the worker
   // counts as lost at once, not three intervals later, until its next report.
@@ -97,6 +100,7 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
     double received_at = -1;  // Now() when `last` arrived; -1: no report yet
     int64_t reports = 0;
     bool stream_ended = false;  // since the last report
+    uint64_t stream = 0;        // the stream `last` came on
   };
 
   void ApplyResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -122,10 +122,11 @@ grpc::Status WorkerTelemetryService::StreamReports(grpc::ServerContext* context,
   grpc::Status status = grpc::Status::OK;
   moe::v1::WorkerReport report;
   int rank = 0;
+  const uint64_t stream = next_stream_.fetch_add(1) + 1;
   while (reader->Read(&report)) {
     if (rank == 0) rank = report.rank();
     absl::Status taken = report.rank() == rank
-                             ? aggregator_->OnWorkerReport(WorkerReportFromProto(report))
+                             ? aggregator_->OnWorkerReport(WorkerReportFromProto(report), stream)
                              : absl::InvalidArgumentError("a report stream speaks for one rank only");
     if (!taken.ok()) {
       status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(taken.message()));

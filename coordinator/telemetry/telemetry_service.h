@@ -64,6 +64,7 @@ class WorkerTelemetryService final : public moe::v1::WorkerTelemetry::Service {
   const std::string token_;
   absl::Mutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<uint64_t> next_stream_{0};  // numbers the report streams
   absl::flat_hash_set<grpc::ServerContext*> open_ ABSL_GUARDED_BY(mu_);
 };
 

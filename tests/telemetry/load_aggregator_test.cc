@@ -208,6 +208,18 @@ TEST(LoadAggregatorTest, LostWorkers) {
   EXPECT_TRUE(f.agg->LostWorkers().empty());
 }
 
+// A report with a huge sequence number on another stream (a forger with a captured token) must
+// not make the real worker's later reports look stale.
+TEST(LoadAggregatorTest, SequenceNumbersOrderReportsWithinAStreamOnly) {
+  Fixture f;
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 5, 9), /*stream=*/1).ok());
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, UINT64_MAX, 0), /*stream=*/2).ok());
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 6, 11), /*stream=*/1).ok());
+  EXPECT_EQ(f.agg->Snapshot().workers[0].reported_tokens, 11);
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 4, 3), /*stream=*/1).ok());  // stale on its stream
+  EXPECT_EQ(f.agg->Snapshot().workers[0].reported_tokens, 11);
+}
+
 TEST(LoadAggregatorTest, WorkerReportsAndHeartbeat) {
   Fixture f;
   ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 1, 9)).ok());
