@@ -70,6 +70,17 @@ ABSL_FLAG(std::string, telemetry_address, "",
 ABSL_FLAG(std::string, metrics_listen, "",
           "serving: serve Prometheus /metrics on HOST:PORT (port 0 picks a free one; empty: off)");
 ABSL_FLAG(std::string, metrics_port_file, "", "serving: write the /metrics port to this file");
+ABSL_FLAG(std::string, tls_cert, "",
+          "serving: PEM certificate chain (the server's first) for TLS on the gRPC port; with "
+          "--tls-key (default: plaintext)");
+ABSL_FLAG(std::string, tls_key, "", "serving: PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "serving: PEM CA certificates; clients must present a certificate one of them signed "
+          "(mutual TLS; workers authenticate with the cluster's token instead)");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "serving: file whose first line is the token administrative calls (ResetLoad, "
+          "Rebalance) must present as 'authorization: Bearer TOKEN' (default: allowed from anyone "
+          "on a loopback --listen, refused elsewhere)");
 ABSL_FLAG(double, rebalance_interval_s, 0,
           "serving: every this many seconds, re-place experts (replicas within --expert-slots) from "
           "the load window when worker balancedness is below --rebalance-threshold; workers load "
@@ -128,6 +139,11 @@ absl::StatusOr<CoordinatorOptions> OptionsFromFlags() {
   s.max_handler_threads = absl::GetFlag(FLAGS_grpc_max_threads);
   s.max_watch_streams = absl::GetFlag(FLAGS_max_watch_streams);
   s.min_watch_interval_ms = absl::GetFlag(FLAGS_min_watch_interval_ms);
+  absl::StatusOr<ServerSecurity> security =
+      ServerSecurity::FromFiles(absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                                absl::GetFlag(FLAGS_tls_client_ca), absl::GetFlag(FLAGS_admin_token_file));
+  if (!security.ok()) return security.status();
+  s.security = *std::move(security);
   s.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   s.metrics_port_file = absl::GetFlag(FLAGS_metrics_port_file);
   o.telemetry_interval_ms = absl::GetFlag(FLAGS_telemetry_interval_ms);
@@ -157,10 +173,11 @@ struct Cluster {
   std::string worker_token = NewTelemetryToken();
   bool endpoint_sent = false;
 
-  void SendEndpoint(const std::string& address, int interval_ms) {
+  // certificate: the PEM the server presents, which the workers pin; empty: plaintext.
+  void SendEndpoint(const std::string& address, int interval_ms, const std::string& certificate = "") {
     if (endpoint_sent) return;
     endpoint_sent = true;
-    ShareTelemetryEndpoint(TelemetryEndpoint{address, interval_ms, worker_token});
+    ShareTelemetryEndpoint(TelemetryEndpoint{address, interval_ms, worker_token, certificate});
   }
 };
 
@@ -243,6 +260,7 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
   if (cluster->telemetry != nullptr) {
     exchange.observer = cluster->telemetry.get();
     exchange.telemetry_epoch = cluster->telemetry->epoch();
+    exchange.liveness = cluster->telemetry.get();
   }
   cluster->exchange = std::make_unique<ClusterExchange>(&*cluster->placement, cluster->plane.get(),
                                                         cluster->backend.get(), exchange);
@@ -285,7 +303,8 @@ absl::Status RunMode(const CoordinatorOptions& o, Cluster* cluster) {
       serve.rebalancer = cluster->rebalancer.get();
       serve.worker_token = cluster->worker_token;
       serve.on_listening = [&](int port) {
-        cluster->SendEndpoint(WorkerTelemetryAddress(o, port), o.telemetry_interval_ms);
+        cluster->SendEndpoint(WorkerTelemetryAddress(o, port), o.telemetry_interval_ms,
+                              o.serve.security.LeafCertificatePem());
       };
       const absl::Status served = Serve(runner, tokenizer.get(), &*cluster->placement, serve, &g_stop);
       if (served.ok() && g_stop.load()) {

@@ -120,14 +120,14 @@ absl::Status ClusterExchange::Exchange(const ExpertLayout& layout, const float* 
   const std::string what = absl::StrCat("layer ", layout.layer, " exchange (step ", step_id_, ")");
   const double timeout = options_.worker_timeout_seconds;
   // The layout first: a worker posts its side of the rows' transfers once it knows the counts.
-  MOE_RETURN_IF_ERROR(WaitAll(&control, control_peers, timeout, what));
+  MOE_RETURN_IF_ERROR(WaitAll(&control, control_peers, timeout, what, nullptr, options_.liveness));
   for (int s = 0; s < n_slots; ++s) {
     const int64_t count = layout.rows_of(s);
     if (count > 0) {
       data_->Send(rows + layout.slot_offsets[s] * hidden, count * hidden, slots[s].rank);
     }
   }
-  MOE_RETURN_IF_ERROR(data_->Flush(timeout, what + " dispatch"));
+  MOE_RETURN_IF_ERROR(data_->Flush(timeout, what + " dispatch", options_.liveness));
   // Outputs land in place, slot by slot.
   for (int s = 0; s < n_slots; ++s) {
     const int64_t count = layout.rows_of(s);
@@ -135,8 +135,8 @@ absl::Status ClusterExchange::Exchange(const ExpertLayout& layout, const float* 
       data_->Recv(out + layout.slot_offsets[s] * hidden, count * hidden, slots[s].rank);
     }
   }
-  MOE_RETURN_IF_ERROR(data_->Flush(timeout, what + " combine"));
-  MOE_RETURN_IF_ERROR(WaitAll(&replies, reply_peers, timeout, what));
+  MOE_RETURN_IF_ERROR(data_->Flush(timeout, what + " combine", options_.liveness));
+  MOE_RETURN_IF_ERROR(WaitAll(&replies, reply_peers, timeout, what, nullptr, options_.liveness));
 
   double slowest = 0;
   step_compute_.assign(static_cast<size_t>(n_workers) + 1, 0.0);
@@ -184,8 +184,8 @@ absl::Status ClusterExchange::Shutdown(double timeout_seconds) {
   }
   // A small send completes without its receiver, so only the acknowledgement shows that a worker
   // is there to leave with us; one that is stopped or gone cannot send it.
-  absl::Status acked = WaitAll(&acks, peers, timeout_seconds, "shutdown");
-  if (acked.ok()) acked = WaitAll(&sends, peers, timeout_seconds, "shutdown");
+  absl::Status acked = WaitAll(&acks, peers, timeout_seconds, "shutdown", nullptr, options_.liveness);
+  if (acked.ok()) acked = WaitAll(&sends, peers, timeout_seconds, "shutdown", nullptr, options_.liveness);
   for (std::vector<MPI_Request>* pending : {&sends, &acks}) {
     for (MPI_Request& r : *pending) {
       if (r != MPI_REQUEST_NULL) {
@@ -338,7 +338,7 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
       const int64_t at = layout.slot_offsets[s] * h.hidden;
       if (counts[s] > 0) data->Recv(wire_rows + at, counts[s] * h.hidden, kCoordinator);
     }
-    MOE_RETURN_IF_ERROR(data->Flush(timeout, who + " receiving a dispatch"));
+    MOE_RETURN_IF_ERROR(data->Flush(timeout, who + " receiving a dispatch", nullptr));
     if (staged && bytes > 0) backend->ToDevice(run_rows, wire_rows, bytes);
 
     const auto start = Clock::now();
@@ -354,7 +354,7 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
       const int64_t at = layout.slot_offsets[s] * h.hidden;
       if (counts[s] > 0) data->Send(wire_out + at, counts[s] * h.hidden, kCoordinator);
     }
-    MOE_RETURN_IF_ERROR(data->Flush(timeout, who + " returning outputs"));
+    MOE_RETURN_IF_ERROR(data->Flush(timeout, who + " returning outputs", nullptr));
     requests.assign(1, MPI_REQUEST_NULL);
     MPI_Isend(&reply, sizeof(reply), MPI_BYTE, kCoordinator, kReplyTag, MPI_COMM_WORLD, &requests[0]);
     MOE_RETURN_IF_ERROR(WaitAll(&requests, {kCoordinator}, timeout, who + " returning outputs"));

@@ -44,6 +44,7 @@
 #include "core/exchange_telemetry.h"
 #include "core/expert_exchange.h"
 #include "core/expert_placement.h"
+#include "core/peer_liveness.h"
 #include "core/placement_mover.h"
 
 namespace moe {
@@ -123,6 +124,9 @@ struct ClusterExchangeOptions {
   // Telemetry, both optional: told about every exchange; the epoch stamped on step headers.
   ExchangeObserver* observer = nullptr;
   const std::atomic<uint32_t>* telemetry_epoch = nullptr;
+  // What the workers' report streams say of them (optional, not owned): a wait on a worker known
+  // to be gone (its process or host died) fails at once, naming it, rather than at the timeout.
+  const PeerLiveness* liveness = nullptr;
 };
 
 // Coordinator side. Not thread-safe: the step loop's thread only, the one that called MPI_Init.

@@ -170,8 +170,8 @@ absl::Status ClusterExchange::PlacementRoundTrip(StepCommand command, uint32_t e
     receive_peers.push_back(r);
   }
   const std::string what = absl::StrCat("placement command ", static_cast<int>(command), " (epoch ", epoch, ")");
-  MOE_RETURN_IF_ERROR(WaitAll(&sends, send_peers, options_.worker_timeout_seconds, what));
-  MOE_RETURN_IF_ERROR(WaitAll(&receives, receive_peers, options_.worker_timeout_seconds, what));
+  MOE_RETURN_IF_ERROR(WaitAll(&sends, send_peers, options_.worker_timeout_seconds, what, nullptr, options_.liveness));
+  MOE_RETURN_IF_ERROR(WaitAll(&receives, receive_peers, options_.worker_timeout_seconds, what, nullptr, options_.liveness));
   for (int r = 1; r <= n_workers; ++r) {
     PlacementReply& reply = (*replies)[r];
     reply.error[sizeof(reply.error) - 1] = '\0';

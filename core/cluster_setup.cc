@@ -114,20 +114,30 @@ TelemetryEndpoint ShareTelemetryEndpoint(const TelemetryEndpoint& at_root) {
     char address[256];
     char token[40];
     int32_t interval_ms;
+    int32_t certificate_bytes;  // the PEM that follows in a second broadcast
   } wire{};
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::string certificate;
   if (rank == 0) {
     std::snprintf(wire.address, sizeof(wire.address), "%s", at_root.address.c_str());
     std::snprintf(wire.token, sizeof(wire.token), "%s", at_root.token.c_str());
     wire.interval_ms = at_root.interval_ms;
+    certificate = at_root.server_certificate;
+    wire.certificate_bytes = static_cast<int32_t>(certificate.size());
   }
   std::vector<MPI_Request> request(1);
   MPI_Ibcast(&wire, sizeof(wire), MPI_BYTE, 0, MPI_COMM_WORLD, &request[0]);
   WaitAll(&request, {0}, 0, "telemetry endpoint").IgnoreError();  // no deadline: cannot fail
+  if (wire.certificate_bytes > 0) {
+    certificate.resize(static_cast<size_t>(wire.certificate_bytes));
+    request.assign(1, MPI_REQUEST_NULL);
+    MPI_Ibcast(certificate.data(), wire.certificate_bytes, MPI_BYTE, 0, MPI_COMM_WORLD, &request[0]);
+    WaitAll(&request, {0}, 0, "telemetry endpoint").IgnoreError();
+  }
   wire.address[sizeof(wire.address) - 1] = '\0';
   wire.token[sizeof(wire.token) - 1] = '\0';
-  return TelemetryEndpoint{wire.address, wire.interval_ms, wire.token};
+  return TelemetryEndpoint{wire.address, wire.interval_ms, wire.token, certificate};
 }
 
 std::string NewTelemetryToken() {

@@ -49,6 +49,10 @@ struct TelemetryEndpoint {
   // A secret the workers present with their reports: the report service shares the public gRPC
   // port, and MPI is the channel only cluster members hear. 32 hex digits.
   std::string token;
+  // The PEM certificate the coordinator's port presents when it serves TLS (empty: plaintext).
+  // Workers trust exactly this certificate, whatever names it carries: pinned, like the token,
+  // through MPI.
+  std::string server_certificate;
 };
 
 // The gRPC metadata key that carries the token on worker report streams (keys are lower case).

@@ -35,9 +35,10 @@ class MpiDataPlane final : public DataPlane {
     requests_.push_back(req);
     peers_.push_back(peer);
   }
-  absl::Status Flush(double timeout_seconds, const std::string& what) override {
+  absl::Status Flush(double timeout_seconds, const std::string& what,
+                     const PeerLiveness* liveness) override {
     absl::Status status = oversized_.empty()
-                              ? WaitAll(&requests_, peers_, timeout_seconds, what)
+                              ? WaitAll(&requests_, peers_, timeout_seconds, what, nullptr, liveness)
                               : absl::ResourceExhaustedError(absl::StrCat(what, ": ", oversized_));
     requests_.clear();
     peers_.clear();

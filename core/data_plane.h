@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/peer_liveness.h"
 #include "core/transport_choice.h"
 #include "kernels/backend.h"
 
@@ -32,10 +33,11 @@ class DataPlane {
   virtual void Send(const float* data, int64_t count, int peer) = 0;
   virtual void Recv(float* data, int64_t count, int peer) = 0;
   // Runs what is queued as one group (an all-to-all-v) and waits, polling with back-off, until
-  // all of it is done. Fails with Unavailable naming the peers when `timeout_seconds` pass (an
-  // NCCL plane is then aborted and fails every later call), and with the transport's error
-  // otherwise. The queue is empty afterwards either way.
-  virtual absl::Status Flush(double timeout_seconds, const std::string& what) = 0;
+  // all of it is done. Fails with Unavailable naming the peers when `timeout_seconds` pass or
+  // `liveness` (may be null) says a peer is gone (an NCCL plane is then aborted and fails every
+  // later call), and with the transport's error otherwise. The queue is empty afterwards either way.
+  virtual absl::Status Flush(double timeout_seconds, const std::string& what,
+                             const PeerLiveness* liveness) = 0;
 };
 
 // Host memory over MPI_COMM_WORLD point-to-point (non-blocking, waited with core/mpi_wait.h).

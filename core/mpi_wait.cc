@@ -8,7 +8,8 @@
 namespace moe {
 
 absl::Status WaitAll(std::vector<MPI_Request>* requests, const std::vector<int>& peers,
-                     double timeout_seconds, const std::string& what, const std::atomic<bool>* stop) {
+                     double timeout_seconds, const std::string& what, const std::atomic<bool>* stop,
+                     const PeerLiveness* liveness) {
   using Clock = std::chrono::steady_clock;
   const int n = static_cast<int>(requests->size());
   std::vector<int> done_idx(static_cast<size_t>(n));
@@ -30,6 +31,14 @@ absl::Status WaitAll(std::vector<MPI_Request>* requests, const std::vector<int>&
       return absl::CancelledError(absl::StrCat(what, ": stopped by a signal"));
     }
     backoff.Pause();
+    if (liveness != nullptr && backoff.TimeToCheck()) {
+      for (int i = 0; i < n; ++i) {
+        if ((*requests)[i] == MPI_REQUEST_NULL) continue;
+        if (absl::Status alive = liveness->CheckAlive(peers[i]); !alive.ok()) {
+          return absl::UnavailableError(absl::StrCat(what, ": ", alive.message()));
+        }
+      }
+    }
     if (timeout_seconds > 0 && backoff.TimeToCheck() &&
         std::chrono::duration<double>(Clock::now() - last_progress).count() > timeout_seconds) {
       for (int i = 0; i < n; ++i) {

@@ -83,7 +83,8 @@ class NcclDataPlane final : public DataPlane {
     queued_.push_back({false, data, count, peer});
   }
 
-  absl::Status Flush(double timeout_seconds, const std::string& what) override {
+  absl::Status Flush(double timeout_seconds, const std::string& what,
+                     const PeerLiveness* liveness) override {
     std::vector<Transfer> transfers;
     transfers.swap(queued_);
     if (broken_) {
@@ -123,6 +124,13 @@ class NcclDataPlane final : public DataPlane {
         return Break(NcclError(async, "NCCL transfer", comm_, __FILE__, __LINE__));
       }
       if (Clock::now() > deadline) return Break(Timeout(what, timeout_seconds, transfers));
+      if (liveness != nullptr) {
+        for (const Transfer& t : transfers) {
+          if (absl::Status alive = liveness->CheckAlive(t.peer); !alive.ok()) {
+            return Break(absl::UnavailableError(absl::StrCat(what, ": ", alive.message())));
+          }
+        }
+      }
     }
   }
 

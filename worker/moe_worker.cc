@@ -96,8 +96,7 @@ int Main(int argc, char** argv) {
   LoadRecorder recorder(rank, host_name, &*placement);
   std::unique_ptr<TelemetryReporter> reporter;
   if (!endpoint.address.empty() && weights.ok()) {
-    reporter = std::make_unique<TelemetryReporter>(&recorder, endpoint.address, endpoint.token,
-                                                   absl::Milliseconds(endpoint.interval_ms));
+    reporter = std::make_unique<TelemetryReporter>(&recorder, endpoint);
   }
 
   ExpertServeOptions serve;

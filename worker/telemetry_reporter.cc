@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "worker/pinned_credentials.h"
+
 namespace moe {
 
 moe::v1::WorkerReport WorkerReportToProto(const WorkerReport& in) {
@@ -28,9 +30,12 @@ moe::v1::WorkerReport WorkerReportToProto(const WorkerReport& in) {
   return out;
 }
 
-TelemetryReporter::TelemetryReporter(LoadRecorder* recorder, std::string address, std::string token,
-                                     absl::Duration interval)
-    : recorder_(recorder), address_(std::move(address)), token_(std::move(token)), interval_(interval) {
+TelemetryReporter::TelemetryReporter(LoadRecorder* recorder, const TelemetryEndpoint& endpoint)
+    : recorder_(recorder),
+      address_(endpoint.address),
+      token_(endpoint.token),
+      server_certificate_(endpoint.server_certificate),
+      interval_(absl::Milliseconds(endpoint.interval_ms)) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -46,7 +51,7 @@ TelemetryReporter::~TelemetryReporter() {
 void TelemetryReporter::Run() {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);  // the coordinator is never behind $http_proxy
-  auto channel = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(address_, WorkerChannelCredentials(server_certificate_), args);
   auto stub = moe::v1::WorkerTelemetry::NewStub(channel);
   while (StreamOnce(stub.get())) {
     // The coordinator is not there (yet, or any more): retry at the report interval.

@@ -25,10 +25,9 @@ moe::v1::WorkerReport WorkerReportToProto(const WorkerReport& report);
 
 class TelemetryReporter {
  public:
-  // recorder: not owned, must outlive the reporter. token: the cluster's (TelemetryEndpoint).
-  // Starts the thread.
-  TelemetryReporter(LoadRecorder* recorder, std::string address, std::string token,
-                    absl::Duration interval);
+  // recorder: not owned, must outlive the reporter. endpoint: where, how often, the cluster's
+  // token and the coordinator's certificate to pin (TLS when set). Starts the thread.
+  TelemetryReporter(LoadRecorder* recorder, const TelemetryEndpoint& endpoint);
   // Stops streaming (cancels the stream in flight) and joins the thread.
   ~TelemetryReporter();
 
@@ -40,6 +39,7 @@ class TelemetryReporter {
   LoadRecorder* recorder_;
   const std::string address_;
   const std::string token_;
+  const std::string server_certificate_;
   const absl::Duration interval_;
   int failed_streams_ = 0;  // in a row; the first long run of them is logged once
   absl::Mutex mu_;

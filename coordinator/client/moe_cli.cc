@@ -5,7 +5,9 @@
 //   moe-cli bench --concurrency 1,4,16,64 [--requests 2 --max-tokens 32 --prompt-tokens 32]
 //   moe-cli load [--interval-ms 1000] [--once] [--window]     (live load view, like top)
 //   moe-cli reset-load
-// --server HOST:PORT (default 127.0.0.1:50051) selects the server.
+// --server HOST:PORT (default 127.0.0.1:50051) selects the server; --tls-ca (or --tls), --tls-cert,
+// --tls-key and --tls-server-name speak TLS to it; --admin-token-file authorises reset-load and
+// rebalance.
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "core/flag_spelling.h"
 #include "grpcpp/grpcpp.h"
+#include "coordinator/client/client_channel.h"
 #include "coordinator/client/load_view.h"
 #include "moe/v1/inference.grpc.pb.h"
 #include "moe/v1/telemetry.grpc.pb.h"
@@ -52,17 +55,24 @@ ABSL_FLAG(bool, once, false, "load: print one snapshot and exit");
 ABSL_FLAG(bool, dry_run, false, "rebalance: show the plan, move nothing");
 ABSL_FLAG(bool, force, false, "rebalance: ignore the server's --rebalance-threshold and the minimum gain");
 ABSL_FLAG(std::string, out, "", "rebalance: write the plan as a --placement JSON file");
+ABSL_FLAG(bool, tls, false, "speak TLS, verifying the server against the system's CA certificates");
+ABSL_FLAG(std::string, tls_ca, "", "speak TLS, verifying the server against these PEM CA certificates");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for a server that requires one (mutual TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "the name the server's certificate must carry (default: the --server host)");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "reset-load, rebalance: file whose first line is the server's admin token");
 ABSL_FLAG(bool, window, false, "load: show the sliding-window counts instead of the totals since reset");
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::shared_ptr<grpc::Channel> Channel() {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);  // loopback must not go through $http_proxy
-  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(), args);
-}
+// Read once in main, before any command runs.
+moe::ClientSecurity g_security;
+
+std::shared_ptr<grpc::Channel> Channel() { return moe::MakeClientChannel(absl::GetFlag(FLAGS_server), g_security); }
 
 std::unique_ptr<moe::v1::Inference::Stub> Connect() { return moe::v1::Inference::NewStub(Channel()); }
 
@@ -295,6 +305,7 @@ int Load() {
 int ResetLoad() {
   auto stub = moe::v1::Telemetry::NewStub(Channel());
   grpc::ClientContext context;
+  moe::AddAdminToken(g_security, &context);
   moe::v1::ResetLoadResponse response;
   grpc::Status s = stub->ResetLoad(&context, moe::v1::ResetLoadRequest(), &response);
   if (!s.ok()) return Fail("ResetLoad", s);
@@ -306,6 +317,7 @@ int ResetLoad() {
 int Rebalance() {
   auto stub = moe::v1::Telemetry::NewStub(Channel());
   grpc::ClientContext context;
+  moe::AddAdminToken(g_security, &context);
   moe::v1::RebalanceRequest request;
   request.set_dry_run(absl::GetFlag(FLAGS_dry_run));
   request.set_force(absl::GetFlag(FLAGS_force));
@@ -342,6 +354,14 @@ int main(int argc, char** argv) {
   moe::cli::AcceptDashedFlagNames(argc, argv);  // --max-tokens or --max_tokens
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string cmd = args.size() > 1 ? args[1] : "";
+  absl::StatusOr<moe::ClientSecurity> security = moe::ClientSecurity::FromFlags(
+      absl::GetFlag(FLAGS_tls), absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+      absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_server_name), absl::GetFlag(FLAGS_admin_token_file));
+  if (!security.ok()) {
+    std::fprintf(stderr, "moe-cli: %s\n", std::string(security.status().message()).c_str());
+    return 2;
+  }
+  g_security = *std::move(security);
   if (cmd == "generate") return Generate();
   if (cmd == "tokenize") return Tokenize();
   if (cmd == "info") return Info();

@@ -74,6 +74,7 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context,
                                       const moe::v1::GenerateRequest* request,
                                       grpc::ServerWriter<moe::v1::GenerateResponse>* writer,
                                       StreamEvent* last) {
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kUser); !denied.ok()) return denied;
   absl::StatusOr<Request> r = Translate(*request);
   if (!r.ok()) return ToGrpc(r.status());
   absl::StatusOr<std::shared_ptr<RequestHandle>> handle = scheduler_->Submit(*std::move(r));
@@ -113,8 +114,9 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context,
   }
 }
 
-grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const moe::v1::TokenizeRequest* request,
+grpc::Status InferenceService::Tokenize(grpc::ServerContext* context, const moe::v1::TokenizeRequest* request,
                                         moe::v1::TokenizeResponse* response) {
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kUser); !denied.ok()) return denied;
   if (static_cast<int64_t>(request->text().size()) > max_prompt_bytes_) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("text of ", request->text().size(), " bytes exceeds the server's limit of ",
@@ -127,8 +129,9 @@ grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const moe::v1::Tok
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceService::Detokenize(grpc::ServerContext*, const moe::v1::DetokenizeRequest* request,
+grpc::Status InferenceService::Detokenize(grpc::ServerContext* context, const moe::v1::DetokenizeRequest* request,
                                           moe::v1::DetokenizeResponse* response) {
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kUser); !denied.ok()) return denied;
   std::vector<int> ids;
   for (int id : request->ids()) {
     if (id < 0 || id >= tokenizer_->vocab_size()) {
@@ -142,8 +145,9 @@ grpc::Status InferenceService::Detokenize(grpc::ServerContext*, const moe::v1::D
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceService::GetModelInfo(grpc::ServerContext*, const moe::v1::GetModelInfoRequest*,
+grpc::Status InferenceService::GetModelInfo(grpc::ServerContext* context, const moe::v1::GetModelInfoRequest*,
                                             moe::v1::ModelInfo* info) {
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kUser); !denied.ok()) return denied;
   const MixtralConfig& c = *config_;
   info->set_hidden_size(c.hidden_size);
   info->set_intermediate_size(c.intermediate_size);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "coordinator/scheduler.h"
+#include "coordinator/server/server_security.h"
 #include "coordinator/telemetry/request_metrics.h"
 #include "core/config.h"
 #include <functional>
@@ -24,16 +25,17 @@ class InferenceService final : public moe::v1::Inference::Service {
 
   // Nothing is owned; metrics may be null (not counted).
   // max_prompt_bytes: Generate's text and Tokenize's, refused before tokenizing (its cost grows
-  // with the text).
+  // with the text). authorizer: who may call (every call is a user's); the default lets all.
   InferenceService(Scheduler* scheduler, const Tokenizer* tokenizer, const MixtralConfig* config,
                    PlacementSource placement, RequestMetrics* metrics = nullptr,
-                   int64_t max_prompt_bytes = 1 << 20)
+                   int64_t max_prompt_bytes = 1 << 20, CallAuthorizer authorizer = {})
       : scheduler_(scheduler),
         tokenizer_(tokenizer),
         config_(config),
         placement_(std::move(placement)),
         metrics_(metrics),
-        max_prompt_bytes_(max_prompt_bytes) {}
+        max_prompt_bytes_(max_prompt_bytes),
+        authorizer_(std::move(authorizer)) {}
 
   grpc::Status Generate(grpc::ServerContext* context, const moe::v1::GenerateRequest* request,
                         grpc::ServerWriter<moe::v1::GenerateResponse>* writer) override;
@@ -60,6 +62,7 @@ class InferenceService final : public moe::v1::Inference::Service {
   PlacementSource placement_;
   RequestMetrics* metrics_;
   int64_t max_prompt_bytes_;
+  const CallAuthorizer authorizer_;
 };
 
 }  // namespace moe

@@ -50,15 +50,17 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
                                                      placement, [](const ExpertPlacement*) {}),
                           1u);
   };
+  const bool loopback = IsLoopbackAddress(options.listen);
+  const CallAuthorizer authorizer(options.security, loopback);
   InferenceService service(&scheduler, tokenizer, &runner->config(), placement_source, &request_metrics,
-                           options.max_prompt_bytes);
+                           options.max_prompt_bytes, authorizer);
   std::atomic<bool> stopping{false};  // ends WatchLoad streams when serving ends
   std::unique_ptr<TelemetryService> telemetry;
   std::unique_ptr<WorkerTelemetryService> worker_telemetry;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen, MakeServerCredentials(options.security), &port);
   // Bounded: message size, calls per connection, handler threads (a call beyond them gets
   // RESOURCE_EXHAUSTED), and keepalive pings that find dead peers.
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
@@ -74,7 +76,7 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   if (options.telemetry != nullptr) {
     telemetry = std::make_unique<TelemetryService>(
         options.telemetry, &stopping, options.rebalancer,
-        WatchLimits{options.max_watch_streams, options.min_watch_interval_ms});
+        WatchLimits{options.max_watch_streams, options.min_watch_interval_ms}, authorizer);
     worker_telemetry = std::make_unique<WorkerTelemetryService>(options.telemetry, options.worker_token);
     builder.RegisterService(telemetry.get());
     builder.RegisterService(worker_telemetry.get());
@@ -103,12 +105,30 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
 
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot listen on ", options.listen));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot listen on ", options.listen,
+        options.security.tls() ? " (with TLS: does --tls-key belong to --tls-cert? gRPC's log above says)" : ""));
   }
   server->GetHealthCheckService()->SetServingStatus(true);
   const std::string host = options.listen.substr(0, options.listen.rfind(':'));
-  std::printf("moe-coordinator: serving moe.v1.Inference%s on %s:%d\n",
-              options.telemetry != nullptr ? " and moe.v1.Telemetry" : "", host.c_str(), port);
+  std::printf("moe-coordinator: serving moe.v1.Inference%s on %s:%d (%s)\n",
+              options.telemetry != nullptr ? " and moe.v1.Telemetry" : "", host.c_str(), port,
+              !options.security.tls()                ? "plaintext"
+              : options.security.client_ca_pem.empty() ? "TLS"
+                                                       : "TLS, client certificates required");
+  if (!loopback && !options.security.tls()) {
+    std::fprintf(stderr,
+                 "moe-coordinator: warning: plaintext beyond loopback: anyone who reaches %s can "
+                 "generate and read the telemetry, and the workers' token crosses the network in "
+                 "clear; give --tls-cert and --tls-key (README, \"Securing the port\")\n",
+                 options.listen.c_str());
+  }
+  if (!loopback && options.security.admin_token.empty()) {
+    std::fprintf(stderr,
+                 "moe-coordinator: administrative calls (ResetLoad, Rebalance) are refused on %s: "
+                 "give --admin-token-file to allow them\n",
+                 options.listen.c_str());
+  }
   if (metrics != nullptr) {
     const std::string metrics_host = options.metrics_listen.substr(0, options.metrics_listen.rfind(':'));
     std::printf("moe-coordinator: Prometheus metrics on http://%s:%d/metrics\n", metrics_host.c_str(),
@@ -129,6 +149,8 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   // naming it, instead of waiting --worker-timeout-s for a step that cannot finish. Both return
   // when it reports again.
   std::vector<int> lost;
+  std::string lost_reason;  // why, one clause per lost rank
+  bool lost_gone = false;   // one of them is known dead (its report stream closed), not just silent
   auto check_workers = [&] {
     if (options.telemetry == nullptr) return;
     std::vector<int> now_lost = options.telemetry->LostWorkers();
@@ -136,15 +158,24 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
     lost = std::move(now_lost);
     if (lost.empty()) {
       std::fprintf(stderr, "moe-coordinator: every worker reports again; accepting requests\n");
+      lost_reason.clear();
+      lost_gone = false;
       scheduler.ResumeAdmitting();
       server->GetHealthCheckService()->SetServingStatus(true);
       return;
     }
-    const std::string ranks = absl::StrJoin(lost, ", ");
-    std::fprintf(stderr, "moe-coordinator: worker rank %s lost (no telemetry heartbeat); refusing new requests\n",
-                 ranks.c_str());
-    scheduler.StopAdmitting(absl::UnavailableError(absl::StrCat(
-        "worker rank ", ranks, " is not answering (its heartbeat is lost); the cluster cannot serve")));
+    std::vector<std::string> why;
+    lost_gone = false;
+    for (int rank : lost) {
+      const absl::Status gone = options.telemetry->CheckAlive(rank);
+      lost_gone |= !gone.ok();
+      why.push_back(gone.ok() ? absl::StrCat("worker rank ", rank, " is not answering (its heartbeat is lost)")
+                              : std::string(gone.message()));
+    }
+    lost_reason = absl::StrJoin(why, "; ");
+    std::fprintf(stderr, "moe-coordinator: worker rank %s lost: %s; refusing new requests\n",
+                 absl::StrJoin(lost, ", ").c_str(), lost_reason.c_str());
+    scheduler.StopAdmitting(absl::UnavailableError(absl::StrCat(lost_reason, "; the cluster cannot serve")));
     server->GetHealthCheckService()->SetServingStatus(false);
   };
   absl::Status engine;
@@ -162,12 +193,24 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   if (options.rebalancer != nullptr) options.rebalancer->Stop(/*cluster_usable=*/engine.ok());
   server->GetHealthCheckService()->SetServingStatus(false);
   if (!engine.ok()) {
-    // The model cannot run any more: everything in flight fails, nothing new is accepted.
+    // The model cannot run any more: everything in flight fails, nothing new is accepted. Said
+    // here, first: when a worker died, mpirun is already ending the job.
+    std::fprintf(stderr, "moe-coordinator: serving stopped: %s\n", std::string(engine.message()).c_str());
     const absl::Status lost = absl::UnavailableError(absl::StrCat("the cluster failed: ", engine.message()));
     scheduler.StopAdmitting(lost);
     scheduler.FailAll(lost);
     shutdown();
     return engine;
+  }
+  // A worker known dead (mpirun, too, ends the job when one dies, with a signal here): nothing
+  // can finish, so every request gets the reason now, naming the rank, rather than a closed socket.
+  check_workers();
+  if (lost_gone) {
+    const absl::Status gone = absl::UnavailableError(absl::StrCat("the cluster failed: ", lost_reason));
+    scheduler.StopAdmitting(gone);
+    scheduler.FailAll(gone);
+    shutdown();
+    return gone;
   }
   // Graceful: refuse new requests, let the running ones finish within the grace period.
   scheduler.StopAdmitting(absl::UnavailableError("the server is shutting down"));

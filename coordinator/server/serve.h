@@ -10,6 +10,7 @@
 #include "coordinator/rebalancer.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/server/inference_service.h"
+#include "coordinator/server/server_security.h"
 #include "coordinator/telemetry/load_aggregator.h"
 
 namespace moe {
@@ -26,6 +27,9 @@ struct ServeOptions {
   int max_handler_threads = 1024;         // calls served at once over all connections
   int max_watch_streams = 16;             // WatchLoad streams open at once
   int min_watch_interval_ms = 200;        // WatchLoad intervals below this are raised to it
+  // TLS, mutual TLS and the administrative token (all off: plaintext, administration from
+  // loopback only).
+  ServerSecurity security;
 
   // Says which flag is wrong.
   absl::Status ValidateLimits() const;

@@ -87,6 +87,18 @@ void LoadAggregator::OnWorkerStreamEnded(int rank) {
   if (rank >= 1 && rank <= n_workers_) workers_[rank].stream_ended = true;
 }
 
+absl::Status LoadAggregator::CheckAlive(int rank) const {
+  absl::MutexLock lock(&mu_);
+  if (rank < 1 || rank > n_workers_) return absl::OkStatus();
+  const WorkerState& w = workers_[rank];
+  if (w.received_at >= 0 && w.stream_ended) {
+    return absl::UnavailableError(absl::StrCat("worker rank ", rank,
+                                               " is gone: its telemetry stream closed (the process "
+                                               "or its host died, or the network to it failed)"));
+  }
+  return absl::OkStatus();
+}
+
 std::vector<int> LoadAggregator::LostWorkers() const {
   std::vector<int> lost;
   absl::MutexLock lock(&mu_);

@@ -27,6 +27,7 @@
 #include "core/exchange_telemetry.h"
 #include "core/expert_placement.h"
 #include "core/load_telemetry.h"
+#include "core/peer_liveness.h"
 
 namespace moe {
 
@@ -41,7 +42,7 @@ struct LoadAggregatorOptions {
   std::function<double()> now_seconds;         // monotonic clock; default steady_clock (tests fake it)
 };
 
-class LoadAggregator : public RoutingObserver, public ExchangeObserver {
+class LoadAggregator : public RoutingObserver, public ExchangeObserver, public PeerLiveness {
  public:
   explicit LoadAggregator(LoadAggregatorOptions options);
 
@@ -66,6 +67,11 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver {
   // intervals (at least a second), or their stream ended. A rank that has not reported yet is not
   // lost (it is starting). Ascending.
   std::vector<int> LostWorkers() const;
+  // PeerLiveness for the exchange: Unavailable once a rank that reported has had its report
+  // stream end without a new one (a killed process's socket closes at once; a live worker whose
+  // stream broke reconnects within an interval). Silence alone is not proof: a busy or stopped
+  // worker is left to the exchange's timeout.
+  absl::Status CheckAlive(int rank) const override;
 
   // Zeroes everything now if no step is running, else when the running one ends; returns the new
   // epoch. Workers follow when their next step header carries it.

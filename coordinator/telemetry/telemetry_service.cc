@@ -9,8 +9,9 @@
 
 namespace moe {
 
-grpc::Status TelemetryService::GetLoad(grpc::ServerContext*, const moe::v1::GetLoadRequest*,
+grpc::Status TelemetryService::GetLoad(grpc::ServerContext* context, const moe::v1::GetLoadRequest*,
                                        moe::v1::LoadSnapshot* response) {
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kUser); !denied.ok()) return denied;
   *response = LoadSnapshotToProto(aggregator_->Snapshot());
   return grpc::Status::OK;
 }
@@ -18,6 +19,7 @@ grpc::Status TelemetryService::GetLoad(grpc::ServerContext*, const moe::v1::GetL
 grpc::Status TelemetryService::WatchLoad(grpc::ServerContext* context,
                                          const moe::v1::WatchLoadRequest* request,
                                          grpc::ServerWriter<moe::v1::LoadSnapshot>* writer) {
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kUser); !denied.ok()) return denied;
   const absl::Duration interval = absl::Milliseconds(
       request->interval_ms() == 0 ? 1000
                                   : std::max<int64_t>(request->interval_ms(), watch_.min_interval_ms));
@@ -45,8 +47,9 @@ grpc::Status TelemetryService::WatchLoad(grpc::ServerContext* context,
   }
 }
 
-grpc::Status TelemetryService::ResetLoad(grpc::ServerContext*, const moe::v1::ResetLoadRequest*,
+grpc::Status TelemetryService::ResetLoad(grpc::ServerContext* context, const moe::v1::ResetLoadRequest*,
                                          moe::v1::ResetLoadResponse* response) {
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kAdmin); !denied.ok()) return denied;
   response->set_epoch(aggregator_->Reset());
   return grpc::Status::OK;
 }
@@ -55,22 +58,12 @@ namespace {
 
 grpc::StatusCode ToGrpcCode(absl::StatusCode code) { return static_cast<grpc::StatusCode>(code); }
 
-// Compares in time that depends on the lengths only, so that timing does not reveal how much of a
-// guessed token was right.
-bool SameToken(const std::string& expected, grpc::string_ref presented) {
-  if (presented.size() != expected.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    diff |= static_cast<unsigned char>(expected[i] ^ presented.data()[i]);
-  }
-  return diff == 0;
-}
-
 }  // namespace
 
 grpc::Status TelemetryService::Rebalance(grpc::ServerContext* context,
                                          const moe::v1::RebalanceRequest* request,
                                          moe::v1::RebalanceResponse* response) {
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kAdmin); !denied.ok()) return denied;
   if (rebalancer_ == nullptr) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "this server cannot change its expert placement");
   }
@@ -111,7 +104,7 @@ grpc::Status WorkerTelemetryService::StreamReports(grpc::ServerContext* context,
                                                    grpc::ServerReader<moe::v1::WorkerReport>* reader,
                                                    moe::v1::WorkerReportAck*) {
   const auto presented = context->client_metadata().find(kWorkerTokenHeader);
-  if (presented == context->client_metadata().end() || !SameToken(token_, presented->second)) {
+  if (presented == context->client_metadata().end() || !ConstantTimeEquals(token_, absl::string_view(presented->second.data(), presented->second.size()))) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "worker reports need the cluster's token");
   }
   {

@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "coordinator/rebalancer.h"
+#include "coordinator/server/server_security.h"
 #include "coordinator/telemetry/load_aggregator.h"
 #include "core/cluster_setup.h"
 #include "moe/v1/telemetry.grpc.pb.h"
@@ -25,10 +26,16 @@ class TelemetryService final : public moe::v1::Telemetry::Service {
  public:
   // aggregator: not owned. stopping: when it becomes true, WatchLoad streams end (server
   // shutdown); may be null.
-  // rebalancer: not owned; null: Rebalance answers UNAVAILABLE.
+  // rebalancer: not owned; null: Rebalance answers UNAVAILABLE. authorizer: who may read
+  // (GetLoad, WatchLoad) and who may administer (ResetLoad, Rebalance); the default lets all.
   TelemetryService(LoadAggregator* aggregator, const std::atomic<bool>* stopping,
-                   Rebalancer* rebalancer = nullptr, WatchLimits watch = {})
-      : aggregator_(aggregator), stopping_(stopping), rebalancer_(rebalancer), watch_(watch) {}
+                   Rebalancer* rebalancer = nullptr, WatchLimits watch = {},
+                   CallAuthorizer authorizer = {})
+      : aggregator_(aggregator),
+        stopping_(stopping),
+        rebalancer_(rebalancer),
+        watch_(watch),
+        authorizer_(std::move(authorizer)) {}
 
   grpc::Status GetLoad(grpc::ServerContext* context, const moe::v1::GetLoadRequest* request,
                        moe::v1::LoadSnapshot* response) override;
@@ -44,6 +51,7 @@ class TelemetryService final : public moe::v1::Telemetry::Service {
   const std::atomic<bool>* stopping_;
   Rebalancer* rebalancer_;
   const WatchLimits watch_;
+  const CallAuthorizer authorizer_;
   std::atomic<int> watchers_{0};
 };
 

@@ -41,14 +41,15 @@ class Harness:
     def run(cmd, **kw):
         return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
 
-    def cluster(self, workers, *server_flags, model):
-        return Cluster(self, workers, server_flags, model)
+    def cluster(self, workers, *server_flags, model, credentials=None):
+        """credentials: grpc channel credentials for a TLS server (default: plaintext)."""
+        return Cluster(self, workers, server_flags, model, credentials)
 
 
 class Cluster:
     """The cluster under scripts/launch.sh, serving on an ephemeral loopback port."""
 
-    def __init__(self, h, workers, server_flags, model):
+    def __init__(self, h, workers, server_flags, model, credentials=None):
         self.model = model
         self.port_file = os.path.join(h.work, f"port-{time.monotonic_ns()}")
         env = dict(os.environ, BUILD_DIR=os.path.dirname(h.bin))
@@ -63,7 +64,10 @@ class Cluster:
                 raise RuntimeError(f"cluster did not start: see {self.log.name}")
             time.sleep(0.1)
         self.port = int(open(self.port_file).read())
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=[("grpc.enable_http_proxy", 0)])
+        self.address = f"127.0.0.1:{self.port}"
+        options = [("grpc.enable_http_proxy", 0)]
+        self.channel = (grpc.insecure_channel(self.address, options=options) if credentials is None
+                        else grpc.secure_channel(self.address, credentials, options=options))
         self.stub = pbg.InferenceStub(self.channel)
 
     def pid_of(self, program):

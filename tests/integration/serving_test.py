@@ -11,7 +11,8 @@
   the KV cache (GetModelInfo); the standard health service; a full queue; a stopped worker
   (health NOT_SERVING and new requests refused at once naming it, both undone when it resumes; at
   shutdown the job aborted within a bound, naming it); a lost worker (UNAVAILABLE
-  for what is in flight); graceful shutdown on SIGTERM.
+  for what is in flight); a killed worker (kill -9: every stream gets UNAVAILABLE naming its rank at
+  once, and so does the log); graceful shutdown on SIGTERM.
 
 usage: serving_test.py BIN_DIR SOURCE_DIR WORK_DIR PYTHON_STUBS_DIR
 Prints "N passed, M failed" and exits non-zero on any failure.
@@ -296,6 +297,52 @@ def main():
                 os.kill(worker, signal.SIGCONT)
             except ProcessLookupError:
                 pass
+        if c.proc.poll() is None:
+            os.killpg(c.proc.pid, signal.SIGKILL)
+            c.proc.wait()
+
+    # A worker killed (kill -9) while requests stream: its report stream closes with its process, so
+    # every client gets UNAVAILABLE naming the rank at once, and the coordinator's log names it,
+    # before mpirun ends the job (which used to leave clients with a bare 'Socket closed').
+    c = Cluster(2, "--telemetry-interval-ms", "200", model=slow)
+    try:
+        failures = []
+
+        def streaming_client():
+            try:
+                generate(c.stub, "A long story", timeout=60, max_tokens=3000)
+                failures.append((time.time(), None))
+            except grpc.RpcError as e:
+                failures.append((time.time(), e))
+
+        clients = [threading.Thread(target=streaming_client) for _ in range(4)]
+        for t in clients:
+            t.start()
+        deadline = time.time() + 30
+        while time.time() < deadline and info(c.stub).running_sequences < 4:
+            time.sleep(0.01)
+        worker = c.pid_of("moe-worker")[0]
+        with open(f"/proc/{worker}/environ") as f:
+            rank = next(v.split("=")[1] for v in f.read().split("\0") if v.startswith("OMPI_COMM_WORLD_RANK="))
+        t0 = time.time()
+        os.kill(worker, signal.SIGKILL)
+        for t in clients:
+            t.join(timeout=60)
+        errors = [e for _, e in failures if e is not None]
+        named = [e for e in errors if e.code() == grpc.StatusCode.UNAVAILABLE and f"worker rank {rank} is gone" in e.details()]
+        took = max((at for at, _ in failures), default=t0) - t0
+        check(len(failures) == 4 and len(named) == 4 and took < 1.0,
+              f"kill -9 of worker rank {rank}: {len(named)}/4 streams got UNAVAILABLE naming it within {took:.2f} s "
+              f"({errors[0].details()[:140] if errors else 'no error'!r})")
+        try:
+            rc = c.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            rc = None
+        log = open(c.log.name).read()
+        line = next((l for l in log.splitlines() if "serving stopped:" in l), "")
+        check(rc not in (None, 0) and f"worker rank {rank} is gone" in line,
+              f"kill -9: the job exits {rc}; the coordinator's log names the rank: {line[:120]!r}")
+    finally:
         if c.proc.poll() is None:
             os.killpg(c.proc.pid, signal.SIGKILL)
             c.proc.wait()

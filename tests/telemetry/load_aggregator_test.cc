@@ -208,6 +208,29 @@ TEST(LoadAggregatorTest, LostWorkers) {
   EXPECT_TRUE(f.agg->LostWorkers().empty());
 }
 
+// What the exchange's waits ask: only a closed report stream proves a worker gone; silence (a busy
+// or stopped worker) is left to the step's timeout, and a worker that never reported is starting.
+TEST(LoadAggregatorTest, CheckAliveFailsOnlyOnAClosedStream) {
+  Fixture f;
+  f.agg->OnWorkerStreamEnded(1);
+  EXPECT_TRUE(f.agg->CheckAlive(1).ok()) << "never reported: starting, not gone";
+  WorkerReport r = Report(1, 1, 1, 0);
+  r.experts.clear();
+  ASSERT_TRUE(f.agg->OnWorkerReport(r).ok());
+  f.now = 100;  // silent far beyond three intervals
+  EXPECT_TRUE(f.agg->CheckAlive(1).ok());
+  EXPECT_EQ(f.agg->LostWorkers(), (std::vector<int>{1}));
+  f.agg->OnWorkerStreamEnded(1);
+  const absl::Status gone = f.agg->CheckAlive(1);
+  EXPECT_TRUE(absl::IsUnavailable(gone));
+  EXPECT_NE(gone.message().find("worker rank 1 is gone"), std::string::npos) << gone;
+  EXPECT_TRUE(f.agg->CheckAlive(2).ok());
+  EXPECT_TRUE(f.agg->CheckAlive(0).ok()) << "not a worker rank";
+  r.sequence = 2;
+  ASSERT_TRUE(f.agg->OnWorkerReport(r).ok());  // it reconnected
+  EXPECT_TRUE(f.agg->CheckAlive(1).ok());
+}
+
 // A report with a huge sequence number on another stream (a forger with a captured token) must
 // not make the real worker's later reports look stale.
 TEST(LoadAggregatorTest, SequenceNumbersOrderReportsWithinAStreamOnly) {
