@@ -20,9 +20,7 @@ using protocol::kCoordinator;
 using protocol::kCountsTag;
 using protocol::kHeaderTag;
 using protocol::kIdsTag;
-using protocol::kReplyMagic;
 using protocol::kReplyTag;
-using protocol::kStepMagic;
 
 }  // namespace
 
@@ -237,9 +235,8 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
       MPI_Request_free(&requests[0]);
       return waited;
     }
-    if (h.magic != kStepMagic || h.step_id <= last_step) {
-      return absl::InternalError(absl::StrCat(who, ": unexpected step header (magic ", h.magic,
-                                              ", step ", h.step_id, " after ", last_step, ")"));
+    if (absl::Status ok = CheckStepHeader(h, last_step); !ok.ok()) {
+      return absl::InternalError(absl::StrCat(who, ": ", ok.message()));
     }
     last_step = h.step_id;
     if (h.command == static_cast<int32_t>(StepCommand::kShutdown)) {
@@ -258,14 +255,8 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
       }
       continue;
     }
-    if (h.command != static_cast<int32_t>(StepCommand::kForward) || h.layer < 0 ||
-        h.layer >= opt.n_layers || h.layer >= placement->n_layers() ||
-        h.n_slots != placement->n_slots(h.layer) || h.hidden != opt.hidden || h.n_rows < 0 ||
-        h.n_rows * h.hidden > INT_MAX) {
-      return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " header does not fit ",
-                                              "this model (command ", h.command, ", layer ", h.layer,
-                                              ", slots ", h.n_slots, ", hidden ", h.hidden,
-                                              ", rows ", h.n_rows, ")"));
+    if (absl::Status fits = CheckForwardHeader(h, *placement, opt.n_layers, opt.hidden); !fits.ok()) {
+      return absl::InternalError(absl::StrCat(who, ": ", fits.message()));
     }
     const auto receive_start = Clock::now();
     const double timeout = h.timeout_ms / 1e3 + 30.0;  // the coordinator gives up first
@@ -284,29 +275,9 @@ absl::Status ServeExperts(ExpertRunner* runner, const ExpertServeOptions& opt) {
     MOE_RETURN_IF_ERROR(WaitAll(&requests, peers, timeout, who + " receiving a dispatch"));
 
     // The layout must match the header, the ids and this worker's share of the placement.
-    layout.layer = h.layer;
-    layout.hidden = h.hidden;
-    layout.slot_offsets.assign(static_cast<size_t>(n_slots) + 1, 0);
-    for (int s = 0; s < n_slots; ++s) {
-      layout.slot_offsets[s + 1] = layout.slot_offsets[s] + counts[s];
-    }
-    absl::Status fits = ValidateLayout(layout, *placement);
-    if (fits.ok()) fits = CheckSlotsHostedBy(opt.rank, layout, *placement);
-    if (!fits.ok()) {
-      return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, ": ", fits.message()));
-    }
-    if (layout.n_rows() != h.n_rows) {
-      return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " counts add up to ",
-                                              layout.n_rows(), " rows, header says ", h.n_rows));
-    }
-    for (int s = 0; s < n_slots; ++s) {
-      for (int64_t i = layout.slot_offsets[s]; i < layout.slot_offsets[s + 1]; ++i) {
-        if (ids[i] != s) {
-          return absl::InternalError(absl::StrCat(who, ": step ", h.step_id, " row ", i,
-                                                  " is labelled slot ", ids[i], ", expected ", s));
-        }
-      }
-    }
+    absl::StatusOr<ExpertLayout> checked = ForwardLayout(h, counts, ids, *placement, opt.rank);
+    if (!checked.ok()) return absl::InternalError(absl::StrCat(who, ": ", checked.status().message()));
+    layout = *std::move(checked);
     // Where the runner reads (its backend's memory), and where the plane writes (the same, or
     // host buffers to stage from).
     const int64_t elements = h.n_rows * h.hidden;

@@ -46,57 +46,9 @@
 #include "core/expert_placement.h"
 #include "core/peer_liveness.h"
 #include "core/placement_mover.h"
+#include "core/step_messages.h"
 
 namespace moe {
-
-enum class StepCommand : int32_t {
-  kForward = 1,
-  kShutdown = 2,
-  kBeginPlacement = 3,
-  kPollPlacement = 4,
-  kCommitPlacement = 5,
-  kAbortPlacement = 6,
-};
-
-struct StepHeader {
-  uint32_t magic = 0;     // kStepMagic: a stray or misaligned message is caught at once
-  int32_t command = 0;    // StepCommand
-  int64_t step_id = 0;    // 1, 2, 3, ... one per exchange, never repeats
-  int32_t layer = 0;
-  int32_t n_slots = 0;    // slots of this layer, all ranks': the length of the counts message
-  int64_t n_rows = 0;     // rows for this worker
-  int64_t hidden = 0;
-  // Telemetry epoch (ResetLoad): workers zero their load counters when it changes, so resets fall
-  // on the same step boundary on every rank. No telemetry data rides the data plane.
-  uint32_t telemetry_epoch = 0;
-  // The coordinator's --worker-timeout-s, in ms: a worker waits that long plus a margin for the
-  // rest of a step, so it never gives up on a step before the coordinator does (with NCCL, one
-  // worker's transfers can wait on a slower worker's).
-  uint32_t timeout_ms = 0;
-  // Placement commands: the epoch of the placement they are about (1 at start-up, +1 per
-  // switch); kBeginPlacement's n_rows is the length of the slot table that follows, in int32s.
-  uint32_t placement_epoch = 0;
-};
-
-struct ReplyHeader {
-  uint32_t magic = 0;
-  int32_t layer = 0;
-  int64_t step_id = 0;
-  int64_t n_rows = 0;
-  double compute_seconds = 0;  // the worker's expert time for this step
-};
-
-// A worker's answer to a placement command.
-enum class PlacementState : int32_t { kIdle = 0, kLoading = 1, kReady = 2, kFailed = 3, kSwitched = 4 };
-
-struct PlacementReply {
-  uint32_t magic = 0;
-  int32_t state = 0;             // PlacementState
-  uint32_t placement_epoch = 0;  // the epoch the state is about
-  int32_t experts_loaded = 0;    // (layer, expert) pairs loaded for it so far
-  double load_seconds = 0;       // how long loading took (so far)
-  char error[256] = {};          // kFailed: why, NUL-terminated
-};
 
 // The worker's side of a live re-placement (core/expert_reloader.h implements it): ServeExperts
 // hands it the placement commands, between steps.

@@ -22,49 +22,6 @@ absl::Status CheckMessageSize(int64_t elements, const char* what) {
 
 namespace {
 
-// The slot table of a placement command: L, then per layer its slot count and (rank, expert)
-// per slot.
-std::vector<int32_t> EncodeSlots(const ExpertPlacement& p) {
-  std::vector<int32_t> out{p.n_layers()};
-  for (int l = 0; l < p.n_layers(); ++l) {
-    out.push_back(p.n_slots(l));
-    for (const ExpertSlot& slot : p.slots(l)) {
-      out.push_back(slot.rank);
-      out.push_back(slot.expert);
-    }
-  }
-  return out;
-}
-
-absl::StatusOr<ExpertPlacement> DecodeSlots(const std::vector<int32_t>& in, int n_layers,
-                                            int n_experts, int n_workers) {
-  size_t at = 0;
-  auto next = [&](int32_t* v) {
-    if (at >= in.size()) return false;
-    *v = in[at++];
-    return true;
-  };
-  int32_t layers = 0;
-  if (!next(&layers) || layers != n_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("slot table for ", layers, " layers; the model has ", n_layers));
-  }
-  std::vector<std::vector<ExpertSlot>> slots(static_cast<size_t>(n_layers));
-  for (auto& layer : slots) {
-    int32_t n = 0;
-    if (!next(&n) || n < 0 || n > n_experts * n_workers) {
-      return absl::InvalidArgumentError("slot table with an impossible slot count");
-    }
-    layer.resize(static_cast<size_t>(n));
-    for (ExpertSlot& slot : layer) {
-      if (!next(&slot.rank) || !next(&slot.expert)) {
-        return absl::InvalidArgumentError("slot table cut short");
-      }
-    }
-  }
-  if (at != in.size()) return absl::InvalidArgumentError("slot table longer than its counts");
-  return ExpertPlacement::FromSlots(std::move(slots), n_experts, n_workers);
-}
-
 PlacementReply MakeReply(PlacementState state, uint32_t epoch, const absl::Status& error = {}) {
   PlacementReply reply;
   reply.magic = kPlacementMagic;
@@ -95,7 +52,7 @@ absl::StatusOr<const ExpertPlacement*> AnswerPlacementCommand(const StepHeader& 
               kSlotTableTag, MPI_COMM_WORLD, &requests[0]);
     MOE_RETURN_IF_ERROR(WaitAll(&requests, {kCoordinator}, timeout, who + " receiving a slot table"));
     absl::StatusOr<ExpertPlacement> next =
-        DecodeSlots(table, current->n_layers(), current->n_experts(), current->n_workers());
+        DecodeSlotTable(table, current->n_layers(), current->n_experts(), current->n_workers());
     absl::Status begun = next.status();
     if (begun.ok()) {
       begun = switcher != nullptr
@@ -131,12 +88,9 @@ absl::StatusOr<const ExpertPlacement*> AnswerPlacementCommand(const StepHeader& 
 }  // namespace protocol
 
 using protocol::CheckMessageSize;
-using protocol::EncodeSlots;
 using protocol::kHeaderTag;
-using protocol::kPlacementMagic;
 using protocol::kPlacementTag;
 using protocol::kSlotTableTag;
-using protocol::kStepMagic;
 
 absl::Status ClusterExchange::PlacementRoundTrip(StepCommand command, uint32_t epoch,
                                                  const std::vector<int32_t>& payload,
@@ -193,7 +147,7 @@ absl::Status ClusterExchange::BeginPlacement(std::shared_ptr<const ExpertPlaceme
       epoch <= placement_epoch_) {
     return absl::InvalidArgumentError("the new placement does not fit this cluster");
   }
-  const std::vector<int32_t> table = EncodeSlots(*next);
+  const std::vector<int32_t> table = EncodeSlotTable(*next);
   MOE_RETURN_IF_ERROR(CheckMessageSize(static_cast<int64_t>(table.size()), "a slot table"));
   std::vector<PlacementReply> replies;
   MOE_RETURN_IF_ERROR(PlacementRoundTrip(StepCommand::kBeginPlacement, epoch, table, &replies));

@@ -13,9 +13,6 @@
 
 namespace moe::protocol {
 
-inline constexpr uint32_t kStepMagic = 0x4d6f4553;   // "MoES"
-inline constexpr uint32_t kReplyMagic = 0x4d6f4552;  // "MoER"
-inline constexpr uint32_t kPlacementMagic = 0x4d6f4550;  // "MoEP"
 // MPI tags of the control messages (rows go through the data plane).
 enum Tag : int { kHeaderTag = 101, kCountsTag, kIdsTag, kReplyTag, kSlotTableTag, kPlacementTag };
 inline constexpr int kCoordinator = 0;

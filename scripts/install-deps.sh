@@ -12,6 +12,7 @@ PACKAGES=(
   prometheus
   python3 python3-numpy python3-grpcio python3-protobuf python3-matplotlib
   procps openssl
+  clang libclang-rt-14-dev
 )
 
 SUDO=""

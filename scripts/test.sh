@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: installs packages, builds, runs ctest; then builds the tests again under
 # AddressSanitizer + UndefinedBehaviorSanitizer into build-asan/ and runs them there too
-# (MOE_SKIP_SANITIZERS=1 skips that second pass).
+# (MOE_SKIP_SANITIZERS=1 skips that second pass); between the two, fuzzes the parsers for a bounded
+# time (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # ctest shows a skipped test or case only as skipped: print why, counted (the GPU tests on a
@@ -17,6 +18,11 @@ scripts/install-deps.sh
 scripts/build.sh
 ctest --test-dir build --output-on-failure --parallel 2
 skip_reasons build
+# The parsers of untrusted bytes under libFuzzer, a bounded time each (scripts/fuzz.sh; longer by
+# hand). MOE_FUZZ_SECONDS=0 skips it.
+if [[ "${MOE_FUZZ_SECONDS:-12}" != 0 ]]; then
+  scripts/fuzz.sh "${MOE_FUZZ_SECONDS:-12}"
+fi
 if [[ "${MOE_SKIP_SANITIZERS:-0}" != 1 ]]; then
   # CUDA code is not instrumented by the host sanitizers; leave it to the main build.
   BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo scripts/build.sh -DMOE_SANITIZE=ON -DMOE_CUDA=OFF

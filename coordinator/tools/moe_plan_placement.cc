@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "coordinator/placement_planner.h"
+#include "coordinator/telemetry/routing_trace_reader.h"
 #include "core/cli.h"
 #include "core/expert_placement.h"
 #include "core/status_macros.h"
@@ -20,6 +21,8 @@
 
 ABSL_FLAG(std::string, loads, "",
           "JSON file {\"loads\": [[token-choices per expert], ... per layer]}");
+ABSL_FLAG(std::string, trace, "",
+          "routing trace (--routing-trace) to count the loads from instead of --loads");
 ABSL_FLAG(int, workers, 0, "worker ranks 1..W");
 ABSL_FLAG(int, expert_slots, 0,
           "expert slots per worker per layer (0: the current placement's \"expert_slots\", else "
@@ -80,14 +83,24 @@ std::string Loads(const LayerPlan& p) {
   return out;
 }
 
+// Token-choices per (layer, expert) counted from a routing trace, as scripts/plan_placement.py
+// counts them.
+absl::StatusOr<std::vector<std::vector<double>>> LoadsFromTrace(const std::string& path) {
+  MOE_ASSIGN_OR_RETURN(RoutingTrace trace, RoutingTrace::Open(path));
+  std::vector<std::vector<double>> loads;
+  for (const std::vector<int64_t>& layer : trace.ExpertCounts()) loads.emplace_back(layer.begin(), layer.end());
+  return loads;
+}
+
 int Run() {
-  const std::string loads_path = absl::GetFlag(FLAGS_loads);
+  const std::string trace_path = absl::GetFlag(FLAGS_trace);
+  const std::string loads_path = trace_path.empty() ? absl::GetFlag(FLAGS_loads) : trace_path;
   const int n_workers = absl::GetFlag(FLAGS_workers);
-  if (loads_path.empty())
-    return cli::Fail(absl::InvalidArgumentError("--loads FILE.json is required"));
+  if (absl::GetFlag(FLAGS_loads).empty() == trace_path.empty())
+    return cli::Fail(absl::InvalidArgumentError("give one of --loads FILE.json or --trace FILE"));
   if (n_workers < 1)
     return cli::Fail(absl::InvalidArgumentError("--workers W (at least 1) is required"));
-  auto loads = ReadLoads(loads_path);
+  auto loads = trace_path.empty() ? ReadLoads(loads_path) : LoadsFromTrace(trace_path);
   if (!loads.ok()) return cli::Fail(loads.status());
   const int n_layers = static_cast<int>(loads->size());
   const int n_experts = loads->empty() ? 0 : static_cast<int>((*loads)[0].size());
@@ -168,7 +181,7 @@ int Run() {
 int main(int argc, char** argv) {
   moe::cli::Init(
       argc, argv,
-      "moe-plan-placement --loads LOADS.json --workers W [--expert-slots S] [--current P.json] "
+      "moe-plan-placement (--loads LOADS.json | --trace FILE) --workers W [--expert-slots S] [--current P.json] "
       "[--keep-within F] [--baseline] [--out P.json]");
   return moe::Run();
 }

@@ -21,7 +21,9 @@
 
 // GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which -O2 reports
 // as "may be used uninitialized" where they are inlined: a known false positive of that header.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #define MOE_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
 #define MOE_TARGET_AVX512_BF16 \
@@ -72,13 +74,19 @@ bool EnableAmx() {
   return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
 }
 
+// F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports has no "f16c".
+bool HasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+}
+
 const CpuFeatures& Features() {
   static const CpuFeatures features = [] {
     CpuFeatures f;
     __builtin_cpu_init();
     f.avx512 = __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
                __builtin_cpu_supports("avx512vl") != 0 && __builtin_cpu_supports("avx512dq") != 0 &&
-               __builtin_cpu_supports("f16c") != 0 && __builtin_cpu_supports("fma") != 0;
+               HasF16c() && __builtin_cpu_supports("fma") != 0;
     f.bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16") != 0;
     f.amx = f.bf16 && g_amx_allowed.load() && EnableAmx();
     return f;

@@ -333,6 +333,12 @@ def test_tiny_locality():
 
 
 def expect_error(name, path, needle):
+    """The Python loader and the C++ reader (moe-plan-placement --trace) both refuse the file, in
+    one line that says what is wrong."""
+    p = subprocess.run([os.path.join(os.environ["MOE_BIN"], "moe-plan-placement"), "--trace", path, "--workers",
+                        "2"], capture_output=True, text=True, timeout=60)
+    check(f"{name} (moe-plan-placement --trace)", p.returncode == 1 and needle in p.stderr
+          and len(p.stderr.strip().splitlines()) == 1, p.stderr.strip())
     try:
         rt.load(path)
     except ValueError as e:
@@ -581,6 +587,12 @@ def test_plan_placement():
         hosted = np.bincount([r for ranks in row for r in ranks], minlength=W + 1)[1:]
         ok = ok and all(1 <= h <= slots for h in hosted) and all(len(set(r)) == len(r) >= 1 for r in row)
     check("planned placement is valid JSON within expert_slots", ok, obj)
+    # The C++ reader counts the same loads from the trace itself: the same plan.
+    cxx = subprocess.run([os.path.join(os.environ["MOE_BIN"], "moe-plan-placement"), "--trace", trace, "--workers",
+                          str(W), "--out", out + ".cxx"], capture_output=True, text=True, timeout=300)
+    with open(out + ".cxx") as f:
+        check("moe-plan-placement --trace plans what plan_placement.py plans from the same trace",
+              cxx.returncode == 0 and json.load(f) == obj, (cxx.stderr or cxx.stdout).strip()[-300:])
     t = rt.load(trace)
     before = rt.overall_imbalance(rt.replay_worker_counts(t, rt.contiguous_placement(L, E, W)))
     after = rt.overall_imbalance(rt.replay_worker_counts(t, placement))
