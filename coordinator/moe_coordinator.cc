@@ -204,6 +204,10 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
   }();
   cluster->placement = SharePlacement(&placement);
   if (!placement.ok()) return placement.status();
+  // The slot budget the telemetry reports and the rebalancer plans within: the placement file's,
+  // else --expert-slots.
+  const int expert_slots =
+      cluster->placement->expert_slots() > 0 ? cluster->placement->expert_slots() : o.expert_slots;
   std::printf("moe-coordinator: %d workers; expert placement:\n%s", n_workers,
               cluster->placement->Describe().c_str());
 
@@ -246,7 +250,7 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
     t.n_experts = c.num_local_experts;
     t.top_k = c.num_experts_per_tok;
     t.placement = &*cluster->placement;
-    t.expert_slots = cluster->placement->expert_slots() > 0 ? cluster->placement->expert_slots() : o.expert_slots;
+    t.expert_slots = expert_slots;
     t.window_seconds = o.load_window_seconds;
     t.report_interval_seconds = o.telemetry_interval_ms / 1e3;
     cluster->telemetry = std::make_unique<LoadAggregator>(std::move(t));
@@ -283,8 +287,7 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
     RebalanceOptions rebalance;
     rebalance.interval_seconds = o.rebalance_interval_seconds;
     rebalance.threshold = o.rebalance_threshold;
-    rebalance.slots_per_worker = cluster->placement->expert_slots() > 0 ? cluster->placement->expert_slots()
-                                                                        : o.expert_slots;
+    rebalance.slots_per_worker = expert_slots;
     cluster->rebalancer = std::make_unique<Rebalancer>(
         cluster->telemetry.get(), cluster->exchange.get(), n_workers,
         cluster->weights->config.num_local_experts, rebalance);

@@ -148,14 +148,8 @@ absl::Status Rebalancer::Tick() {
   if (now - move.last_poll < options_.poll_interval_seconds) return absl::OkStatus();
   move.last_poll = now;
   absl::StatusOr<PlacementProgress> progress = mover_->PollPlacement();
-  RebalanceOutcome outcome;
-  outcome.plan = move.plan;
+  RebalanceOutcome outcome = OutcomeOf(move);
   Rearrangement& r = outcome.record;
-  r.trigger = move.trigger;
-  r.epoch = move.epoch;
-  r.planned_from_balancedness = move.plan.balancedness_before;
-  r.predicted_balancedness = move.plan.predicted_balancedness;
-  r.moved_slots = move.plan.moved_slots;
   if (!progress.ok()) {
     if (!absl::IsFailedPrecondition(progress.status())) return progress.status();
     r.error = std::string(progress.status().message());
@@ -192,6 +186,18 @@ absl::Status Rebalancer::Tick() {
   return absl::OkStatus();
 }
 
+RebalanceOutcome Rebalancer::OutcomeOf(const Move& move) {
+  RebalanceOutcome outcome;
+  outcome.plan = move.plan;
+  Rearrangement& r = outcome.record;
+  r.trigger = move.trigger;
+  r.epoch = move.epoch;
+  r.planned_from_balancedness = move.plan.balancedness_before;
+  r.predicted_balancedness = move.plan.predicted_balancedness;
+  r.moved_slots = move.plan.moved_slots;
+  return outcome;
+}
+
 absl::Status Rebalancer::Begin(RebalancePlan plan, std::string trigger) {
   Move move;
   move.plan = std::move(plan);
@@ -201,14 +207,8 @@ absl::Status Rebalancer::Begin(RebalancePlan plan, std::string trigger) {
   aggregator_->SetRearrangementInProgress(true);
   const absl::Status begun = mover_->BeginPlacement(move.plan.placement, move.epoch);
   if (absl::IsFailedPrecondition(begun)) {
-    RebalanceOutcome outcome;
-    outcome.plan = move.plan;
-    outcome.record.trigger = move.trigger;
-    outcome.record.epoch = move.epoch;
+    RebalanceOutcome outcome = OutcomeOf(move);
     outcome.record.error = std::string(begun.message());
-    outcome.record.planned_from_balancedness = move.plan.balancedness_before;
-    outcome.record.predicted_balancedness = move.plan.predicted_balancedness;
-    outcome.record.moved_slots = move.plan.moved_slots;
     std::fprintf(stderr, "moe-coordinator: re-placement to epoch %u refused, the placement in force stays: %s\n",
                  move.epoch, outcome.record.error.c_str());
     aggregator_->RecordFailedRearrangement(outcome.record);
@@ -233,12 +233,7 @@ void Rebalancer::Stop(bool cluster_usable) {
   }
   if (!move_.has_value() && !busy()) return;
   if (move_.has_value() && cluster_usable) mover_->AbortPlacement().IgnoreError();
-  RebalanceOutcome outcome;
-  if (move_.has_value()) {
-    outcome.plan = move_->plan;
-    outcome.record.trigger = move_->trigger;
-    outcome.record.epoch = move_->epoch;
-  }
+  RebalanceOutcome outcome = move_.has_value() ? OutcomeOf(*move_) : RebalanceOutcome{};
   outcome.record.error = "the server stopped before the re-placement was done";
   if (move_.has_value()) aggregator_->RecordFailedRearrangement(outcome.record);
   move_.reset();

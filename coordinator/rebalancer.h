@@ -93,6 +93,9 @@ class Rebalancer {
     double last_poll = 0;
   };
   double Now() const { return options_.now_seconds(); }
+  // The outcome of `move` before it ends: its plan, trigger, epoch and predictions; the caller
+  // adds how it ended.
+  static RebalanceOutcome OutcomeOf(const Move& move);
   // Begins `plan` (engine thread); a failure to begin is recorded like a failed move.
   absl::Status Begin(RebalancePlan plan, std::string trigger);
   void Finish(RebalanceOutcome outcome);

@@ -6,6 +6,7 @@ them by hand: python3 -m grpc_tools.protoc -Iproto --python_out=OUT --grpc_pytho
 proto/moe/v1/inference.proto
 
 usage: scripts/client_example.py [--server 127.0.0.1:50051] [--prompt TEXT] [--max-tokens N]
+                                 [--tls-ca CA.pem [--tls-cert C.pem --tls-key C.key]]
 """
 import argparse
 import os
@@ -25,10 +26,23 @@ def main():
     ap.add_argument("--prompt", default="The capital of France is")
     ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--tls-ca", help="speak TLS, trusting these PEM CA certificates (server with --tls-cert)")
+    ap.add_argument("--tls-cert", help="PEM client certificate, for a server with --tls-client-ca")
+    ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = ap.parse_args()
 
     # grpc honours $http_proxy even for loopback: switch it off for this channel.
-    channel = grpc.insecure_channel(args.server, options=[("grpc.enable_http_proxy", 0)])
+    options = [("grpc.enable_http_proxy", 0)]
+    if args.tls_ca:
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read(args.tls_ca), private_key=read(args.tls_key) if args.tls_key else None,
+            certificate_chain=read(args.tls_cert) if args.tls_cert else None)
+        channel = grpc.secure_channel(args.server, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(args.server, options=options)
     stub = pbg.InferenceStub(channel)
     info = stub.GetModelInfo(pb.GetModelInfoRequest())
     print(f"model: {info.num_hidden_layers} layers, {info.num_local_experts} experts top-{info.num_experts_per_tok}, "

@@ -4,20 +4,18 @@
 usage: plan_placement.py TRACE --workers W [--slots S] [--out P.json] [--current P.json]
                          [--keep-within F] [--tool PATH]
 
-Counts each (layer, expert)'s token-choices in TRACE (scripts/routing_trace.py), runs
-moe-plan-placement on them (EPLB + local search; it prints its own prediction, with a replicated
-expert's load split evenly), writes the placement to --out (default: TRACE.placement.json), then
+Runs moe-plan-placement --trace TRACE (it counts each (layer, expert)'s token-choices in the
+trace; EPLB + local search; it prints its own prediction, with a replicated expert's load split
+evenly), which writes the placement to --out (default: TRACE.placement.json), then
 replays the trace under the placement before (--current, else the coordinator's contiguous
 default) and after with the runtime's split rule and prints each layer's per-worker load and
 balancedness. The tool is --tool, else $MOE_BIN/moe-plan-placement, else ../build/bin next to
 this script. Exit status 1 with a one-line message on a bad trace, placement or tool failure.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
@@ -78,20 +76,16 @@ def main(argv=None):
         return fail(e)
     out = args.out or args.trace + ".placement.json"
     tool = find_tool(args.tool)
-    with tempfile.TemporaryDirectory() as tmp:
-        loads = os.path.join(tmp, "loads.json")
-        with open(loads, "w") as f:
-            json.dump({"loads": rt.expert_counts(trace).tolist()}, f)
-        cmd = [tool, "--loads", loads, "--workers", str(args.workers), "--out", out,
-               "--keep-within", str(args.keep_within)]
-        if args.slots:
-            cmd += ["--expert-slots", str(args.slots)]
-        if args.current:
-            cmd += ["--current", args.current]
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True)
-        except OSError as e:
-            return fail(f"cannot run {tool}: {e} (build it, or pass --tool / set MOE_BIN)")
+    cmd = [tool, "--trace", args.trace, "--workers", str(args.workers), "--out", out,
+           "--keep-within", str(args.keep_within)]
+    if args.slots:
+        cmd += ["--expert-slots", str(args.slots)]
+    if args.current:
+        cmd += ["--current", args.current]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        return fail(f"cannot run {tool}: {e} (build it, or pass --tool / set MOE_BIN)")
     if p.returncode != 0:
         err = p.stderr.strip()
         return fail(err.splitlines()[-1] if err else f"{tool} exited {p.returncode}")

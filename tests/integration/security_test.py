@@ -10,8 +10,8 @@ certificate, a stranger's self-signed one):
   every routed token.
 - The administrative token (--admin-token-file): ResetLoad and Rebalance without it or with a
   wrong one are UNAUTHENTICATED and change nothing; with it they work.
-- moe-cli's --tls-ca, --tls-cert, --tls-key and --admin-token-file; bad security flags are one line
-  before the cluster starts.
+- moe-cli's --tls-ca, --tls-cert, --tls-key and --admin-token-file, and client_example.py's TLS
+  flags; bad security flags are one line before the cluster starts.
 
 usage: security_test.py BIN_DIR SOURCE_DIR WORK_DIR PYTHON_STUBS_DIR
 Prints "N passed, M failed" and exits non-zero on any failure.
@@ -181,6 +181,13 @@ def main():
                             "info"], capture_output=True, text=True, timeout=60)
         check(p.returncode == 2 and "--tls-cert and --tls-key go together" in p.stderr,
               f"moe-cli --tls-cert without --tls-key: {p.stderr.strip()}")
+
+        p = subprocess.run([PY, os.path.join(SRC, "scripts/client_example.py"), "--server", c.address, "--tls-ca",
+                            cert("ca.pem"), "--tls-cert", cert("client.pem"), "--tls-key", cert("client.key"),
+                            "--max-tokens", "4"], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, MOE_PYTHON_STUBS=STUBS))
+        check(p.returncode == 0 and "LENGTH] 4 tokens" in p.stdout,
+              f"client_example.py over mutual TLS: {p.stdout.strip().splitlines()[-1:] or p.stderr.strip()}")
 
         t0 = time.time()
         check(c.stop() == 0, f"SIGTERM: the job exits 0 ({time.time() - t0:.1f} s)")
