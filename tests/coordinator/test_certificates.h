@@ -1,6 +1,6 @@
 // Test certificates made at run time with the openssl command (Debian's openssl package): a CA, a
-// server certificate it signs for localhost and 127.0.0.1, a client certificate it signs, and a
-// self-signed stranger for the same names. Nothing secret is committed: each test binary makes its
+// server certificate it signs for localhost and 127.0.0.1, a client certificate it signs, a
+// self-signed stranger for the same names, and a self-signed certificate for another name. Nothing secret is committed: each test binary makes its
 // own, valid for a day, and removes them at exit.
 #pragma once
 
@@ -16,6 +16,7 @@ namespace moe::testing {
 struct TestCertificates {
   std::string dir;
   std::string ca_pem, server_pem, server_key, client_pem, client_key, stranger_pem, stranger_key;
+  std::string elsewhere_pem, elsewhere_key;  // self-signed for moe.example only: not 127.0.0.1's name
   std::string error;  // why they could not be made; empty when they were
 
   static std::string Read(const std::string& path) {
@@ -46,7 +47,8 @@ struct TestCertificates {
           " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.cnf" + quiet +
           " && openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=moe-client" + quiet +
           " && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 1" + quiet +
-          " && openssl req -x509 -newkey rsa:2048 -nodes -keyout stranger.key -out stranger.pem -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1" + quiet;
+          " && openssl req -x509 -newkey rsa:2048 -nodes -keyout stranger.key -out stranger.pem -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1" + quiet +
+          " && openssl req -x509 -newkey rsa:2048 -nodes -keyout elsewhere.key -out elsewhere.pem -days 1 -subj /CN=moe.example -addext subjectAltName=DNS:moe.example" + quiet;
       if (std::system(script.c_str()) != 0) {
         c->error = "the openssl command failed or is missing (scripts/install-deps.sh installs it)";
         return c;
@@ -58,6 +60,8 @@ struct TestCertificates {
       c->client_key = Read(d + "/client.key");
       c->stranger_pem = Read(d + "/stranger.pem");
       c->stranger_key = Read(d + "/stranger.key");
+      c->elsewhere_pem = Read(d + "/elsewhere.pem");
+      c->elsewhere_key = Read(d + "/elsewhere.key");
       return c;
     }();
     return *made;
