@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Writes the fuzz targets' seed corpus (tests/fuzz/corpus/TARGET/), deterministically, from the
 project's own files and small hand-built inputs: one valid input of each shape the parser knows,
-plus a few near misses. The corpus is committed; run this again after a format changes.
+a few near misses, and the inputs fuzzing found faults with. The corpus is committed; run this
+again after a format changes.
 
 usage: tests/fuzz/make_seeds.py [SOURCE_DIR]
 """
 import glob
 import json
 import os
-import shutil
 import struct
 import sys
 
@@ -127,6 +127,9 @@ def seeds_placement():
     put("placement", "per_layer", shaped(2, 4, 2, 0, '{"layers": [[1, 1, 2, 2], [2, 1, 2, 1]]}'))
     put("placement", "replicas_budget", shaped(1, 4, 2, 3, '{"expert_slots": 3, "experts": [[1, 2], 1, 2, [2, 1]]}'))
     put("placement", "out_of_int", shaped(1, 4, 2, 0, '{"experts": [4294967297, 1, 2, 2]}'))
+    # Found by fuzzing (the target's own invariant was wrong): worker 4 sits out layer 1, legally.
+    put("placement", "worker_idle_in_a_layer",
+        shaped(2, 8, 4, 0, '{"layers": [[1, 1, 2, 2, 3, 3, 4, 4],\n[1, 1, 2, 2, 3, 3, 2, 1]]}\n'))
 
 
 # The StepHeader as the wire carries it (core/step_messages.h): 52 bytes of fields, 56 with padding.
@@ -178,7 +181,7 @@ def seeds_routing_trace():
 
 
 def main():
-    shutil.rmtree(OUT, ignore_errors=True)
+    # Seeds are rewritten; other files (inputs fuzzing found, added by hand) stay.
     seeds_safetensors()
     seeds_config()
     seeds_tokenizer_model()
