@@ -66,33 +66,29 @@ def varint(n):
             return out
 
 
+def read_varint(data, at):
+    """The varint at data[at:] and the offset after it."""
+    value, shift = 0, 0
+    while True:
+        b = data[at]
+        at += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, at
+
+
 def fields(data):
     """Top-level protobuf fields of `data` as (field, wire type, raw bytes of the whole field)."""
     at, out = 0, []
     while at < len(data):
         start = at
-        key, shift = 0, 0
-        while True:
-            b = data[at]
-            at += 1
-            key |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
+        key, at = read_varint(data, at)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            while data[at] & 0x80:
-                at += 1
-            at += 1
+            _, at = read_varint(data, at)
         elif wire == 2:
-            n, shift = 0, 0
-            while True:
-                b = data[at]
-                at += 1
-                n |= (b & 0x7F) << shift
-                shift += 7
-                if not b & 0x80:
-                    break
+            n, at = read_varint(data, at)
             at += n
         elif wire == 5:
             at += 4

@@ -204,9 +204,7 @@ def main():
               "SIGTERM: the request in flight still finished (1200 tokens)")
         check(rc == 0, f"SIGTERM: the job exited {rc}")
     finally:
-        if c.proc.poll() is None:
-            os.killpg(c.proc.pid, signal.SIGKILL)
-            c.proc.wait()
+        c.kill()
 
     # A full queue and a lost worker.
     c = Cluster(2, "--max-running", "1", "--max-queue", "1", model=slow)
@@ -248,9 +246,7 @@ def main():
             rc = None
         check(rc not in (None, 0), f"lost worker: the job exits non-zero ({rc})")
     finally:
-        if c.proc.poll() is None:
-            os.killpg(c.proc.pid, signal.SIGKILL)
-            c.proc.wait()
+        c.kill()
 
     # A worker stopped while the server is idle, then SIGTERM: the shutdown cannot include it, so
     # the job is aborted within a bound, naming the rank, instead of waiting in MPI_Finalize for as
@@ -343,9 +339,7 @@ def main():
         check(rc not in (None, 0) and f"worker rank {rank} is gone" in line,
               f"kill -9: the job exits {rc}; the coordinator's log names the rank: {line[:120]!r}")
     finally:
-        if c.proc.poll() is None:
-            os.killpg(c.proc.pid, signal.SIGKILL)
-            c.proc.wait()
+        c.kill()
 
     sys.exit(harness.finish())
 

@@ -302,9 +302,7 @@ def main():
             except ImportError:
                 pass
     finally:
-        if c.proc.poll() is None:
-            os.killpg(c.proc.pid, signal.SIGKILL)
-            c.proc.wait()
+        c.kill()
     sys.exit(harness.finish())
 
 

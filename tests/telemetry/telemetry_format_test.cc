@@ -108,22 +108,30 @@ TEST(PrometheusTextTest, LoadMetricsKeepEachFamilyContiguous) {
   }
 }
 
-TEST(RoutingTraceTest, WritesTheDocumentedLayout) {
+// A trace of 3 layers x 4 experts, top-2, on 2 workers: one step of two tokens (request 42 at
+// position 7 feeding token 1000, request 43 at position 0 feeding token 1), each choosing experts
+// {3, 1} with weights {0.75, 0.25} (row 0) and {0, 2} with {0.5, 0.5} (row 1) on every layer.
+std::string WriteTwoTokenTrace(const std::string& name) {
   MixtralConfig c;
   c.num_hidden_layers = 3;
   c.num_local_experts = 4;
   c.num_experts_per_tok = 2;
   const ExpertPlacement placement = *ExpertPlacement::Contiguous(3, 4, 2);
-  const std::string path = ::testing::TempDir() + "/trace.bin";
+  const std::string path = ::testing::TempDir() + "/" + name;
   auto writer = RoutingTraceWriter::Open(path, c, &placement);
-  ASSERT_TRUE(writer.ok()) << writer.status();
+  EXPECT_TRUE(writer.ok()) << writer.status();
+  if (!writer.ok()) return path;
   Routing r;
   r.top_k = 2;
   r.expert = {3, 1, 0, 2};
   r.weight = {0.75f, 0.25f, 0.5f, 0.5f};
-  const std::vector<RoutedToken> tokens = {{42, 7, 1000}, {43, 0, 1}};
-  (*writer)->OnForward(tokens, std::vector<Routing>{r, r, r});
-  ASSERT_TRUE((*writer)->Close().ok());
+  (*writer)->OnForward(std::vector<RoutedToken>{{42, 7, 1000}, {43, 0, 1}}, std::vector<Routing>{r, r, r});
+  EXPECT_TRUE((*writer)->Close().ok());
+  return path;
+}
+
+TEST(RoutingTraceTest, WritesTheDocumentedLayout) {
+  const std::string path = WriteTwoTokenTrace("trace.bin");
 
   std::ifstream in(path, std::ios::binary);
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -159,20 +167,7 @@ TEST(RoutingTraceTest, WritesTheDocumentedLayout) {
 // The reader (moe-plan-placement --trace) gives back what the writer wrote, and refuses what a
 // writer could not have written, naming the fault.
 TEST(RoutingTraceTest, ReaderReadsWhatTheWriterWrote) {
-  MixtralConfig c;
-  c.num_hidden_layers = 3;
-  c.num_local_experts = 4;
-  c.num_experts_per_tok = 2;
-  const ExpertPlacement placement = *ExpertPlacement::Contiguous(3, 4, 2);
-  const std::string path = ::testing::TempDir() + "/trace-read.bin";
-  auto writer = RoutingTraceWriter::Open(path, c, &placement);
-  ASSERT_TRUE(writer.ok()) << writer.status();
-  Routing r;
-  r.top_k = 2;
-  r.expert = {3, 1, 0, 2};
-  r.weight = {0.75f, 0.25f, 0.5f, 0.5f};
-  (*writer)->OnForward(std::vector<RoutedToken>{{42, 7, 1000}, {43, 0, 1}}, std::vector<Routing>{r, r, r});
-  ASSERT_TRUE((*writer)->Close().ok());
+  const std::string path = WriteTwoTokenTrace("trace-read.bin");
 
   absl::StatusOr<RoutingTrace> t = RoutingTrace::Open(path);
   ASSERT_TRUE(t.ok()) << t.status();
