@@ -29,12 +29,12 @@ enum class StepCommand : int32_t {
 };
 
 struct StepHeader {
-  uint32_t magic = 0;     // kStepMagic: a stray or misaligned message is caught at once
-  int32_t command = 0;    // StepCommand
-  int64_t step_id = 0;    // 1, 2, 3, ... one per exchange, never repeats
+  uint32_t magic = 0;   // kStepMagic: a stray or misaligned message is caught at once
+  int32_t command = 0;  // StepCommand
+  int64_t step_id = 0;  // 1, 2, 3, ... one per exchange, never repeats
   int32_t layer = 0;
-  int32_t n_slots = 0;    // slots of this layer, all ranks': the length of the counts message
-  int64_t n_rows = 0;     // rows for this worker
+  int32_t n_slots = 0;  // slots of this layer, all ranks': the length of the counts message
+  int64_t n_rows = 0;   // rows for this worker
   int64_t hidden = 0;
   // Telemetry epoch (ResetLoad): workers zero their load counters when it changes, so resets fall
   // on the same step boundary on every rank. No telemetry data rides the data plane.
@@ -57,7 +57,13 @@ struct ReplyHeader {
 };
 
 // A worker's answer to a placement command.
-enum class PlacementState : int32_t { kIdle = 0, kLoading = 1, kReady = 2, kFailed = 3, kSwitched = 4 };
+enum class PlacementState : int32_t {
+  kIdle = 0,
+  kLoading = 1,
+  kReady = 2,
+  kFailed = 3,
+  kSwitched = 4
+};
 
 struct PlacementReply {
   uint32_t magic = 0;
@@ -83,13 +89,14 @@ absl::Status CheckForwardHeader(const StepHeader& h, const ExpertPlacement& plac
 // header's rows, every slot with rows hosted by `rank`, each row labelled with its slot.
 // REQUIRES: CheckForwardHeader(h) passed. InvalidArgument or FailedPrecondition naming the fault.
 absl::StatusOr<ExpertLayout> ForwardLayout(const StepHeader& h, absl::Span<const int64_t> counts,
-                                           absl::Span<const int32_t> ids, const ExpertPlacement& placement,
-                                           int rank);
+                                           absl::Span<const int32_t> ids,
+                                           const ExpertPlacement& placement, int rank);
 
 // A placement command's slot table: L, then per layer its slot count and (rank, expert) per slot.
 std::vector<int32_t> EncodeSlotTable(const ExpertPlacement& placement);
-// Back into a placement of the given shape, validated like any placement (ExpertPlacement::FromSlots).
-absl::StatusOr<ExpertPlacement> DecodeSlotTable(absl::Span<const int32_t> table, int n_layers, int n_experts,
-                                                int n_workers);
+// Back into a placement of the given shape, validated like any placement
+// (ExpertPlacement::FromSlots).
+absl::StatusOr<ExpertPlacement> DecodeSlotTable(absl::Span<const int32_t> table, int n_layers,
+                                                int n_experts, int n_workers);
 
 }  // namespace moe

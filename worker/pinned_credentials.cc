@@ -28,7 +28,8 @@ std::string CertificateBody(absl::string_view pem) {
 // after the TLS library has checked that the server holds the certificate's private key.
 class PinnedCertificateVerifier : public grpc::experimental::ExternalCertificateVerifier {
  public:
-  explicit PinnedCertificateVerifier(std::string certificate_pem) : pinned_(std::move(certificate_pem)) {}
+  explicit PinnedCertificateVerifier(std::string certificate_pem)
+      : pinned_(std::move(certificate_pem)) {}
 
   bool Verify(grpc::experimental::TlsCustomVerificationCheckRequest* request,
               std::function<void(grpc::Status)>, grpc::Status* sync_status) override {
@@ -52,14 +53,16 @@ bool SameCertificate(absl::string_view a_pem, absl::string_view b_pem) {
   return !a.empty() && a == CertificateBody(b_pem);
 }
 
-std::shared_ptr<grpc::ChannelCredentials> WorkerChannelCredentials(const std::string& certificate_pem) {
+std::shared_ptr<grpc::ChannelCredentials> WorkerChannelCredentials(
+    const std::string& certificate_pem) {
   if (certificate_pem.empty()) return grpc::InsecureChannelCredentials();
   grpc::experimental::TlsChannelCredentialsOptions options;
   // The pin replaces the CA chain and the host name check.
   options.set_verify_server_certs(false);
   options.set_check_call_host(false);
   options.set_certificate_verifier(
-      grpc::experimental::ExternalCertificateVerifier::Create<PinnedCertificateVerifier>(certificate_pem));
+      grpc::experimental::ExternalCertificateVerifier::Create<PinnedCertificateVerifier>(
+          certificate_pem));
   return grpc::experimental::TlsCredentials(options);
 }
 

@@ -14,7 +14,8 @@ namespace moe {
 
 // TLS pinned to `certificate_pem` when it is set; insecure credentials when it is empty (the
 // coordinator serves plaintext).
-std::shared_ptr<grpc::ChannelCredentials> WorkerChannelCredentials(const std::string& certificate_pem);
+std::shared_ptr<grpc::ChannelCredentials> WorkerChannelCredentials(
+    const std::string& certificate_pem);
 
 // Whether two PEM texts hold the same first certificate (its base64 body, line breaks and
 // surrounding text ignored).

@@ -35,8 +35,9 @@ absl::StatusOr<ClientSecurity> ClientSecurity::FromFlags(bool tls, const std::st
     const std::string& path;
     std::string* into;
   };
-  for (const File& f : {File{"--tls-ca", ca_file, &s.ca_pem}, File{"--tls-cert", cert_file, &s.cert_pem},
-                        File{"--tls-key", key_file, &s.key_pem}}) {
+  for (const File& f :
+       {File{"--tls-ca", ca_file, &s.ca_pem}, File{"--tls-cert", cert_file, &s.cert_pem},
+        File{"--tls-key", key_file, &s.key_pem}}) {
     if (f.path.empty()) continue;
     absl::StatusOr<std::string> text = ReadFile(f.flag, f.path);
     if (!text.ok()) return text.status();
@@ -50,10 +51,12 @@ absl::StatusOr<ClientSecurity> ClientSecurity::FromFlags(bool tls, const std::st
   return s;
 }
 
-std::shared_ptr<grpc::Channel> MakeClientChannel(const std::string& server, const ClientSecurity& security) {
+std::shared_ptr<grpc::Channel> MakeClientChannel(const std::string& server,
+                                                 const ClientSecurity& security) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);  // loopback must not go through $http_proxy
-  if (!security.tls) return grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  if (!security.tls)
+    return grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
   grpc::SslCredentialsOptions tls;
   tls.pem_root_certs = security.ca_pem;  // empty: gRPC's default roots
   tls.pem_cert_chain = security.cert_pem;
@@ -63,7 +66,8 @@ std::shared_ptr<grpc::Channel> MakeClientChannel(const std::string& server, cons
 }
 
 void AddAdminToken(const ClientSecurity& security, grpc::ClientContext* context) {
-  if (!security.admin_token.empty()) context->AddMetadata("authorization", "Bearer " + security.admin_token);
+  if (!security.admin_token.empty())
+    context->AddMetadata("authorization", "Bearer " + security.admin_token);
 }
 
 }  // namespace moe

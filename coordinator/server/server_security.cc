@@ -14,7 +14,8 @@ namespace {
 constexpr char kBeginCertificate[] = "-----BEGIN CERTIFICATE-----";
 constexpr char kEndCertificate[] = "-----END CERTIFICATE-----";
 constexpr size_t kMinAdminTokenLength = 16;
-constexpr int64_t kMaxFileBytes = 1 << 20;  // PEM bundles are kilobytes; anything larger is a mistake
+constexpr int64_t kMaxFileBytes = 1
+                                  << 20;  // PEM bundles are kilobytes; anything larger is a mistake
 
 absl::StatusOr<std::string> ReadSmallFile(const std::string& flag, const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -38,7 +39,8 @@ std::string ServerSecurity::LeafCertificatePem() const {
   if (begin == std::string::npos) return "";
   const size_t end = certificate_chain_pem.find(kEndCertificate, begin);
   if (end == std::string::npos) return "";
-  return absl::StrCat(certificate_chain_pem.substr(begin, end + sizeof(kEndCertificate) - 1 - begin), "\n");
+  return absl::StrCat(
+      certificate_chain_pem.substr(begin, end + sizeof(kEndCertificate) - 1 - begin), "\n");
 }
 
 absl::StatusOr<ServerSecurity> ServerSecurity::FromFiles(const std::string& cert_file,
@@ -50,22 +52,24 @@ absl::StatusOr<ServerSecurity> ServerSecurity::FromFiles(const std::string& cert
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together: give both or neither");
   }
   if (!client_ca_file.empty() && cert_file.empty()) {
-    return absl::InvalidArgumentError("--tls-client-ca needs TLS: give --tls-cert and --tls-key too");
+    return absl::InvalidArgumentError(
+        "--tls-client-ca needs TLS: give --tls-cert and --tls-key too");
   }
   if (!cert_file.empty()) {
     absl::StatusOr<std::string> cert = ReadSmallFile("--tls-cert", cert_file);
     if (!cert.ok()) return cert.status();
     s.certificate_chain_pem = *std::move(cert);
     if (s.LeafCertificatePem().empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--tls-cert: ", cert_file, " holds no PEM certificate (", kBeginCertificate, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--tls-cert: ", cert_file, " holds no PEM certificate (", kBeginCertificate, ")"));
     }
     absl::StatusOr<std::string> key = ReadSmallFile("--tls-key", key_file);
     if (!key.ok()) return key.status();
     s.private_key_pem = *std::move(key);
     if (!absl::StrContains(s.private_key_pem, "-----BEGIN ") ||
         !absl::StrContains(s.private_key_pem, "PRIVATE KEY-----")) {
-      return absl::InvalidArgumentError(absl::StrCat("--tls-key: ", key_file, " holds no PEM private key"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tls-key: ", key_file, " holds no PEM private key"));
     }
   }
   if (!client_ca_file.empty()) {
@@ -83,9 +87,9 @@ absl::StatusOr<ServerSecurity> ServerSecurity::FromFiles(const std::string& cert
     const std::string first_line = token->substr(0, token->find('\n'));
     s.admin_token = std::string(absl::StripAsciiWhitespace(first_line));
     if (s.admin_token.size() < kMinAdminTokenLength) {
-      return absl::InvalidArgumentError(absl::StrCat("--admin-token-file: the token on the first line of ",
-                                                     admin_token_file, " must be at least ",
-                                                     kMinAdminTokenLength, " characters"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--admin-token-file: the token on the first line of ", admin_token_file,
+                       " must be at least ", kMinAdminTokenLength, " characters"));
     }
     for (char c : s.admin_token) {
       if (!std::isgraph(static_cast<unsigned char>(c))) {
@@ -113,8 +117,10 @@ std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const ServerSecur
 
 bool IsLoopbackAddress(const std::string& host_port) {
   const size_t colon = host_port.rfind(':');
-  std::string host = absl::AsciiStrToLower(host_port.substr(0, colon == std::string::npos ? host_port.size() : colon));
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  std::string host = absl::AsciiStrToLower(
+      host_port.substr(0, colon == std::string::npos ? host_port.size() : colon));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
 }
 
@@ -156,8 +162,10 @@ grpc::Status CallAuthorizer::Check(const grpc::ServerContext& context, CallRole 
                         "'authorization: Bearer TOKEN' (moe-cli --admin-token-file)");
   }
   const std::string expected = absl::StrCat("Bearer ", admin_token_);
-  if (!ConstantTimeEquals(expected, absl::string_view(presented->second.data(), presented->second.size()))) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "the admin token presented is not the server's");
+  if (!ConstantTimeEquals(expected,
+                          absl::string_view(presented->second.data(), presented->second.size()))) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "the admin token presented is not the server's");
   }
   return grpc::Status::OK;
 }

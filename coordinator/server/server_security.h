@@ -37,7 +37,8 @@ struct ServerSecurity {
   // Reads the files named by the flags (an empty path: not given). Both or neither of cert and
   // key; a client CA needs TLS; each file must hold what its flag says (PEM blocks of the right
   // kind, a token of 16+ printable characters). The error names the flag.
-  static absl::StatusOr<ServerSecurity> FromFiles(const std::string& cert_file, const std::string& key_file,
+  static absl::StatusOr<ServerSecurity> FromFiles(const std::string& cert_file,
+                                                  const std::string& key_file,
                                                   const std::string& client_ca_file,
                                                   const std::string& admin_token_file);
 };

@@ -37,43 +37,51 @@ absl::StatusOr<RoutingTrace> RoutingTrace::Open(const std::string& path) {
 }
 
 absl::StatusOr<RoutingTrace> RoutingTrace::Parse(std::string bytes, const std::string& name) {
-  auto bad = [&name](auto&&... what) { return absl::InvalidArgumentError(absl::StrCat(name, ": ", what...)); };
+  auto bad = [&name](auto&&... what) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": ", what...));
+  };
   if (bytes.size() < kFixedHeader) {
-    return bad("not a routing trace: ", bytes.size(), " bytes, shorter than the ", kFixedHeader, "-byte header");
+    return bad("not a routing trace: ", bytes.size(), " bytes, shorter than the ", kFixedHeader,
+               "-byte header");
   }
   const char* p = bytes.data();
-  if (std::memcmp(p, kMagic, sizeof(kMagic)) != 0) return bad("not a routing trace (no MOETRACE magic)");
+  if (std::memcmp(p, kMagic, sizeof(kMagic)) != 0)
+    return bad("not a routing trace (no MOETRACE magic)");
   const uint32_t version = Get<uint32_t>(p, 8), header_bytes = Get<uint32_t>(p, 12),
                  record_bytes = Get<uint32_t>(p, 16), n_layers = Get<uint32_t>(p, 20),
-                 n_experts = Get<uint32_t>(p, 24), top_k = Get<uint32_t>(p, 28), n_workers = Get<uint32_t>(p, 32);
+                 n_experts = Get<uint32_t>(p, 24), top_k = Get<uint32_t>(p, 28),
+                 n_workers = Get<uint32_t>(p, 32);
   const double start_time = Get<double>(p, 40);
   if (version != kVersion) {
-    return bad("routing trace version ", version, " is not supported (this reader reads version ", kVersion, ")");
+    return bad("routing trace version ", version, " is not supported (this reader reads version ",
+               kVersion, ")");
   }
   if (n_layers < 1) return bad("bad header: n_layers is 0");
   if (n_experts < 1 || n_experts > kMaxExperts) {
     return bad("bad header: n_experts ", n_experts, " is not in 1..", kMaxExperts);
   }
-  if (top_k < 1 || top_k > n_experts) return bad("bad header: top_k ", top_k, " is not in 1..n_experts (", n_experts, ")");
-  if (n_workers > kMaxWorkers) return bad("bad header: n_workers ", n_workers, " is above ", kMaxWorkers);
+  if (top_k < 1 || top_k > n_experts)
+    return bad("bad header: top_k ", top_k, " is not in 1..n_experts (", n_experts, ")");
+  if (n_workers > kMaxWorkers)
+    return bad("bad header: n_workers ", n_workers, " is above ", kMaxWorkers);
   // Version 1 fixes both sizes (64-bit arithmetic: the header's u32 fields cannot overflow it).
   const uint64_t cells = uint64_t{n_layers} * n_experts;
   const uint64_t want_header = RoundUp(kFixedHeader + 2 * cells, 8);
   if (header_bytes != want_header) {
-    return bad("bad header: header_bytes is ", header_bytes, ", expected ", want_header, " for ", n_layers,
-               " layers x ", n_experts, " experts");
+    return bad("bad header: header_bytes is ", header_bytes, ", expected ", want_header, " for ",
+               n_layers, " layers x ", n_experts, " experts");
   }
   const uint64_t choices = uint64_t{n_layers} * top_k;
   const uint64_t weights_offset = kRecordPrefix + RoundUp(choices, 4);
   const uint64_t want_record = RoundUp(weights_offset + 4 * choices, 8);
   if (record_bytes != want_record) {
-    return bad("bad header: record_bytes is ", record_bytes, ", expected ", want_record, " for ", n_layers,
-               " layers x top-", top_k);
+    return bad("bad header: record_bytes is ", record_bytes, ", expected ", want_record, " for ",
+               n_layers, " layers x top-", top_k);
   }
   if (!std::isfinite(start_time)) return bad("bad header: start time is ", start_time);
   if (bytes.size() < header_bytes) {
-    return bad("truncated header: ", bytes.size(), " bytes, the header with its placement table needs ",
-               header_bytes);
+    return bad("truncated header: ", bytes.size(),
+               " bytes, the header with its placement table needs ", header_bytes);
   }
 
   RoutingTrace t;
@@ -95,7 +103,8 @@ absl::StatusOr<RoutingTrace> RoutingTrace::Parse(std::string bytes, const std::s
       const int rank = t.placement(l, e);
       if (t.n_workers_ == 0 ? rank != 0 : (rank < 1 || rank > t.n_workers_)) {
         return bad("bad placement: layer ", l, " expert ", e, " is on rank ", rank,
-                   t.n_workers_ == 0 ? " but n_workers is 0" : absl::StrCat(", outside 1..", t.n_workers_));
+                   t.n_workers_ == 0 ? " but n_workers is 0"
+                                     : absl::StrCat(", outside 1..", t.n_workers_));
       }
     }
   }
@@ -104,7 +113,8 @@ absl::StatusOr<RoutingTrace> RoutingTrace::Parse(std::string bytes, const std::s
     for (int l = 0; l < t.n_layers_; ++l) {
       for (int k = 0; k < t.top_k_; ++k) {
         if (t.expert(i, l, k) >= t.n_experts_) {
-          return bad("record ", i, ": expert id ", t.expert(i, l, k), " out of range for ", t.n_experts_, " experts");
+          return bad("record ", i, ": expert id ", t.expert(i, l, k), " out of range for ",
+                     t.n_experts_, " experts");
         }
       }
     }
@@ -113,7 +123,8 @@ absl::StatusOr<RoutingTrace> RoutingTrace::Parse(std::string bytes, const std::s
 }
 
 int RoutingTrace::placement(int layer, int expert) const {
-  return Get<int16_t>(bytes_.data(), kFixedHeader + 2 * (static_cast<size_t>(layer) * n_experts_ + expert));
+  return Get<int16_t>(bytes_.data(),
+                      kFixedHeader + 2 * (static_cast<size_t>(layer) * n_experts_ + expert));
 }
 
 const char* RoutingTrace::record(int64_t i) const {
@@ -127,16 +138,18 @@ int32_t RoutingTrace::position(int64_t i) const { return Get<int32_t>(record(i),
 int32_t RoutingTrace::token_id(int64_t i) const { return Get<int32_t>(record(i), 24); }
 
 int RoutingTrace::expert(int64_t i, int layer, int choice) const {
-  return static_cast<unsigned char>(record(i)[kRecordPrefix + static_cast<size_t>(layer) * top_k_ + choice]);
+  return static_cast<unsigned char>(
+      record(i)[kRecordPrefix + static_cast<size_t>(layer) * top_k_ + choice]);
 }
 
 float RoutingTrace::weight(int64_t i, int layer, int choice) const {
-  return Get<float>(record(i), weights_offset_ + 4 * (static_cast<size_t>(layer) * top_k_ + choice));
+  return Get<float>(record(i),
+                    weights_offset_ + 4 * (static_cast<size_t>(layer) * top_k_ + choice));
 }
 
 std::vector<std::vector<int64_t>> RoutingTrace::ExpertCounts() const {
-  std::vector<std::vector<int64_t>> counts(static_cast<size_t>(n_layers_),
-                                           std::vector<int64_t>(static_cast<size_t>(n_experts_), 0));
+  std::vector<std::vector<int64_t>> counts(
+      static_cast<size_t>(n_layers_), std::vector<int64_t>(static_cast<size_t>(n_experts_), 0));
   for (int64_t i = 0; i < n_records_; ++i) {
     for (int l = 0; l < n_layers_; ++l) {
       for (int k = 0; k < top_k_; ++k) ++counts[l][expert(i, l, k)];

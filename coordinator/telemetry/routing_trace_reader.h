@@ -24,7 +24,7 @@ class RoutingTrace {
   int n_layers() const { return n_layers_; }
   int n_experts() const { return n_experts_; }
   int top_k() const { return top_k_; }
-  int n_workers() const { return n_workers_; }  // 0: written by a single process
+  int n_workers() const { return n_workers_; }       // 0: written by a single process
   double start_time() const { return start_time_; }  // Unix seconds
   int64_t n_records() const { return n_records_; }
   int64_t dropped_bytes() const { return dropped_bytes_; }

@@ -26,28 +26,38 @@ std::string WriteFile(const std::string& name, const std::string& text) {
 constexpr char kToken[] = "0123456789abcdef0123";
 
 TEST(ServerSecurityTest, FromFilesSaysWhichFlagIsWrong) {
-  const std::string cert = WriteFile("cert.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
-  const std::string key = WriteFile("key.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+  const std::string cert =
+      WriteFile("cert.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+  const std::string key =
+      WriteFile("key.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
   const std::string junk = WriteFile("junk.txt", "not a pem\n");
-  auto error = [](const absl::StatusOr<ServerSecurity>& s) { return std::string(s.status().message()); };
+  auto error = [](const absl::StatusOr<ServerSecurity>& s) {
+    return std::string(s.status().message());
+  };
   EXPECT_TRUE(ServerSecurity::FromFiles("", "", "", "").ok());
   EXPECT_FALSE(ServerSecurity::FromFiles("", "", "", "")->tls());
   EXPECT_EQ(error(ServerSecurity::FromFiles(cert, "", "", "")),
             "--tls-cert and --tls-key go together: give both or neither");
   EXPECT_EQ(error(ServerSecurity::FromFiles("", "", cert, "")),
             "--tls-client-ca needs TLS: give --tls-cert and --tls-key too");
-  EXPECT_NE(error(ServerSecurity::FromFiles(junk, key, "", "")).find("--tls-cert: "), std::string::npos);
-  EXPECT_NE(error(ServerSecurity::FromFiles(cert, junk, "", "")).find("--tls-key: "), std::string::npos);
-  EXPECT_NE(error(ServerSecurity::FromFiles(cert, key, junk, "")).find("--tls-client-ca: "), std::string::npos);
-  EXPECT_NE(error(ServerSecurity::FromFiles("/nonexistent/c.pem", key, "", "")).find("cannot read /nonexistent/c.pem"),
+  EXPECT_NE(error(ServerSecurity::FromFiles(junk, key, "", "")).find("--tls-cert: "),
             std::string::npos);
-  EXPECT_NE(error(ServerSecurity::FromFiles("", "", "", WriteFile("short", "abc\n"))).find("at least 16"),
+  EXPECT_NE(error(ServerSecurity::FromFiles(cert, junk, "", "")).find("--tls-key: "),
             std::string::npos);
-  EXPECT_NE(error(ServerSecurity::FromFiles("", "", "", WriteFile("spaced", "0123456789 abcdef01\n")))
-                .find("printable ASCII without spaces"),
+  EXPECT_NE(error(ServerSecurity::FromFiles(cert, key, junk, "")).find("--tls-client-ca: "),
             std::string::npos);
-  absl::StatusOr<ServerSecurity> ok =
-      ServerSecurity::FromFiles(cert, key, cert, WriteFile("token", std::string("  ") + kToken + "\nsecond line\n"));
+  EXPECT_NE(error(ServerSecurity::FromFiles("/nonexistent/c.pem", key, "", ""))
+                .find("cannot read /nonexistent/c.pem"),
+            std::string::npos);
+  EXPECT_NE(
+      error(ServerSecurity::FromFiles("", "", "", WriteFile("short", "abc\n"))).find("at least 16"),
+      std::string::npos);
+  EXPECT_NE(
+      error(ServerSecurity::FromFiles("", "", "", WriteFile("spaced", "0123456789 abcdef01\n")))
+          .find("printable ASCII without spaces"),
+      std::string::npos);
+  absl::StatusOr<ServerSecurity> ok = ServerSecurity::FromFiles(
+      cert, key, cert, WriteFile("token", std::string("  ") + kToken + "\nsecond line\n"));
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_TRUE(ok->tls());
   EXPECT_EQ(ok->admin_token, kToken);
@@ -58,14 +68,17 @@ TEST(ServerSecurityTest, LeafCertificateIsTheFirstOfTheChain) {
   s.certificate_chain_pem =
       "junk\n-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n"
       "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n";
-  EXPECT_EQ(s.LeafCertificatePem(), "-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n");
+  EXPECT_EQ(s.LeafCertificatePem(),
+            "-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n");
 }
 
 TEST(ServerSecurityTest, LoopbackAddresses) {
-  for (const char* a : {"127.0.0.1:50051", "127.1.2.3:0", "localhost:1", "LOCALHOST:1", "[::1]:50051"}) {
+  for (const char* a :
+       {"127.0.0.1:50051", "127.1.2.3:0", "localhost:1", "LOCALHOST:1", "[::1]:50051"}) {
     EXPECT_TRUE(IsLoopbackAddress(a)) << a;
   }
-  for (const char* a : {"0.0.0.0:50051", "[::]:1", "10.0.0.7:1", "example.com:1", "128.0.0.1:1", ":50051"}) {
+  for (const char* a :
+       {"0.0.0.0:50051", "[::]:1", "10.0.0.7:1", "example.com:1", "128.0.0.1:1", ":50051"}) {
     EXPECT_FALSE(IsLoopbackAddress(a)) << a;
   }
 }
@@ -113,7 +126,8 @@ std::shared_ptr<grpc::Channel> Channel(const std::string& address,
   return grpc::CreateCustomChannel(address, std::move(credentials), args);
 }
 
-std::shared_ptr<grpc::ChannelCredentials> Tls(const TestCertificates& c, const std::string& cert = "",
+std::shared_ptr<grpc::ChannelCredentials> Tls(const TestCertificates& c,
+                                              const std::string& cert = "",
                                               const std::string& key = "") {
   grpc::SslCredentialsOptions o;
   o.pem_root_certs = c.ca_pem;
@@ -134,14 +148,18 @@ grpc::Status GetLoad(const std::shared_ptr<grpc::Channel>& channel) {
   return moe::v1::Telemetry::NewStub(channel)->GetLoad(Context().get(), {}, &snapshot);
 }
 
-grpc::Status ResetLoad(const std::shared_ptr<grpc::Channel>& channel, const std::string& authorization = "") {
+grpc::Status ResetLoad(const std::shared_ptr<grpc::Channel>& channel,
+                       const std::string& authorization = "") {
   moe::v1::ResetLoadResponse response;
-  return moe::v1::Telemetry::NewStub(channel)->ResetLoad(Context(authorization).get(), {}, &response);
+  return moe::v1::Telemetry::NewStub(channel)->ResetLoad(Context(authorization).get(), {},
+                                                         &response);
 }
 
-grpc::Status Rebalance(const std::shared_ptr<grpc::Channel>& channel, const std::string& authorization = "") {
+grpc::Status Rebalance(const std::shared_ptr<grpc::Channel>& channel,
+                       const std::string& authorization = "") {
   moe::v1::RebalanceResponse response;
-  return moe::v1::Telemetry::NewStub(channel)->Rebalance(Context(authorization).get(), {}, &response);
+  return moe::v1::Telemetry::NewStub(channel)->Rebalance(Context(authorization).get(), {},
+                                                         &response);
 }
 
 TEST(CallAuthorizerTest, WithoutATokenAdministrationIsForLoopbackOnly) {
@@ -170,8 +188,9 @@ TEST(CallAuthorizerTest, AdministrationNeedsTheTokenOnceOneIsSet) {
     grpc::Status none = ResetLoad(channel);
     EXPECT_EQ(none.error_code(), grpc::StatusCode::UNAUTHENTICATED);
     EXPECT_NE(none.error_message().find("authorization: Bearer TOKEN"), std::string::npos);
-    for (const std::string& wrong : {std::string(kToken), "Bearer " + std::string(kToken) + "x",
-                                     std::string("Bearer 0123456789abcdef012X"), std::string("Bearer ")}) {
+    for (const std::string& wrong :
+         {std::string(kToken), "Bearer " + std::string(kToken) + "x",
+          std::string("Bearer 0123456789abcdef012X"), std::string("Bearer ")}) {
       EXPECT_EQ(ResetLoad(channel, wrong).error_code(), grpc::StatusCode::UNAUTHENTICATED) << wrong;
     }
     EXPECT_EQ(Rebalance(channel).error_code(), grpc::StatusCode::UNAUTHENTICATED);
@@ -179,7 +198,8 @@ TEST(CallAuthorizerTest, AdministrationNeedsTheTokenOnceOneIsSet) {
     EXPECT_TRUE(ResetLoad(channel, std::string("Bearer ") + kToken).ok());
     EXPECT_EQ(server.aggregator.Snapshot().epoch, 2u);
     // Past the credential check, Rebalance answers for itself (this server cannot re-place).
-    EXPECT_EQ(Rebalance(channel, std::string("Bearer ") + kToken).error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_EQ(Rebalance(channel, std::string("Bearer ") + kToken).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
   }
 }
 
@@ -198,7 +218,8 @@ TEST(CallAuthorizerTest, MutualTlsRefusesCallersWithoutACertificateFromTheCa) {
   const grpc::Status anonymous = GetLoad(Channel(server.address(), Tls(c)));
   EXPECT_EQ(anonymous.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_NE(anonymous.error_message().find("client certificate"), std::string::npos);
-  EXPECT_EQ(ResetLoad(Channel(server.address(), Tls(c))).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(ResetLoad(Channel(server.address(), Tls(c))).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
   // A certificate the CA did not sign fails the handshake itself.
   EXPECT_EQ(GetLoad(Channel(server.address(), Tls(c, c.stranger_pem, c.stranger_key))).error_code(),
             grpc::StatusCode::UNAVAILABLE);
@@ -209,8 +230,10 @@ TEST(CallAuthorizerTest, MutualTlsRefusesCallersWithoutACertificateFromTheCa) {
 
 TEST(PinnedCredentialsTest, SameCertificateComparesTheFirstCertificatesBody) {
   const std::string a = "-----BEGIN CERTIFICATE-----\nAAAA\nBBBB\n-----END CERTIFICATE-----\n";
-  EXPECT_TRUE(SameCertificate(a, "x\n-----BEGIN CERTIFICATE-----\r\nAAAABBBB\r\n-----END CERTIFICATE-----"));
-  EXPECT_FALSE(SameCertificate(a, "-----BEGIN CERTIFICATE-----\nAAAABBBC\n-----END CERTIFICATE-----\n"));
+  EXPECT_TRUE(SameCertificate(
+      a, "x\n-----BEGIN CERTIFICATE-----\r\nAAAABBBB\r\n-----END CERTIFICATE-----"));
+  EXPECT_FALSE(
+      SameCertificate(a, "-----BEGIN CERTIFICATE-----\nAAAABBBC\n-----END CERTIFICATE-----\n"));
   EXPECT_FALSE(SameCertificate("", ""));
   EXPECT_FALSE(SameCertificate("no pem", "no pem"));
 }
@@ -225,9 +248,12 @@ TEST(PinnedCredentialsTest, TrustsExactlyThePinnedCertificate) {
   coordinator.private_key_pem = c.server_key;
   TestServer server(coordinator, /*loopback=*/true);
   ASSERT_NE(server.server, nullptr);
-  EXPECT_TRUE(GetLoad(Channel(server.address(), WorkerChannelCredentials(coordinator.LeafCertificatePem()))).ok());
-  EXPECT_EQ(GetLoad(Channel(server.address(), WorkerChannelCredentials(c.stranger_pem))).error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(
+      GetLoad(Channel(server.address(), WorkerChannelCredentials(coordinator.LeafCertificatePem())))
+          .ok());
+  EXPECT_EQ(
+      GetLoad(Channel(server.address(), WorkerChannelCredentials(c.stranger_pem))).error_code(),
+      grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(GetLoad(Channel(server.address(), WorkerChannelCredentials(""))).error_code(),
             grpc::StatusCode::UNAVAILABLE)
       << "empty pin: plaintext, which a TLS port refuses";
@@ -238,7 +264,8 @@ TEST(PinnedCredentialsTest, TrustsExactlyThePinnedCertificate) {
   named_elsewhere.private_key_pem = c.elsewhere_key;
   TestServer elsewhere(named_elsewhere, /*loopback=*/true);
   ASSERT_NE(elsewhere.server, nullptr);
-  EXPECT_TRUE(GetLoad(Channel(elsewhere.address(), WorkerChannelCredentials(c.elsewhere_pem))).ok());
+  EXPECT_TRUE(
+      GetLoad(Channel(elsewhere.address(), WorkerChannelCredentials(c.elsewhere_pem))).ok());
 
   // An impostor on the address, with a certificate for the same names.
   ServerSecurity impostor;
@@ -246,8 +273,10 @@ TEST(PinnedCredentialsTest, TrustsExactlyThePinnedCertificate) {
   impostor.private_key_pem = c.stranger_key;
   TestServer fake(impostor, /*loopback=*/true);
   ASSERT_NE(fake.server, nullptr);
-  EXPECT_EQ(GetLoad(Channel(fake.address(), WorkerChannelCredentials(coordinator.LeafCertificatePem()))).error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(
+      GetLoad(Channel(fake.address(), WorkerChannelCredentials(coordinator.LeafCertificatePem())))
+          .error_code(),
+      grpc::StatusCode::UNAVAILABLE);
 }
 
 }  // namespace

@@ -56,43 +56,58 @@ TEST(StepMessagesTest, ForwardHeaderMustFitTheModel) {
 TEST(StepMessagesTest, ForwardLayoutFromCountsAndIds) {
   const ExpertPlacement p = Placement();
   // Rank 1: 2 rows for slot 0, 1 for slot 1.
-  absl::StatusOr<ExpertLayout> ok = ForwardLayout(Forward(1, 0, 3), std::vector<int64_t>{2, 1, 0, 0},
-                                                  std::vector<int32_t>{0, 0, 1}, p, 1);
+  absl::StatusOr<ExpertLayout> ok = ForwardLayout(
+      Forward(1, 0, 3), std::vector<int64_t>{2, 1, 0, 0}, std::vector<int32_t>{0, 0, 1}, p, 1);
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->slot_offsets, (std::vector<int64_t>{0, 2, 3, 3, 3}));
   EXPECT_EQ(ok->layer, 0);
   // Rows for a slot rank 2 hosts.
-  EXPECT_TRUE(absl::IsFailedPrecondition(
-      ForwardLayout(Forward(1, 0, 1), std::vector<int64_t>{0, 0, 1, 0}, std::vector<int32_t>{2}, p, 1).status()));
+  EXPECT_TRUE(
+      absl::IsFailedPrecondition(ForwardLayout(Forward(1, 0, 1), std::vector<int64_t>{0, 0, 1, 0},
+                                               std::vector<int32_t>{2}, p, 1)
+                                     .status()));
   // A row labelled with another slot.
-  EXPECT_EQ(ForwardLayout(Forward(1, 0, 2), std::vector<int64_t>{2, 0, 0, 0}, std::vector<int32_t>{0, 1}, p, 1)
+  EXPECT_EQ(ForwardLayout(Forward(1, 0, 2), std::vector<int64_t>{2, 0, 0, 0},
+                          std::vector<int32_t>{0, 1}, p, 1)
                 .status()
                 .message(),
             "step 1 row 1 is labelled slot 1, expected 0");
   // Counts that do not add up, negative ones, and ones whose sum would overflow.
-  EXPECT_FALSE(ForwardLayout(Forward(1, 0, 2), std::vector<int64_t>{1, 0, 0, 0}, std::vector<int32_t>{0, 0}, p, 1).ok());
-  EXPECT_FALSE(ForwardLayout(Forward(1, 0, 1), std::vector<int64_t>{2, -1, 0, 0}, std::vector<int32_t>{0}, p, 1).ok());
+  EXPECT_FALSE(ForwardLayout(Forward(1, 0, 2), std::vector<int64_t>{1, 0, 0, 0},
+                             std::vector<int32_t>{0, 0}, p, 1)
+                   .ok());
+  EXPECT_FALSE(ForwardLayout(Forward(1, 0, 1), std::vector<int64_t>{2, -1, 0, 0},
+                             std::vector<int32_t>{0}, p, 1)
+                   .ok());
   EXPECT_FALSE(ForwardLayout(Forward(1, 0, 1), std::vector<int64_t>{INT64_MAX, INT64_MAX, 2, 0},
                              std::vector<int32_t>{0}, p, 1)
                    .ok());
   // Messages of the wrong length.
-  EXPECT_FALSE(ForwardLayout(Forward(1, 0, 1), std::vector<int64_t>{1, 0, 0}, std::vector<int32_t>{0}, p, 1).ok());
-  EXPECT_FALSE(ForwardLayout(Forward(1, 0, 1), std::vector<int64_t>{1, 0, 0, 0}, std::vector<int32_t>{}, p, 1).ok());
+  EXPECT_FALSE(
+      ForwardLayout(Forward(1, 0, 1), std::vector<int64_t>{1, 0, 0}, std::vector<int32_t>{0}, p, 1)
+          .ok());
+  EXPECT_FALSE(ForwardLayout(Forward(1, 0, 1), std::vector<int64_t>{1, 0, 0, 0},
+                             std::vector<int32_t>{}, p, 1)
+                   .ok());
 }
 
 TEST(StepMessagesTest, SlotTableRoundTripAndHostileTables) {
-  const ExpertPlacement p = *ExpertPlacement::FromJson(R"({"experts": [[1, 2], 1, 2, [2, 1]]})", 2, 4, 2);
+  const ExpertPlacement p =
+      *ExpertPlacement::FromJson(R"({"experts": [[1, 2], 1, 2, [2, 1]]})", 2, 4, 2);
   const std::vector<int32_t> table = EncodeSlotTable(p);
   absl::StatusOr<ExpertPlacement> back = DecodeSlotTable(table, 2, 4, 2);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(EncodeSlotTable(*back), table);
   for (size_t cut = 0; cut < table.size(); ++cut) {
-    EXPECT_FALSE(DecodeSlotTable(absl::MakeSpan(table).subspan(0, cut), 2, 4, 2).ok()) << "cut at " << cut;
+    EXPECT_FALSE(DecodeSlotTable(absl::MakeSpan(table).subspan(0, cut), 2, 4, 2).ok())
+        << "cut at " << cut;
   }
   std::vector<int32_t> longer = table;
   longer.push_back(0);
-  EXPECT_EQ(DecodeSlotTable(longer, 2, 4, 2).status().message(), "slot table longer than its counts");
-  EXPECT_FALSE(DecodeSlotTable(std::vector<int32_t>{2, INT32_MAX}, 2, 4, 2).ok()) << "a huge count allocates nothing";
+  EXPECT_EQ(DecodeSlotTable(longer, 2, 4, 2).status().message(),
+            "slot table longer than its counts");
+  EXPECT_FALSE(DecodeSlotTable(std::vector<int32_t>{2, INT32_MAX}, 2, 4, 2).ok())
+      << "a huge count allocates nothing";
   EXPECT_FALSE(DecodeSlotTable(std::vector<int32_t>{2, -1}, 2, 4, 2).ok());
   EXPECT_FALSE(DecodeSlotTable(std::vector<int32_t>{3}, 2, 4, 2).ok());
   std::vector<int32_t> stranger = table;

@@ -18,8 +18,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                       c.num_attention_heads % c.num_key_value_heads == 0 && c.head_dim >= 1 &&
                       c.num_local_experts >= 1 && c.num_experts_per_tok >= 1 &&
                       c.num_experts_per_tok <= c.num_local_experts && c.vocab_size >= 1 &&
-                      c.max_position_embeddings >= 1 && c.sliding_window >= 0 && c.rope_theta >= 1.0 &&
-                      c.rope_theta <= FLT_MAX && c.rms_norm_eps >= 0.0 && c.rms_norm_eps <= 1.0;
+                      c.max_position_embeddings >= 1 && c.sliding_window >= 0 &&
+                      c.rope_theta >= 1.0 && c.rope_theta <= FLT_MAX && c.rms_norm_eps >= 0.0 &&
+                      c.rms_norm_eps <= 1.0;
   if (!usable) std::abort();
   c.Summary();
   return 0;

@@ -20,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int limit = budget > 0 ? budget : p->expert_slots();
   std::vector<int> hosted(static_cast<size_t>(n_workers) + 1, 0);  // over all layers
   for (int l = 0; l < p->n_layers(); ++l) {
-    std::vector<int> experts(static_cast<size_t>(n_experts), 0), workers(static_cast<size_t>(n_workers) + 1, 0);
+    std::vector<int> experts(static_cast<size_t>(n_experts), 0),
+        workers(static_cast<size_t>(n_workers) + 1, 0);
     for (const moe::ExpertSlot& s : p->slots(l)) {
       if (s.rank < 1 || s.rank > n_workers || s.expert < 0 || s.expert >= n_experts) std::abort();
       ++experts[s.expert];

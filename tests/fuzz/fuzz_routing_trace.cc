@@ -8,7 +8,8 @@
 #include "coordinator/telemetry/routing_trace_reader.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto trace = moe::RoutingTrace::Parse(std::string(reinterpret_cast<const char*>(data), size), "fuzz");
+  auto trace =
+      moe::RoutingTrace::Parse(std::string(reinterpret_cast<const char*>(data), size), "fuzz");
   if (!trace.ok()) return 0;
   int64_t total = 0;
   for (const auto& layer : trace->ExpertCounts()) {

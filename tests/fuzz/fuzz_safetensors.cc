@@ -12,7 +12,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   volatile uint8_t sink = 0;
   for (const auto& [name, t] : (*file)->tensors()) {
     if (t.n_bytes > 0) {
-      sink = sink ^ static_cast<const uint8_t*>(t.data)[0] ^ static_cast<const uint8_t*>(t.data)[t.n_bytes - 1];
+      sink = sink ^ static_cast<const uint8_t*>(t.data)[0] ^
+             static_cast<const uint8_t*>(t.data)[t.n_bytes - 1];
     }
   }
   return 0;

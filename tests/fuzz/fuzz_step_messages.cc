@@ -44,7 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!moe::CheckStepHeader(h, 0).ok()) return 0;
   if (h.command == static_cast<int32_t>(moe::StepCommand::kBeginPlacement)) {
     const std::vector<int32_t> table = Take<int32_t>(data, size, h.n_rows);
-    auto next = moe::DecodeSlotTable(table, placement.n_layers(), placement.n_experts(), placement.n_workers());
+    auto next = moe::DecodeSlotTable(table, placement.n_layers(), placement.n_experts(),
+                                     placement.n_workers());
     if (next.ok() && moe::EncodeSlotTable(*next) != table) std::abort();  // accepted means faithful
     return 0;
   }
@@ -55,7 +56,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!layout.ok()) return 0;
   if (layout->n_rows() != h.n_rows || layout->n_slots() != placement.n_slots(h.layer)) std::abort();
   for (int s = 0; s < layout->n_slots(); ++s) {
-    if (layout->rows_of(s) < 0 || (layout->rows_of(s) > 0 && placement.slots(h.layer)[s].rank != rank)) std::abort();
+    if (layout->rows_of(s) < 0 ||
+        (layout->rows_of(s) > 0 && placement.slots(h.layer)[s].rank != rank))
+      std::abort();
   }
   return 0;
 }

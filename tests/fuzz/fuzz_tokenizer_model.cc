@@ -12,7 +12,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!model.ok()) return 0;
   auto tokenizer = moe::Tokenizer::FromModel(*std::move(model));
   if (!tokenizer.ok()) return 0;
-  const std::vector<int> ids = (*tokenizer)->Encode("Hello wörld\n  def f(x):\treturn 42 ✓", /*add_bos=*/true);
+  const std::vector<int> ids =
+      (*tokenizer)->Encode("Hello wörld\n  def f(x):\treturn 42 ✓", /*add_bos=*/true);
   (*tokenizer)->Decode(ids);
   return 0;
 }
