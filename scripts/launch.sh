@@ -11,6 +11,8 @@
 #   --oversubscribe         only when there are more ranks than cores on one machine (no hostfile)
 #   --bind-to none          each rank runs a thread pool; binding a rank to one core would serialise it
 #   -x OMPI_MCA_mpi_yield_when_idle=1   idle ranks yield the CPU inside MPI calls
+#   -x HWLOC_COMPONENTS=-gl  hwloc skips probing X displays for GPUs (each probe resolves the host
+#                           name: 5 s per launch where it does not resolve)
 #   --mca pml ob1 --mca btl self,vader[,tcp]   shared memory on one node (+ TCP between nodes with a
 #                           hostfile): the fastest start on machines without InfiniBand
 #   --mca plm_rsh_agent false   only without a hostfile: mpirun starts local ranks without ssh
@@ -39,7 +41,7 @@ while [[ $# -gt 0 ]]; do
     --cpu-numerics) NUMERICS=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -57,7 +59,11 @@ done
 
 CORES=$(nproc)
 RANKS=$((WORKERS + 1))
-MPI_ARGS=(--bind-to none -x OMPI_MCA_mpi_yield_when_idle=1 --mca pml ob1)
+# hwloc's GL component looks for GPUs behind X displays (:0, :1, ...), resolving this host's name
+# for each; where the name does not resolve at once (no /etc/hosts entry, a slow DNS) that stalled
+# mpirun and every rank's MPI_Init by 5 s. Ranks find their GPUs through CUDA, never through X.
+export HWLOC_COMPONENTS=${HWLOC_COMPONENTS:--gl}
+MPI_ARGS=(--bind-to none -x OMPI_MCA_mpi_yield_when_idle=1 -x HWLOC_COMPONENTS --mca pml ob1)
 [[ $(id -u) -eq 0 ]] && MPI_ARGS+=(--allow-run-as-root)
 if [[ -n $HOSTFILE ]]; then
   MPI_ARGS+=(--hostfile "$HOSTFILE" --mca btl self,vader,tcp)
