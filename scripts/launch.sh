@@ -41,7 +41,7 @@ while [[ $# -gt 0 ]]; do
     --cpu-numerics) NUMERICS=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
