@@ -1,5 +1,6 @@
 #include "coordinator/request.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace moe {
@@ -55,6 +56,18 @@ absl::Status Request::Validate(const MixtralConfig& config, const RequestLimits&
   }
   if (absl::Status s = sampling.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(names.sampling_prefix, s.message()));
+  }
+  if (label.size() > kMaxLabelBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(names.label, " is ", label.size(),
+                                                   " bytes; at most ", kMaxLabelBytes, " are allowed"));
+  }
+  for (char c : label) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != ':' &&
+        c != '-') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          names.label, " may hold only letters, digits and . _ : - (found byte 0x",
+          absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2), ")"));
+    }
   }
   return absl::OkStatus();
 }

@@ -34,17 +34,25 @@ struct RequestFieldNames {
   std::string max_tokens = "sampling.max_tokens";
   std::string sampling_prefix = "sampling.";  // before "temperature", "top_p", "top_k"
   std::string stop = "sampling.stop";
+  std::string label = "label";
 };
+
+// A workload label's limits: telemetry groups by it and the routing trace's events file records
+// it, so it is short and needs no escaping anywhere (Prometheus, JSON, file names).
+inline constexpr size_t kMaxLabelBytes = 64;  // of [A-Za-z0-9._:-]
 
 struct Request {
   std::vector<int32_t> prompt;    // token ids, BOS included when wanted
   SamplingParams sampling;
   int max_tokens = 16;            // tokens to generate at most, >= 1
   std::vector<std::string> stop;  // generation ends before the first of these strings
+  std::string label;              // the client's workload label: "" (none) or up to 64 bytes of
+                                  // [A-Za-z0-9._:-], e.g. "chat", "eval:gsm8k"
 
   // Checks the request against the model and the limits before any work: a non-empty prompt of
   // ids in the vocabulary, 1 <= max_tokens <= limits.max_tokens, prompt + max_tokens within the
-  // model's context, sampling parameters in range. INVALID_ARGUMENT names the field.
+  // model's context, sampling parameters in range, a well-formed label. INVALID_ARGUMENT names
+  // the field.
   absl::Status Validate(const MixtralConfig& config, const RequestLimits& limits,
                         const RequestFieldNames& names = {}) const;
 };

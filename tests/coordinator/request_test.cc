@@ -101,6 +101,31 @@ TEST(RequestTest, EachInterfaceNamesItsOwnFields) {
   EXPECT_EQ(Refusal(r, {}, flags), "temperature must be >= 0, got -0.5");
 }
 
+// The label names a workload in telemetry, Prometheus and the trace's JSON: short, and of
+// characters none of them needs to escape.
+TEST(RequestTest, LabelIsShortAndPlain) {
+  Request r = Valid();
+  for (const char* good : {"", "chat", "eval:gsm8k-v2.1_b", "A-Z.a_z:0-9"}) {
+    r.label = good;
+    EXPECT_EQ(Refusal(r), "") << good;
+  }
+  r.label = std::string(64, 'x');
+  EXPECT_EQ(Refusal(r), "");
+  r.label = std::string(65, 'x');
+  EXPECT_EQ(Refusal(r), "label is 65 bytes; at most 64 are allowed");
+  r.label = "chat bot";
+  EXPECT_EQ(Refusal(r), "label may hold only letters, digits and . _ : - (found byte 0x20)");
+  r.label = "a\"b";
+  EXPECT_EQ(Refusal(r), "label may hold only letters, digits and . _ : - (found byte 0x22)");
+  r.label = "caf\xc3\xa9";
+  EXPECT_EQ(Refusal(r), "label may hold only letters, digits and . _ : - (found byte 0xc3)");
+  r.label = std::string("a\0b", 3);
+  EXPECT_EQ(Refusal(r), "label may hold only letters, digits and . _ : - (found byte 0x00)");
+  RequestFieldNames flags;
+  flags.label = "--label";
+  EXPECT_EQ(Refusal(r, {}, flags), "--label may hold only letters, digits and . _ : - (found byte 0x00)");
+}
+
 TEST(RequestTest, LimitsMustBePositive) {
   EXPECT_TRUE(RequestLimits{1}.Validate().ok());
   EXPECT_FALSE(RequestLimits{0}.Validate().ok());
