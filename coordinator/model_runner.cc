@@ -158,7 +158,7 @@ absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
       const int32_t pos = static_cast<int32_t>(chunk.cache->length() + i);
       tokens_.push_back(chunk.tokens[i]);
       positions_.push_back(pos);
-      routed_.push_back(RoutedToken{chunk.sequence_id, pos, chunk.tokens[i]});
+      routed_.push_back(RoutedToken{chunk.sequence_id, pos, chunk.tokens[i], chunk.prefill});
       if (chunk.all_logits || i == len - 1) logit_rows_.push_back(first_row + i);
     }
   }
@@ -249,6 +249,10 @@ absl::Status ModelRunner::SampleNext(absl::Span<Sampler* const> samplers,
   return absl::OkStatus();
 }
 
+void ModelRunner::BeginSequence(uint64_t sequence_id, const SequenceInfo& info) {
+  for (RoutingObserver* observer : observers_) observer->OnSequenceStart(sequence_id, info);
+}
+
 void ModelRunner::EndSequence(uint64_t sequence_id) {
   for (RoutingObserver* observer : observers_) observer->OnSequenceEnd(sequence_id);
 }
@@ -325,6 +329,10 @@ absl::Status ModelRunner::MoeBlock(int layer, int64_t n) {
     routing.weight.resize(static_cast<size_t>(n * k));
     b->ToHost(routing.expert.data(), experts_dev_.data(), routing.expert.size() * sizeof(int32_t));
     b->ToHost(routing.weight.data(), weights_dev_.data(), routing.weight.size() * sizeof(float));
+    // The raw logits too (n x E floats, small beside the rows): the trace's router entropy needs
+    // the whole distribution, not only the top-k that survived.
+    routing.logits.resize(static_cast<size_t>(n * c.num_local_experts));
+    b->ToHost(routing.logits.data(), router_logits_.data(), routing.logits.size() * sizeof(float));
     MOE_RETURN_IF_ERROR(b->Sync());
     PlanDispatch(routing, n, exchange_->placement(), layer, hidden, &plan_);
     b->GatherRows(x_.data(), Stage(plan_.source_token, &source_token_dev_), n * k, hidden,

@@ -27,6 +27,7 @@ struct SequenceChunk {
   absl::Span<const int32_t> tokens;  // [n_new]
   bool all_logits = false;           // logits for every new token, else only the last
   uint64_t sequence_id = 1;          // names the sequence to routing observers
+  bool prefill = false;              // prompt tokens (observers tell them from sampled ones)
 };
 
 class ModelRunner {
@@ -58,7 +59,9 @@ class ModelRunner {
   const std::vector<Routing>& last_routing() const { return routing_; }
   // Observers see every successful Forward's routing; not owned, must outlive the runner.
   void AddRoutingObserver(RoutingObserver* observer) { observers_.push_back(observer); }
-  // Tells the observers that a sequence is done (the scheduler and Generate call it).
+  // Tell the observers that a sequence joins the batch / is done (the scheduler calls both, as do
+  // the one-shot tools that drive Forward themselves).
+  void BeginSequence(uint64_t sequence_id, const SequenceInfo& info);
   void EndSequence(uint64_t sequence_id);
 
  private:

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "absl/types/span.h"
 #include "coordinator/moe_routing.h"
@@ -15,6 +16,15 @@ struct RoutedToken {
   uint64_t sequence_id = 0;
   int32_t position = 0;  // in its sequence
   int32_t token = 0;     // the id fed at that position
+  bool prefill = false;  // a prompt token (fed in a prefill chunk), not a sampled one
+};
+
+// A sequence as it enters the batch, for observers that group by request.
+struct SequenceInfo {
+  std::string label;          // the client's workload label ("" = none)
+  int32_t prompt_tokens = 0;
+  int32_t max_tokens = 0;     // tokens it may generate (0: none, e.g. a logits dump)
+  double arrival_seconds = 0; // when the request arrived, steady clock (0: unknown)
 };
 
 class RoutingObserver {
@@ -25,8 +35,11 @@ class RoutingObserver {
   virtual void OnStepBegin() {}
   virtual void OnStepEnd() {}
   // After every successful forward step. tokens: the step's rows in batch order; routing: per
-  // layer, the choices of those rows (routing[l].expert[row * top_k + j]).
+  // layer, the choices of those rows (routing[l].expert[row * top_k + j]) and their raw router
+  // logits (routing[l].logits[row * n_experts + e]).
   virtual void OnForward(absl::Span<const RoutedToken> tokens, absl::Span<const Routing> routing) = 0;
+  // The sequence joins the batch (the scheduler admitted it), before its first token is routed.
+  virtual void OnSequenceStart(uint64_t /*sequence_id*/, const SequenceInfo& /*info*/) {}
   // The sequence is finished; its id will not appear again.
   virtual void OnSequenceEnd(uint64_t /*sequence_id*/) {}
 };

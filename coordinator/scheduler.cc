@@ -1,6 +1,7 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 
@@ -27,6 +28,7 @@ Scheduler::Sequence::Sequence(Pending p, KvCache kv, const Tokenizer* tokenizer,
       request(std::move(p.request)),
       handle(std::move(p.handle)),
       arrival(p.arrival),
+      arrival_steady(p.arrival_steady),
       cache(std::move(kv)),
       sampler(request.sampling),
       text(tokenizer, request.stop, request.prompt),
@@ -67,7 +69,10 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> Scheduler::Submit(Request request
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server's queue is full (", options_.max_waiting, " requests waiting); retry later"));
   }
-  waiting_.push_back(Pending{++last_id_, std::move(request), handle, absl::Now()});
+  handle->id_ = ++last_id_;
+  const double steady =
+      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  waiting_.push_back(Pending{last_id_, std::move(request), handle, absl::Now(), steady});
   stats_.waiting = static_cast<int>(waiting_.size());
   work_.Signal();
   return handle;
@@ -105,7 +110,24 @@ void Scheduler::Admit() {
     if (seq->handle->cancelled()) Finish(seq.get());  // its handler has answered the client
   }
   running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
-  absl::MutexLock lock(&mu_);
+  const size_t first_admitted = running_.size();
+  {
+    absl::MutexLock lock(&mu_);
+    AdmitLocked();
+  }
+  // Outside the lock: observers may write (the trace's events), and Submit must not wait on that.
+  for (size_t i = first_admitted; i < running_.size(); ++i) {
+    const Sequence& seq = *running_[i];
+    SequenceInfo info;
+    info.label = seq.request.label;
+    info.prompt_tokens = static_cast<int32_t>(seq.request.prompt.size());
+    info.max_tokens = seq.request.max_tokens;
+    info.arrival_seconds = seq.arrival_steady;
+    runner_->BeginSequence(seq.id, info);
+  }
+}
+
+void Scheduler::AdmitLocked() {
   DropCancelledWaiting();  // clients that gave up while waiting hold no place in the queue
   while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
     Pending& p = waiting_.front();
@@ -154,7 +176,7 @@ Scheduler::Batch Scheduler::Schedule() {
     const size_t n = std::min<size_t>(left, static_cast<size_t>(budget));
     batch.chunks.push_back({&seq->cache,
                             absl::MakeConstSpan(seq->request.prompt).subspan(seq->prefilled, n),
-                            false, seq->id});
+                            false, seq->id, /*prefill=*/true});
     batch.owners.push_back(seq.get());
     budget -= static_cast<int64_t>(n);
   }

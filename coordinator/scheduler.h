@@ -50,11 +50,15 @@ class RequestHandle {
   // KV cache is freed. No further events are delivered.
   void Cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
+  // The server's request number (1, 2, ... in arrival order): the sequence id observers and the
+  // routing trace know the request by. Set by Submit before the handle is returned.
+  uint64_t id() const { return id_; }
 
  private:
   friend class Scheduler;
   void Push(StreamEvent event);
 
+  uint64_t id_ = 0;
   absl::Mutex mu_;
   std::deque<StreamEvent> events_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> cancelled_{false};
@@ -115,6 +119,7 @@ class Scheduler {
     Request request;
     std::shared_ptr<RequestHandle> handle;
     absl::Time arrival;
+    double arrival_steady;  // seconds, steady clock: what observers get (SequenceInfo)
   };
   struct Sequence {
     Sequence(Pending p, KvCache cache, const Tokenizer* tokenizer, int64_t kv_bytes);
@@ -122,6 +127,7 @@ class Scheduler {
     Request request;
     std::shared_ptr<RequestHandle> handle;
     absl::Time arrival;
+    double arrival_steady;
     absl::Time first_token;
     KvCache cache;
     Sampler sampler;
@@ -138,8 +144,10 @@ class Scheduler {
     std::vector<Sequence*> owners;  // owners[i] sent chunks[i]
   };
 
-  // Drops requests whose clients left, then admits waiting ones while the budgets allow.
+  // Drops requests whose clients left, then admits waiting ones while the budgets allow, and
+  // tells the observers of each one admitted (ModelRunner::BeginSequence).
   void Admit();
+  void AdmitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One decode token per sequence whose prompt is in its cache, then prompt chunks, within
   // max_batch_tokens.
   Batch Schedule();

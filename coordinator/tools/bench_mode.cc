@@ -219,7 +219,19 @@ class BatchRun {
     for (int b = 0; b < batch; ++b) caches_.push_back(runner->NewCache());
     const int budget = std::max(n_prompt, 512);
     per_step_ = std::max(1, budget / n_prompt);
+    // Sequences 1..batch, for the observers (a routing trace); each run starts them anew.
+    SequenceInfo info;
+    info.prompt_tokens = n_prompt;
+    info.max_tokens = absl::GetFlag(FLAGS_bench_decode_tokens);
+    info.arrival_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    for (int b = 0; b < batch; ++b) runner_->BeginSequence(static_cast<uint64_t>(b + 1), info);
   }
+  ~BatchRun() {
+    for (int b = 0; b < batch_; ++b) runner_->EndSequence(static_cast<uint64_t>(b + 1));
+  }
+  BatchRun(const BatchRun&) = delete;
+  BatchRun& operator=(const BatchRun&) = delete;
 
   // Prefills sequences [0, n) (all by default); leaves next_[b] for each.
   absl::Status Prefill(int n = -1) {
@@ -230,7 +242,8 @@ class BatchRun {
     for (int first = 0; first < n; first += per_step_) {
       std::vector<SequenceChunk> chunks;
       for (int b = first; b < std::min(n, first + per_step_); ++b) {
-        chunks.push_back(SequenceChunk{&caches_[b], prompts_[b], false, static_cast<uint64_t>(b + 1)});
+        chunks.push_back(SequenceChunk{&caches_[b], prompts_[b], false, static_cast<uint64_t>(b + 1),
+                                       /*prefill=*/true});
       }
       MOE_RETURN_IF_ERROR(runner_->Forward(chunks, &logits));
       for (size_t i = 0; i < chunks.size(); ++i) {

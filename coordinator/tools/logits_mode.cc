@@ -1,4 +1,5 @@
 // Logits-dump mode: the stable interface other implementations are checked against.
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -43,16 +44,26 @@ absl::Status RunLogitsMode(ModelRunner* runner) {
   const int64_t vocab = runner->config().vocab_size;
   KvCache cache = runner->NewCache();
   std::vector<float> all;
+  // One sequence (id 1) of given tokens: all of them are prompt, none sampled, even fed one by one.
+  SequenceInfo info;
+  info.prompt_tokens = static_cast<int32_t>(tokens.size());
+  info.arrival_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  runner->BeginSequence(1, info);
+  struct End {
+    ModelRunner* runner;
+    ~End() { runner->EndSequence(1); }
+  } end{runner};
   if (absl::GetFlag(FLAGS_incremental)) {
     std::vector<float> logits;
     for (int32_t id : tokens) {
       const int32_t one[] = {id};
-      const SequenceChunk chunk{&cache, one, /*all_logits=*/true};
+      const SequenceChunk chunk{&cache, one, /*all_logits=*/true, /*sequence_id=*/1, /*prefill=*/true};
       MOE_RETURN_IF_ERROR(runner->Forward({&chunk, 1}, &logits));
       all.insert(all.end(), logits.begin(), logits.end());
     }
   } else {
-    const SequenceChunk chunk{&cache, tokens, /*all_logits=*/true};
+    const SequenceChunk chunk{&cache, tokens, /*all_logits=*/true, /*sequence_id=*/1, /*prefill=*/true};
     MOE_RETURN_IF_ERROR(runner->Forward({&chunk, 1}, &all));
   }
   return WriteNpy(out, all.data(), {static_cast<int64_t>(tokens.size()), vocab});

@@ -3,8 +3,12 @@
 // are enforced; stop strings cut the text.
 #include "coordinator/scheduler.h"
 
+#include <chrono>
+#include <cmath>
+#include <map>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "coordinator/generation.h"
 #include "coordinator/text_stream.h"
@@ -68,6 +72,74 @@ class SchedulerTest : public ::testing::Test {
   std::unique_ptr<LocalEngine> engine_;
   std::unique_ptr<Tokenizer> tokenizer_;
 };
+
+// What a routing observer sees of the scheduler: each request's start (label, sizes, arrival)
+// before its first token, its id as its handle knows it, prompt rows flagged prefill and sampled
+// ones not, router logits for every row, and its end.
+class RecordingObserver : public RoutingObserver {
+ public:
+  struct Row {
+    uint64_t id;
+    int32_t position;
+    bool prefill;
+  };
+  void OnForward(absl::Span<const RoutedToken> tokens, absl::Span<const Routing> routing) override {
+    for (const RoutedToken& t : tokens) {
+      EXPECT_TRUE(started.count(t.sequence_id)) << "a row before its sequence started";
+      rows.push_back({t.sequence_id, t.position, t.prefill});
+    }
+    for (const Routing& r : routing) {
+      EXPECT_EQ(r.logits.size(), tokens.size() * static_cast<size_t>(n_experts));
+      for (float x : r.logits) EXPECT_TRUE(std::isfinite(x));
+    }
+  }
+  void OnSequenceStart(uint64_t id, const SequenceInfo& info) override { started[id] = info; }
+  void OnSequenceEnd(uint64_t id) override { ended.push_back(id); }
+
+  int n_experts = 0;
+  std::map<uint64_t, SequenceInfo> started;
+  std::vector<uint64_t> ended;
+  std::vector<Row> rows;
+};
+
+TEST_F(SchedulerTest, ObserversSeeSequencesLabelsAndPrefillRows) {
+  RecordingObserver seen;
+  seen.n_experts = engine_->runner()->config().num_local_experts;
+  engine_->runner()->AddRoutingObserver(&seen);
+  SchedulerOptions o;
+  o.max_batch_tokens = 4;  // prompts of 6 and 13 tokens take several chunks
+  Scheduler s(engine_->runner(), tokenizer_.get(), o);
+  Request a = MakeRequest(0), b = MakeRequest(1);
+  a.label = "chat";
+  const double before =
+      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  auto ha = s.Submit(a), hb = s.Submit(b);
+  ASSERT_TRUE(ha.ok() && hb.ok());
+  EXPECT_EQ((*ha)->id(), 1u);
+  EXPECT_EQ((*hb)->id(), 2u);
+  FinishReason ra, rb;
+  const std::vector<int32_t> ta = Collect(ha->get(), &s, &ra), tb = Collect(hb->get(), &s, &rb);
+  ASSERT_EQ(seen.started.size(), 2u);
+  EXPECT_EQ(seen.started[1].label, "chat");
+  EXPECT_EQ(seen.started[2].label, "");
+  EXPECT_EQ(seen.started[1].prompt_tokens, static_cast<int32_t>(a.prompt.size()));
+  EXPECT_EQ(seen.started[2].max_tokens, b.max_tokens);
+  EXPECT_GE(seen.started[1].arrival_seconds, before);
+  EXPECT_EQ(seen.ended.size(), 2u);
+  // Every prompt position once as prefill; every sampled token fed back (all but the last) once
+  // as decode, after the prompt.
+  for (const auto& [id, prompt, tokens] :
+       {std::make_tuple(uint64_t{1}, a.prompt.size(), ta), std::make_tuple(uint64_t{2}, b.prompt.size(), tb)}) {
+    std::vector<int32_t> prefill, decode;
+    for (const auto& row : seen.rows) {
+      if (row.id == id) (row.prefill ? prefill : decode).push_back(row.position);
+    }
+    ASSERT_EQ(prefill.size(), prompt) << id;
+    ASSERT_EQ(decode.size(), tokens.size() - 1) << id;
+    for (size_t i = 0; i < prefill.size(); ++i) EXPECT_EQ(prefill[i], static_cast<int32_t>(i));
+    for (size_t i = 0; i < decode.size(); ++i) EXPECT_EQ(decode[i], static_cast<int32_t>(prompt + i));
+  }
+}
 
 TEST_F(SchedulerTest, StaggeredRequestsGetWhatTheyGetAlone) {
   SchedulerOptions options;
