@@ -6,7 +6,10 @@ them by hand: python3 -m grpc_tools.protoc -Iproto --python_out=OUT --grpc_pytho
 proto/moe/v1/inference.proto
 
 usage: scripts/client_example.py [--server 127.0.0.1:50051] [--prompt TEXT] [--max-tokens N]
-                                 [--tls-ca CA.pem [--tls-cert C.pem --tls-key C.key]]
+                                 [--label LABEL] [--tls-ca CA.pem [--tls-cert C.pem --tls-key C.key]]
+
+Prints the server's request id with the usage: the request_id of the request's records in the
+server's routing trace (--routing-trace).
 """
 import argparse
 import os
@@ -26,6 +29,8 @@ def main():
     ap.add_argument("--prompt", default="The capital of France is")
     ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--label", default="", help="workload label for the server's telemetry and routing trace "
+                    "(up to 64 bytes of [A-Za-z0-9._:-])")
     ap.add_argument("--tls-ca", help="speak TLS, trusting these PEM CA certificates (server with --tls-cert)")
     ap.add_argument("--tls-cert", help="PEM client certificate, for a server with --tls-client-ca")
     ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
@@ -47,7 +52,7 @@ def main():
     info = stub.GetModelInfo(pb.GetModelInfoRequest())
     print(f"model: {info.num_hidden_layers} layers, {info.num_local_experts} experts top-{info.num_experts_per_tok}, "
           f"{info.workers} workers")
-    request = pb.GenerateRequest(text=args.prompt.encode(),
+    request = pb.GenerateRequest(text=args.prompt.encode(), label=args.label,
                                  sampling=pb.SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature))
     try:
         for message in stub.Generate(request, timeout=60):
@@ -55,7 +60,8 @@ def main():
             if message.finish_reason:
                 u = message.usage
                 print(f"\n[{pb.FinishReason.Name(message.finish_reason)}] {u.generated_tokens} tokens, "
-                      f"first after {u.time_to_first_token_ms:.1f} ms, all after {u.total_ms:.1f} ms")
+                      f"first after {u.time_to_first_token_ms:.1f} ms, all after {u.total_ms:.1f} ms; "
+                      f"request {message.request_id}")
     except grpc.RpcError as e:
         print(f"\nerror: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
 // moe-cli: a command-line client of the moe.v1.Inference service.
 //   moe-cli generate --prompt "Hello" [--max-tokens 32 --temperature 0.8 --top-p 0.95 --stop "\n"]
+//                    [--label chat]     (prints the server's request id with the usage)
 //   moe-cli tokenize --text "Hello world"
 //   moe-cli info
 //   moe-cli bench --concurrency 1,4,16,64 [--requests 2 --max-tokens 32 --prompt-tokens 32]
@@ -46,6 +47,9 @@ ABSL_FLAG(uint64_t, seed, 0, "generate: sampling seed");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop strings");
 ABSL_FLAG(int, deadline_ms, 0, "generate: gRPC deadline (0 = none)");
 ABSL_FLAG(bool, ids, false, "generate: print token ids instead of text");
+ABSL_FLAG(std::string, label, "",
+          "generate: workload label for the server's telemetry and routing trace (up to 64 bytes "
+          "of [A-Za-z0-9._:-])");
 ABSL_FLAG(std::string, text, "", "tokenize: text");
 ABSL_FLAG(std::string, concurrency, "1,4,16,64", "bench: concurrent clients, comma-separated");
 ABSL_FLAG(int, requests, 2, "bench: requests per client");
@@ -114,6 +118,7 @@ int Generate() {
   s->set_top_k(absl::GetFlag(FLAGS_top_k));
   s->set_seed(absl::GetFlag(FLAGS_seed));
   for (const std::string& stop : absl::GetFlag(FLAGS_stop)) s->add_stop(stop);
+  req.set_label(absl::GetFlag(FLAGS_label));
   grpc::ClientContext ctx;
   if (absl::GetFlag(FLAGS_deadline_ms) > 0) {
     ctx.set_deadline(std::chrono::system_clock::now() +
@@ -137,9 +142,12 @@ int Generate() {
   std::cout << std::endl;
   if (!status.ok()) return Fail("generate", status);
   const moe::v1::Usage& u = last.usage();
-  std::fprintf(stderr, "[%s] prompt %u tokens, generated %u, time to first token %.1f ms, total %.1f ms\n",
-               ReasonName(last.finish_reason()), u.prompt_tokens(), u.generated_tokens(),
-               u.time_to_first_token_ms(), u.total_ms());
+  // The request id names this request in the server's routing trace (--routing-trace).
+  std::fprintf(stderr,
+               "[%s] request %llu, prompt %u tokens, generated %u, time to first token %.1f ms, "
+               "total %.1f ms\n",
+               ReasonName(last.finish_reason()), static_cast<unsigned long long>(last.request_id()),
+               u.prompt_tokens(), u.generated_tokens(), u.time_to_first_token_ms(), u.total_ms());
   return 0;
 }
 

@@ -51,6 +51,7 @@ absl::StatusOr<Request> InferenceService::Translate(const moe::v1::GenerateReque
     if (!IsValidUtf8(stop)) return absl::InvalidArgumentError("sampling.stop holds invalid UTF-8");
     r.stop.push_back(stop);
   }
+  r.label = req.label();  // Request::Validate (in Submit) checks it
   return r;
 }
 
@@ -95,6 +96,7 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context,
     for (StreamEvent& e : (*handle)->Wait(absl::Milliseconds(20))) {
       if (!e.error.ok()) return ToGrpc(e.error);
       moe::v1::GenerateResponse out;
+      out.set_request_id((*handle)->id());
       out.mutable_token_ids()->Add(e.token_ids.begin(), e.token_ids.end());
       out.set_text(std::move(e.text));
       if (e.finish != FinishReason::kNone) {
