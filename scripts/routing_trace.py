@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Loader and pure analysis functions for routing traces (docs/routing-trace-format.md, version 1).
+"""Loader and pure analysis functions for routing traces (docs/routing-trace-format.md, versions
+1 and 2) and their events files.
 
     import routing_trace as rt
     t = rt.load("run.trace")          # ValueError with a one-line message on a bad file
+    t.records["flags"], t.records["entropy"]   # prefill bit; router entropy [N, L] (NaN in v1)
+    ev = rt.load_events("run.trace")  # run.trace.events.jsonl: sequences (labels) and steps
     rt.expert_counts(t)               # int64 [L, E]
     rt.worker_counts(t)               # int64 [L, W]
     rt.layer_imbalance(rt.expert_counts(t)), rt.overall_imbalance(...), rt.locality(t)
@@ -22,7 +25,9 @@ from typing import NamedTuple
 import numpy as np
 
 MAGIC = b"MOETRACE"
-VERSION = 1
+VERSION = 2  # what the writer writes; load() reads every version in SUPPORTED_VERSIONS
+SUPPORTED_VERSIONS = (1, 2)
+PREFILL_FLAG = 1  # records["flags"] bit 0: a prompt token, not a sampled one
 FIXED_HEADER_BYTES = 64
 RECORD_FIXED_BYTES = 32
 MAX_EXPERTS = 255  # experts are stored as u8
@@ -38,7 +43,7 @@ def _round_up(n, multiple):
 
 
 def header_size(n_layers, n_experts):
-    """header_bytes of a version-1 trace: 64 + 2*L*E rounded up to 8."""
+    """header_bytes (every version): 64 + 2*L*E rounded up to 8."""
     return _round_up(FIXED_HEADER_BYTES + 2 * n_layers * n_experts, 8)
 
 
@@ -47,26 +52,36 @@ def weights_offset(n_layers, top_k):
     return RECORD_FIXED_BYTES + _round_up(n_layers * top_k, 4)
 
 
-def record_size(n_layers, top_k):
-    """record_bytes of a version-1 trace: 32 + A + 4*L*k rounded up to 8."""
-    return _round_up(weights_offset(n_layers, top_k) + 4 * n_layers * top_k, 8)
+def entropy_offset(n_layers, top_k):
+    """Offset of the f32 router entropies in a version-2 record: right after the weights."""
+    return weights_offset(n_layers, top_k) + 4 * n_layers * top_k
 
 
-def record_dtype(n_layers, top_k):
-    """The structured dtype of one record, byte for byte as in the spec."""
+def record_size(n_layers, top_k, version=VERSION):
+    """record_bytes: 32 + A + 4*L*k (+ 4*L in version 2) rounded up to 8."""
+    extra = 4 * n_layers if version >= 2 else 0
+    return _round_up(entropy_offset(n_layers, top_k) + extra, 8)
+
+
+def record_dtype(n_layers, top_k, version=VERSION):
+    """The structured dtype of one record as stored, byte for byte as in the spec. Version 2 only
+    has the fields flags (u1) and entropy (f4 [L]); load() gives every trace the version-2 dtype."""
     lk = (n_layers, top_k)
-    return np.dtype({
-        "names": ["request_id", "time", "step", "position", "token_id", "experts", "weights"],
-        "formats": ["<u8", "<f8", "<u4", "<i4", "<i4", ("u1", lk), ("<f4", lk)],
-        "offsets": [0, 8, 16, 20, 24, RECORD_FIXED_BYTES, weights_offset(n_layers, top_k)],
-        "itemsize": record_size(n_layers, top_k),
-    })
+    names = ["request_id", "time", "step", "position", "token_id", "experts", "weights"]
+    formats = ["<u8", "<f8", "<u4", "<i4", "<i4", ("u1", lk), ("<f4", lk)]
+    offsets = [0, 8, 16, 20, 24, RECORD_FIXED_BYTES, weights_offset(n_layers, top_k)]
+    if version >= 2:
+        names += ["flags", "entropy"]
+        formats += ["u1", ("<f4", (n_layers,))]
+        offsets += [28, entropy_offset(n_layers, top_k)]
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": record_size(n_layers, top_k, version)})
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare numpy arrays
 class Trace:
     path: str
-    version: int
+    version: int  # as stored (1 or 2); records always have the version-2 fields
     n_layers: int
     n_experts: int
     top_k: int
@@ -75,7 +90,7 @@ class Trace:
     header_bytes: int
     record_bytes: int
     placement: np.ndarray  # int16 [L, E]: worker rank 1..W hosting (layer, expert); 0 if W == 0
-    records: np.ndarray  # structured [N], see record_dtype
+    records: np.ndarray  # structured [N], record_dtype(L, k, version 2) whatever the file's version
     dropped_bytes: int  # bytes of a trailing partial record (a writer cut short), not loaded
 
 
@@ -89,9 +104,9 @@ def _parse_header(path, raw):
      start_time) = _HEADER.unpack(raw)
     if magic != MAGIC:
         raise ValueError(f"{path}: not a routing trace (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise ValueError(f"{path}: routing trace version {version} is not supported "
-                         f"(this loader reads version {VERSION})")
+                         f"(this loader reads versions {SUPPORTED_VERSIONS[0]} to {SUPPORTED_VERSIONS[-1]})")
     if n_layers < 1:
         raise ValueError(f"{path}: bad header: n_layers is 0")
     if not 1 <= n_experts <= MAX_EXPERTS:
@@ -100,13 +115,13 @@ def _parse_header(path, raw):
         raise ValueError(f"{path}: bad header: top_k {top_k} is not in 1..n_experts ({n_experts})")
     if n_workers > MAX_WORKERS:
         raise ValueError(f"{path}: bad header: n_workers {n_workers} is above {MAX_WORKERS}")
-    # Version 1 fixes both sizes; a mismatch means a corrupt file or a writer that disagrees
+    # The version fixes both sizes; a mismatch means a corrupt file or a writer that disagrees
     # with the spec, and reading on would produce garbage rather than an error.
     want_header = header_size(n_layers, n_experts)
     if header_bytes != want_header:
         raise ValueError(f"{path}: bad header: header_bytes is {header_bytes}, expected {want_header} "
                          f"for {n_layers} layers x {n_experts} experts")
-    want_record = record_size(n_layers, top_k)
+    want_record = record_size(n_layers, top_k, version)
     if record_bytes != want_record:
         raise ValueError(f"{path}: bad header: record_bytes is {record_bytes}, expected {want_record} "
                          f"for {n_layers} layers x top-{top_k}")
@@ -144,6 +159,16 @@ def _check_records(path, records, n_experts):
         raise ValueError(f"{path}: record {_first_bad(~finite)}: time is not a finite number")
 
 
+def _as_version_2(records, n_layers, top_k):
+    """Version-1 records in the version-2 dtype: flags 0 (the reserved bytes), entropy NaN (not
+    recorded). One copy, field by field: the layouts differ only in the record's tail."""
+    out = np.zeros(len(records), dtype=record_dtype(n_layers, top_k, 2))
+    for name in records.dtype.names:
+        out[name] = records[name]
+    out["entropy"] = np.nan
+    return out
+
+
 def load(path):
     """Reads a routing trace. Raises ValueError (one line, naming the file) on a malformed file
     and OSError if it cannot be read. A trailing partial record is dropped (see dropped_bytes)."""
@@ -164,12 +189,78 @@ def load(path):
 
     body = size - h["header_bytes"]
     n_records, dropped = divmod(body, h["record_bytes"])
-    dtype = record_dtype(h["n_layers"], h["top_k"])
+    dtype = record_dtype(h["n_layers"], h["top_k"], h["version"])
     records = np.fromfile(path, dtype=dtype, count=n_records, offset=h["header_bytes"])
     if len(records) != n_records:  # the file shrank under us
         raise ValueError(f"{path}: read {len(records)} records, expected {n_records}")
+    if h["version"] < 2:
+        records = _as_version_2(records, h["n_layers"], h["top_k"])
     _check_records(path, records, h["n_experts"])
     return Trace(path=path, placement=placement, records=records, dropped_bytes=dropped, **h)
+
+
+# ----------------------------------------------------------------------------------------------
+# The events file: sequences (labels, sizes, arrival and end) and per-step exchange figures
+
+
+def events_path(trace_path):
+    """Where the writer puts a trace's events: TRACE.events.jsonl."""
+    return os.fspath(trace_path) + ".events.jsonl"
+
+
+def load_events(trace_path):
+    """Reads TRACE.events.jsonl (the writer's one JSON object per line). Returns a dict:
+      path: the events file
+      missing: True when there is no events file (a version-1 trace); everything else is empty
+      dropped_partial_line: True when the last line was cut short (a writer stopped mid-line)
+      sequences: {request_id: dict(label, prompt_tokens, max_tokens, time, end_time)}, times in
+                 the records' clock (seconds since the trace's start); end_time None while running.
+                 A request id started again (a tool's second run) keeps its latest start.
+      steps: the step events in file order, as dicts (step, time, rows, prefill_rows,
+             exchange_seconds, worker_compute_seconds [W], worker_rows [W], straggler_seconds)
+    ValueError (one line, naming the file and line) for a malformed line that is not the last."""
+    path = events_path(trace_path)
+    out = dict(path=path, missing=False, dropped_partial_line=False, sequences={}, steps=[])
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except FileNotFoundError:
+        out["missing"] = True
+        return out
+    if lines and lines[-1] == b"":
+        lines.pop()  # the final newline
+    elif lines:
+        # The writer ends every line with a newline: without it the last one was cut short.
+        lines.pop()
+        out["dropped_partial_line"] = True
+    sequences = out["sequences"]
+    for number, raw in enumerate(lines, start=1):
+        try:
+            event = json.loads(raw)
+            kind = event["event"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: line {number} is not an event ({e})") from None
+        if kind == "sequence":
+            sequences[event["request_id"]] = dict(
+                label=event["label"], prompt_tokens=event["prompt_tokens"],
+                max_tokens=event["max_tokens"], time=event["time"], end_time=None)
+        elif kind == "sequence_end":
+            if event["request_id"] in sequences:
+                sequences[event["request_id"]]["end_time"] = event["time"]
+        elif kind == "step":
+            out["steps"].append({k: v for k, v in event.items() if k != "event"})
+        # Other kinds (a later writer's) are skipped.
+    return out
+
+
+def record_labels(trace, events):
+    """The label of every record (str array [N]), through the events' sequences; records of a
+    request the events do not name get ""."""
+    req = trace.records["request_id"]
+    ids, inverse = np.unique(req, return_inverse=True)
+    labels = np.array([events["sequences"].get(int(i), {}).get("label", "") for i in ids] or [""],
+                      dtype=object)
+    return labels[inverse] if len(req) else np.zeros(0, dtype=object)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 
 usage: routing_trace_test.py SOURCE_DIR WORK_DIR     (Debian python3 with numpy and matplotlib)
 
-The traces are written here byte by byte with struct, from the layout in
-docs/routing-trace-format.md, independently of the loader's dtype; the counts, worker loads and
+The traces (versions 1 and 2) and events files are written here byte by byte with struct and json,
+from the layout in docs/routing-trace-format.md, independently of the loader's dtype; the counts, worker loads and
 locality are checked against slow loop implementations and hand-computed examples. Prints
 "N passed, M failed" and exits non-zero on any failure.
 """
@@ -45,32 +45,44 @@ def header_bytes_for(L, E):
     return 64 + 2 * L * E + pad(64 + 2 * L * E, 8)
 
 
-def record_bytes_for(L, k):
+def record_bytes_for(L, k, version=2):
     a = L * k + pad(L * k, 4)
-    body = 32 + a + 4 * L * k
+    body = 32 + a + 4 * L * k + (4 * L if version >= 2 else 0)
     return body + pad(body, 8)
 
 
-def pack_record(L, k, rec):
-    """rec: (request_id, time, step, position, token_id, experts [L][k], weights [L][k])."""
-    req, time, step, pos, tok, experts, weights = rec
-    raw = struct.pack("<QdIiiI", req, time, step, pos, tok, 0)
+def default_entropy(L):
+    return [0.5 + 0.25 * l for l in range(L)]
+
+
+def pack_record(L, k, rec, version=2):
+    """rec: (request_id, time, step, position, token_id, experts [L][k], weights [L][k]
+    [, flags, entropy [L]]); version 1 has neither of the last two (a reserved u32 instead)."""
+    req, time, step, pos, tok, experts, weights = rec[:7]
+    flags, entropy = (rec[7], rec[8]) if len(rec) > 7 else (0, default_entropy(L))
+    if version >= 2:
+        raw = struct.pack("<QdIiiBBH", req, time, step, pos, tok, flags, 0, 0)
+    else:
+        raw = struct.pack("<QdIiiI", req, time, step, pos, tok, 0)
     raw += bytes(e for row in experts for e in row) + b"\0" * pad(L * k, 4)
     raw += struct.pack(f"<{L * k}f", *(w for row in weights for w in row))
+    if version >= 2:
+        raw += struct.pack(f"<{L}f", *entropy)
     return raw + b"\0" * pad(len(raw), 8)
 
 
-def trace_bytes(L, E, k, W, placement, records, start=1.7e9, **override):
-    """override: any header field by its spec name (magic, version, header_bytes, record_bytes,
-    n_layers, n_experts, top_k, n_workers), to forge bad headers."""
-    f = dict(magic=b"MOETRACE", version=1, header_bytes=header_bytes_for(L, E),
-             record_bytes=record_bytes_for(L, k), n_layers=L, n_experts=E, top_k=k, n_workers=W)
+def trace_bytes(L, E, k, W, placement, records, start=1.7e9, layout=2, **override):
+    """layout: the version whose layout is written (1 or 2). override: any header field by its spec name (magic,
+    version, header_bytes, record_bytes, n_layers, n_experts, top_k, n_workers), to forge bad
+    headers."""
+    f = dict(magic=b"MOETRACE", version=layout, header_bytes=header_bytes_for(L, E),
+             record_bytes=record_bytes_for(L, k, layout), n_layers=L, n_experts=E, top_k=k, n_workers=W)
     f.update(override)
     head = struct.pack("<8s8Id16x", f["magic"], f["version"], f["header_bytes"], f["record_bytes"],
                        f["n_layers"], f["n_experts"], f["top_k"], f["n_workers"], 0, start)
     head += struct.pack(f"<{L * E}h", *(p for row in placement for p in row))
     head += b"\0" * pad(len(head), 8)
-    return head + b"".join(pack_record(L, k, r) for r in records)
+    return head + b"".join(pack_record(L, k, r, layout) for r in records)
 
 
 def write(name, data):
@@ -207,31 +219,82 @@ def imb_tuple(d):
 
 
 def test_layout():
-    check("record size of 32 layers top-2 is 352 bytes (spec)",
-          rt.record_size(32, 2) == 352 == record_bytes_for(32, 2))
+    check("record size of 32 layers top-2 is 480 bytes, 352 in version 1 (spec)",
+          rt.record_size(32, 2) == 480 == record_bytes_for(32, 2)
+          and rt.record_size(32, 2, version=1) == 352 == record_bytes_for(32, 2, version=1))
     for L, E, k in [(3, 5, 3), (5, 7, 1), (1, 2, 2), (32, 8, 2)]:
         same = (rt.header_size(L, E) == header_bytes_for(L, E)
-                and rt.record_size(L, k) == record_bytes_for(L, k)
-                and rt.record_dtype(L, k).itemsize == record_bytes_for(L, k))
+                and all(rt.record_size(L, k, v) == record_bytes_for(L, k, v)
+                        and rt.record_dtype(L, k, v).itemsize == record_bytes_for(L, k, v) for v in (1, 2)))
         check(f"sizes of L={L} E={E} k={k} agree with the spec", same)
-        # Odd paddings: every field must come back exactly.
+        # Odd paddings: every field must come back exactly, in both versions.
         placement = [[1 + (l + e) % 2 for e in range(E)] for l in range(L)]
         records = [(7 + i, 0.5 * i, 3 + i, 10 + i, 1000 + i,
                     [[(l + j + i) % E for j in range(k)] for l in range(L)],
-                    [[0.25 * (j + 1) + l for j in range(k)] for l in range(L)]) for i in range(3)]
-        data = trace_bytes(L, E, k, 2, placement, records, start=123.5)
-        t = rt.load(write(f"layout_{L}_{E}_{k}.trace", data))
-        r = t.records
-        ok = (t.version == 1 and (t.n_layers, t.n_experts, t.top_k, t.n_workers) == (L, E, k, 2)
-              and t.start_time == 123.5 and t.placement.dtype == np.int16
-              and t.placement.tolist() == placement and len(r) == 3 and t.dropped_bytes == 0
-              and r["request_id"].tolist() == [7, 8, 9] and r["time"].tolist() == [0.0, 0.5, 1.0]
-              and r["step"].tolist() == [3, 4, 5] and r["position"].tolist() == [10, 11, 12]
-              and r["token_id"].tolist() == [1000, 1001, 1002]
-              and r["experts"].shape == (3, L, k) and r["weights"].shape == (3, L, k)
-              and all(r["experts"][i].tolist() == records[i][5] for i in range(3))
-              and all(np.allclose(r["weights"][i], records[i][6]) for i in range(3)))
-        check(f"every field reads back (L={L} E={E} k={k})", ok)
+                    [[0.25 * (j + 1) + l for j in range(k)] for l in range(L)],
+                    i % 2, [0.125 * (l + 1) + i for l in range(L)]) for i in range(3)]
+        for version in (1, 2):
+            data = trace_bytes(L, E, k, 2, placement, records, start=123.5, layout=version)
+            t = rt.load(write(f"layout_{L}_{E}_{k}_v{version}.trace", data))
+            r = t.records
+            ok = (t.version == version and (t.n_layers, t.n_experts, t.top_k, t.n_workers) == (L, E, k, 2)
+                  and t.start_time == 123.5 and t.placement.dtype == np.int16
+                  and t.placement.tolist() == placement and len(r) == 3 and t.dropped_bytes == 0
+                  and r["request_id"].tolist() == [7, 8, 9] and r["time"].tolist() == [0.0, 0.5, 1.0]
+                  and r["step"].tolist() == [3, 4, 5] and r["position"].tolist() == [10, 11, 12]
+                  and r["token_id"].tolist() == [1000, 1001, 1002]
+                  and r["experts"].shape == (3, L, k) and r["weights"].shape == (3, L, k)
+                  and r["entropy"].shape == (3, L) and r["flags"].dtype == np.uint8
+                  and r.dtype == rt.record_dtype(L, k, 2)
+                  and all(r["experts"][i].tolist() == records[i][5] for i in range(3))
+                  and all(np.allclose(r["weights"][i], records[i][6]) for i in range(3)))
+            if version == 2:
+                ok = ok and (r["flags"].tolist() == [0, 1, 0]
+                             and all(np.allclose(r["entropy"][i], records[i][8]) for i in range(3)))
+            else:
+                ok = ok and not r["flags"].any() and np.isnan(r["entropy"]).all()
+            check(f"every field reads back (L={L} E={E} k={k}, version {version})", ok)
+
+
+def test_events():
+    """load_events: sequences with labels and ends, steps, a missing file, a cut last line, a
+    malformed line before the end."""
+    trace = os.path.join(WORK, "events.trace")
+    write("events.trace", trace_bytes(1, 2, 1, 0, [[0, 0]], [rec(1, 0, [[0]])]))
+    ev = rt.load_events(trace)
+    check("no events file: empty, flagged missing",
+          ev["missing"] and ev["sequences"] == {} and ev["steps"] == [] and ev["path"] == trace + ".events.jsonl")
+    lines = [
+        {"event": "sequence", "request_id": 1, "label": "chat", "prompt_tokens": 3, "max_tokens": 8, "time": 0.5},
+        {"event": "sequence", "request_id": 2, "label": "", "prompt_tokens": 1, "max_tokens": 2, "time": 0.75},
+        {"event": "step", "step": 1, "time": 1.0, "rows": 4, "prefill_rows": 4, "exchange_seconds": 0.25,
+         "worker_compute_seconds": [0.125, 0.0625], "worker_rows": [3, 1], "straggler_seconds": 0.03125},
+        {"event": "sequence_end", "request_id": 2, "time": 1.5},
+        {"event": "future_kind", "x": 1},
+        {"event": "sequence", "request_id": 1, "label": "again", "prompt_tokens": 3, "max_tokens": 8, "time": 2.0},
+    ]
+    text = "".join(json.dumps(x) + "\n" for x in lines)
+    with open(trace + ".events.jsonl", "w") as f:
+        f.write(text + '{"event":"step","ste')
+    ev = rt.load_events(trace)
+    ok = (not ev["missing"] and ev["dropped_partial_line"]
+          and ev["sequences"] == {1: dict(label="again", prompt_tokens=3, max_tokens=8, time=2.0, end_time=None),
+                                  2: dict(label="", prompt_tokens=1, max_tokens=2, time=0.75, end_time=1.5)}
+          and ev["steps"] == [{k: v for k, v in lines[2].items() if k != "event"}])
+    check("events: sequences (latest start wins), ends, steps; a cut last line is dropped", ok, ev)
+    with open(trace + ".events.jsonl", "w") as f:
+        f.write(text)
+    ev = rt.load_events(trace)
+    check("events: a whole file drops nothing", not ev["dropped_partial_line"] and len(ev["steps"]) == 1)
+    with open(trace + ".events.jsonl", "w") as f:
+        f.write('{"event": "sequence", "request_id"\n' + text)
+    try:
+        rt.load_events(trace)
+        check("events: a malformed line before the end is an error", False, "no error")
+    except ValueError as e:
+        check("events: a malformed line before the end is an error", "line 1" in str(e) and "\n" not in str(e), e)
+    t = rt.load(trace)
+    check("record_labels", rt.record_labels(t, rt.load_events(os.path.join(WORK, "none.trace"))).tolist() == [""])
 
 
 def test_random(L=4, E=8, k=2, W=3):
@@ -366,7 +429,9 @@ def test_bad_files(placement, records, L=4, E=8, k=2, W=3):
     expect_error("bad magic", write("magic.trace", b"NOTTRACE" + good[8:]), "magic")
     expect_error("text file", write("text.trace", b"hello, this is not a trace at all " * 4), "magic")
     forged = {
-        "version 2": (dict(version=2), "version 2"),
+        "version 3": (dict(version=3), "version 3"),
+        "version 0": (dict(version=0), "version 0"),
+        "version 1 over version-2 records": (dict(version=1), "record_bytes"),
         "wrong record_bytes": (dict(record_bytes=rb + 8), "record_bytes"),
         "wrong header_bytes": (dict(header_bytes=hb + 8), "header_bytes"),
         "zero experts": (dict(n_experts=0), "n_experts"),
@@ -459,7 +524,7 @@ def test_analyze(placement, records, L=4, E=8, k=2, W=3):
     check("no workers: worker counts [L, 0], no worker imbalance",
           fig["worker_counts"] == [[]] * 32 and fig["worker_imbalance"] is None)
 
-    for name in ("truncated.trace", "header_only.trace", "tiny.trace"):
+    for name in ("truncated.trace", "header_only.trace", "tiny.trace", "layout_3_5_3_v1.trace"):
         rc, _, stderr = run_analyze(os.path.join(WORK, name), "--out", os.path.join(WORK, "out_" + name))
         check(f"analyze {name}", rc == 0 and "Traceback" not in stderr, stderr.strip()[-500:])
 
@@ -622,6 +687,7 @@ def main():
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
     test_layout()
+    test_events()
     placement, records = test_random()
     test_imbalance()
     test_tiny_locality()
