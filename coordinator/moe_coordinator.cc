@@ -163,6 +163,7 @@ struct Cluster {
   std::unique_ptr<ModelWeights> weights;
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<DataPlane> plane;
+  ExchangeObservers exchange_observers;  // the exchange's: telemetry and the routing trace
   std::unique_ptr<LoadAggregator> telemetry;
   std::unique_ptr<ClusterExchange> exchange;
   std::unique_ptr<Rebalancer> rebalancer;  // serving only
@@ -261,8 +262,9 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
   ClusterExchangeOptions exchange;
   exchange.worker_timeout_seconds = o.worker_timeout_seconds;
   exchange.stop_requested = o.mode == CoordinatorMode::kServe ? nullptr : &g_stop;
+  exchange.observer = &cluster->exchange_observers;  // the trace joins it once it is open (6.)
   if (cluster->telemetry != nullptr) {
-    exchange.observer = cluster->telemetry.get();
+    cluster->exchange_observers.Add(cluster->telemetry.get());
     exchange.telemetry_epoch = cluster->telemetry->epoch();
     exchange.liveness = cluster->telemetry.get();
   }
@@ -279,7 +281,7 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
   if (!runner.ok()) return runner.status();
   cluster->runner = *std::move(runner);
   absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> trace =
-      cli::OpenRoutingTrace(cluster->runner.get(), &*cluster->placement);
+      cli::OpenRoutingTrace(cluster->runner.get(), &*cluster->placement, &cluster->exchange_observers);
   if (!trace.ok()) return trace.status();
   cluster->trace = *std::move(trace);
   if (cluster->telemetry != nullptr) {

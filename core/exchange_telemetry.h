@@ -45,6 +45,19 @@ class ExchangeObserver {
   virtual void OnExchange(const ExchangeRecord& record) = 0;
 };
 
+// Several observers behind the exchange's one (the load telemetry and a routing trace), told in
+// the order added. Not thread-safe: add every observer before the first exchange; none is owned.
+class ExchangeObservers : public ExchangeObserver {
+ public:
+  void Add(ExchangeObserver* observer) { observers_.push_back(observer); }
+  void OnExchange(const ExchangeRecord& record) override {
+    for (ExchangeObserver* observer : observers_) observer->OnExchange(record);
+  }
+
+ private:
+  std::vector<ExchangeObserver*> observers_;
+};
+
 // Worker side: one step this worker answered.
 struct WorkerStepRecord {
   uint32_t epoch = 0;                     // telemetry epoch from the step header

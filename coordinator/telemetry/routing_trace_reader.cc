@@ -11,7 +11,7 @@ namespace moe {
 namespace {
 
 constexpr char kMagic[8] = {'M', 'O', 'E', 'T', 'R', 'A', 'C', 'E'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kOldestVersion = 1, kNewestVersion = 2;
 constexpr size_t kFixedHeader = 64;
 constexpr size_t kRecordPrefix = 32;
 constexpr uint32_t kMaxExperts = 255;    // expert ids are one byte
@@ -52,9 +52,9 @@ absl::StatusOr<RoutingTrace> RoutingTrace::Parse(std::string bytes, const std::s
                  n_experts = Get<uint32_t>(p, 24), top_k = Get<uint32_t>(p, 28),
                  n_workers = Get<uint32_t>(p, 32);
   const double start_time = Get<double>(p, 40);
-  if (version != kVersion) {
-    return bad("routing trace version ", version, " is not supported (this reader reads version ",
-               kVersion, ")");
+  if (version < kOldestVersion || version > kNewestVersion) {
+    return bad("routing trace version ", version, " is not supported (this reader reads versions ",
+               kOldestVersion, " to ", kNewestVersion, ")");
   }
   if (n_layers < 1) return bad("bad header: n_layers is 0");
   if (n_experts < 1 || n_experts > kMaxExperts) {
@@ -64,7 +64,8 @@ absl::StatusOr<RoutingTrace> RoutingTrace::Parse(std::string bytes, const std::s
     return bad("bad header: top_k ", top_k, " is not in 1..n_experts (", n_experts, ")");
   if (n_workers > kMaxWorkers)
     return bad("bad header: n_workers ", n_workers, " is above ", kMaxWorkers);
-  // Version 1 fixes both sizes (64-bit arithmetic: the header's u32 fields cannot overflow it).
+  // The version fixes both sizes (64-bit arithmetic: the header's u32 fields cannot overflow it);
+  // version 2 adds f32[L] of router entropy after the weights.
   const uint64_t cells = uint64_t{n_layers} * n_experts;
   const uint64_t want_header = RoundUp(kFixedHeader + 2 * cells, 8);
   if (header_bytes != want_header) {
@@ -73,7 +74,8 @@ absl::StatusOr<RoutingTrace> RoutingTrace::Parse(std::string bytes, const std::s
   }
   const uint64_t choices = uint64_t{n_layers} * top_k;
   const uint64_t weights_offset = kRecordPrefix + RoundUp(choices, 4);
-  const uint64_t want_record = RoundUp(weights_offset + 4 * choices, 8);
+  const uint64_t entropy_offset = weights_offset + 4 * choices;
+  const uint64_t want_record = RoundUp(entropy_offset + (version >= 2 ? 4 * uint64_t{n_layers} : 0), 8);
   if (record_bytes != want_record) {
     return bad("bad header: record_bytes is ", record_bytes, ", expected ", want_record, " for ",
                n_layers, " layers x top-", top_k);
@@ -85,6 +87,7 @@ absl::StatusOr<RoutingTrace> RoutingTrace::Parse(std::string bytes, const std::s
   }
 
   RoutingTrace t;
+  t.version_ = static_cast<int>(version);
   t.n_layers_ = static_cast<int>(n_layers);
   t.n_experts_ = static_cast<int>(n_experts);
   t.top_k_ = static_cast<int>(top_k);
@@ -93,6 +96,7 @@ absl::StatusOr<RoutingTrace> RoutingTrace::Parse(std::string bytes, const std::s
   t.header_bytes_ = header_bytes;
   t.record_bytes_ = record_bytes;
   t.weights_offset_ = weights_offset;
+  t.entropy_offset_ = entropy_offset;
   const uint64_t body = bytes.size() - header_bytes;
   t.n_records_ = static_cast<int64_t>(body / record_bytes);
   t.dropped_bytes_ = static_cast<int64_t>(body % record_bytes);
@@ -145,6 +149,15 @@ int RoutingTrace::expert(int64_t i, int layer, int choice) const {
 float RoutingTrace::weight(int64_t i, int layer, int choice) const {
   return Get<float>(record(i),
                     weights_offset_ + 4 * (static_cast<size_t>(layer) * top_k_ + choice));
+}
+
+uint8_t RoutingTrace::flags(int64_t i) const {
+  return version_ >= 2 ? Get<uint8_t>(record(i), 28) : 0;  // version 1: a reserved u32, always 0
+}
+
+float RoutingTrace::entropy(int64_t i, int layer) const {
+  if (version_ < 2) return std::nanf("");
+  return Get<float>(record(i), entropy_offset_ + 4 * static_cast<size_t>(layer));
 }
 
 std::vector<std::vector<int64_t>> RoutingTrace::ExpertCounts() const {

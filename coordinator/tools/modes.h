@@ -17,11 +17,14 @@
 
 namespace moe::cli {
 
-// --routing-trace FILE: records every token's routing through `runner` into FILE
-// (docs/routing-trace-format.md). Null when the flag is empty; keep the writer alive while the
-// runner runs (it flushes and closes when destroyed). placement: null in a single process.
-absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> OpenRoutingTrace(ModelRunner* runner,
-                                                                     const ExpertPlacement* placement);
+// --routing-trace FILE: records every token's routing through `runner` into FILE, and the
+// sequences and steps into FILE.events.jsonl (docs/routing-trace-format.md). Null when the flag is
+// empty; keep the writer alive while the runner runs (it flushes and closes when destroyed).
+// placement and exchange_observers (the cluster exchange's, for the steps' per-worker times): null
+// in a single process.
+absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> OpenRoutingTrace(
+    ModelRunner* runner, const ExpertPlacement* placement,
+    ExchangeObservers* exchange_observers = nullptr);
 
 // --prompt, --max-new-tokens, --temperature, --top-p, --top-k, --seed, --tokenizer, --stats.
 // Streams text to stdout.

@@ -1,5 +1,6 @@
 // Fuzz target: a routing trace file (RoutingTrace::Parse, what moe-plan-placement --trace reads).
-// Every field of every record it accepts must be readable, and the counts must add up.
+// Every field of every record it accepts (both versions) must be readable, and the counts must add
+// up.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -22,6 +23,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     trace->position(i);
     trace->token_id(i);
     trace->weight(i, trace->n_layers() - 1, trace->top_k() - 1);
+    trace->entropy(i, trace->n_layers() - 1);  // NaN in version 1
+    if (trace->version() == 1 && trace->flags(i) != 0) std::abort();  // version 1 has no flags
   }
   return 0;
 }

@@ -151,29 +151,41 @@ def seeds_step_messages():
 
 
 def seeds_routing_trace():
-    # docs/routing-trace-format.md, version 1: L=2 layers, E=4 experts, top-2, W=2 workers.
+    # docs/routing-trace-format.md, versions 1 and 2: L=2 layers, E=4 experts, top-2, W=2 workers.
     L, E, k, W = 2, 4, 2, 2
     header_bytes = 64 + ((2 * L * E + 7) // 8) * 8
     weights_at = 32 + ((L * k + 3) // 4) * 4
-    record_bytes = ((weights_at + 4 * L * k + 7) // 8) * 8
-    header = b"MOETRACE" + struct.pack("<8Id16x", 1, header_bytes, record_bytes, L, E, k, W, 0, 1.7e9)
-    header += struct.pack(f"<{L * E}h", *([1, 1, 2, 2] * L))
-    header += b"\0" * (header_bytes - len(header))
+    entropy_at = weights_at + 4 * L * k
 
-    def record(request, time, step, position, token, experts):
-        r = struct.pack("<QdIiiI", request, time, step, position, token, 0)
+    def record_bytes(version):
+        return ((entropy_at + (4 * L if version >= 2 else 0) + 7) // 8) * 8
+
+    def header(version):
+        h = b"MOETRACE" + struct.pack("<8Id16x", version, header_bytes, record_bytes(version), L, E, k, W, 0,
+                                      1.7e9)
+        h += struct.pack(f"<{L * E}h", *([1, 1, 2, 2] * L))
+        return h + b"\0" * (header_bytes - len(h))
+
+    def record(version, request, time, step, position, token, experts, prefill):
+        flags = 1 if prefill and version >= 2 else 0
+        r = struct.pack("<QdIiiBBH", request, time, step, position, token, flags, 0, 0)
         r += bytes(e for layer in experts for e in layer)
         r += b"\0" * (weights_at - len(r))
         r += struct.pack(f"<{L * k}f", *([0.75, 0.25] * L))
-        return r + b"\0" * (record_bytes - len(r))
-    body = b"".join(record(1, 0.01 * i, 1 + i // 2, i, 100 + i, [[i % 4, (i + 1) % 4], [3, 0]]) for i in range(4))
-    put("routing_trace", "two_layers", header + body)
-    put("routing_trace", "header_only", header)
-    put("routing_trace", "partial_record", header + body[:-5])
-    single = bytearray(header)
-    struct.pack_into("<I", single, 32, 0)  # n_workers 0: a single process, placement all 0
-    single[64:64 + 2 * L * E] = b"\0" * (2 * L * E)
-    put("routing_trace", "single_process", bytes(single) + body)
+        if version >= 2:
+            r += struct.pack(f"<{L}f", *([0.9, 1.3][:L]))
+        return r + b"\0" * (record_bytes(version) - len(r))
+
+    for version, suffix in ((1, "_v1"), (2, "")):
+        body = b"".join(record(version, 1, 0.01 * i, 1 + i // 2, i, 100 + i, [[i % 4, (i + 1) % 4], [3, 0]],
+                               prefill=i < 2) for i in range(4))
+        put("routing_trace", "two_layers" + suffix, header(version) + body)
+        put("routing_trace", "header_only" + suffix, header(version))
+        put("routing_trace", "partial_record" + suffix, header(version) + body[:-5])
+        single = bytearray(header(version))
+        struct.pack_into("<I", single, 32, 0)  # n_workers 0: a single process, placement all 0
+        single[64:64 + 2 * L * E] = b"\0" * (2 * L * E)
+        put("routing_trace", "single_process" + suffix, bytes(single) + body)
 
 
 def main():

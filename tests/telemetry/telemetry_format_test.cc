@@ -1,5 +1,5 @@
-// The pieces that format telemetry: imbalance math, Prometheus text, the routing trace file, the
-// worker's load recorder and the load view.
+// The pieces that format telemetry: imbalance math, Prometheus text, the worker's load recorder
+// and the load view (the routing trace has routing_trace_test.cc).
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -9,8 +9,6 @@
 #include "coordinator/telemetry/load_metrics.h"
 #include "coordinator/telemetry/prometheus_text.h"
 #include "coordinator/telemetry/request_metrics.h"
-#include "coordinator/telemetry/routing_trace.h"
-#include "coordinator/telemetry/routing_trace_reader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/load_recorder.h"
@@ -106,127 +104,6 @@ TEST(PrometheusTextTest, LoadMetricsKeepEachFamilyContiguous) {
     const std::string name = line.substr(0, line.find_first_of("{ "));
     EXPECT_TRUE(name == family || name.rfind(family + "_", 0) == 0) << line << " under " << family;
   }
-}
-
-// A trace of 3 layers x 4 experts, top-2, on 2 workers: one step of two tokens (request 42 at
-// position 7 feeding token 1000, request 43 at position 0 feeding token 1), each choosing experts
-// {3, 1} with weights {0.75, 0.25} (row 0) and {0, 2} with {0.5, 0.5} (row 1) on every layer.
-std::string WriteTwoTokenTrace(const std::string& name) {
-  MixtralConfig c;
-  c.num_hidden_layers = 3;
-  c.num_local_experts = 4;
-  c.num_experts_per_tok = 2;
-  const ExpertPlacement placement = *ExpertPlacement::Contiguous(3, 4, 2);
-  const std::string path = ::testing::TempDir() + "/" + name;
-  auto writer = RoutingTraceWriter::Open(path, c, &placement);
-  EXPECT_TRUE(writer.ok()) << writer.status();
-  if (!writer.ok()) return path;
-  Routing r;
-  r.top_k = 2;
-  r.expert = {3, 1, 0, 2};
-  r.weight = {0.75f, 0.25f, 0.5f, 0.5f};
-  (*writer)->OnForward(std::vector<RoutedToken>{{42, 7, 1000}, {43, 0, 1}}, std::vector<Routing>{r, r, r});
-  EXPECT_TRUE((*writer)->Close().ok());
-  return path;
-}
-
-TEST(RoutingTraceTest, WritesTheDocumentedLayout) {
-  const std::string path = WriteTwoTokenTrace("trace.bin");
-
-  std::ifstream in(path, std::ios::binary);
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t header = RoutingTraceWriter::HeaderBytes(3, 4), record = RoutingTraceWriter::RecordBytes(3, 2);
-  EXPECT_EQ(header, 64u + 24u);                  // 2 * 3 * 4 = 24 bytes of placement
-  EXPECT_EQ(record, 32u + 8u + 24u);             // 6 choices padded to 8, 6 floats
-  ASSERT_EQ(bytes.size(), header + 2 * record);
-  EXPECT_EQ(bytes.substr(0, 8), "MOETRACE");
-  auto u32 = [&](size_t at) {
-    uint32_t v;
-    std::memcpy(&v, bytes.data() + at, 4);
-    return v;
-  };
-  EXPECT_EQ(u32(8), 1u);
-  EXPECT_EQ(u32(12), header);
-  EXPECT_EQ(u32(16), record);
-  EXPECT_EQ(u32(32), 2u);
-  int16_t owner;
-  std::memcpy(&owner, bytes.data() + 64 + 2 * (1 * 4 + 3), 2);  // layer 1, expert 3
-  EXPECT_EQ(owner, 2);
-  const char* rec = bytes.data() + header + record;  // the second token
-  uint64_t id;
-  std::memcpy(&id, rec, 8);
-  EXPECT_EQ(id, 43u);
-  EXPECT_EQ(u32(header + record + 16), 1u);  // step 1
-  EXPECT_EQ(static_cast<uint8_t>(rec[32]), 0);  // layer 0, choice 0 of row 1
-  EXPECT_EQ(static_cast<uint8_t>(rec[33]), 2);
-  float w;
-  std::memcpy(&w, rec + 40 + 4 * 5, 4);  // layer 2, choice 1
-  EXPECT_EQ(w, 0.5f);
-}
-
-// The reader (moe-plan-placement --trace) gives back what the writer wrote, and refuses what a
-// writer could not have written, naming the fault.
-TEST(RoutingTraceTest, ReaderReadsWhatTheWriterWrote) {
-  const std::string path = WriteTwoTokenTrace("trace-read.bin");
-
-  absl::StatusOr<RoutingTrace> t = RoutingTrace::Open(path);
-  ASSERT_TRUE(t.ok()) << t.status();
-  EXPECT_EQ(t->n_layers(), 3);
-  EXPECT_EQ(t->n_experts(), 4);
-  EXPECT_EQ(t->top_k(), 2);
-  EXPECT_EQ(t->n_workers(), 2);
-  ASSERT_EQ(t->n_records(), 2);
-  EXPECT_EQ(t->dropped_bytes(), 0);
-  EXPECT_EQ(t->placement(1, 3), 2);
-  EXPECT_EQ(t->request_id(1), 43u);
-  EXPECT_EQ(t->position(0), 7);
-  EXPECT_EQ(t->token_id(0), 1000);
-  EXPECT_EQ(t->step(1), 1u);
-  EXPECT_EQ(t->expert(1, 2, 1), 2);
-  EXPECT_EQ(t->weight(0, 0, 0), 0.75f);
-  // Row 0 chose {3, 1}, row 1 {0, 2}, on every layer.
-  for (const std::vector<int64_t>& layer : t->ExpertCounts()) EXPECT_EQ(layer, (std::vector<int64_t>{1, 1, 1, 1}));
-
-  std::ifstream in(path, std::ios::binary);
-  const std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t header = RoutingTraceWriter::HeaderBytes(3, 4), record = RoutingTraceWriter::RecordBytes(3, 2);
-  auto error = [](std::string bytes) {
-    absl::StatusOr<RoutingTrace> t = RoutingTrace::Parse(std::move(bytes), "t");
-    return t.ok() ? std::string("ok") : std::string(t.status().message());
-  };
-  auto with = [&](size_t at, const void* value, size_t n) {
-    std::string bytes = good;
-    std::memcpy(bytes.data() + at, value, n);
-    return bytes;
-  };
-  const uint32_t big = 0xffffffffu, zero = 0, two = 2;
-  const int16_t rank_three = 3;
-  const uint8_t expert_nine = 9;
-  const double nan = std::nan("");
-  EXPECT_EQ(error(good.substr(0, good.size() - 5)), "ok") << "a partial last record is dropped";
-  EXPECT_EQ(RoutingTrace::Parse(good.substr(0, good.size() - 5), "t")->n_records(), 1);
-  EXPECT_THAT(error(good.substr(0, 63)), HasSubstr("shorter than the 64-byte header"));
-  EXPECT_THAT(error(good.substr(0, header - 1)), HasSubstr("truncated header"));
-  EXPECT_THAT(error("X" + good.substr(1)), HasSubstr("no MOETRACE magic"));
-  EXPECT_THAT(error(with(8, &two, 4)), HasSubstr("version 2 is not supported"));
-  EXPECT_THAT(error(with(20, &zero, 4)), HasSubstr("n_layers is 0"));
-  EXPECT_THAT(error(with(20, &big, 4)), HasSubstr("header_bytes is 88, expected"));
-  EXPECT_THAT(error(with(24, &big, 4)), HasSubstr("n_experts 4294967295 is not in 1..255"));
-  EXPECT_THAT(error(with(28, &big, 4)), HasSubstr("top_k 4294967295"));
-  EXPECT_THAT(error(with(16, &two, 4)), HasSubstr("record_bytes is 2, expected 64"));
-  EXPECT_THAT(error(with(32, &big, 4)), HasSubstr("n_workers 4294967295 is above 32767"));
-  EXPECT_THAT(error(with(40, &nan, 8)), HasSubstr("start time is nan"));
-  EXPECT_THAT(error(with(64 + 2, &rank_three, 2)), HasSubstr("layer 0 expert 1 is on rank 3, outside 1..2"));
-  EXPECT_THAT(error(with(header + record + 33, &expert_nine, 1)), HasSubstr("record 1: expert id 9 out of range"));
-  EXPECT_THAT(error(with(header + 8, &nan, 8)), HasSubstr("record 0: time is not a finite number"));
-  EXPECT_FALSE(RoutingTrace::Open("/nonexistent/trace.bin").ok());
-}
-
-TEST(RoutingTraceTest, UnwritablePathIsAnError) {
-  MixtralConfig c;
-  auto writer = RoutingTraceWriter::Open("/nonexistent-dir/trace.bin", c, nullptr);
-  EXPECT_FALSE(writer.ok());
-  EXPECT_THAT(std::string(writer.status().message()), HasSubstr("/nonexistent-dir/trace.bin"));
 }
 
 TEST(LoadRecorderTest, CountsHostedExpertsAndRestartsOnANewEpoch) {
