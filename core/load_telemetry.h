@@ -131,6 +131,28 @@ struct PlacementInfo {
   Rearrangement last;                             // the latest, done or failed
 };
 
+// One workload label (GenerateRequest.label) since reset. The aggregator tracks a bounded number
+// of labels (LabelLoads::kMaxLabels); requests under later ones are pooled under "(other)".
+struct LabelLoad {
+  std::string label;                   // "" for requests without one; "(other)" past the bound
+  int64_t requests = 0;                // admitted since reset
+  int64_t prompt_tokens = 0;           // of those requests
+  int64_t generated_tokens = 0;        // tokens routed while decoding (sampled ones fed back)
+  std::vector<int64_t> expert_tokens;  // [layers * E] token-choices, index layer * E + expert
+};
+
+// The sliding window (--load-window-s) of the figures that LoadSnapshot gives since reset: the same
+// ring of buckets as LayerLoad::expert_window_tokens, so all window figures cover the same steps.
+struct WindowLoad {
+  int64_t steps = 0;             // forward steps in the window
+  int64_t tokens = 0;            // tokens through the model in the window
+  RoutingLocality locality;      // the pairs of all layers together
+  LoadImbalance worker_imbalance;  // over all layers, as LoadSnapshot::worker_imbalance
+  double straggler_seconds = 0;  // as LoadSnapshot::straggler_seconds
+  double exchange_seconds = 0;
+  int64_t exchanges = 0;
+};
+
 // The coordinator's whole picture at one moment: what GetLoad, WatchLoad, moe-cli load and the
 // Prometheus endpoint show.
 struct LoadSnapshot {
@@ -158,6 +180,8 @@ struct LoadSnapshot {
   double exchange_seconds = 0;  // the coordinator's wall time in exchanges, for scale
   int64_t exchanges = 0;        // one per layer per step
   PlacementInfo placement;      // not reset by ResetLoad
+  std::vector<LabelLoad> labels;  // by first appearance since reset
+  WindowLoad window;
 };
 
 }  // namespace moe

@@ -101,6 +101,27 @@ std::string RenderLoadView(const moe::v1::LoadSnapshot& s, const LoadViewOptions
                         static_cast<long long>(loc.pairs()), Ratio(loc.first_choice_repeat_ratio(), loc.pairs() > 0),
                         100 * loc.chance_first_choice(), Ratio(loc.set_overlap_ratio(), loc.pairs() > 0),
                         100 * loc.chance_set_overlap());
+  if (options.window) {
+    const moe::v1::WindowLoad& w = s.window();
+    absl::StrAppendFormat(&out, "  in the window: %lld steps, %lld tokens, sets overlap %s",
+                          static_cast<long long>(w.steps()), static_cast<long long>(w.tokens()),
+                          Ratio(w.locality().set_overlap_ratio(), w.locality().pairs() > 0));
+    if (s.num_workers() > 0) {
+      absl::StrAppendFormat(&out, ", workers balancedness %.3f, straggler cost %.1f ms of %.1f ms",
+                            w.worker_imbalance().balancedness(), 1e3 * w.straggler_seconds(),
+                            1e3 * w.exchange_seconds());
+    }
+    absl::StrAppend(&out, "\n");
+  }
+  if (s.labels_size() > 0) {
+    // Per workload label (GenerateRequest.label), since reset.
+    absl::StrAppend(&out, "\nlabel                 requests   prompt  generated\n");
+    for (const moe::v1::LabelLoad& l : s.labels()) {
+      absl::StrAppendFormat(&out, "%-20s %9lld %8lld %10lld\n", l.label().empty() ? "(none)" : l.label(),
+                            static_cast<long long>(l.requests()), static_cast<long long>(l.prompt_tokens()),
+                            static_cast<long long>(l.generated_tokens()));
+    }
+  }
   if (s.num_workers() == 0) return out;
 
   // Workers: the coordinator's dispatch count next to what each worker reports, and its times.

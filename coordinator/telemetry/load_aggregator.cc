@@ -10,8 +10,6 @@
 namespace moe {
 namespace {
 
-constexpr int kWindowBuckets = 60;  // the window moves in steps of window / 60
-
 double SteadySeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -26,8 +24,11 @@ LoadAggregatorOptions WithClock(LoadAggregatorOptions options) {
 LoadAggregator::LoadAggregator(LoadAggregatorOptions options)
     : options_(WithClock(std::move(options))),
       n_workers_(options_.placement != nullptr ? options_.placement->n_workers() : 0),
-      bucket_seconds_(std::max(options_.window_seconds, 1e-3) / kWindowBuckets),
-      start_(options_.now_seconds()) {
+      start_(options_.now_seconds()),
+      window_(options_.window_seconds, start_,
+              static_cast<size_t>(options_.n_layers) * options_.n_experts,
+              static_cast<size_t>(options_.n_layers) * (static_cast<size_t>(n_workers_) + 1)),
+      labels_(options_.n_layers, options_.n_experts, options_.top_k) {
   absl::MutexLock lock(&mu_);
   if (options_.placement != nullptr) {
     // Not owned: the caller's start-up placement outlives this aggregator.
@@ -118,12 +119,9 @@ std::vector<std::vector<double>> LoadAggregator::WindowLoads() const {
   const int L = options_.n_layers, E = options_.n_experts;
   std::vector<std::vector<double>> loads(static_cast<size_t>(L), std::vector<double>(static_cast<size_t>(E), 0.0));
   absl::MutexLock lock(&mu_);
-  const int64_t current = static_cast<int64_t>((Now() - start_) / bucket_seconds_);
-  for (int b = 0; b < kWindowBuckets; ++b) {
-    if (window_id_[b] < 0 || window_id_[b] <= current - kWindowBuckets) continue;
-    for (int l = 0; l < L; ++l) {
-      for (int e = 0; e < E; ++e) loads[l][e] += static_cast<double>(window_[b][static_cast<size_t>(l) * E + e]);
-    }
+  const LoadWindow::Bucket window = window_.Sum(Now());
+  for (int l = 0; l < L; ++l) {
+    for (int e = 0; e < E; ++e) loads[l][e] = static_cast<double>(window.expert_tokens[static_cast<size_t>(l) * E + e]);
   }
   return loads;
 }
@@ -136,8 +134,8 @@ void LoadAggregator::ApplyResetLocked() {
   steps_ = tokens_ = 0;
   expert_tokens_.assign(cells, 0);
   worker_tokens_.assign(layers * (static_cast<size_t>(n_workers_) + 1), 0);
-  window_.assign(kWindowBuckets, std::vector<int64_t>(cells, 0));
-  window_id_.assign(kWindowBuckets, -1);
+  window_.Clear();
+  labels_.Reset();
   pairs_.assign(layers, 0);
   repeats_.assign(layers, 0);
   overlaps_.assign(layers, 0);
@@ -170,22 +168,16 @@ void LoadAggregator::OnStepEnd() {
   if (reset_pending_) ApplyResetLocked();
 }
 
-int64_t* LoadAggregator::WindowBucketLocked(double t) {
-  const int64_t id = static_cast<int64_t>((t - start_) / bucket_seconds_);
-  const size_t slot = static_cast<size_t>(id % kWindowBuckets);
-  if (window_id_[slot] != id) {
-    std::fill(window_[slot].begin(), window_[slot].end(), 0);
-    window_id_[slot] = id;
-  }
-  return window_[slot].data();
-}
-
 void LoadAggregator::OnForward(absl::Span<const RoutedToken> tokens, absl::Span<const Routing> routing) {
   const int L = options_.n_layers, E = options_.n_experts, k = options_.top_k;
   absl::MutexLock lock(&mu_);
   ++steps_;
   tokens_ += static_cast<int64_t>(tokens.size());
-  int64_t* window = WindowBucketLocked(Now());
+  LoadWindow::Bucket* bucket = window_.At(Now());
+  ++bucket->steps;
+  bucket->tokens += static_cast<int64_t>(tokens.size());
+  int64_t* window = bucket->expert_tokens.data();
+  labels_.AddStep(tokens, routing);
   for (size_t row = 0; row < tokens.size(); ++row) {
     for (int l = 0; l < L; ++l) {
       const int32_t* chosen = routing[l].expert.data() + row * k;
@@ -209,6 +201,9 @@ void LoadAggregator::OnForward(absl::Span<const RoutedToken> tokens, absl::Span<
         ++pairs_[l];
         repeats_[l] += now[0] == before[0];
         overlaps_[l] += overlap;
+        ++bucket->pairs;
+        bucket->first_choice_repeats += now[0] == before[0];
+        bucket->set_overlaps += overlap;
       }
       std::copy(now, now + k, before);
     }
@@ -221,15 +216,23 @@ void LoadAggregator::OnForward(absl::Span<const RoutedToken> tokens, absl::Span<
     const size_t ranks = static_cast<size_t>(n_workers_) + 1;
     for (int l = 0; l < L; ++l) {
       PlanDispatch(routing[l], n, *placement_, l, /*hidden=*/0, &plan_);
-      for (size_t r = 1; r < ranks; ++r)
+      for (size_t r = 1; r < ranks; ++r) {
         worker_tokens_[static_cast<size_t>(l) * ranks + r] += plan_.rank_load[r];
+        bucket->worker_tokens[static_cast<size_t>(l) * ranks + r] += plan_.rank_load[r];
+      }
     }
   }
+}
+
+void LoadAggregator::OnSequenceStart(uint64_t sequence_id, const SequenceInfo& info) {
+  absl::MutexLock lock(&mu_);
+  labels_.StartSequence(sequence_id, info);
 }
 
 void LoadAggregator::OnSequenceEnd(uint64_t sequence_id) {
   absl::MutexLock lock(&mu_);
   previous_.erase(sequence_id);
+  labels_.EndSequence(sequence_id);
 }
 
 void LoadAggregator::OnExchange(const ExchangeRecord& record) {
@@ -239,11 +242,15 @@ void LoadAggregator::OnExchange(const ExchangeRecord& record) {
     sum += record.worker_compute_seconds[r];
   }
   absl::MutexLock lock(&mu_);
+  LoadWindow::Bucket* bucket = window_.At(Now());
   if (n_workers_ > 0 && record.layer >= 0 && record.layer < options_.n_layers) {
     straggler_[record.layer] += slowest - sum / n_workers_;
+    bucket->straggler_seconds += slowest - sum / n_workers_;
   }
   exchange_seconds_ += record.wall_seconds;
   ++exchanges_;
+  bucket->exchange_seconds += record.wall_seconds;
+  ++bucket->exchanges;
 }
 
 absl::Status LoadAggregator::OnWorkerReport(const WorkerReport& report, uint64_t stream) {
@@ -304,8 +311,8 @@ LoadSnapshot LoadAggregator::Snapshot() const {
   s.steps = steps_;
   s.tokens = tokens_;
 
-  const int64_t current = static_cast<int64_t>((now - start_) / bucket_seconds_);
-  std::vector<std::vector<double>> expert_loads(L), worker_loads(L);
+  const LoadWindow::Bucket window_sum = window_.Sum(now);
+  std::vector<std::vector<double>> expert_loads(L), worker_loads(L), window_worker_loads(L);
   std::vector<int64_t> routed(static_cast<size_t>(W) + 1, 0);
   RoutingLocality& all = s.locality;
   double straggler = 0;
@@ -315,14 +322,10 @@ LoadSnapshot LoadAggregator::Snapshot() const {
     layer.layer = l;
     std::vector<double> window(static_cast<size_t>(E), 0.0);
     worker_loads[l].assign(static_cast<size_t>(W), 0.0);
+    window_worker_loads[l].assign(static_cast<size_t>(W), 0.0);
     for (int e = 0; e < E; ++e) {
       const int64_t n = expert_tokens_[static_cast<size_t>(l) * E + e];
-      int64_t in_window = 0;
-      for (int b = 0; b < kWindowBuckets; ++b) {
-        if (window_id_[b] >= 0 && window_id_[b] > current - kWindowBuckets) {
-          in_window += window_[b][static_cast<size_t>(l) * E + e];
-        }
-      }
+      const int64_t in_window = window_sum.expert_tokens[static_cast<size_t>(l) * E + e];
       layer.expert_tokens.push_back(n);
       layer.expert_window_tokens.push_back(in_window);
       expert_loads[l].push_back(static_cast<double>(n));
@@ -331,6 +334,8 @@ LoadSnapshot LoadAggregator::Snapshot() const {
     for (int r = 1; r <= W; ++r) {
       const int64_t n = worker_tokens_[static_cast<size_t>(l) * (W + 1) + r];
       worker_loads[l][r - 1] = static_cast<double>(n);
+      window_worker_loads[l][r - 1] =
+          static_cast<double>(window_sum.worker_tokens[static_cast<size_t>(l) * (W + 1) + r]);
       routed[r] += n;
     }
     for (double w : worker_loads[l]) layer.worker_tokens.push_back(static_cast<int64_t>(w));
@@ -353,6 +358,18 @@ LoadSnapshot LoadAggregator::Snapshot() const {
   s.straggler_seconds = straggler;
   s.exchange_seconds = exchange_seconds_;
   s.exchanges = exchanges_;
+  WindowLoad& w = s.window;
+  w.steps = window_sum.steps;
+  w.tokens = window_sum.tokens;
+  w.locality.pairs = window_sum.pairs;
+  w.locality.first_choice_repeats = window_sum.first_choice_repeats;
+  w.locality.set_overlaps = window_sum.set_overlaps;
+  FinishLocality(E, k, &w.locality);
+  w.worker_imbalance = ComputeOverallImbalance(window_worker_loads);
+  w.straggler_seconds = window_sum.straggler_seconds;
+  w.exchange_seconds = window_sum.exchange_seconds;
+  w.exchanges = window_sum.exchanges;
+  s.labels = labels_.Snapshot();
 
   const uint32_t epoch = epoch_.load();
   s.workers.resize(static_cast<size_t>(W));

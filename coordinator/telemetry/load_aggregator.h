@@ -1,13 +1,15 @@
 // LoadAggregator: the coordinator's picture of expert load. It merges three sources:
 //  - the routing of every forward step (it is a RoutingObserver): per (layer, expert) token-choices
 //    since reset and over a sliding window, per-worker load as the dispatch plan gave it out
-//    (replicas included: PlanDispatch replayed on the same routing), temporal locality;
+//    (replicas included: PlanDispatch replayed on the same routing), temporal locality, and all of
+//    it per workload label (the sequences' starts say which request has which);
 //  - every exchange (an ExchangeObserver): the straggler cost, from each worker's compute time;
 //  - the workers' own reports, arriving over gRPC (OnWorkerReport).
 // Snapshot() turns them into the LoadSnapshot (core/load_telemetry.h) that GetLoad, WatchLoad,
 // moe-cli load and the Prometheus endpoint all show; the gRPC service converts it to protobuf.
 //
-// Threads: OnStepBegin/OnForward/OnStepEnd/OnExchange/OnSequenceEnd come from the engine thread;
+// Threads: OnStepBegin/OnForward/OnStepEnd/OnExchange/OnSequenceStart/OnSequenceEnd come from the
+// engine thread;
 // OnWorkerReport, Snapshot and Reset from gRPC threads. One mutex, held for O(tokens x layers)
 // counting per step; the engine never waits on I/O here.
 #pragma once
@@ -24,6 +26,8 @@
 #include "absl/synchronization/mutex.h"
 #include "coordinator/moe_routing.h"
 #include "coordinator/routing_observer.h"
+#include "coordinator/telemetry/label_loads.h"
+#include "coordinator/telemetry/load_window.h"
 #include "core/exchange_telemetry.h"
 #include "core/expert_placement.h"
 #include "core/load_telemetry.h"
@@ -49,6 +53,7 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver, public P
   void OnStepBegin() override;
   void OnForward(absl::Span<const RoutedToken> tokens, absl::Span<const Routing> routing) override;
   void OnStepEnd() override;
+  void OnSequenceStart(uint64_t sequence_id, const SequenceInfo& info) override;
   void OnSequenceEnd(uint64_t sequence_id) override;
   void OnExchange(const ExchangeRecord& record) override;
 
@@ -110,14 +115,11 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver, public P
   };
 
   void ApplyResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The window's bucket for time t, cleared if it last held an older bucket.
-  int64_t* WindowBucketLocked(double t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   double Now() const { return options_.now_seconds(); }
   bool AliveLocked(const WorkerState& w, double now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const LoadAggregatorOptions options_;
   const int n_workers_;
-  const double bucket_seconds_;
   const double start_;
   std::atomic<uint32_t> epoch_{1};
 
@@ -130,9 +132,8 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver, public P
   std::vector<int64_t> expert_tokens_ ABSL_GUARDED_BY(mu_);  // [layers * E]
   std::vector<int64_t> worker_tokens_ ABSL_GUARDED_BY(mu_);  // [layers * (W + 1)] rows per rank
   DispatchPlan plan_ ABSL_GUARDED_BY(mu_);  // reused: the replayed plan of one layer
-  // Sliding window: a ring of buckets, each [layers * E], stamped with the bucket number it holds.
-  std::vector<std::vector<int64_t>> window_ ABSL_GUARDED_BY(mu_);
-  std::vector<int64_t> window_id_ ABSL_GUARDED_BY(mu_);
+  LoadWindow window_ ABSL_GUARDED_BY(mu_);  // everything below, over the sliding window
+  LabelLoads labels_ ABSL_GUARDED_BY(mu_);
   // Locality per layer: pairs, first-choice repeats, set overlaps.
   std::vector<int64_t> pairs_ ABSL_GUARDED_BY(mu_);     // [layers]
   std::vector<int64_t> repeats_ ABSL_GUARDED_BY(mu_);   // [layers]

@@ -53,7 +53,10 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
     if (s.num_workers > 0) ImbalanceSamples(l.worker_imbalance, "workers", layer, &balancedness, &ratio, &cv);
   }
   ImbalanceSamples(s.expert_imbalance, "experts", "all", &balancedness, &ratio, &cv);
-  if (s.num_workers > 0) ImbalanceSamples(s.worker_imbalance, "workers", "all", &balancedness, &ratio, &cv);
+  if (s.num_workers > 0) {
+    ImbalanceSamples(s.worker_imbalance, "workers", "all", &balancedness, &ratio, &cv);
+    ImbalanceSamples(s.window.worker_imbalance, "workers_window", "all", &balancedness, &ratio, &cv);
+  }
   out->Append(balancedness);
   out->Append(ratio);
   out->Append(cv);
@@ -75,6 +78,35 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
   out->Sample("moe_locality_chance_ratio", {{"kind", "first_choice"}}, s.locality.chance_first_choice);
   out->Sample("moe_locality_chance_ratio", {{"kind", "set_overlap"}}, s.locality.chance_set_overlap);
 
+  // The sliding window (--load-window-s): the same buckets as moe_expert_window_tokens.
+  out->Family("moe_window_steps", "gauge", "Forward steps in the sliding window (--load-window-s).");
+  out->Sample("moe_window_steps", static_cast<double>(s.window.steps));
+  out->Family("moe_window_tokens", "gauge", "Tokens through the model in the sliding window.");
+  out->Sample("moe_window_tokens", static_cast<double>(s.window.tokens));
+  out->Family("moe_window_locality_ratio", "gauge",
+              "moe_locality_ratio{layer=\"all\"} over the sliding window.");
+  out->Sample("moe_window_locality_ratio", {{"kind", "first_choice"}}, s.window.locality.first_choice_repeat_ratio);
+  out->Sample("moe_window_locality_ratio", {{"kind", "set_overlap"}}, s.window.locality.set_overlap_ratio);
+
+  // Per workload label (GenerateRequest.label; "" for none, "(other)" past the server's bound).
+  struct LabelFamily {
+    const char* name;
+    const char* help;
+    int64_t LabelLoad::*value;
+  };
+  const LabelFamily label_families[] = {
+      {"moe_label_requests_total", "Requests admitted since the last load reset, by workload label.",
+       &LabelLoad::requests},
+      {"moe_label_prompt_tokens_total", "Prompt tokens of those requests, by workload label.",
+       &LabelLoad::prompt_tokens},
+      {"moe_label_generated_tokens_total", "Tokens routed while decoding, by workload label.",
+       &LabelLoad::generated_tokens},
+  };
+  for (const LabelFamily& f : label_families) {
+    out->Family(f.name, "counter", f.help);
+    for (const LabelLoad& l : s.labels) out->Sample(f.name, {{"label", l.label}}, static_cast<double>(l.*f.value));
+  }
+
   if (s.num_workers == 0) return;
   out->Family("moe_straggler_seconds_total", "counter",
               "Per exchange, the slowest worker's expert time minus the mean over workers, summed.");
@@ -85,6 +117,12 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
   out->Sample("moe_exchange_seconds_total", s.exchange_seconds);
   out->Family("moe_exchanges_total", "counter", "Expert exchanges (one per layer per step).");
   out->Sample("moe_exchanges_total", static_cast<double>(s.exchanges));
+  out->Family("moe_window_straggler_seconds", "gauge", "moe_straggler_seconds_total over the sliding window, all layers.");
+  out->Sample("moe_window_straggler_seconds", s.window.straggler_seconds);
+  out->Family("moe_window_exchange_seconds", "gauge", "moe_exchange_seconds_total over the sliding window.");
+  out->Sample("moe_window_exchange_seconds", s.window.exchange_seconds);
+  out->Family("moe_window_exchanges", "gauge", "Expert exchanges in the sliding window.");
+  out->Sample("moe_window_exchanges", static_cast<double>(s.window.exchanges));
 
   struct WorkerFamily {
     const char* name;

@@ -71,6 +71,24 @@ void PlacementInfoToProto(const PlacementInfo& in, moe::v1::PlacementInfo* out) 
   if (in.has_last) RearrangementToProto(in.last, out->mutable_last());
 }
 
+void LabelLoadToProto(const LabelLoad& in, moe::v1::LabelLoad* out) {
+  out->set_label(in.label);
+  out->set_requests(in.requests);
+  out->set_prompt_tokens(in.prompt_tokens);
+  out->set_generated_tokens(in.generated_tokens);
+  out->mutable_expert_tokens()->Add(in.expert_tokens.begin(), in.expert_tokens.end());
+}
+
+void WindowLoadToProto(const WindowLoad& in, moe::v1::WindowLoad* out) {
+  out->set_steps(in.steps);
+  out->set_tokens(in.tokens);
+  LocalityToProto(in.locality, out->mutable_locality());
+  ImbalanceToProto(in.worker_imbalance, out->mutable_worker_imbalance());
+  out->set_straggler_seconds(in.straggler_seconds);
+  out->set_exchange_seconds(in.exchange_seconds);
+  out->set_exchanges(in.exchanges);
+}
+
 }  // namespace
 
 void SlotsToProto(const std::vector<ExpertSlot>& slots, moe::v1::LayerSlots* out) {
@@ -117,6 +135,8 @@ moe::v1::LoadSnapshot LoadSnapshotToProto(const LoadSnapshot& in) {
   out.set_exchange_seconds(in.exchange_seconds);
   out.set_exchanges(in.exchanges);
   PlacementInfoToProto(in.placement, out.mutable_placement());
+  for (const LabelLoad& l : in.labels) LabelLoadToProto(l, out.add_labels());
+  WindowLoadToProto(in.window, out.mutable_window());
   return out;
 }
 

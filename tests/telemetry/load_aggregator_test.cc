@@ -3,8 +3,10 @@
 #include "coordinator/telemetry/load_aggregator.h"
 
 #include <cmath>
+#include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/coordinator/routing_choices.h"
 
@@ -313,6 +315,147 @@ TEST(LoadAggregatorTest, ResetZeroesAtOnceWhenIdleAndAfterTheRunningStep) {
   f.agg->OnStepEnd();
   EXPECT_EQ(f.agg->epoch()->load(), 3u);
   EXPECT_EQ(f.agg->Snapshot().steps, 0);
+}
+
+// The window's figures beside the expert counts: steps, tokens, locality, worker imbalance and
+// the exchanges' costs, all dropping out together once their bucket leaves the window.
+TEST(LoadAggregatorTest, WindowFiguresDropOldData) {
+  Fixture f;
+  const std::vector<double> slow = {0, 0.010, 0.004};  // straggler 3 ms a layer
+  const std::vector<int64_t> rows = {0, 2, 2};
+  // t = 0: sequence 1 at positions 0 and 1 ({0,1} then {0,2} on layer 0, {3,2} twice on layer 1:
+  // 2 pairs, 2 first-choice repeats, 2 overlaps); two exchanges.
+  f.agg->OnStepBegin();
+  f.agg->OnExchange(ExchangeRecord{0, 0.020, slow, rows});
+  f.agg->OnExchange(ExchangeRecord{1, 0.020, slow, rows});
+  f.agg->OnForward(std::vector<RoutedToken>{{1, 0, 1}, {1, 1, 1}},
+                   std::vector<Routing>{Choices({{0, 1}, {0, 2}}), Choices({{3, 2}, {3, 2}})});
+  f.agg->OnStepEnd();
+  f.now = 30;  // position 2 ({3,1} and {3,2}: layer 1 repeats and overlaps; layer 0 neither): one exchange
+  f.agg->OnStepBegin();
+  f.agg->OnExchange(ExchangeRecord{0, 0.050, slow, rows});
+  f.agg->OnForward(std::vector<RoutedToken>{{1, 2, 1}},
+                   std::vector<Routing>{Choices({{3, 1}}), Choices({{3, 2}})});
+  f.agg->OnStepEnd();
+
+  LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.window.steps, 2);
+  EXPECT_EQ(s.window.tokens, 3);
+  EXPECT_EQ(s.window.exchanges, 3);
+  EXPECT_NEAR(s.window.exchange_seconds, 0.090, 1e-12);
+  EXPECT_NEAR(s.window.straggler_seconds, 0.009, 1e-12);
+  EXPECT_EQ(s.window.locality.pairs, 4);
+  EXPECT_EQ(s.window.locality.first_choice_repeats, 3);
+  EXPECT_EQ(s.window.locality.set_overlaps, 3);
+  EXPECT_DOUBLE_EQ(s.window.locality.set_overlap_ratio, 0.75);
+  // Workers (rank 1: e0-1, rank 2: e2-3): layer 0 {4, 2}, layer 1 {0, 6} -> means 3 + 3, maxima
+  // 4 + 6: balancedness 0.6.
+  EXPECT_DOUBLE_EQ(s.window.worker_imbalance.balancedness, 0.6);
+  EXPECT_DOUBLE_EQ(s.window.worker_imbalance.balancedness, s.worker_imbalance.balancedness);
+
+  f.now = 75;  // the first step is more than 60 s old, the second is not
+  s = f.agg->Snapshot();
+  EXPECT_EQ(s.window.steps, 1);
+  EXPECT_EQ(s.window.tokens, 1);
+  EXPECT_EQ(s.window.exchanges, 1);
+  EXPECT_NEAR(s.window.exchange_seconds, 0.050, 1e-12);
+  EXPECT_NEAR(s.window.straggler_seconds, 0.003, 1e-12);
+  EXPECT_EQ(s.window.locality.pairs, 2);
+  EXPECT_EQ(s.window.locality.first_choice_repeats, 1);
+  // Layer 0 {3,1}: ranks {1, 1}; layer 1 {3,2}: {0, 2} -> means 1 + 1, maxima 1 + 2.
+  EXPECT_DOUBLE_EQ(s.window.worker_imbalance.balancedness, 2.0 / 3.0);
+  EXPECT_EQ(s.steps, 2);  // totals keep everything
+  EXPECT_EQ(s.exchanges, 3);
+
+  f.now = 200;
+  s = f.agg->Snapshot();
+  EXPECT_EQ(s.window.steps, 0);
+  EXPECT_EQ(s.window.tokens, 0);
+  EXPECT_EQ(s.window.exchanges, 0);
+  EXPECT_EQ(s.window.straggler_seconds, 0);
+  EXPECT_EQ(s.window.locality.pairs, 0);
+  EXPECT_EQ(s.window.worker_imbalance.balancedness, 1.0);  // nothing routed: balanced
+  EXPECT_NEAR(s.window.locality.chance_set_overlap, 1.0 - 1.0 / 6.0, 1e-12);
+
+  // A reset empties the window at once.
+  f.Step({{2, 0, 1}}, {Choices({{0, 1}}), Choices({{0, 1}})});
+  EXPECT_EQ(f.agg->Snapshot().window.steps, 1);
+  f.agg->Reset();
+  EXPECT_EQ(f.agg->Snapshot().window.steps, 0);
+}
+
+SequenceInfo Info(const std::string& label, int prompt, int max_tokens) {
+  SequenceInfo info;
+  info.label = label;
+  info.prompt_tokens = prompt;
+  info.max_tokens = max_tokens;
+  return info;
+}
+
+TEST(LoadAggregatorTest, CountsPerLabel) {
+  Fixture f;
+  f.agg->OnSequenceStart(1, Info("chat", 3, 8));
+  f.agg->OnSequenceStart(2, Info("", 1, 4));
+  // Prefill: chat's 3 prompt tokens and the other's 1; then one decode token each. A row of a
+  // sequence nobody started (a tool's) counts under "" without a request.
+  f.Step({{1, 0, 5, true}, {1, 1, 6, true}, {1, 2, 7, true}, {2, 0, 5, true}},
+         {Choices({{0, 1}, {0, 1}, {0, 2}, {3, 2}}), Choices({{3, 2}, {3, 2}, {3, 2}, {0, 1}})});
+  f.Step({{1, 3, 8, false}, {2, 1, 9, false}, {9, 0, 1, false}},
+         {Choices({{1, 0}, {2, 3}, {0, 1}}), Choices({{2, 3}, {1, 0}, {0, 1}})});
+  const LoadSnapshot s = f.agg->Snapshot();
+  ASSERT_EQ(s.labels.size(), 2u);
+  const LabelLoad& chat = s.labels[0];
+  EXPECT_EQ(chat.label, "chat");
+  EXPECT_EQ(chat.requests, 1);
+  EXPECT_EQ(chat.prompt_tokens, 3);
+  EXPECT_EQ(chat.generated_tokens, 1);
+  // [layer * 4 + expert]: layer 0 {0,1} {0,1} {0,2} {1,0} -> e0 4, e1 3, e2 1; layer 1 {3,2} x3,
+  // {2,3} -> e2 4, e3 4.
+  EXPECT_EQ(chat.expert_tokens, (std::vector<int64_t>{4, 3, 1, 0, 0, 0, 4, 4}));
+  const LabelLoad& none = s.labels[1];
+  EXPECT_EQ(none.label, "");
+  EXPECT_EQ(none.requests, 1);
+  EXPECT_EQ(none.prompt_tokens, 1);
+  EXPECT_EQ(none.generated_tokens, 2);  // sequence 2's decode token and the unknown sequence's
+  // Sequences 2 and 9: layer 0 {3,2} {2,3} {0,1}; layer 1 {0,1} {1,0} {0,1}.
+  EXPECT_EQ(none.expert_tokens, (std::vector<int64_t>{1, 1, 2, 2, 3, 3, 0, 0}));
+  // Every token-choice is under exactly one label.
+  int64_t sum = 0;
+  for (const LabelLoad& l : s.labels) {
+    for (int64_t c : l.expert_tokens) sum += c;
+  }
+  EXPECT_EQ(sum, s.tokens * 2 * 2);  // tokens x layers x top-k
+}
+
+// A client can send any number of distinct labels: past the bound they pool under "(other)",
+// and a reset keeps only the labels of sequences still running.
+TEST(LoadAggregatorTest, LabelsAreBounded) {
+  Fixture f;
+  const int n = LabelLoads::kMaxLabels + 6;
+  for (int i = 0; i < n; ++i) f.agg->OnSequenceStart(100 + i, Info(absl::StrCat("l", i), 2, 1));
+  f.agg->OnSequenceStart(1000, Info("l0", 2, 1));  // a known label stays itself when full
+  LoadSnapshot s = f.agg->Snapshot();
+  ASSERT_EQ(s.labels.size(), static_cast<size_t>(LabelLoads::kMaxLabels) + 1);
+  EXPECT_EQ(s.labels[0].label, "l0");
+  EXPECT_EQ(s.labels[0].requests, 2);
+  EXPECT_EQ(s.labels.back().label, "(other)");
+  EXPECT_EQ(s.labels.back().requests, 6);
+  EXPECT_EQ(s.labels.back().prompt_tokens, 12);
+  // A row of a sequence pooled under "(other)" counts there.
+  f.Step({{100 + n - 1, 2, 1, false}}, {Choices({{0, 1}}), Choices({{0, 1}})});
+  EXPECT_EQ(f.agg->Snapshot().labels.back().generated_tokens, 1);
+
+  for (int i = 0; i < n; ++i) {
+    if (i != 5) f.agg->OnSequenceEnd(100 + i);
+  }
+  f.agg->Reset();
+  s = f.agg->Snapshot();
+  ASSERT_EQ(s.labels.size(), 2u);  // l0 (sequence 1000) and l5, in their old order, zeroed
+  EXPECT_EQ(s.labels[0].label, "l0");
+  EXPECT_EQ(s.labels[1].label, "l5");
+  EXPECT_EQ(s.labels[1].requests, 0);
+  f.Step({{105, 2, 1, false}}, {Choices({{0, 1}}), Choices({{0, 1}})});
+  EXPECT_EQ(f.agg->Snapshot().labels[1].generated_tokens, 1);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@ namespace moe {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST(ImbalanceTest, KnownValues) {
   const std::vector<double> x = {4, 2, 2, 0};  // mean 2, max 4, std sqrt(2)
@@ -84,9 +85,21 @@ TEST(PrometheusTextTest, LoadMetricsKeepEachFamilyContiguous) {
   }
   s.workers.emplace_back().rank = 1;
   s.workers.emplace_back().rank = 2;
+  s.labels.push_back(LabelLoad{"chat", 3, 30, 12, {}});
+  s.labels.push_back(LabelLoad{"", 1, 5, 2, {}});
+  s.window.steps = 4;
+  s.window.straggler_seconds = 0.5;
+  s.window.locality.set_overlap_ratio = 0.25;
   PrometheusText t;
   RenderLoadMetrics(s, &t);
   EXPECT_THAT(t.text(), HasSubstr("moe_expert_tokens_total{layer=\"1\",expert=\"2\"} 12\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_label_requests_total{label=\"chat\"} 3\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_label_prompt_tokens_total{label=\"chat\"} 30\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_label_generated_tokens_total{label=\"\"} 2\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_window_steps 4\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_window_straggler_seconds 0.5\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_window_locality_ratio{kind=\"set_overlap\"} 0.25\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_balancedness{scope=\"workers_window\",layer=\"all\"}"));
   EXPECT_THAT(t.text(), HasSubstr("moe_balancedness{scope=\"workers\",layer=\"all\"}"));
   EXPECT_THAT(t.text(), HasSubstr("moe_worker_up{worker=\"2\"} 0\n"));
   // The exposition format wants all samples of a family together, after its TYPE line.
@@ -145,9 +158,21 @@ TEST(LoadViewTest, ShowsSharesWorkersAndLostWorkers) {
   w->set_rank(1);
   w->set_seconds_since_report(9);
   w->set_alive(false);
+  moe::v1::LabelLoad* label = s.add_labels();
+  label->set_label("chat");
+  label->set_requests(3);
+  label->set_generated_tokens(12);
+  s.add_labels()->set_requests(1);
+  s.mutable_window()->set_steps(7);
+  s.mutable_window()->set_straggler_seconds(0.002);
   const std::string view = RenderLoadView(s, {});
   EXPECT_THAT(view, HasSubstr(" 75.0%  25.0%"));
   EXPECT_THAT(view, HasSubstr("LOST 9 s"));
+  EXPECT_THAT(view, HasSubstr("chat                         3        0         12\n"));
+  EXPECT_THAT(view, HasSubstr("(none)                       1"));
+  EXPECT_THAT(view, Not(HasSubstr("in the window")));
+  EXPECT_THAT(RenderLoadView(s, LoadViewOptions{true}), HasSubstr("in the window: 7 steps, 0 tokens, sets overlap      -, "
+                                                                  "workers balancedness 0.000, straggler cost 2.0 ms"));
 }
 
 TEST(LoadViewTest, ShowsThePlacementWithReplicasAndTheLastReplacement) {

@@ -233,6 +233,23 @@ LoadSnapshot SomeSnapshot(Counter* c) {
   r.load_seconds = c->Seconds();
   r.switch_seconds = c->Seconds();
   r.total_seconds = c->Seconds();
+  for (int i = 0; i < 2; ++i) {
+    LabelLoad label;
+    label.label = "label-" + std::to_string(c->Int());
+    label.requests = c->Int();
+    label.prompt_tokens = c->Int();
+    label.generated_tokens = c->Int();
+    label.expert_tokens = {c->Int(), c->Int(), c->Int()};
+    s.labels.push_back(label);
+  }
+  WindowLoad& w = s.window;
+  w.steps = c->Int();
+  w.tokens = c->Int();
+  w.locality = SomeLocality(c);
+  w.worker_imbalance = SomeImbalance(c);
+  w.straggler_seconds = c->Seconds();
+  w.exchange_seconds = c->Seconds();
+  w.exchanges = c->Int();
   return s;
 }
 
@@ -346,6 +363,24 @@ TEST(TelemetryProtoTest, SnapshotCarriesEveryFieldUnderItsName) {
   EXPECT_EQ(a.last.load_seconds, r.load_seconds());
   EXPECT_EQ(a.last.switch_seconds, r.switch_seconds());
   EXPECT_EQ(a.last.total_seconds, r.total_seconds());
+  ASSERT_EQ(s.labels.size(), static_cast<size_t>(p.labels_size()));
+  for (size_t i = 0; i < s.labels.size(); ++i) {
+    const LabelLoad& x = s.labels[i];
+    const moe::v1::LabelLoad& y = p.labels(static_cast<int>(i));
+    EXPECT_EQ(x.label, y.label());
+    EXPECT_EQ(x.requests, y.requests());
+    EXPECT_EQ(x.prompt_tokens, y.prompt_tokens());
+    EXPECT_EQ(x.generated_tokens, y.generated_tokens());
+    EXPECT_EQ(x.expert_tokens, std::vector<int64_t>(y.expert_tokens().begin(), y.expert_tokens().end()));
+  }
+  const WindowLoad& w = s.window;
+  EXPECT_EQ(w.steps, p.window().steps());
+  EXPECT_EQ(w.tokens, p.window().tokens());
+  ExpectSameLocality(w.locality, p.window().locality());
+  ExpectSameImbalance(w.worker_imbalance, p.window().worker_imbalance());
+  EXPECT_EQ(w.straggler_seconds, p.window().straggler_seconds());
+  EXPECT_EQ(w.exchange_seconds, p.window().exchange_seconds());
+  EXPECT_EQ(w.exchanges, p.window().exchanges());
 }
 
 }  // namespace
