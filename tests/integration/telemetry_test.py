@@ -11,6 +11,9 @@
 - WatchLoad streams snapshots; moe-cli load shows the table.
 - Debian's prometheus server scrapes /metrics on loopback and its HTTP API returns the expected
   series and values.
+- A labelled request: its response's request id is its request_id in the trace (records with
+  prefill flags and router entropies, events with its label); GetLoad counts it under its label
+  and shows the window figures; moe-cli prints the id; a bad label is INVALID_ARGUMENT.
 - ResetLoad zeroes everything, workers included; counting resumes with the next request.
 - With replicated experts (a second cluster), the workers' counts still equal the coordinator's.
 
@@ -33,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(SRC, "scripts"))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
+from moe.v1 import inference_pb2 as pb  # noqa: E402
 from moe.v1 import telemetry_pb2 as tpb  # noqa: E402
 from moe.v1 import telemetry_pb2_grpc as tpbg  # noqa: E402
 from harness import Harness, generate  # noqa: E402
@@ -253,6 +257,7 @@ def main():
         check(view, "moe-cli load --once shows the layers and every worker")
 
         check_prometheus(int(open(metrics_port_file).read()), s, len(SEQUENTIAL) + len(CONCURRENT))
+        labelled(c, telemetry)
 
         # Reset: zeros everywhere, then counting resumes with the next request, workers included.
         epoch = telemetry.ResetLoad(tpb.ResetLoadRequest()).epoch
@@ -268,6 +273,63 @@ def main():
     finally:
         rc = c.stop()
     check(rc == 0, "SIGTERM: the cluster exits 0")
+
+
+def labelled(c, telemetry):
+    """A labelled request: every message carries its id, which is the request_id of its records in
+    the trace (prompt rows flagged prefill, router entropies present) and of its events (label,
+    sizes, end); GetLoad counts it under its label. moe-cli prints the id; a bad label is refused."""
+    prompt = "A labelled request about the sea"
+    req = pb.GenerateRequest(text=prompt.encode(), label="study:a-1", sampling=pb.SamplingParams(max_tokens=6))
+    messages = list(c.stub.Generate(req))
+    ids = {m.request_id for m in messages}
+    check(len(ids) == 1 and min(ids) > len(SEQUENTIAL) + len(CONCURRENT),
+          f"every message of a stream carries the same request id ({sorted(ids)})")
+    rid, usage = ids.pop(), messages[-1].usage
+    fed = usage.prompt_tokens + usage.generated_tokens - 1  # the last token is not fed back
+    trace = routing_trace.load(TRACE)
+    rows = trace.records[trace.records["request_id"] == rid]
+    prefill = (rows["flags"] & routing_trace.PREFILL_FLAG) != 0
+    check(trace.version == 2 and len(rows) == fed and int(prefill.sum()) == usage.prompt_tokens
+          and rows["position"][prefill].tolist() == list(range(usage.prompt_tokens))
+          and not prefill[rows["position"] >= usage.prompt_tokens].any(),
+          f"the trace's records of request {rid}: {len(rows)} rows ({int(prefill.sum())} prefill), "
+          f"expected {fed} ({usage.prompt_tokens} prompt)")
+    entropy = rows["entropy"]
+    check(np.isfinite(entropy).all() and (entropy >= 0).all() and (entropy <= np.log(EXPERTS) + 1e-5).all(),
+          f"router entropies in [0, ln E] (mean {float(entropy.mean()):.3f} nats)")
+    events = routing_trace.load_events(TRACE)
+    seq = events["sequences"].get(rid, {})
+    check(seq.get("label") == "study:a-1" and seq.get("prompt_tokens") == usage.prompt_tokens
+          and seq.get("max_tokens") == 6 and seq.get("end_time") is not None
+          and seq["time"] <= rows["time"].min() <= rows["time"].max() <= seq["end_time"],
+          f"the events file names request {rid}, its label, sizes, arrival and end: {seq}")
+    steps = events["steps"]
+    check(not events["missing"] and len(steps) == len(np.unique(trace.records["step"]))
+          and sum(st["rows"] for st in steps) == len(trace.records)
+          and all(len(st["worker_compute_seconds"]) == len(st["worker_rows"]) == WORKERS for st in steps)
+          and sum(sum(st["worker_rows"]) for st in steps) == len(trace.records) * LAYERS * TOP_K
+          and all(st["exchange_seconds"] > 0 and st["straggler_seconds"] >= 0 for st in steps),
+          f"one step event per step ({len(steps)}), rows and worker rows adding up to the trace's")
+    s = telemetry.GetLoad(tpb.GetLoadRequest())
+    mine = [l for l in s.labels if l.label == "study:a-1"]
+    check(len(mine) == 1 and mine[0].requests == 1 and mine[0].prompt_tokens == usage.prompt_tokens
+          and mine[0].generated_tokens == usage.generated_tokens - 1
+          and sum(mine[0].expert_tokens) == fed * LAYERS * TOP_K
+          and any(l.label == "" and l.requests >= len(SEQUENTIAL) + len(CONCURRENT) for l in s.labels),
+          f"GetLoad counts the request under its label: {[(l.label, l.requests) for l in s.labels]}")
+    # A step's exchanges and its routing may fall on either side of a bucket's edge: one step's worth.
+    check(s.window.steps > 0 and s.window.tokens > 0 and abs(s.window.exchanges - s.window.steps * LAYERS) <= LAYERS,
+          f"GetLoad's window: {s.window.steps} steps, {s.window.tokens} tokens, {s.window.exchanges} exchanges")
+    p = subprocess.run([os.path.join(BIN, "moe-cli"), "generate", "--server", f"127.0.0.1:{c.port}", "--prompt",
+                        "Hi", "--max-tokens", "2", "--label", "cli"], capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0 and f"request {rid + 1}," in p.stderr, f"moe-cli generate --label prints the id: {p.stderr.strip()}")
+    try:
+        list(c.stub.Generate(pb.GenerateRequest(text=b"x", label="no spaces", sampling=pb.SamplingParams(max_tokens=1))))
+        check(False, "a bad label: no error")
+    except grpc.RpcError as e:
+        check(e.code() == grpc.StatusCode.INVALID_ARGUMENT and "label" in e.details(),
+              f"a bad label: {e.code().name}: {e.details()}")
 
 
 def replicas():
