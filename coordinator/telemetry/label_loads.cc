@@ -8,7 +8,8 @@ LabelLoads::LabelLoads(int n_layers, int n_experts, int top_k)
 int LabelLoads::IndexOf(const std::string& label) {
   if (auto it = index_.find(label); it != index_.end()) return it->second;
   // The bound counts real labels only; "(other)" is one more entry beyond it.
-  const bool full = static_cast<int>(index_.size()) - static_cast<int>(index_.count(kOther)) >= kMaxLabels;
+  const bool full =
+      static_cast<int>(index_.size()) - static_cast<int>(index_.count(kOther)) >= kMaxLabels;
   const std::string& name = full ? std::string(kOther) : label;
   if (full) {
     if (auto it = index_.find(name); it != index_.end()) return it->second;

@@ -39,9 +39,9 @@ class LabelLoads {
   int IndexOf(const std::string& label);  // adds it, or "(other)" when full
 
   const int n_layers_, n_experts_, top_k_;
-  std::vector<LabelLoad> labels_;                  // by first appearance
-  absl::flat_hash_map<std::string, int> index_;    // label -> labels_ index
-  absl::flat_hash_map<uint64_t, int> sequences_;   // running sequence -> labels_ index
+  std::vector<LabelLoad> labels_;                 // by first appearance
+  absl::flat_hash_map<std::string, int> index_;   // label -> labels_ index
+  absl::flat_hash_map<uint64_t, int> sequences_;  // running sequence -> labels_ index
 };
 
 }  // namespace moe

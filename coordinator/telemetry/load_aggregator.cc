@@ -121,7 +121,9 @@ std::vector<std::vector<double>> LoadAggregator::WindowLoads() const {
   absl::MutexLock lock(&mu_);
   const LoadWindow::Bucket window = window_.Sum(Now());
   for (int l = 0; l < L; ++l) {
-    for (int e = 0; e < E; ++e) loads[l][e] = static_cast<double>(window.expert_tokens[static_cast<size_t>(l) * E + e]);
+    for (int e = 0; e < E; ++e) {
+      loads[l][e] = static_cast<double>(window.expert_tokens[static_cast<size_t>(l) * E + e]);
+    }
   }
   return loads;
 }

@@ -85,8 +85,9 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
   out->Sample("moe_window_tokens", static_cast<double>(s.window.tokens));
   out->Family("moe_window_locality_ratio", "gauge",
               "moe_locality_ratio{layer=\"all\"} over the sliding window.");
-  out->Sample("moe_window_locality_ratio", {{"kind", "first_choice"}}, s.window.locality.first_choice_repeat_ratio);
-  out->Sample("moe_window_locality_ratio", {{"kind", "set_overlap"}}, s.window.locality.set_overlap_ratio);
+  const RoutingLocality& window_locality = s.window.locality;
+  out->Sample("moe_window_locality_ratio", {{"kind", "first_choice"}}, window_locality.first_choice_repeat_ratio);
+  out->Sample("moe_window_locality_ratio", {{"kind", "set_overlap"}}, window_locality.set_overlap_ratio);
 
   // Per workload label (GenerateRequest.label; "" for none, "(other)" past the server's bound).
   struct LabelFamily {
@@ -104,7 +105,9 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
   };
   for (const LabelFamily& f : label_families) {
     out->Family(f.name, "counter", f.help);
-    for (const LabelLoad& l : s.labels) out->Sample(f.name, {{"label", l.label}}, static_cast<double>(l.*f.value));
+    for (const LabelLoad& l : s.labels) {
+      out->Sample(f.name, {{"label", l.label}}, static_cast<double>(l.*f.value));
+    }
   }
 
   if (s.num_workers == 0) return;
@@ -117,7 +120,8 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
   out->Sample("moe_exchange_seconds_total", s.exchange_seconds);
   out->Family("moe_exchanges_total", "counter", "Expert exchanges (one per layer per step).");
   out->Sample("moe_exchanges_total", static_cast<double>(s.exchanges));
-  out->Family("moe_window_straggler_seconds", "gauge", "moe_straggler_seconds_total over the sliding window, all layers.");
+  out->Family("moe_window_straggler_seconds", "gauge",
+              "moe_straggler_seconds_total over the sliding window, all layers.");
   out->Sample("moe_window_straggler_seconds", s.window.straggler_seconds);
   out->Family("moe_window_exchange_seconds", "gauge", "moe_exchange_seconds_total over the sliding window.");
   out->Sample("moe_window_exchange_seconds", s.window.exchange_seconds);

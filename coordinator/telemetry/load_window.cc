@@ -14,7 +14,8 @@ void Zero(LoadWindow::Bucket* b, size_t expert_cells, size_t worker_cells) {
 
 }  // namespace
 
-LoadWindow::LoadWindow(double window_seconds, double start, size_t expert_cells, size_t worker_cells)
+LoadWindow::LoadWindow(double window_seconds, double start, size_t expert_cells,
+                       size_t worker_cells)
     : bucket_seconds_(std::max(window_seconds, 1e-3) / kBuckets),
       start_(start),
       expert_cells_(expert_cells),

@@ -128,8 +128,8 @@ TEST_F(SchedulerTest, ObserversSeeSequencesLabelsAndPrefillRows) {
   EXPECT_EQ(seen.ended.size(), 2u);
   // Every prompt position once as prefill; every sampled token fed back (all but the last) once
   // as decode, after the prompt.
-  for (const auto& [id, prompt, tokens] :
-       {std::make_tuple(uint64_t{1}, a.prompt.size(), ta), std::make_tuple(uint64_t{2}, b.prompt.size(), tb)}) {
+  for (const auto& [id, prompt, tokens] : {std::make_tuple(uint64_t{1}, a.prompt.size(), ta),
+                                           std::make_tuple(uint64_t{2}, b.prompt.size(), tb)}) {
     std::vector<int32_t> prefill, decode;
     for (const auto& row : seen.rows) {
       if (row.id == id) (row.prefill ? prefill : decode).push_back(row.position);

@@ -2,6 +2,8 @@
 // the C++ reader on what the writer wrote (and on version 1, and on forged headers), the router
 // entropy against a hand computation, the events file, and scripts/routing_trace.py reading the
 // same files (tests/telemetry/check_trace.py compares it with what this test expects).
+#include "coordinator/telemetry/routing_trace.h"
+
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -16,7 +18,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "coordinator/telemetry/routing_trace.h"
 #include "coordinator/telemetry/routing_trace_reader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -42,7 +43,7 @@ MixtralConfig ThreeLayers() {
 // Router logits whose softmax is p = (1, 2, 3, 4) / 10 (row 0) and uniform (row 1), on every
 // layer. Entropy by hand: -(0.1 ln 0.1 + 0.2 ln 0.2 + 0.3 ln 0.3 + 0.4 ln 0.4) and ln 4.
 const std::vector<float> kLogits = {std::log(1.0f), std::log(2.0f), std::log(3.0f), std::log(4.0f),
-                                    7.0f, 7.0f, 7.0f, 7.0f};
+                                    7.0f,           7.0f,           7.0f,           7.0f};
 double HandEntropy() {
   double h = 0;
   for (double p : {0.1, 0.2, 0.3, 0.4}) h -= p * std::log(p);
@@ -73,9 +74,10 @@ std::string WriteTwoTokenTrace(const std::string& name, bool logits = true) {
 TEST(RoutingTraceTest, WritesTheDocumentedLayout) {
   const std::string path = WriteTwoTokenTrace("trace.bin");
   const std::string bytes = ReadFile(path);
-  const size_t header = RoutingTraceWriter::HeaderBytes(3, 4), record = RoutingTraceWriter::RecordBytes(3, 2);
-  EXPECT_EQ(header, 64u + 24u);              // 2 * 3 * 4 = 24 bytes of placement
-  EXPECT_EQ(record, 32u + 8u + 24u + 16u);   // 6 choices padded to 8, 6 weights, 3 entropies + 4 pad
+  const size_t header = RoutingTraceWriter::HeaderBytes(3, 4),
+               record = RoutingTraceWriter::RecordBytes(3, 2);
+  EXPECT_EQ(header, 64u + 24u);             // 2 * 3 * 4 = 24 bytes of placement
+  EXPECT_EQ(record, 32u + 8u + 24u + 16u);  // 6 choices padded to 8, 6 weights, 3 entropies + 4 pad
   EXPECT_EQ(RoutingTraceWriter::RecordBytes(32, 2), 480u);  // the spec's Mixtral figure
   ASSERT_EQ(bytes.size(), header + 2 * record);
   EXPECT_EQ(bytes.substr(0, 8), "MOETRACE");
@@ -95,11 +97,11 @@ TEST(RoutingTraceTest, WritesTheDocumentedLayout) {
   uint64_t id;
   std::memcpy(&id, rec, 8);
   EXPECT_EQ(id, 43u);
-  EXPECT_EQ(u32(header + record + 16), 1u);      // step 1
-  EXPECT_EQ(static_cast<uint8_t>(rec[28]), 1);   // flags: prefill
+  EXPECT_EQ(u32(header + record + 16), 1u);                // step 1
+  EXPECT_EQ(static_cast<uint8_t>(rec[28]), 1);             // flags: prefill
   EXPECT_EQ(static_cast<uint8_t>(bytes[header + 28]), 0);  // the first token decodes
-  EXPECT_EQ(rec[29] | rec[30] | rec[31], 0);     // reserved
-  EXPECT_EQ(static_cast<uint8_t>(rec[32]), 0);   // layer 0, choice 0 of row 1
+  EXPECT_EQ(rec[29] | rec[30] | rec[31], 0);               // reserved
+  EXPECT_EQ(static_cast<uint8_t>(rec[32]), 0);             // layer 0, choice 0 of row 1
   EXPECT_EQ(static_cast<uint8_t>(rec[33]), 2);
   float w;
   std::memcpy(&w, rec + 40 + 4 * 5, 4);  // layer 2, choice 1
@@ -155,10 +157,12 @@ TEST(RoutingTraceTest, ReaderReadsWhatTheWriterWrote) {
     EXPECT_NEAR(t->entropy(1, l), std::log(4.0), 1e-6);
   }
   // Row 0 chose {3, 1}, row 1 {0, 2}, on every layer.
-  for (const std::vector<int64_t>& layer : t->ExpertCounts()) EXPECT_EQ(layer, (std::vector<int64_t>{1, 1, 1, 1}));
+  for (const std::vector<int64_t>& layer : t->ExpertCounts())
+    EXPECT_EQ(layer, (std::vector<int64_t>{1, 1, 1, 1}));
 
   const std::string good = ReadFile(path);
-  const size_t header = RoutingTraceWriter::HeaderBytes(3, 4), record = RoutingTraceWriter::RecordBytes(3, 2);
+  const size_t header = RoutingTraceWriter::HeaderBytes(3, 4),
+               record = RoutingTraceWriter::RecordBytes(3, 2);
   auto error = [](std::string bytes) {
     absl::StatusOr<RoutingTrace> t = RoutingTrace::Parse(std::move(bytes), "t");
     return t.ok() ? std::string("ok") : std::string(t.status().message());
@@ -188,8 +192,10 @@ TEST(RoutingTraceTest, ReaderReadsWhatTheWriterWrote) {
   EXPECT_THAT(error(with(16, &two, 4)), HasSubstr("record_bytes is 2, expected 80"));
   EXPECT_THAT(error(with(32, &big, 4)), HasSubstr("n_workers 4294967295 is above 32767"));
   EXPECT_THAT(error(with(40, &nan, 8)), HasSubstr("start time is nan"));
-  EXPECT_THAT(error(with(64 + 2, &rank_three, 2)), HasSubstr("layer 0 expert 1 is on rank 3, outside 1..2"));
-  EXPECT_THAT(error(with(header + record + 33, &expert_nine, 1)), HasSubstr("record 1: expert id 9 out of range"));
+  EXPECT_THAT(error(with(64 + 2, &rank_three, 2)),
+              HasSubstr("layer 0 expert 1 is on rank 3, outside 1..2"));
+  EXPECT_THAT(error(with(header + record + 33, &expert_nine, 1)),
+              HasSubstr("record 1: expert id 9 out of range"));
   EXPECT_THAT(error(with(header + 8, &nan, 8)), HasSubstr("record 0: time is not a finite number"));
   EXPECT_FALSE(RoutingTrace::Open("/nonexistent/trace.bin").ok());
 }
@@ -198,7 +204,8 @@ TEST(RoutingTraceTest, ReaderReadsWhatTheWriterWrote) {
 // field but the new ones reads back; flags are 0 and entropies NaN.
 TEST(RoutingTraceTest, ReaderReadsVersionOne) {
   const std::string v2 = ReadFile(WriteTwoTokenTrace("trace-v1-source.bin"));
-  const size_t header = RoutingTraceWriter::HeaderBytes(3, 4), record2 = RoutingTraceWriter::RecordBytes(3, 2);
+  const size_t header = RoutingTraceWriter::HeaderBytes(3, 4),
+               record2 = RoutingTraceWriter::RecordBytes(3, 2);
   const size_t record1 = 64;  // 32 + 8 + 24, a multiple of 8
   std::string v1 = v2.substr(0, header);
   const uint32_t one = 1, size1 = static_cast<uint32_t>(record1);
@@ -222,7 +229,8 @@ TEST(RoutingTraceTest, ReaderReadsVersionOne) {
 }
 
 TEST(RoutingTraceTest, NoLogitsGiveNanEntropy) {
-  absl::StatusOr<RoutingTrace> t = RoutingTrace::Open(WriteTwoTokenTrace("trace-nologits.bin", false));
+  absl::StatusOr<RoutingTrace> t =
+      RoutingTrace::Open(WriteTwoTokenTrace("trace-nologits.bin", false));
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_TRUE(std::isnan(t->entropy(0, 1)));
   EXPECT_EQ(t->expert(0, 1, 0), 3);
@@ -353,15 +361,19 @@ TEST(RoutingTraceTest, EventsFileAndPythonLoader) {
         << "],\"sequences\":{\"7\":{\"label\":\"chat:v1\",\"prompt_tokens\":5,\"max_tokens\":16,"
         << "\"time\":" << Field(lines[0], "time") << ",\"end_time\":null},\"8\":{\"label\":\"\","
         << "\"prompt_tokens\":1,\"max_tokens\":2,\"time\":" << Field(lines[1], "time")
-        << ",\"end_time\":" << Field(lines[4], "time") << "}},\"steps\":[{\"step\":1,\"time\":"
-        << Field(step1, "time") << ",\"rows\":2,\"prefill_rows\":2,\"exchange_seconds\":0.75,"
-        << "\"worker_compute_seconds\":[0.75,0.875],\"worker_rows\":[4,4],\"straggler_seconds\":0.4375},"
+        << ",\"end_time\":" << Field(lines[4], "time")
+        << "}},\"steps\":[{\"step\":1,\"time\":" << Field(step1, "time")
+        << ",\"rows\":2,\"prefill_rows\":2,\"exchange_seconds\":0.75,"
+        << "\"worker_compute_seconds\":[0.75,0.875],\"worker_rows\":[4,4],\"straggler_seconds\":0."
+           "4375},"
         << "{\"step\":2,\"time\":" << Field(step2, "time") << ",\"rows\":2,\"prefill_rows\":0,"
-        << "\"exchange_seconds\":0.125,\"worker_compute_seconds\":[0.5,0.125],\"worker_rows\":[1,3],"
+        << "\"exchange_seconds\":0.125,\"worker_compute_seconds\":[0.5,0.125],\"worker_rows\":[1,3]"
+           ","
         << "\"straggler_seconds\":0.1875}]}";
   }
-  const std::string command = absl::StrCat(python, " ", MOE_SOURCE_DIR, "/tests/telemetry/check_trace.py ",
-                                           MOE_SOURCE_DIR, " ", path, " ", expected);
+  const std::string command =
+      absl::StrCat(python, " ", MOE_SOURCE_DIR, "/tests/telemetry/check_trace.py ", MOE_SOURCE_DIR,
+                   " ", path, " ", expected);
   EXPECT_EQ(std::system(command.c_str()), 0) << command;
 }
 

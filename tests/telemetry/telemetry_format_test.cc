@@ -171,8 +171,9 @@ TEST(LoadViewTest, ShowsSharesWorkersAndLostWorkers) {
   EXPECT_THAT(view, HasSubstr("chat                         3        0         12\n"));
   EXPECT_THAT(view, HasSubstr("(none)                       1"));
   EXPECT_THAT(view, Not(HasSubstr("in the window")));
-  EXPECT_THAT(RenderLoadView(s, LoadViewOptions{true}), HasSubstr("in the window: 7 steps, 0 tokens, sets overlap      -, "
-                                                                  "workers balancedness 0.000, straggler cost 2.0 ms"));
+  EXPECT_THAT(RenderLoadView(s, LoadViewOptions{true}),
+              HasSubstr("in the window: 7 steps, 0 tokens, sets overlap      -, workers balancedness 0.000, "
+                        "straggler cost 2.0 ms"));
 }
 
 TEST(LoadViewTest, ShowsThePlacementWithReplicasAndTheLastReplacement) {
