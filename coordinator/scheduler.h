@@ -147,6 +147,7 @@ class Scheduler {
   // Drops requests whose clients left, then admits waiting ones while the budgets allow, and
   // tells the observers of each one admitted (ModelRunner::BeginSequence).
   void Admit();
+  // Admit's part under the lock: waiting requests into running_ while the budgets allow.
   void AdmitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One decode token per sequence whose prompt is in its cache, then prompt chunks, within
   // max_batch_tokens.

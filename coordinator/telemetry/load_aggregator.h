@@ -9,9 +9,8 @@
 // moe-cli load and the Prometheus endpoint all show; the gRPC service converts it to protobuf.
 //
 // Threads: OnStepBegin/OnForward/OnStepEnd/OnExchange/OnSequenceStart/OnSequenceEnd come from the
-// engine thread;
-// OnWorkerReport, Snapshot and Reset from gRPC threads. One mutex, held for O(tokens x layers)
-// counting per step; the engine never waits on I/O here.
+// engine thread; OnWorkerReport, Snapshot and Reset from gRPC threads. One mutex, held for
+// O(tokens x layers) counting per step; the engine never waits on I/O here.
 #pragma once
 
 #include <atomic>
@@ -132,8 +131,8 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver, public P
   std::vector<int64_t> expert_tokens_ ABSL_GUARDED_BY(mu_);  // [layers * E]
   std::vector<int64_t> worker_tokens_ ABSL_GUARDED_BY(mu_);  // [layers * (W + 1)] rows per rank
   DispatchPlan plan_ ABSL_GUARDED_BY(mu_);  // reused: the replayed plan of one layer
-  LoadWindow window_ ABSL_GUARDED_BY(mu_);  // everything below, over the sliding window
-  LabelLoads labels_ ABSL_GUARDED_BY(mu_);
+  LoadWindow window_ ABSL_GUARDED_BY(mu_);  // the counts since reset, over the sliding window
+  LabelLoads labels_ ABSL_GUARDED_BY(mu_);  // the counts since reset, per workload label
   // Locality per layer: pairs, first-choice repeats, set overlaps.
   std::vector<int64_t> pairs_ ABSL_GUARDED_BY(mu_);     // [layers]
   std::vector<int64_t> repeats_ ABSL_GUARDED_BY(mu_);   // [layers]
