@@ -289,7 +289,7 @@ def label_loads(trace, events):
     return out
 
 
-def live_agreement(trace, figures, live):
+def live_agreement(trace, figures, live, trace_labels=None):
     """The live GetLoad snapshot (JSON with the proto's field names) against the trace: per layer
     the expert counts, the worker counts and the locality counts. Equal means equal."""
     layers = live.get("layers", [])
@@ -311,7 +311,19 @@ def live_agreement(trace, figures, live):
         row["locality_equal"] = all(a == b for a, b in (row["pairs"], row["first_repeats"], row["set_overlaps"]))
         all_equal &= row["expert_equal"] and row["locality_equal"] and row["worker_equal"] is not False
         rows.append(row)
-    return dict(layers=rows, all_equal=bool(all_equal and len(rows) == trace.n_layers),
+    labels = []
+    if live.get("labels") and trace_labels is not None:
+        experts = trace.records["experts"].astype(np.int64)
+        for entry in live["labels"]:
+            name = entry.get("label", "")
+            m = trace_labels == name
+            counts = np.stack([np.bincount(experts[m, l].ravel(), minlength=trace.n_experts)
+                               for l in range(trace.n_layers)]).ravel()
+            got = np.array([int(x) for x in entry.get("expert_tokens", [])], dtype=np.int64)
+            equal = got.shape == counts.shape and bool((got == counts).all())
+            labels.append(dict(label=name, equal=equal, live_choices=int(got.sum()), trace_choices=int(counts.sum())))
+            all_equal &= equal
+    return dict(layers=rows, labels=labels, all_equal=bool(all_equal and len(rows) == trace.n_layers),
                 live_tokens=int(live.get("tokens", 0)), trace_records=len(trace.records))
 
 
@@ -331,7 +343,8 @@ def compute(trace, pieces, events=None, live=None, time_bins=40):
                            "unknown": int((phases == -1).sum())},
                    labels=labels, steps=step_costs(events), label_loads=label_loads(trace, events))
     if live is not None:
-        figures["live"] = live_agreement(trace, base, live)
+        figures["live"] = live_agreement(
+            trace, base, live, rt.record_labels(trace, events) if (events or {}).get("sequences") else None)
     return figures
 
 
@@ -470,6 +483,9 @@ def report(f, title):
                        f"{'-' if r['worker_equal'] is None else ('equal' if r['worker_equal'] else 'differ')} | "
                        f"{r['pairs'][0]}, {r['pairs'][1]} | {r['first_repeats'][0]}, {r['first_repeats'][1]} | "
                        f"{r['set_overlaps'][0]}, {r['set_overlaps'][1]} |")
+        for d in lv.get("labels", []):
+            out.append(f"\nLabel `{d['label'] or '(none)'}`: expert choices per (layer, expert) "
+                       f"{'equal' if d['equal'] else 'differ'} (live {d['live_choices']}, trace {d['trace_choices']}).")
         out += ["", "Live telemetry and trace agree exactly." if lv["all_equal"]
                 else "**Live telemetry and trace differ** (see the rows above).", ""]
     return "\n".join(out)
