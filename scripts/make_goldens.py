@@ -95,6 +95,21 @@ CASES = [
 ]
 
 
+# A trained checkpoint, not generated here: the embedded default (scripts/train_demo_model.py).
+# Its golden references the model directory instead of copying 37 MB; prompts are chosen from the
+# candidates below for a clean routing margin (a trained router cannot be re-seeded), and
+# transformers' greedy continuations are recorded with the logit margin of every step.
+TRAINED_CASES = [
+    dict(name="pystd", model_dir="deploy/models/pystd", greedy_tokens=24, n_prompts=3,
+         desc="the embedded default: 4 layers, 256 wide, 8 experts top-2, BF16, tied embeddings, trained on "
+              "Python code Debian ships (scripts/train_demo_model.py)",
+         candidates=["def __init__(self, name, value):\n", "import os\nimport sys\n\n\ndef main(",
+                     "    for i in range(len(", "class Queue:\n    \"\"\"A", "        if not isinstance(",
+                     "try:\n    import", "    def __repr__(self):\n        return", "    raise ValueError(\"",
+                     "from collections import", "        return self."]),
+]
+
+
 class _Capture(logging.Handler):
     def __init__(self):
         super().__init__(logging.WARNING)
@@ -353,6 +368,12 @@ Models are written by `scripts/make_model.py` (`write_model`, "sensitive" init,
 `golden.json` under `make_model`, so `python3 scripts/make_model.py` with the same
 flags reproduces `model.safetensors` byte for byte.
 
+The trained case `pystd` (the embedded default, `deploy/models/pystd`, trained by
+`scripts/train_demo_model.py`) is not generated: its `golden.json` names the model directory
+(`model_dir`) instead of holding a copy, its prompts are Python snippets chosen for a clean routing
+margin, and `greedy` holds transformers' greedy continuation of each (24 tokens, one full
+forward pass per token) with the top-1/top-2 logit margin of every step.
+
 ## Files per case (`tests/golden/<case>/`)
 
 | file | content |
@@ -395,6 +416,78 @@ float32 should match to ~1e-4 relative; BF16/F16 compute needs looser tolerances
 
 ## Cases
 """
+
+
+def make_trained_case(case, out_root, log):
+    """Golden logits, experts and greedy continuations for a trained checkpoint in the source tree."""
+    import sentencepiece
+    root = os.path.dirname(HERE)
+    model_dir = os.path.join(root, case["model_dir"])
+    cdir = os.path.join(out_root, case["name"])
+    if os.path.isdir(cdir):
+        shutil.rmtree(cdir)
+    os.makedirs(cdir)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    model = load(model_dir)
+    n_checked = verify_weights(model, model_dir, cfg["num_hidden_layers"], cfg["num_local_experts"],
+                               cfg["tie_word_embeddings"])
+    log("loading %s: clean; all %d file tensors equal the loaded parameters" % (case["model_dir"], n_checked))
+    sp = sentencepiece.SentencePieceProcessor(model_file=os.path.join(model_dir, "tokenizer.model"))
+    top_k = cfg["num_experts_per_tok"]
+    chosen = []
+    for text in case["candidates"]:
+        ids = [1] + sp.encode(text)
+        out = run(model, ids)
+        gap, lgap, sel = router_info(out, top_k)
+        log("candidate %r (%d tokens): min router prob gap %.4f%s" % (
+            text, len(ids), gap, "" if gap > MIN_GAP else " (rejected: <= %g)" % MIN_GAP))
+        if gap > MIN_GAP:
+            chosen.append((text, ids, out.logits[0].numpy().astype(np.float32), sel, gap, lgap))
+        if len(chosen) == case["n_prompts"]:
+            break
+    if len(chosen) < case["n_prompts"]:
+        raise SystemExit("FAIL: only %d candidate prompts have a clean routing margin" % len(chosen))
+    worst = 0.0
+    for text, ids, logits, sel, _, _ in chosen:
+        ref, ref_sel = reference_forward.forward(model_dir, ids, return_routing=True)
+        worst = max(worst, float(np.abs(ref - logits).max() / max(1.0, np.abs(logits).max())))
+        if not np.array_equal(np.sort(ref_sel, -1), np.sort(sel, -1)):
+            raise SystemExit("FAIL: reference routing differs from transformers")
+    log("reference: numpy float64 forward vs transformers: max normalised error %.3g, same experts" % worst)
+    if worst >= REF_TOL:
+        raise SystemExit("FAIL: reference mismatch %.3g" % worst)
+    greedy = []
+    for i, (text, ids, logits, sel, _, _) in enumerate(chosen):
+        seq, margins = list(ids), []
+        for _ in range(case["greedy_tokens"]):  # one full forward per token: the no-cache reference
+            last = run(model, seq).logits[0, -1].numpy().astype(np.float64)
+            top2 = np.sort(last)[-2:]
+            margins.append(float(top2[1] - top2[0]))
+            seq.append(int(np.argmax(last)))
+        tokens = seq[len(ids):]
+        greedy.append({"prompt": i, "tokens": tokens, "min_logit_margin": min(margins),
+                       "logit_margins": [round(m, 6) for m in margins], "text": sp.decode(tokens)})
+        log("greedy %d: %r -> %r (min top-1/top-2 logit margin %.4f)" % (i, text, sp.decode(tokens), min(margins)))
+        np.save(os.path.join(cdir, "logits_%d.npy" % i), logits)
+        np.save(os.path.join(cdir, "experts_%d.npy" % i), sel)
+    golden = {
+        "case": case["name"],
+        "description": case["desc"],
+        "model_dir": case["model_dir"],
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "prompts": [c[1] for c in chosen],
+        "prompt_texts": [c[0] for c in chosen],
+        "greedy": greedy,
+        "checks": {"min_router_prob_gap": min(c[4] for c in chosen),
+                   "min_router_logit_gap": min(c[5] for c in chosen),
+                   "reference_max_normalised_error": worst},
+    }
+    with open(os.path.join(cdir, "golden.json"), "w") as f:
+        f.write(re.sub(r"\[[\d,\s.e-]*\]", lambda m: " ".join(m.group(0).split()), json.dumps(golden, indent=1)))
+        f.write("\n")
+    return golden
 
 
 def write_readme(out_root, results):
@@ -452,6 +545,14 @@ def main():
         golden, cfg, info, sizes = make_case(case, a.out, ci, log)
         log("files: " + ", ".join("%s %d B" % kv for kv in sizes.items()))
         results.append((golden, cfg, info, sizes, logs))
+    for case in TRAINED_CASES:
+        if a.case and case["name"] not in a.case:
+            continue
+
+        def log(s, _n=case["name"]):
+            print("[%s] %s" % (_n, s), flush=True)
+
+        make_trained_case(case, a.out, log)
     if not a.case:
         write_readme(a.out, results)
     print("all cases OK")

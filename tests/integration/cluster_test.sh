@@ -68,6 +68,31 @@ cat >"$WORK/replicas-layers.json" <<'JSON'
 JSON
 logits_case "f16_tied per-layer replicas" "$G/f16_tied" 4 "$WORK/replicas-layers.json" "--expert-slots 3"
 
+# The trained default (deploy/models/pystd) through the cluster: with float32 products every
+# greedy continuation is transformers' own, token for token (tests/golden/pystd/golden.json,
+# made by scripts/make_goldens.py); with the default numerics it equals the single process.
+P=$SRC/deploy/models/pystd
+for i in 0 1 2; do
+  text=$("$PY" -c "import json,sys; sys.stdout.write(json.load(open('$G/pystd/golden.json'))['prompt_texts'][$i])")
+  want=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$G/pystd/golden.json'))['greedy'][$i]['tokens'])))")
+  n=$(awk -F, '{print NF}' <<<"$want")
+  got=$("$LAUNCH" --model "$P" --workers 2 --cpu-numerics f32 -- --prompt "$text" --max-new-tokens "$n" \
+          --print-ids 2>"$WORK/log.txt" | tail -1)
+  if [[ "$got" == "$want" ]]; then
+    pass "pystd greedy $i through the cluster (W=2, f32) == transformers ($n tokens)"
+  else
+    fail "pystd greedy $i through the cluster: got [$got], transformers [$want]; $(tail -3 "$WORK/log.txt")"
+  fi
+  single=$("$BIN/moe-generate" --model "$P" --prompt "$text" --max-new-tokens "$n" --print-ids | tail -1)
+  cluster=$("$LAUNCH" --model "$P" --workers 3 -- --prompt "$text" --max-new-tokens "$n" --print-ids \
+              2>/dev/null | tail -1)
+  if [[ -n $single && "$single" == "$cluster" ]]; then
+    pass "pystd greedy $i through the cluster (W=3, default numerics) == single process"
+  else
+    fail "pystd greedy $i (default numerics): cluster [$cluster], single process [$single]"
+  fi
+done
+
 # Generation: the same text as the single-process tool, greedy and seeded.
 "$PY" "$SRC/scripts/make_model.py" --out "$WORK/gen" --vocab 32000 --hidden 64 --intermediate 96 \
   --layers 3 --heads 4 --kv-heads 2 --experts 8 --top-k 2 --max-pos 8192 --dtype bf16 --seed 5 \
