@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: installs packages, builds, makes the small demo model,
-# starts the cluster (coordinator + 2 workers under mpirun, gRPC on loopback), generates through
-# the command-line and the Python clients, shows the server's state and its load telemetry (the
-# live view, then the routing trace analysed offline), and shuts the cluster down.
-# usage: scripts/demo.sh [PROMPT]
+# The main job on the embedded default: installs packages, builds, starts the cluster on the
+# committed model deploy/models/pystd (a small Mixtral trained on Python code; its MODEL_CARD.md
+# says what it is), coordinator + 2 workers under mpirun, gRPC on loopback; continues a few
+# Python prompts through the command-line and the Python clients, shows the server's state and
+# its load telemetry (the live view, then the routing trace analysed offline), and shuts the
+# cluster down.
+# usage: scripts/demo.sh [PROMPT]   (PROMPT replaces the built-in Python prompts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PROMPT=${1:-"The capital of France is"}
+MODEL=deploy/models/pystd
+if [[ $# -gt 0 ]]; then
+  PROMPTS=("$1")
+else
+  PROMPTS=($'    if not isinstance(' $'try:\n    import' $'def read_config(path):\n    """')
+fi
+PROMPT=${PROMPTS[-1]}
 scripts/install-deps.sh
 scripts/build.sh
-scripts/make_demo_model.sh
 
 PORT_FILE=$(mktemp -u /tmp/moe-demo-port.XXXXXX)
 OUT=build/demo  # the routing trace and its plots
 mkdir -p "$OUT"
-scripts/launch.sh --model models/demo --workers 2 -- --listen 127.0.0.1:0 --port-file "$PORT_FILE" \
+scripts/launch.sh --model "$MODEL" --workers 2 -- --listen 127.0.0.1:0 --port-file "$PORT_FILE" \
   --routing-trace "$OUT/routing.trace" &
 LAUNCHER=$!
 cleanup() {
-  pkill -TERM -f "^[^ ]*moe-coordinator --model models/demo" 2>/dev/null || true
+  pkill -TERM -f "^[^ ]*moe-coordinator --model $MODEL" 2>/dev/null || true
   wait "$LAUNCHER" 2>/dev/null || true
   rm -f "$PORT_FILE"
 }
@@ -30,11 +37,15 @@ for _ in $(seq 1 300); do
 done
 SERVER=127.0.0.1:$(cat "$PORT_FILE")
 echo
-echo "--- moe-cli generate --server $SERVER --prompt \"$PROMPT\" (greedy, streamed)"
-build/bin/moe-cli generate --server "$SERVER" --prompt "$PROMPT" --max-tokens 32
-echo "--- moe-cli generate ... --temperature 0.8 --top-p 0.95 --seed 1"
-build/bin/moe-cli generate --server "$SERVER" --prompt "$PROMPT" --max-tokens 32 --temperature 0.8 \
-  --top-p 0.95 --seed 1
+for P in "${PROMPTS[@]}"; do
+  echo "--- moe-cli generate --server $SERVER --prompt ... --max-tokens 40 (greedy, streamed); the prompt:"
+  printf '%s' "$P"
+  echo "<<< then the model's continuation:"
+  build/bin/moe-cli generate --server "$SERVER" --prompt "$P" --max-tokens 40
+done
+echo "--- moe-cli generate ... --temperature 0.7 --top-p 0.9 --seed 2 (the last prompt, sampled)"
+build/bin/moe-cli generate --server "$SERVER" --prompt "$PROMPT" --max-tokens 40 --temperature 0.7 \
+  --top-p 0.9 --seed 2
 echo "--- scripts/client_example.py (Python, python3-grpcio)"
 /usr/bin/python3 scripts/client_example.py --server "$SERVER" --prompt "$PROMPT"
 echo "--- moe-cli info"

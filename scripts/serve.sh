@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Starts the cluster serving gRPC on loopback, in the foreground (Ctrl-C or SIGTERM stops it
-# gracefully). Makes the small demo model first if it is missing.
+# gracefully). The model defaults to the committed deploy/models/pystd (trained on Python code);
+# --model models/demo makes the small random, router-skewed model of the balancing benchmarks first.
 # usage: scripts/serve.sh [--model DIR] [--workers W] [--listen HOST:PORT] [-- more coordinator flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=models/demo WORKERS=2 LISTEN=127.0.0.1:50051
+MODEL=deploy/models/pystd WORKERS=2 LISTEN=127.0.0.1:50051
 while [[ $# -gt 0 ]]; do
   case $1 in
     --model) MODEL=$2; shift 2 ;;
