@@ -378,8 +378,12 @@ def report(f, title):
         d = ei["layers"][l]
         out.append(f"| {l} | " + " | ".join(f"{100 * x:.1f}" for x in share)
                    + f" | {d['balancedness']:.3f} | {d['cv']:.3f} |")
+    pooled = counts.sum(0)
     out += ["", f"Shares in % of the layer's token-choices (uniform: {100 / E:.1f}%). All layers: balancedness "
-            f"{ei['overall']['balancedness']:.3f}.", ""]
+            f"{ei['overall']['balancedness']:.3f} (each layer waits for its own busiest expert). The load "
+            f"summed over layers, which is what `transformers`' load-balancing loss balances (it pools every "
+            f"layer's counts before the product), has balancedness "
+            f"{pooled.mean() / max(pooled.max(), 1):.3f}.", ""]
     # Locality (Table 5)
     loc = b["locality"]
     out += ["## Temporal locality (the paper's Table 5; locality.png)", "",

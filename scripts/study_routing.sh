@@ -6,11 +6,11 @@
 # on the trace against that telemetry.
 # usage: scripts/study_routing.sh [--workers W] [--out DIR] [--files N] [--prompt-chars C]
 #                                 [--max-tokens T] [--concurrency K]
-#   defaults: 4 workers, docs/study, every held-out file, 3000 characters, 32 tokens, 8 at a time
+#   defaults: 4 workers, docs/study, every held-out file, 3000 characters, 64 tokens, 8 at a time
 # Needs a build (scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=deploy/models/pystd WORKERS=4 OUT=docs/study FILES=0 CHARS=3000 TOKENS=32 CONC=8
+MODEL=deploy/models/pystd WORKERS=4 OUT=docs/study FILES=0 CHARS=3000 TOKENS=64 CONC=8
 while [[ $# -gt 0 ]]; do
   case $1 in
     --workers) WORKERS=$2; shift 2 ;;
