@@ -38,12 +38,13 @@ done
 SERVER=127.0.0.1:$(cat "$PORT_FILE")
 echo
 for P in "${PROMPTS[@]}"; do
-  echo "--- moe-cli generate --server $SERVER --prompt ... --max-tokens 40 (greedy, streamed); the prompt:"
+  echo "--- moe-cli generate --server $SERVER --prompt \$'${P//$'\n'/\\n}' --max-tokens 40"
+  echo "    (greedy, streamed; the prompt is printed first, the model's text follows it)"
   printf '%s' "$P"
-  echo "<<< then the model's continuation:"
   build/bin/moe-cli generate --server "$SERVER" --prompt "$P" --max-tokens 40
 done
 echo "--- moe-cli generate ... --temperature 0.7 --top-p 0.9 --seed 2 (the last prompt, sampled)"
+printf '%s' "$PROMPT"
 build/bin/moe-cli generate --server "$SERVER" --prompt "$PROMPT" --max-tokens 40 --temperature 0.7 \
   --top-p 0.9 --seed 2
 echo "--- scripts/client_example.py (Python, python3-grpcio)"
