@@ -12,18 +12,23 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -31,6 +36,7 @@
 #include "absl/synchronization/mutex.h"
 #include "core/flag_spelling.h"
 #include "grpcpp/grpcpp.h"
+#include "coordinator/client/cli_commands.h"
 #include "coordinator/client/client_channel.h"
 #include "coordinator/client/load_view.h"
 #include "moe/v1/inference.grpc.pb.h"
@@ -80,10 +86,58 @@ std::shared_ptr<grpc::Channel> Channel() { return moe::MakeClientChannel(absl::G
 
 std::unique_ptr<moe::v1::Inference::Stub> Connect() { return moe::v1::Inference::NewStub(Channel()); }
 
+const char* StatusCodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "UNRECOGNISED_STATUS";
+  }
+}
+
 int Fail(const std::string& what, const grpc::Status& s) {
-  std::fprintf(stderr, "moe-cli: %s failed: %s (%s)\n", what.c_str(), s.error_message().c_str(),
-               absl::StrCat(s.error_code()).c_str());
+  std::fprintf(stderr, "moe-cli: %s failed: %s: %s\n", what.c_str(), StatusCodeName(s.error_code()),
+               s.error_message().c_str());
   return 1;
+}
+
+// A bad command line: one line on stderr, exit status 2 (1 is for failures of the call itself).
+int Usage(const std::string& message) {
+  std::fprintf(stderr, "moe-cli: %s\n", message.c_str());
+  return 2;
+}
+
+// The flags the command line gives, by abseil's name (set in main before parsing).
+std::set<std::string> g_given;
+
+bool Given(const char* flag) { return g_given.count(flag) > 0; }
+
+// "1,4,16" -> {1, 4, 16}; every item an integer >= 1, else an error naming it.
+absl::StatusOr<std::vector<int>> ParseCounts(const std::string& list, const char* flag) {
+  std::vector<int> out;
+  for (absl::string_view part : absl::StrSplit(list, ',')) {
+    int n = 0;
+    if (!absl::SimpleAtoi(part, &n) || n < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": '", part, "' is not a whole number of at least 1 (e.g. 1,4,16,64)"));
+    }
+    out.push_back(n);
+  }
+  return out;
 }
 
 const char* ReasonName(moe::v1::FinishReason r) {
@@ -95,16 +149,31 @@ const char* ReasonName(moe::v1::FinishReason r) {
   }
 }
 
+// The sampling flags, checked before anything is sent (the server checks them again).
+std::string SamplingFlagError() {
+  if (absl::GetFlag(FLAGS_max_tokens) < 1) return "--max-tokens must be at least 1";
+  const double t = absl::GetFlag(FLAGS_temperature), p = absl::GetFlag(FLAGS_top_p);
+  if (!(t >= 0) || !std::isfinite(t)) return "--temperature must be a finite number >= 0 (0 = greedy)";
+  if (!(p > 0 && p <= 1)) return "--top-p must be in (0, 1]";
+  if (absl::GetFlag(FLAGS_top_k) < 0) return "--top-k must be >= 0 (0 = no limit)";
+  return "";
+}
+
 int Generate() {
+  const std::string ids = absl::GetFlag(FLAGS_token_ids);
+  if (ids.empty() == absl::GetFlag(FLAGS_prompt).empty()) {
+    return Usage(ids.empty() ? "generate needs --prompt TEXT or --token-ids 1,2,3 (moe-cli generate --help)"
+                             : "generate takes --prompt or --token-ids, not both");
+  }
+  if (std::string e = SamplingFlagError(); !e.empty()) return Usage(e);
+  if (absl::GetFlag(FLAGS_deadline_ms) < 0) return Usage("--deadline-ms must be >= 0 (0 = none)");
   auto stub = Connect();
   moe::v1::GenerateRequest req;
-  const std::string ids = absl::GetFlag(FLAGS_token_ids);
   if (!ids.empty()) {
     for (absl::string_view part : absl::StrSplit(ids, ',')) {
       int id;
       if (!absl::SimpleAtoi(part, &id)) {
-        std::fprintf(stderr, "moe-cli: --token-ids: '%s' is not an integer\n", std::string(part).c_str());
-        return 1;
+        return Usage(absl::StrCat("--token-ids: '", part, "' is not an integer"));
       }
       req.mutable_token_ids()->add_ids(id);
     }
@@ -152,6 +221,7 @@ int Generate() {
 }
 
 int Tokenize() {
+  if (!Given("text")) return Usage("tokenize needs --text TEXT");
   auto stub = Connect();
   moe::v1::TokenizeRequest req;
   req.set_text(absl::GetFlag(FLAGS_text));
@@ -198,6 +268,11 @@ double Percentile(std::vector<double> v, double p) {
 
 // N clients, each sending --requests requests one after the other; client-side timings.
 int Bench() {
+  absl::StatusOr<std::vector<int>> concurrency = ParseCounts(absl::GetFlag(FLAGS_concurrency), "concurrency");
+  if (!concurrency.ok()) return Usage(std::string(concurrency.status().message()));
+  if (absl::GetFlag(FLAGS_requests) < 1) return Usage("--requests must be at least 1");
+  if (absl::GetFlag(FLAGS_prompt_tokens) < 1) return Usage("--prompt-tokens must be at least 1");
+  if (std::string e = SamplingFlagError(); !e.empty()) return Usage(e);
   auto stub = Connect();
   moe::v1::ModelInfo info;
   {
@@ -213,9 +288,7 @@ int Bench() {
               absl::GetFlag(FLAGS_prompt_tokens), absl::GetFlag(FLAGS_temperature));
   std::printf("%8s %9s %10s %14s %14s %14s %14s %8s\n", "clients", "requests", "tokens/s",
               "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "errors");
-  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_concurrency), ',')) {
-    int n = 0;
-    if (!absl::SimpleAtoi(part, &n) || n < 1) continue;
+  for (const int n : *concurrency) {
     absl::Mutex mu;
     std::vector<double> ttft, itl;
     int64_t tokens = 0;
@@ -278,6 +351,7 @@ int Bench() {
 
 // A live table of the server's load, refreshed from WatchLoad (or one snapshot with --once).
 int Load() {
+  if (absl::GetFlag(FLAGS_interval_ms) < 50) return Usage("--interval-ms must be >= 50");
   auto stub = moe::v1::Telemetry::NewStub(Channel());
   moe::LoadViewOptions view;
   view.window = absl::GetFlag(FLAGS_window);
@@ -288,10 +362,6 @@ int Load() {
     if (!s.ok()) return Fail("GetLoad", s);
     std::fputs(moe::RenderLoadView(snapshot, view).c_str(), stdout);
     return 0;
-  }
-  if (absl::GetFlag(FLAGS_interval_ms) < 50) {
-    std::fprintf(stderr, "moe-cli: --interval-ms must be >= 50\n");
-    return 1;
   }
   const bool tty = isatty(STDOUT_FILENO);
   grpc::ClientContext context;
@@ -354,21 +424,77 @@ int Rebalance() {
   return 0;
 }
 
+
+// The first argument that is not a flag or a flag's value: the command. Before abseil parses, so
+// that --help can be answered per command (abseil's own --help lists every flag of every library).
+std::string CommandWord(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--") return i + 1 < argc ? argv[i + 1] : "";
+    if (a.empty() || a[0] != '-') return a;
+    if (a.find('=') != std::string::npos) continue;
+    std::string name = a.substr(a.find_first_not_of('-'));
+    std::replace(name.begin(), name.end(), '-', '_');
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag != nullptr && !flag->IsOfType<bool>()) ++i;  // its value follows
+  }
+  return "";
+}
+
+bool HelpAsked(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-help" || a == "-h") return true;
+  }
+  return false;
+}
+
+int UnknownCommand(const std::string& cmd) {
+  const std::string near = moe::cli::NearestCommand(cmd);
+  return Usage(absl::StrCat("unknown command '", cmd, "'", near.empty() ? "" : absl::StrCat("; did you mean '", near, "'?"),
+                            " (moe-cli --help lists the commands)"));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "moe-cli (generate|tokenize|info|bench|load|reset-load|rebalance) [--server HOST:PORT] [flags]");
+  absl::SetProgramUsageMessage("moe-cli COMMAND [flags]; moe-cli --help lists the commands");
   moe::cli::AcceptDashedFlagNames(argc, argv);  // --max-tokens or --max_tokens
+  g_given = moe::cli::FlagsGiven(argc, argv);
+  std::string cmd = CommandWord(argc, argv);
+  if (HelpAsked(argc, argv) || cmd == "help") {
+    if (cmd == "help") {  // moe-cli help [COMMAND]
+      std::vector<std::string> rest;
+      for (int i = 1; i < argc; ++i) rest.emplace_back(argv[i]);
+      auto it = std::find(rest.begin(), rest.end(), "help");
+      cmd = (it != rest.end() && it + 1 != rest.end()) ? *(it + 1) : "";
+    }
+    if (cmd.empty()) {
+      std::fputs(moe::cli::UsageText().c_str(), stdout);
+      return 0;
+    }
+    const moe::cli::Command* command = moe::cli::FindCommand(cmd);
+    if (command == nullptr) return UnknownCommand(cmd);
+    std::fputs(moe::cli::CommandHelp(*command).c_str(), stdout);
+    return 0;
+  }
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  const std::string cmd = args.size() > 1 ? args[1] : "";
+  cmd = args.size() > 1 ? args[1] : "";
+  if (cmd.empty()) {
+    std::fputs(moe::cli::UsageText().c_str(), stderr);
+    return 2;
+  }
+  const moe::cli::Command* command = moe::cli::FindCommand(cmd);
+  if (command == nullptr) return UnknownCommand(cmd);
+  if (args.size() > 2) {
+    return Usage(absl::StrCat("unexpected argument '", args[2], "' after ", cmd,
+                              " (a value with spaces needs quotes; moe-cli ", cmd, " --help)"));
+  }
+  if (absl::Status s = moe::cli::CheckFlagsBelong(*command, g_given); !s.ok()) return Usage(std::string(s.message()));
   absl::StatusOr<moe::ClientSecurity> security = moe::ClientSecurity::FromFlags(
       absl::GetFlag(FLAGS_tls), absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
       absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_server_name), absl::GetFlag(FLAGS_admin_token_file));
-  if (!security.ok()) {
-    std::fprintf(stderr, "moe-cli: %s\n", std::string(security.status().message()).c_str());
-    return 2;
-  }
+  if (!security.ok()) return Usage(std::string(security.status().message()));
   g_security = *std::move(security);
   if (cmd == "generate") return Generate();
   if (cmd == "tokenize") return Tokenize();
@@ -376,9 +502,5 @@ int main(int argc, char** argv) {
   if (cmd == "bench") return Bench();
   if (cmd == "load") return Load();
   if (cmd == "reset-load") return ResetLoad();
-  if (cmd == "rebalance") return Rebalance();
-  std::fprintf(stderr,
-               "moe-cli: give a command: generate, tokenize, info, bench, load, reset-load or rebalance "
-               "(--help for flags)\n");
-  return 2;
+  return Rebalance();
 }

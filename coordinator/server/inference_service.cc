@@ -41,8 +41,10 @@ absl::StatusOr<Request> InferenceService::Translate(const moe::v1::GenerateReque
     }
   }
   const moe::v1::SamplingParams& s = req.sampling();
-  // uint32 on the wire: anything past int's range is past every limit too.
-  r.max_tokens = static_cast<int>(std::min<uint32_t>(s.max_tokens(), INT_MAX));
+  // uint32 on the wire: anything past int's range is past every limit too. Without `sampling`
+  // at all the request gets the defaults the proto documents: greedy, kDefaultMaxTokens.
+  r.max_tokens = req.has_sampling() ? static_cast<int>(std::min<uint32_t>(s.max_tokens(), INT_MAX))
+                                    : kDefaultMaxTokens;
   r.sampling.temperature = s.temperature();
   r.sampling.top_k = s.top_k();
   r.sampling.top_p = s.has_top_p() ? s.top_p() : 1.0f;

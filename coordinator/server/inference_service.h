@@ -19,6 +19,9 @@ namespace moe {
 
 class InferenceService final : public moe::v1::Inference::Service {
  public:
+  // A GenerateRequest without `sampling` generates this many tokens, greedily (inference.proto).
+  static constexpr int kDefaultMaxTokens = 16;
+
   // The placement in force and its epoch, read at each GetModelInfo (it changes with live
   // re-placement); any thread. Returns null for a single process.
   using PlacementSource = std::function<std::pair<std::shared_ptr<const ExpertPlacement>, uint32_t>()>;

@@ -93,6 +93,13 @@ def main():
         check(tokenize(c.stub, "Hello world") == [1, 22557, 1526], "Tokenize('Hello world') = [1, 22557, 1526]")
         check(c.stub.Detokenize(pb.DetokenizeRequest(ids=[1, 22557, 1526])).text == "Hello world", "Detokenize")
 
+        # No sampling at all: the documented defaults (16 tokens, greedy), not an error.
+        msgs = list(c.stub.Generate(pb.GenerateRequest(text=b"Hello")))
+        got = [t for m in msgs for t in m.token_ids]
+        want = streams.reference("Hello", 16)
+        check(got == want and msgs[-1].usage.generated_tokens == len(want),
+              f"Generate without sampling: {len(got)} greedy tokens, as moe-generate --max-new-tokens 16 gives")
+
         bad = grpc.StatusCode.INVALID_ARGUMENT
         expect_error("empty prompt", bad, lambda: generate(c.stub, "", max_tokens=4), "prompt is empty")
         expect_error("no prompt at all", bad, lambda: list(c.stub.Generate(pb.GenerateRequest(

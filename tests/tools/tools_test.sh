@@ -96,5 +96,36 @@ expect_error "top-p out of range" "top_p must be in (0, 1]" $G --model "$WORK/ti
 expect_error "zero new tokens" "max_new_tokens must be >= 1" $G --model "$WORK/tiny" --prompt "hi" --max-new-tokens 0
 expect_error "bad checkpoint in generate" "truncated" $G --model "$WORK/bad-truncated" --prompt "hi"
 
+# moe-cli's own help and checks: no server needed (nothing listens on port 1).
+C="$BIN/moe-cli"
+cli_case() {  # cli_case NAME WANT_STATUS STREAM PATTERN CMD...; STREAM: out, err (one line) or errs
+  local name=$1 want=$2 stream=$3 pattern=$4; shift 4
+  local out err status
+  out=$("$@" 2>"$WORK/cli.err"); status=$?; err=$(cat "$WORK/cli.err")
+  local text=$out; [[ $stream == err* ]] && text=$err
+  if [[ $status -eq $want ]] && grep -q -e "$pattern" <<<"$text" && [[ $stream != err || $(wc -l <<<"$err") -eq 1 ]]; then
+    pass "moe-cli: $name"
+  else
+    fail "moe-cli: $name: status $status (want $want), stdout '${out:0:300}', stderr '${err:0:300}'"
+  fi
+}
+cli_case "--help lists the commands" 0 out "rebalance *plan an expert placement" "$C" --help
+cli_case "help generate lists its flags with defaults" 0 out "--max-tokens (default 32)" "$C" help generate
+cli_case "generate --help" 0 out "--top-p (default 1)" "$C" generate --help
+cli_case "generate --help does not list bench's flags" 0 out "usage: moe-cli generate" "$C" --server 127.0.0.1:1 generate --help
+if "$C" generate --help | grep -q -e "--concurrency"; then fail "moe-cli: generate --help lists --concurrency"; else pass "moe-cli: generate --help leaves out --concurrency"; fi
+cli_case "a mistyped command gets a suggestion" 2 err "unknown command 'genrate'; did you mean 'generate'?" "$C" genrate
+cli_case "no command: the usage, exit 2" 2 errs "usage: moe-cli COMMAND" "$C"
+cli_case "tokenize without --text" 2 err "tokenize needs --text TEXT" "$C" tokenize
+cli_case "bench --concurrency 0" 2 err "--concurrency: '0' is not a whole number of at least 1" "$C" bench --concurrency 0
+cli_case "bench --concurrency 4,x" 2 err "'x' is not a whole number" "$C" bench --concurrency 4,x
+cli_case "generate without a prompt" 2 err "generate needs --prompt TEXT or --token-ids" "$C" generate
+cli_case "generate --top-p 2" 2 err "--top-p must be in (0, 1]" "$C" generate --prompt hi --top-p 2
+cli_case "generate --max-tokens 0" 2 err "--max-tokens must be at least 1" "$C" generate --prompt hi --max-tokens 0
+cli_case "a flag of another command" 2 err "--concurrency is not a flag of info (it is bench's)" "$C" info --concurrency 4
+cli_case "a stray argument" 2 err "unexpected argument 'extra' after info" "$C" info extra
+cli_case "load --interval-ms 10" 2 err "--interval-ms must be >= 50" "$C" load --interval-ms 10
+cli_case "status codes by name" 1 err "info failed: UNAVAILABLE: " "$C" info --server 127.0.0.1:1
+
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]
