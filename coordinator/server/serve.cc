@@ -10,6 +10,7 @@
 #include "coordinator/telemetry/metrics_server.h"
 #include "coordinator/telemetry/telemetry_service.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 
 namespace moe {
@@ -58,6 +59,9 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   std::unique_ptr<TelemetryService> telemetry;
   std::unique_ptr<WorkerTelemetryService> worker_telemetry;
   grpc::EnableDefaultHealthCheckService(true);
+  // Server reflection (grpc.reflection.v1alpha): grpcurl, Postman and evans discover the API from
+  // the port itself. It describes the services, it serves no data; the authorizer guards the calls.
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.listen, MakeServerCredentials(options.security), &port);

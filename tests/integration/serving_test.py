@@ -29,6 +29,7 @@ sys.path.insert(0, STUBS)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grpc  # noqa: E402
 from moe.v1 import inference_pb2 as pb  # noqa: E402
+import reflection_client  # noqa: E402
 from harness import Harness, generate  # noqa: E402
 from streams import PROMPTS, Streams, settings, tokenize  # noqa: E402
 
@@ -87,6 +88,14 @@ def main():
         health = c.channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
                                        response_deserializer=lambda b: b)
         check(health(b"") == b"\x08\x01", "health service says SERVING")
+        # Server reflection, as grpcurl or Postman would ask.
+        services = reflection_client.list_services(c.channel)
+        check({"moe.v1.Inference", "moe.v1.Telemetry", "grpc.health.v1.Health"} <= set(services),
+              f"reflection lists the services: {services}")
+        methods = reflection_client.describe(c.channel, "moe.v1.Inference")
+        check(methods.get("Generate") == (".moe.v1.GenerateRequest", ".moe.v1.GenerateResponse", True)
+              and {"Tokenize", "Detokenize", "GetModelInfo"} <= set(methods),
+              f"reflection describes moe.v1.Inference: {sorted(methods)}")
         i = info(c.stub)
         check(i.workers == 2 and len(i.placement) == 2 and i.vocab_size == 32000 and i.requests_served == 16,
               f"GetModelInfo: {i.workers} workers, placement {list(i.placement[0].worker_rank)}, {i.requests_served} served")
