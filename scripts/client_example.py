@@ -1,5 +1,8 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """A minimal Python client of moe.v1.Inference, with Debian's python3-grpcio.
+
+Its interpreter is Debian's /usr/bin/python3, where python3-grpcio lives: a `python3` found first
+on PATH (a virtual environment, a conda install) usually lacks grpc.
 
 The stubs are generated at build time into build/python (protoc + grpc_python_plugin); to make
 them by hand: python3 -m grpc_tools.protoc -Iproto --python_out=OUT --grpc_python_out=OUT

@@ -15,6 +15,12 @@ std::string Percent(double part, double whole) {
 
 std::string Ratio(double x, bool have) { return have ? absl::StrFormat("%5.1f%%", 100.0 * x) : "     -"; }
 
+// A figure, or "-" right-aligned in its width where there is nothing to measure yet: an idle
+// server's balancedness is not a perfect 1.00, it is unknown.
+std::string Figure(const absl::FormatSpec<double>& format, double x, bool have, int width) {
+  return have ? absl::StrFormat(format, x) : absl::StrCat(std::string(static_cast<size_t>(width - 1), ' '), "-");
+}
+
 }  // namespace
 
 std::string RenderPlacement(const moe::v1::PlacementInfo& p, int n_workers, int n_experts) {
@@ -78,21 +84,28 @@ std::string RenderLoadView(const moe::v1::LoadSnapshot& s, const LoadViewOptions
     for (int64_t c : counts) total += static_cast<double>(c);
     absl::StrAppendFormat(&out, "%5d %7.0f ", l.layer(), total / std::max(1, s.top_k()));
     for (int64_t c : counts) absl::StrAppend(&out, Percent(static_cast<double>(c), total), " ");
-    absl::StrAppendFormat(&out, "| %4.2f %5.0f %5.2f | %s  %s |", im.balancedness(), 100 * im.imbalance_ratio(),
-                          im.cv(), Ratio(l.locality().first_choice_repeat_ratio(), l.locality().pairs() > 0),
+    const bool have = total > 0;
+    absl::StrAppendFormat(&out, "| %s %s %s | %s  %s |", Figure("%4.2f", im.balancedness(), have, 4),
+                          Figure("%5.0f", 100 * im.imbalance_ratio(), have, 5), Figure("%5.2f", im.cv(), have, 5),
+                          Ratio(l.locality().first_choice_repeat_ratio(), l.locality().pairs() > 0),
                           Ratio(l.locality().set_overlap_ratio(), l.locality().pairs() > 0));
     if (s.num_workers() > 0) {
-      absl::StrAppendFormat(&out, " %5.2f %7.1f ms", l.worker_imbalance().balancedness(),
+      int64_t routed = 0;
+      for (int64_t c : l.worker_tokens()) routed += c;
+      absl::StrAppendFormat(&out, " %s %7.1f ms", Figure("%5.2f", l.worker_imbalance().balancedness(), routed > 0, 5),
                             1e3 * l.straggler_seconds());
     }
     absl::StrAppend(&out, "\n");
   }
   const moe::v1::Imbalance& all = s.expert_imbalance();
-  absl::StrAppendFormat(&out, "  all experts (since reset): balancedness %.3f, imbalance ratio %.1f%%, CV %.3f",
-                        all.balancedness(), 100 * all.imbalance_ratio(), all.cv());
+  const bool any = s.tokens() > 0;
+  absl::StrAppendFormat(&out, "  all experts (since reset): balancedness %s, imbalance ratio %s%%, CV %s",
+                        Figure("%.3f", all.balancedness(), any, 1), Figure("%.1f", 100 * all.imbalance_ratio(), any, 1),
+                        Figure("%.3f", all.cv(), any, 1));
   if (s.num_workers() > 0) {
-    absl::StrAppendFormat(&out, " | workers: balancedness %.3f, imbalance ratio %.1f%%",
-                          s.worker_imbalance().balancedness(), 100 * s.worker_imbalance().imbalance_ratio());
+    absl::StrAppendFormat(&out, " | workers: balancedness %s, imbalance ratio %s%%",
+                          Figure("%.3f", s.worker_imbalance().balancedness(), any, 1),
+                          Figure("%.1f", 100 * s.worker_imbalance().imbalance_ratio(), any, 1));
   }
   const moe::v1::Locality& loc = s.locality();
   absl::StrAppendFormat(&out,
@@ -107,8 +120,9 @@ std::string RenderLoadView(const moe::v1::LoadSnapshot& s, const LoadViewOptions
                           static_cast<long long>(w.steps()), static_cast<long long>(w.tokens()),
                           Ratio(w.locality().set_overlap_ratio(), w.locality().pairs() > 0));
     if (s.num_workers() > 0) {
-      absl::StrAppendFormat(&out, ", workers balancedness %.3f, straggler cost %.1f ms of %.1f ms",
-                            w.worker_imbalance().balancedness(), 1e3 * w.straggler_seconds(),
+      absl::StrAppendFormat(&out, ", workers balancedness %s, straggler cost %.1f ms of %.1f ms",
+                            Figure("%.3f", w.worker_imbalance().balancedness(), w.tokens() > 0, 1),
+                            1e3 * w.straggler_seconds(),
                             1e3 * w.exchange_seconds());
     }
     absl::StrAppend(&out, "\n");

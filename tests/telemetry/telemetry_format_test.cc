@@ -172,8 +172,28 @@ TEST(LoadViewTest, ShowsSharesWorkersAndLostWorkers) {
   EXPECT_THAT(view, HasSubstr("(none)                       1"));
   EXPECT_THAT(view, Not(HasSubstr("in the window")));
   EXPECT_THAT(RenderLoadView(s, LoadViewOptions{true}),
-              HasSubstr("in the window: 7 steps, 0 tokens, sets overlap      -, workers balancedness 0.000, "
+              HasSubstr("in the window: 7 steps, 0 tokens, sets overlap      -, workers balancedness -, "
                         "straggler cost 2.0 ms"));
+}
+
+// An idle server has no balance to show: "-", not the 1.00 (or 0.00) of an empty division.
+TEST(LoadViewTest, ShowsADashWhereThereIsNoData) {
+  moe::v1::LoadSnapshot s;
+  s.set_num_experts(2);
+  s.set_top_k(1);
+  s.set_num_workers(2);
+  moe::v1::LayerLoad* l = s.add_layers();
+  l->add_expert_tokens(0);
+  l->add_expert_tokens(0);
+  l->add_worker_tokens(0);
+  l->add_worker_tokens(0);
+  l->mutable_expert_imbalance()->set_balancedness(1.0);
+  l->mutable_worker_imbalance()->set_balancedness(1.0);
+  s.mutable_expert_imbalance()->set_balancedness(1.0);
+  const std::string view = RenderLoadView(s, {});
+  EXPECT_THAT(view, HasSubstr("|    -     -     - |      -       - |     -     0.0 ms"));
+  EXPECT_THAT(view, HasSubstr("all experts (since reset): balancedness -, imbalance ratio -%, CV -"));
+  EXPECT_THAT(view, Not(HasSubstr("1.00")));
 }
 
 TEST(LoadViewTest, ShowsThePlacementWithReplicasAndTheLastReplacement) {
