@@ -95,6 +95,8 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context,
   };
   for (;;) {
     if (context->IsCancelled()) return ended_early("cancelled by the client");
+    // Wait wakes the moment the engine pushes an event (the step that made the token has ended);
+    // the timeout only bounds how late a client's cancellation is noticed while nothing arrives.
     for (StreamEvent& e : (*handle)->Wait(absl::Milliseconds(20))) {
       if (!e.error.ok()) return ToGrpc(e.error);
       moe::v1::GenerateResponse out;
