@@ -8,7 +8,7 @@ Prints a summary (records, requests, steps, time span; per layer the expert and 
 balancedness, imbalance ratio and CV; temporal locality against chance; the overall imbalance)
 and writes into DIR (default: the trace's directory)
   heatmap.png      share of each layer's token-choices per expert
-  worker_load.png  token-choices per worker in windows of N steps, over time
+  worker_load.png  token-choices per second per worker in bins of wall-clock time
   locality.png     per layer, how often consecutive tokens repeat the first choice / share an expert
 --placement P.json also predicts the worker load under another placement (replicas included) by
 replaying every step and layer with the runtime's split rule (routing_trace.replay_worker_counts).
@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import routing_trace as rt  # noqa: E402
 
-TARGET_BUCKETS = 100  # default --window-steps aims at about this many points per worker line
+TARGET_BUCKETS = 100  # default --window-steps aims at about this many step windows (the JSON)
+TIME_BINS = 60  # worker_load.png: bins of wall-clock time
 
 
 # ----------------------------------------------------------------------------------------------
@@ -74,6 +75,7 @@ def compute(trace, window_steps, placement=None, placement_name=None):
     workers = rt.experts_to_workers(experts, trace.placement, trace.n_workers)
     has_workers = trace.n_workers > 0
     buckets = rt.bucketed_worker_load(trace, window_steps)
+    edges, timed_choices, timed_workers = rt.timed_worker_load(trace, TIME_BINS)
     figures = dict(
         trace=trace.path,
         header=dict(version=trace.version, n_layers=trace.n_layers, n_experts=trace.n_experts,
@@ -92,6 +94,8 @@ def compute(trace, window_steps, placement=None, placement_name=None):
                                    end_time_s=buckets.end_time.tolist(),
                                    choices=buckets.choices.tolist(),
                                    workers=buckets.workers.tolist()),
+        worker_load_over_wall_time=dict(edges_s=edges.tolist(), choices=timed_choices.tolist(),
+                                        workers=timed_workers.tolist()),
     )
     if placement is not None:
         figures["placement_replay"] = replay_figures(trace, placement, placement_name)
@@ -210,43 +214,45 @@ def plot_heatmap(plt, figures, path, title):
     bar.ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
     ax.set_title(_title("expert load per layer (% of the layer's token-choices)", title))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # nothing (legend, long title) cut off
     plt.close(fig)
 
 
 def plot_worker_load(plt, figures, path, title):
-    """Top: token-choices per worker in each window of steps. Bottom: each worker's share of the
-    window, against the even share. A single-process trace has only the top panel, with the total."""
-    over = figures["worker_load_over_time"]
-    t = np.array(over["end_time_s"])
-    workers = np.array(over["workers"], dtype=np.float64).reshape(len(t), figures["header"]["n_workers"])
+    """Top: token-choices per second per worker in bins of wall-clock time (bins of steps would
+    follow the batch sizes, not the load). Bottom: each worker's share of the bin, against the
+    even share. A single-process trace has only the top panel, with the total."""
+    over = figures["worker_load_over_wall_time"]
+    edges = np.array(over["edges_s"])
+    t = (edges[1:] + edges[:-1]) / 2
+    per_s = 1.0 / max(float(edges[1] - edges[0]), 1e-12)
     choices = np.array(over["choices"], dtype=np.float64)
+    workers = np.array(over["workers"], dtype=np.float64).reshape(len(t), figures["header"]["n_workers"])
     n_workers = workers.shape[1]
     if n_workers == 0:
         fig, top = plt.subplots(figsize=(10, 4))
-        top.plot(t, choices, marker=".", label="all (single process, no workers)")
+        top.plot(t, choices * per_s, marker=".", label="all (single process, no workers)")
         axes = [top]
     else:
         fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True,
                                  gridspec_kw=dict(height_ratios=[3, 2]))
         top, bottom = axes
-        share = np.divide(workers, choices[:, None], out=np.zeros_like(workers),
+        share = np.divide(workers, choices[:, None], out=np.full_like(workers, np.nan),
                           where=choices[:, None] > 0)
         for w in range(n_workers):
-            top.plot(t, workers[:, w], marker=".", label=f"worker {w + 1}")
+            top.plot(t, workers[:, w] * per_s, marker=".", label=f"worker {w + 1}")
             bottom.plot(t, 100 * share[:, w], marker=".")
         bottom.axhline(100 / n_workers, color="gray", linestyle="--", linewidth=1, label="even share")
-        bottom.set_ylabel("% of the window's choices")
+        bottom.set_ylabel("% of the bin's choices")
         bottom.legend(loc="upper right", fontsize=8)
-    window = over["window_steps"]
-    top.set_ylabel(f"token-choices per {window} step{'s' if window > 1 else ''}")
+    top.set_ylabel(f"token-choices per second ({edges[1] - edges[0]:.3g} s bins)")
     top.legend(loc="upper right", fontsize=8, ncol=max(1, n_workers // 8))
-    top.set_title(_title("worker load over time", title))
-    axes[-1].set_xlabel("time since trace start (s), end of each window")
+    top.set_title(_title("worker load over wall-clock time", title))
+    axes[-1].set_xlabel("time since trace start (s)")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # nothing (legend, long title) cut off
     plt.close(fig)
 
 
@@ -258,7 +264,7 @@ def plot_locality(plt, figures, path, title):
         return np.array([np.nan if d[key] is None else 100 * d[key] for d in loc["layers"]])
 
     x = np.arange(n_layers)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 + 0.35 * n_layers), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.5 + 0.35 * n_layers), 4.8))
     ax.bar(x - 0.2, ratios("first_choice_ratio"), 0.4, color="C0", label="first choice repeats")
     ax.bar(x + 0.2, ratios("set_overlap_ratio"), 0.4, color="C1", label="expert sets overlap")
     ax.axhline(100 * loc["chance_first_choice"], color="C0", linestyle="--", linewidth=1.2, zorder=3,
@@ -269,16 +275,16 @@ def plot_locality(plt, figures, path, title):
         ax.set_xticks(x)
     ax.set_xlabel("layer")
     ax.set_ylabel("% of consecutive-token pairs")
-    ax.set_ylim(0, 122)  # headroom for the legend above the 100% mark
+    ax.set_ylim(0, 135)  # headroom for the two-row legend above the 100% mark
     ax.set_yticks(range(0, 101, 20))
     t = loc["total"]
-    ax.set_title(_title(f"routing locality, {loc['pairs']} pairs; all layers: "
-                        f"first {_pct(t['first_choice_ratio']).strip()}%, "
-                        f"overlap {_pct(t['set_overlap_ratio']).strip()}%", title), fontsize=10)
-    ax.legend(loc="upper center", fontsize=8, ncol=4)
+    ax.set_title(_title(f"routing locality, {loc['pairs']} pairs", title) +
+                 f"\nall layers: first choice repeats {_pct(t['first_choice_ratio']).strip()}%, "
+                 f"sets overlap {_pct(t['set_overlap_ratio']).strip()}%", fontsize=10)
+    ax.legend(loc="upper center", fontsize=8, ncol=2)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # nothing (legend, long title) cut off
     plt.close(fig)
 
 
@@ -304,7 +310,7 @@ def parse_args(argv):
     p.add_argument("--out", help="directory for the PNGs (default: the trace's directory)")
     p.add_argument("--json", help="write every computed figure to this JSON file")
     p.add_argument("--window-steps", type=int, default=None,
-                   help=f"steps per point of worker_load.png (default: about {TARGET_BUCKETS} points)")
+                   help=f"steps per window of the JSON's worker_load_over_time (default: about {TARGET_BUCKETS})")
     p.add_argument("--title", default="", help="prefix for the plot titles")
     p.add_argument("--placement", help="also predict the worker load under this placement file "
                    "(JSON, replicas allowed), replayed with the runtime's split rule")

@@ -329,6 +329,29 @@ def bucketed_worker_load(trace, window_steps):
                         workers.reshape(n_buckets, n_workers))
 
 
+def timed_worker_load(trace, n_bins):
+    """Token-choices in total and per worker in n_bins equal bins of wall-clock time (record
+    times, first to last): load against time, where bins of steps would follow batch sizes.
+    Returns (edges [n_bins + 1] seconds, choices [n_bins], workers [n_bins, W])."""
+    if n_bins < 1:
+        raise ValueError("n_bins must be at least 1")
+    rec = trace.records
+    t = rec["time"].astype(np.float64)
+    lo = float(t.min()) if len(t) else 0.0
+    hi = float(t.max()) if len(t) else 0.0
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-3, n_bins + 1)
+    b = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, n_bins - 1)
+    choices = np.bincount(b, minlength=n_bins).astype(np.int64) * trace.n_layers * trace.top_k
+    n_workers = trace.n_workers
+    workers = np.zeros(n_bins * n_workers, dtype=np.int64)
+    if n_workers:
+        rank = trace.placement.astype(np.int64)
+        for layer in range(trace.n_layers):
+            worker = rank[layer][rec["experts"][:, layer, :]] - 1  # [N, k]
+            workers += np.bincount((b[:, None] * n_workers + worker).ravel(), minlength=n_bins * n_workers)
+    return edges, choices, workers.reshape(n_bins, n_workers)
+
+
 # ----------------------------------------------------------------------------------------------
 # Imbalance
 

@@ -133,6 +133,11 @@ def test_study():
     pairs = fig["pairs"][0]["top"]
     check("the only pairs chosen together are (a, a+4): lift above 1",
           all((p["pair"][1] - p["pair"][0]) == 4 and p["lift"] > 1 for p in pairs), pairs)
+    edges, choices, workers = rt.timed_worker_load(trace, 7)
+    check("worker load over wall-clock time (worker_load.png): every choice in a bin, on a worker",
+          len(edges) == 8 and choices.sum() == len(records) * L * K and (workers.sum(1) == choices).all()
+          and edges[0] == trace.records["time"].min() and edges[-1] == trace.records["time"].max(),
+          (choices.tolist(), workers.sum(1).tolist()))
     t = fig["time"]
     total = sum(sum(row) for row in t["phases"]["unknown"]["experts"])
     check("load over time: every choice lands in a bin", total == len(records) * L * K, total)
