@@ -1,9 +1,9 @@
 #!/usr/bin/python3
-"""A minimal Python client of moe-cluster, on its client package (clients/python, `moe_client`).
+"""A minimal Python client of moe-cluster, on its client package (coordinator/client/python, `moe_client`).
 
 With the package installed (any Python 3.9+ with grpcio and protobuf):
 
-    python3 -m venv --system-site-packages V && V/bin/pip install --no-build-isolation ./clients/python
+    python3 -m venv --system-site-packages V && V/bin/pip install --no-build-isolation ./coordinator/client/python
     V/bin/python scripts/client_example.py --server 127.0.0.1:50051 --prompt "def main("
 
 Without it, from a built checkout, Debian's /usr/bin/python3 (python3-grpcio) runs it on the
@@ -20,7 +20,7 @@ try:
     import moe_client
 except ImportError:  # not installed: the checkout's package and the build's stubs
     HERE = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
+    sys.path.insert(0, os.path.join(HERE, "..", "coordinator", "client", "python"))
     sys.path.insert(0, os.environ.get("MOE_PYTHON_STUBS", os.path.join(HERE, "..", "build", "python")))
     import moe_client
 

@@ -1,4 +1,4 @@
-"""The Python client package (clients/python) as a user installs it: into a fresh virtual
+"""The Python client package (coordinator/client/python) as a user installs it: into a fresh virtual
 environment (over Debian's python3-grpcio and python3-protobuf), its stubs generated from proto/
 at install time, then used from that environment's Python against a real cluster (2 workers):
 
@@ -65,14 +65,14 @@ def main():
            "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
     # Install as a user would, from a copy (the build writes its stubs beside setup.py).
     pkg = os.path.join(WORK, "python-client")
-    shutil.copytree(os.path.join(SRC, "clients/python"), pkg,
+    shutil.copytree(os.path.join(SRC, "coordinator/client/python"), pkg,
                     ignore=shutil.ignore_patterns("build", "moe", "*.egg-info", "__pycache__"))
     venv = os.path.join(WORK, "venv")
     h.run([PY, "-m", "venv", "--system-site-packages", venv])
     vpy = os.path.join(venv, "bin", "python")
     p = subprocess.run([vpy, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index", "-q", pkg],
                        capture_output=True, text=True, env=dict(os.environ, PROTO_DIR=os.path.join(SRC, "proto")))
-    check(p.returncode == 0, f"pip install ./clients/python into a fresh venv: {p.stderr.strip()[-300:] or 'ok'}")
+    check(p.returncode == 0, f"pip install ./coordinator/client/python into a fresh venv: {p.stderr.strip()[-300:] or 'ok'}")
     want = h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", "The quick brown fox",
                   "--max-new-tokens", "12", "--print-ids", "--threads", "1"]).strip()
     want_ids = [int(x) for x in want.split(",") if x]

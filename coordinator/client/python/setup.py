@@ -3,9 +3,9 @@ by protoc and grpc_python_plugin (Debian: protobuf-compiler, protobuf-compiler-g
 stubs always match the server they came with:
 
     python3 -m venv --system-site-packages V   # Debian's python3-grpcio and python3-protobuf
-    V/bin/pip install --no-build-isolation ./clients/python
+    V/bin/pip install --no-build-isolation ./coordinator/client/python
 
-PROTO_DIR overrides where the .proto files are (default: ../../proto, the repository's).
+PROTO_DIR overrides where the .proto files are (default: ../../../proto, the repository's).
 """
 import os
 import shutil
@@ -18,7 +18,7 @@ PROTOS = ["moe/v1/inference.proto", "moe/v1/telemetry.proto"]
 
 
 def generate_stubs():
-    proto_dir = os.environ.get("PROTO_DIR", os.path.join(HERE, "..", "..", "proto"))
+    proto_dir = os.environ.get("PROTO_DIR", os.path.join(HERE, "..", "..", "..", "proto"))
     plugin, protoc = shutil.which("grpc_python_plugin"), shutil.which("protoc")
     if not (plugin and protoc):
         raise SystemExit("moe-cluster-client: needs protoc and grpc_python_plugin on PATH "
