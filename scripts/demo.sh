@@ -18,24 +18,10 @@ PROMPT=${PROMPTS[-1]}
 scripts/install-deps.sh
 scripts/build.sh
 
-PORT_FILE=$(mktemp -u /tmp/moe-demo-port.XXXXXX)
 OUT=build/demo  # the routing trace and its plots
 mkdir -p "$OUT"
-scripts/launch.sh --model "$MODEL" --workers 2 -- --listen 127.0.0.1:0 --port-file "$PORT_FILE" \
-  --routing-trace "$OUT/routing.trace" &
-LAUNCHER=$!
-cleanup() {
-  pkill -TERM -f "^[^ ]*moe-coordinator --model $MODEL" 2>/dev/null || true
-  wait "$LAUNCHER" 2>/dev/null || true
-  rm -f "$PORT_FILE"
-}
-trap cleanup EXIT
-for _ in $(seq 1 300); do
-  [[ -f $PORT_FILE ]] && break
-  kill -0 "$LAUNCHER" 2>/dev/null || { echo "demo: the cluster did not start" >&2; exit 1; }
-  sleep 0.1
-done
-SERVER=127.0.0.1:$(cat "$PORT_FILE")
+source scripts/background_cluster.sh
+start_background_cluster "$MODEL" 2 --routing-trace "$OUT/routing.trace"
 echo
 for P in "${PROMPTS[@]}"; do
   echo "--- moe-cli generate --server $SERVER --prompt \$'${P//$'\n'/\\n}' --max-tokens 40"

@@ -34,26 +34,11 @@ if [[ ${#HELD_OUT[@]} -eq 0 ]]; then
 fi
 echo "study: ${#HELD_OUT[@]} held-out files, $WORKERS workers, into $OUT"
 
-PORT_FILE=$(mktemp -u /tmp/moe-study-port.XXXXXX)
 TRACE=$OUT/heldout.trace
-scripts/launch.sh --model "$MODEL" --workers "$WORKERS" -- --listen 127.0.0.1:0 --port-file "$PORT_FILE" \
-  --routing-trace "$TRACE" &
-LAUNCHER=$!
-cleanup() {
-  pkill -TERM -f "^[^ ]*moe-coordinator --model $MODEL" 2>/dev/null || true
-  wait "$LAUNCHER" 2>/dev/null || true
-  rm -f "$PORT_FILE"
-}
-trap cleanup EXIT
-for _ in $(seq 1 600); do
-  [[ -f $PORT_FILE ]] && break
-  kill -0 "$LAUNCHER" 2>/dev/null || { echo "study: the cluster did not start" >&2; exit 1; }
-  sleep 0.1
-done
-SERVER=127.0.0.1:$(cat "$PORT_FILE")
+source scripts/background_cluster.sh
+start_background_cluster "$MODEL" "$WORKERS" --routing-trace "$TRACE"
 /usr/bin/python3 scripts/study_feed.py --server "$SERVER" --label heldout-python --files "${HELD_OUT[@]}" \
   --prompt-chars "$CHARS" --max-tokens "$TOKENS" --concurrency "$CONC" --live "$OUT/live.json" | tail -3
-cleanup
-trap - EXIT
+stop_background_cluster
 /usr/bin/python3 scripts/routing_study.py "$TRACE" --tokenizer "$MODEL/tokenizer.model" --live "$OUT/live.json" \
   --out "$OUT" --json "$OUT/study.json" --title "pystd, held-out Python, $WORKERS workers"
