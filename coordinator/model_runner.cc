@@ -329,10 +329,14 @@ absl::Status ModelRunner::MoeBlock(int layer, int64_t n) {
     routing.weight.resize(static_cast<size_t>(n * k));
     b->ToHost(routing.expert.data(), experts_dev_.data(), routing.expert.size() * sizeof(int32_t));
     b->ToHost(routing.weight.data(), weights_dev_.data(), routing.weight.size() * sizeof(float));
-    // The raw logits too (n x E floats, small beside the rows): the trace's router entropy needs
-    // the whole distribution, not only the top-k that survived.
-    routing.logits.resize(static_cast<size_t>(n * c.num_local_experts));
-    b->ToHost(routing.logits.data(), router_logits_.data(), routing.logits.size() * sizeof(float));
+    // The raw logits too, for an observer that reads them (the trace's router entropy needs the
+    // whole distribution, not only the top-k that survived); nobody else pays for the copy.
+    if (copy_router_logits_) {
+      routing.logits.resize(static_cast<size_t>(n * c.num_local_experts));
+      b->ToHost(routing.logits.data(), router_logits_.data(), routing.logits.size() * sizeof(float));
+    } else {
+      routing.logits.clear();
+    }
     MOE_RETURN_IF_ERROR(b->Sync());
     PlanDispatch(routing, n, exchange_->placement(), layer, hidden, &plan_);
     b->GatherRows(x_.data(), Stage(plan_.source_token, &source_token_dev_), n * k, hidden,

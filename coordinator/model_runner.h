@@ -58,7 +58,10 @@ class ModelRunner {
   // Routing of the last Forward, per layer; kept for tests and telemetry.
   const std::vector<Routing>& last_routing() const { return routing_; }
   // Observers see every successful Forward's routing; not owned, must outlive the runner.
-  void AddRoutingObserver(RoutingObserver* observer) { observers_.push_back(observer); }
+  void AddRoutingObserver(RoutingObserver* observer) {
+    observers_.push_back(observer);
+    copy_router_logits_ = copy_router_logits_ || observer->WantsRouterLogits();
+  }
   // Tell the observers that a sequence joins the batch / is done (the scheduler calls both, as do
   // the one-shot tools that drive Forward themselves).
   void BeginSequence(uint64_t sequence_id, const SequenceInfo& info);
@@ -98,6 +101,7 @@ class ModelRunner {
   std::vector<int64_t> logit_rows_;   // [n_out] rows of h that need logits
   std::vector<Routing> routing_;      // [layers]
   std::vector<RoutingObserver*> observers_;
+  bool copy_router_logits_ = false;   // some observer reads Routing::logits
   std::vector<RoutedToken> routed_;   // [n], for the observers
   DispatchPlan plan_;                 // the current layer's, on the host
 

@@ -16,7 +16,7 @@ struct Routing {
   int top_k = 0;
   std::vector<int32_t> expert;  // [n_tokens, top_k] logical experts, by falling probability
   std::vector<float> weight;    // [n_tokens, top_k], renormalised to sum to 1 per token
-  std::vector<float> logits;    // [n_tokens, n_experts] raw router logits, for observers (the
+  std::vector<float> logits;    // [n_tokens, n_experts] raw router logits, for observers that ask (the
                                 // routing trace's entropy); empty where nobody filled them
 };
 

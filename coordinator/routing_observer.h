@@ -38,6 +38,9 @@ class RoutingObserver {
   // layer, the choices of those rows (routing[l].expert[row * top_k + j]) and their raw router
   // logits (routing[l].logits[row * n_experts + e]).
   virtual void OnForward(absl::Span<const RoutedToken> tokens, absl::Span<const Routing> routing) = 0;
+  // Whether OnForward reads routing[l].logits. Copying them off the device costs every layer of
+  // every step, so the runner fills them only when some observer says yes.
+  virtual bool WantsRouterLogits() const { return false; }
   // The sequence joins the batch (the scheduler admitted it), before its first token is routed.
   virtual void OnSequenceStart(uint64_t /*sequence_id*/, const SequenceInfo& /*info*/) {}
   // The sequence is finished; its id will not appear again.

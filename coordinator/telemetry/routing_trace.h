@@ -33,6 +33,7 @@ class RoutingTraceWriter : public RoutingObserver, public ExchangeObserver {
 
   void OnStepBegin() override;
   void OnForward(absl::Span<const RoutedToken> tokens, absl::Span<const Routing> routing) override;
+  bool WantsRouterLogits() const override { return true; }  // each record's router entropy
   void OnSequenceStart(uint64_t sequence_id, const SequenceInfo& info) override;
   void OnSequenceEnd(uint64_t sequence_id) override;
   // Summed into the running step's event (exchange and per-worker seconds, straggler cost).

@@ -93,6 +93,7 @@ class RecordingObserver : public RoutingObserver {
       for (float x : r.logits) EXPECT_TRUE(std::isfinite(x));
     }
   }
+  bool WantsRouterLogits() const override { return true; }
   void OnSequenceStart(uint64_t id, const SequenceInfo& info) override { started[id] = info; }
   void OnSequenceEnd(uint64_t id) override { ended.push_back(id); }
 
