@@ -70,6 +70,20 @@ ABSL_FLAG(std::string, telemetry_address, "",
 ABSL_FLAG(std::string, metrics_listen, "",
           "serving: serve Prometheus /metrics on HOST:PORT (port 0 picks a free one; empty: off)");
 ABSL_FLAG(std::string, metrics_port_file, "", "serving: write the /metrics port to this file");
+ABSL_FLAG(std::string, http_listen, "",
+          "serving: the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, "
+          "/health) on HOST:PORT (port 0 picks a free one); off when empty");
+ABSL_FLAG(std::string, http_port_file, "", "serving: write the HTTP API's port to this file");
+ABSL_FLAG(std::string, http_api_key_file, "",
+          "serving: a file whose first line is the key HTTP API calls must send as "
+          "\"Authorization: Bearer KEY\" (16+ characters); empty: no key asked");
+ABSL_FLAG(int, http_max_threads, 128, "serving: HTTP connections served at once (more wait their turn)");
+ABSL_FLAG(std::string, served_model_name, "",
+          "serving: the model's name in the HTTP API (/v1/models, requests' \"model\"); default: the "
+          "model directory's name");
+ABSL_FLAG(std::string, chat_template, "auto",
+          "serving: the chat template of /v1/chat/completions: auto (MODEL/tokenizer_config.json's when "
+          "it is a Mistral v1 one; Mistral v1, Mixtral-Instruct's, when the model gives none) or mistral-v1");
 ABSL_FLAG(std::string, tls_cert, "",
           "serving: PEM certificate chain (the server's first) for TLS on the gRPC port; with "
           "--tls-key (default: plaintext)");
@@ -146,6 +160,28 @@ absl::StatusOr<CoordinatorOptions> OptionsFromFlags() {
   s.security = *std::move(security);
   s.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   s.metrics_port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  s.http.listen = absl::GetFlag(FLAGS_http_listen);
+  s.http_port_file = absl::GetFlag(FLAGS_http_port_file);
+  s.http.max_threads = absl::GetFlag(FLAGS_http_max_threads);
+  if (const std::string key_file = absl::GetFlag(FLAGS_http_api_key_file); !key_file.empty()) {
+    absl::StatusOr<std::string> key = ReadTokenFile("--http-api-key-file", key_file);
+    if (!key.ok()) return key.status();
+    s.http.api_key = *std::move(key);
+  }
+  // HTTPS with the gRPC port's certificate: one set of files secures both.
+  s.http.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  s.http.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  s.http.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  if (absl::Status valid = s.http.Validate(); !s.http.listen.empty() && !valid.ok()) return valid;
+  s.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  if (s.served_model_name.empty()) {
+    std::string dir = o.model_dir;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    s.served_model_name = dir.substr(dir.rfind('/') + 1);
+  }
+  absl::StatusOr<ChatTemplate> chat = ChatTemplate::ForModel(absl::GetFlag(FLAGS_chat_template), o.model_dir);
+  if (!chat.ok()) return chat.status();
+  s.chat_template = *std::move(chat);
   o.telemetry_interval_ms = absl::GetFlag(FLAGS_telemetry_interval_ms);
   o.load_window_seconds = absl::GetFlag(FLAGS_load_window_s);
   o.telemetry_address = absl::GetFlag(FLAGS_telemetry_address);

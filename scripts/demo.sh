@@ -4,7 +4,7 @@
 # says what it is), coordinator + 2 workers under mpirun, gRPC on loopback; continues a few
 # Python prompts through the command-line and the Python clients, shows the server's state and
 # its load telemetry (the live view, then the routing trace analysed offline), and shuts the
-# cluster down.
+# cluster down. The OpenAI-compatible HTTP API runs beside gRPC and answers curl.
 # usage: scripts/demo.sh [PROMPT]   (PROMPT replaces the built-in Python prompts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,11 @@ scripts/build.sh
 OUT=build/demo  # the routing trace and its plots
 mkdir -p "$OUT"
 source scripts/background_cluster.sh
-start_background_cluster "$MODEL" 2 --routing-trace "$OUT/routing.trace"
+HTTP_PORT_FILE=$(mktemp -u /tmp/moe-http-port.XXXXXX)
+start_background_cluster "$MODEL" 2 --routing-trace "$OUT/routing.trace" --http-listen 127.0.0.1:0 \
+  --http-port-file "$HTTP_PORT_FILE"
+HTTP=http://127.0.0.1:$(cat "$HTTP_PORT_FILE")  # written with the gRPC port's file
+rm -f "$HTTP_PORT_FILE"
 echo
 for P in "${PROMPTS[@]}"; do
   echo "--- moe-cli generate --server $SERVER --prompt \$'${P//$'\n'/\\n}' --max-tokens 40"
@@ -33,6 +37,14 @@ echo "--- moe-cli generate ... --temperature 0.7 --top-p 0.9 --seed 2 (the last 
 printf '%s' "$PROMPT"
 build/bin/moe-cli generate --server "$SERVER" --prompt "$PROMPT" --max-tokens 40 --temperature 0.7 \
   --top-p 0.9 --seed 2
+echo "--- curl $HTTP/v1/completions (the OpenAI-compatible HTTP API, same scheduler)"
+curl -sS "$HTTP/v1/completions" -H 'Content-Type: application/json' \
+  -d '{"model": "pystd", "prompt": "import os\nimport", "max_tokens": 16, "temperature": 0}'
+echo
+echo "--- curl -N $HTTP/v1/chat/completions with \"stream\": true (server-sent events: the first 3 and the last)"
+curl -sS -N "$HTTP/v1/chat/completions" -H 'Content-Type: application/json' \
+  -d '{"model": "pystd", "messages": [{"role": "user", "content": "def add(a, b):"}], "max_tokens": 12,
+       "temperature": 0, "stream": true}' | grep -v '^$' | sed -n '1,3p;$p' | sed '3a\...'
 echo "--- scripts/client_example.py (Python, python3-grpcio)"
 /usr/bin/python3 scripts/client_example.py --server "$SERVER" --prompt "$PROMPT"
 echo "--- moe-cli info"

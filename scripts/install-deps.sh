@@ -11,7 +11,7 @@ PACKAGES=(
   libopenblas-dev libsentencepiece-dev nlohmann-json3-dev libhwy-dev libcpp-httplib-dev
   prometheus
   python3 python3-numpy python3-grpcio python3-protobuf python3-matplotlib python3-venv python3-wheel
-  procps openssl
+  procps openssl curl
   clang libclang-rt-14-dev
 )
 

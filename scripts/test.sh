@@ -15,6 +15,7 @@ skip_reasons() {
   fi
 }
 scripts/install-deps.sh
+scripts/install-python-deps.sh
 scripts/build.sh
 ctest --test-dir build --output-on-failure --parallel 2
 skip_reasons build

@@ -57,7 +57,7 @@ const std::vector<Command>& Commands() {
        "[--concurrency 1,4,16,64] [flags]",
        {"concurrency", "requests", "max-tokens", "prompt-tokens", "temperature"}},
       {"load", "the load telemetry, redrawn like top (or one snapshot with --once)", "[flags]",
-       {"interval-ms", "once", "window"}},
+       {"interval-ms", "once", "window", "width"}},
       {"reset-load", "zero the load counters on every rank (an admin call)", "", {"admin-token-file"}},
       {"rebalance", "plan an expert placement from the load window and move the cluster to it (an admin call)",
        "[--dry-run] [--force] [--out PLAN.json]", {"dry-run", "force", "out", "admin-token-file"}},

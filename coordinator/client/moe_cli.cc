@@ -9,6 +9,7 @@
 // --server HOST:PORT (default 127.0.0.1:50051) selects the server; --tls-ca (or --tls), --tls-cert,
 // --tls-key and --tls-server-name speak TLS to it; --admin-token-file authorises reset-load and
 // rebalance.
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -62,6 +63,8 @@ ABSL_FLAG(int, requests, 2, "bench: requests per client");
 ABSL_FLAG(int, prompt_tokens, 32, "bench: random prompt length");
 ABSL_FLAG(int, interval_ms, 1000, "load: refresh interval");
 ABSL_FLAG(bool, once, false, "load: print one snapshot and exit");
+ABSL_FLAG(int, width, 0,
+          "load: columns to fit (tables split, prose wraps); 0: the terminal's width, else $COLUMNS, else 80");
 ABSL_FLAG(bool, dry_run, false, "rebalance: show the plan, move nothing");
 ABSL_FLAG(bool, force, false, "rebalance: ignore the server's --rebalance-threshold and the minimum gain");
 ABSL_FLAG(std::string, out, "", "rebalance: write the plan as a --placement JSON file");
@@ -349,12 +352,26 @@ int Bench() {
   return 0;
 }
 
+// --width, else the terminal's columns (when stdout is one), else $COLUMNS, else 80.
+int TerminalWidth() {
+  if (absl::GetFlag(FLAGS_width) > 0) return absl::GetFlag(FLAGS_width);
+  winsize size{};
+  if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
+  int columns = 0;
+  if (const char* env = std::getenv("COLUMNS"); env != nullptr && absl::SimpleAtoi(env, &columns) && columns > 0) {
+    return columns;
+  }
+  return 80;
+}
+
 // A live table of the server's load, refreshed from WatchLoad (or one snapshot with --once).
 int Load() {
   if (absl::GetFlag(FLAGS_interval_ms) < 50) return Usage("--interval-ms must be >= 50");
   auto stub = moe::v1::Telemetry::NewStub(Channel());
+  if (absl::GetFlag(FLAGS_width) < 0) return Usage("--width must be >= 0");
   moe::LoadViewOptions view;
   view.window = absl::GetFlag(FLAGS_window);
+  view.width = TerminalWidth();
   if (absl::GetFlag(FLAGS_once)) {
     grpc::ClientContext context;
     moe::v1::LoadSnapshot snapshot;

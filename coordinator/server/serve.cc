@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "coordinator/telemetry/load_metrics.h"
 #include "coordinator/telemetry/metrics_server.h"
 #include "coordinator/telemetry/telemetry_service.h"
@@ -107,8 +109,36 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
     metrics = *std::move(started);
   }
 
+  // What /health says: OK, or why the cluster cannot serve (a lost worker, shutting down).
+  absl::Mutex health_mu;
+  absl::Status health;  // guarded by health_mu
+  auto set_health = [&](absl::Status s) {
+    absl::MutexLock lock(&health_mu);
+    health = std::move(s);
+  };
+  std::unique_ptr<OpenAiServer> http;
+  if (!options.http.listen.empty()) {
+    openai::ServedModel model;
+    model.id = options.served_model_name;
+    model.tokenizer = tokenizer;
+    model.config = &runner->config();
+    model.limits = options.scheduler.limits;
+    model.max_prompt_bytes = options.max_prompt_bytes;
+    model.chat = options.chat_template;
+    model.created = static_cast<int64_t>(absl::ToUnixSeconds(absl::Now()));
+    auto started = OpenAiServer::Start(options.http, std::move(model), &scheduler, &request_metrics, [&] {
+      absl::MutexLock lock(&health_mu);
+      return health;
+    });
+    if (!started.ok()) return started.status();
+    http = *std::move(started);
+  }
+
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
+    // The HTTP API may already have queued a request; no step will run it.
+    scheduler.StopAdmitting(absl::UnavailableError("the server failed to start"));
+    scheduler.FailAll(absl::UnavailableError("the server failed to start"));
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot listen on ", options.listen,
         options.security.tls() ? " (with TLS: does --tls-key belong to --tls-cert? gRPC's log above says)" : ""));
@@ -139,6 +169,28 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
                 metrics->port());
     WritePortFile(options.metrics_port_file, metrics->port());
   }
+  if (http != nullptr) {
+    const std::string http_host = options.http.listen.substr(0, options.http.listen.rfind(':'));
+    std::printf("moe-coordinator: OpenAI-compatible API on %s://%s:%d/v1 (model \"%s\", chat template %s)\n",
+                http->https() ? "https" : "http", http_host.c_str(), http->port(), options.served_model_name.c_str(),
+                options.chat_template.name());
+    if (options.chat_template.kind() == ChatTemplateKind::kNone) {
+      std::fprintf(stderr, "moe-coordinator: warning: /v1/chat/completions is off: %s\n",
+                   options.chat_template.disabled_reason().c_str());
+    }
+    if (!IsLoopbackAddress(options.http.listen) && options.http.api_key.empty()) {
+      std::fprintf(stderr,
+                   "moe-coordinator: warning: the HTTP API on %s asks for no key: anyone who reaches it can "
+                   "generate; give --http-api-key-file\n",
+                   options.http.listen.c_str());
+    }
+    if (!IsLoopbackAddress(options.http.listen) && !http->https()) {
+      std::fprintf(stderr,
+                   "moe-coordinator: warning: the HTTP API on %s is plaintext: prompts, answers and the API "
+                   "key cross the network in clear; give --tls-cert and --tls-key\n",
+                   options.http.listen.c_str());
+    }
+  }
   std::fflush(stdout);
   // Open streams (watchers, worker reports) end at once instead of holding Shutdown to its deadline.
   auto shutdown = [&] {
@@ -148,6 +200,7 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   };
   if (options.on_listening) options.on_listening(port);
   WritePortFile(options.port_file, port);
+  if (http != nullptr) WritePortFile(options.http_port_file, http->port());
 
   // A worker whose heartbeat is lost: health says NOT_SERVING and new requests fail at once,
   // naming it, instead of waiting --worker-timeout-s for a step that cannot finish. Both return
@@ -166,6 +219,7 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
       lost_gone = false;
       scheduler.ResumeAdmitting();
       server->GetHealthCheckService()->SetServingStatus(true);
+      set_health(absl::OkStatus());
       return;
     }
     std::vector<std::string> why;
@@ -181,6 +235,7 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
                  absl::StrJoin(lost, ", ").c_str(), lost_reason.c_str());
     scheduler.StopAdmitting(absl::UnavailableError(absl::StrCat(lost_reason, "; the cluster cannot serve")));
     server->GetHealthCheckService()->SetServingStatus(false);
+    set_health(absl::UnavailableError(lost_reason));
   };
   absl::Status engine;
   while (!stop->load()) {
@@ -196,6 +251,8 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   }
   if (options.rebalancer != nullptr) options.rebalancer->Stop(/*cluster_usable=*/engine.ok());
   server->GetHealthCheckService()->SetServingStatus(false);
+  set_health(engine.ok() ? absl::UnavailableError("the server is shutting down")
+                         : absl::UnavailableError(absl::StrCat("the cluster failed: ", engine.message())));
   if (!engine.ok()) {
     // The model cannot run any more: everything in flight fails, nothing new is accepted. Said
     // here, first: when a worker died, mpirun is already ending the job.

@@ -9,7 +9,9 @@
 #include "absl/status/status.h"
 #include "coordinator/rebalancer.h"
 #include "coordinator/scheduler.h"
+#include "coordinator/server/chat_template.h"
 #include "coordinator/server/inference_service.h"
+#include "coordinator/server/openai_server.h"
 #include "coordinator/server/server_security.h"
 #include "coordinator/telemetry/load_aggregator.h"
 
@@ -42,6 +44,12 @@ struct ServeOptions {
   // Prometheus /metrics on its own HOST:PORT (empty: off); its bound port goes to the file if set.
   std::string metrics_listen;
   std::string metrics_port_file;
+  // The OpenAI-compatible HTTP API on its own port (http.listen empty: off); its bound port goes to
+  // the file if set. The model is listed under served_model_name; chat uses chat_template.
+  OpenAiServerOptions http;
+  std::string http_port_file;
+  std::string served_model_name = "moe";
+  ChatTemplate chat_template = ChatTemplate::MistralV1();
   // Called once with the bound port when the server accepts calls, before the first step (the
   // coordinator then tells the workers where to report). Not called if the server fails to start.
   std::function<void(int port)> on_listening;

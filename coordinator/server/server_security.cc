@@ -34,6 +34,23 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& flag, const std::st
 
 }  // namespace
 
+absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::string& path) {
+  absl::StatusOr<std::string> text = ReadSmallFile(flag, path);
+  if (!text.ok()) return text.status();
+  const std::string token(absl::StripAsciiWhitespace(text->substr(0, text->find('\n'))));
+  if (token.size() < kMinAdminTokenLength) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": the token on the first line of ", path,
+                                                   " must be at least ", kMinAdminTokenLength, " characters"));
+  }
+  for (char c : token) {
+    if (!std::isgraph(static_cast<unsigned char>(c))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag, ": the token must be printable ASCII without spaces (it travels in a header)"));
+    }
+  }
+  return token;
+}
+
 std::string ServerSecurity::LeafCertificatePem() const {
   const size_t begin = certificate_chain_pem.find(kBeginCertificate);
   if (begin == std::string::npos) return "";
@@ -82,22 +99,9 @@ absl::StatusOr<ServerSecurity> ServerSecurity::FromFiles(const std::string& cert
     }
   }
   if (!admin_token_file.empty()) {
-    absl::StatusOr<std::string> token = ReadSmallFile("--admin-token-file", admin_token_file);
+    absl::StatusOr<std::string> token = ReadTokenFile("--admin-token-file", admin_token_file);
     if (!token.ok()) return token.status();
-    const std::string first_line = token->substr(0, token->find('\n'));
-    s.admin_token = std::string(absl::StripAsciiWhitespace(first_line));
-    if (s.admin_token.size() < kMinAdminTokenLength) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--admin-token-file: the token on the first line of ", admin_token_file,
-                       " must be at least ", kMinAdminTokenLength, " characters"));
-    }
-    for (char c : s.admin_token) {
-      if (!std::isgraph(static_cast<unsigned char>(c))) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--admin-token-file: the token must be printable ASCII without spaces (it travels in a "
-            "gRPC header)"));
-      }
-    }
+    s.admin_token = *std::move(token);
   }
   return s;
 }

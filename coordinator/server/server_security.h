@@ -43,6 +43,10 @@ struct ServerSecurity {
                                                   const std::string& admin_token_file);
 };
 
+// A secret's file (--admin-token-file, --http-api-key-file): its first line, stripped, at least 16
+// printable characters without spaces. The error names the flag.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::string& path);
+
 // TLS server credentials when security.tls() (client certificates requested and verified against
 // client_ca_pem when it is set), else insecure ones.
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const ServerSecurity& security);

@@ -2,17 +2,12 @@
 // (--metrics-listen), from a thread of cpp-httplib's. The page is rendered on each scrape.
 #pragma once
 
-#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
-
-namespace httplib {
-class Server;
-}
+#include "coordinator/telemetry/http_listener.h"
 
 namespace moe {
 
@@ -21,16 +16,12 @@ class MetricsServer {
   // listen: HOST:PORT (port 0 picks a free one); render: the page, called on the HTTP threads.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen,
                                                               std::function<std::string()> render);
-  ~MetricsServer();  // stops serving and joins
 
-  int port() const { return port_; }
+  int port() const { return listener_->port(); }
 
  private:
   MetricsServer() = default;
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
-  std::atomic<bool> done_{false};  // the accept loop has returned
-  int port_ = 0;
+  std::unique_ptr<HttpListener> listener_;
 };
 
 }  // namespace moe

@@ -37,6 +37,17 @@ class Harness:
         self.check(False, f"timed out waiting for {what}")
         return None
 
+    def wait_idle(self, stub, what, timeout=10):
+        """Checks that the server soon has nothing running or waiting and no KV cache held (GetModelInfo)."""
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            i = stub.GetModelInfo(pb.GetModelInfoRequest())
+            if i.running_sequences == 0 and i.waiting_requests == 0 and i.kv_cache_bytes_used == 0:
+                return self.check(True, f"{what}: nothing running, no KV cache held after {time.time() - t0:.2f} s")
+            time.sleep(0.02)
+        i = stub.GetModelInfo(pb.GetModelInfoRequest())
+        return self.check(False, f"{what}: still {i.running_sequences} running, {i.kv_cache_bytes_used} KV bytes")
+
     @staticmethod
     def run(cmd, **kw):
         return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout

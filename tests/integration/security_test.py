@@ -16,6 +16,7 @@ certificate, a stranger's self-signed one):
 usage: security_test.py BIN_DIR SOURCE_DIR WORK_DIR PYTHON_STUBS_DIR
 Prints "N passed, M failed" and exits non-zero on any failure.
 """
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def make_certificates():
                     "stranger.pem", "-days", "1", "-subj", "/CN=localhost"], **q)
     with open(os.path.join(CERTS, "admin.token"), "w") as f:
         f.write(os.urandom(16).hex() + "\n")
+    with open(os.path.join(CERTS, "api.key"), "w") as f:
+        f.write("sk-" + os.urandom(16).hex() + "\n")
     with open(os.path.join(CERTS, "short.token"), "w") as f:
         f.write("letmein\n")
 
@@ -100,15 +103,19 @@ def main():
     for flags, fragment in ((["--tls-cert", cert("server.pem")], "--tls-cert and --tls-key go together"),
                             (["--tls-client-ca", cert("ca.pem")], "--tls-client-ca needs TLS"),
                             (["--tls-cert", cert("server.pem"), "--tls-key", cert("ca.pem")], "--tls-key: "),
-                            (["--admin-token-file", cert("short.token")], "at least 16 characters")):
+                            (["--admin-token-file", cert("short.token")], "at least 16 characters"),
+                            (["--http-listen", "127.0.0.1:0", "--http-api-key-file", cert("short.token")],
+                             "--http-api-key-file: the token on the first line")):
         p = subprocess.run([os.path.join(BIN, "moe-coordinator"), "--model", MODEL, "--listen", "127.0.0.1:0",
                             *flags], capture_output=True, text=True, timeout=60)
         check(p.returncode != 0 and fragment in p.stderr and len(p.stderr.strip().splitlines()) == 1,
               f"moe-coordinator {' '.join(os.path.basename(f) for f in flags)}: {p.stderr.strip()!r}")
 
+    http_port_file = os.path.join(WORK, "http-port")
     c = harness.cluster(2, "--tls-cert", cert("server.pem"), "--tls-key", cert("server.key"), "--tls-client-ca",
                         cert("ca.pem"), "--admin-token-file", cert("admin.token"), "--telemetry-interval-ms", "200",
-                        model=MODEL, credentials=tls("client"))
+                        "--http-listen", "127.0.0.1:0", "--http-port-file", http_port_file, "--http-api-key-file",
+                        cert("api.key"), model=MODEL, credentials=tls("client"))
     try:
         log = open(c.log.name).read()
         check("(TLS, client certificates required)" in log, "the start-up line says TLS with client certificates")
@@ -188,6 +195,33 @@ def main():
                            env=dict(os.environ, MOE_PYTHON_STUBS=STUBS))
         check(p.returncode == 0 and "LENGTH] 4 tokens" in p.stdout,
               f"client_example.py over mutual TLS: {p.stdout.strip().splitlines()[-1:] or p.stderr.strip()}")
+
+        # The OpenAI HTTP API on the same certificate (HTTPS, client certificates) and its API key.
+        http_port = int(harness.wait_for(lambda: os.path.exists(http_port_file) and open(http_port_file).read().strip(),
+                                         "the HTTP port file"))
+        api_key = read("api.key").decode().strip()
+        url = f"https://127.0.0.1:{http_port}"
+        body = '{"prompt": "Tell me about the sea", "max_tokens": 4, "temperature": 0}'
+
+        def curl(*args):
+            p = subprocess.run(["curl", "-sS", "--max-time", "30", "-w", "\n%{http_code}", *args], capture_output=True,
+                               text=True, env=dict(os.environ, no_proxy="*"))
+            out, _, code = p.stdout.rpartition("\n")
+            return p.returncode, int(code or 0), out
+        mtls = ["--cacert", cert("ca.pem"), "--cert", cert("client.pem"), "--key", cert("client.key")]
+        rc, code, out = curl(*mtls, "-H", f"Authorization: Bearer {api_key}", f"{url}/v1/completions", "-d", body)
+        check(rc == 0 and code == 200 and json.loads(out)["usage"]["completion_tokens"] == 4,
+              f"HTTPS with a client certificate and the API key: {code}")
+        for what, headers in (("no API key", []), ("a wrong API key", ["-H", f"Authorization: Bearer {api_key}x"])):
+            rc, code, out = curl(*mtls, *headers, f"{url}/v1/completions", "-d", body)
+            check(code == 401 and json.loads(out)["error"]["code"] == "invalid_api_key",
+                  f"HTTPS with {what}: {code} {out}")
+        rc, code, out = curl(*mtls, f"{url}/health")
+        check(code == 200, f"/health needs no API key (probes): {code}")
+        rc, code, _ = curl("--cacert", cert("ca.pem"), "-H", f"Authorization: Bearer {api_key}", f"{url}/health")
+        check(rc != 0 and code == 0, f"HTTPS without a client certificate: refused in the handshake (curl exit {rc})")
+        rc, code, _ = curl(f"http://127.0.0.1:{http_port}/health")
+        check(code != 200, f"plaintext HTTP to the HTTPS port: no answer (curl exit {rc}, HTTP {code})")
 
         t0 = time.time()
         check(c.stop() == 0, f"SIGTERM: the job exits 0 ({time.time() - t0:.1f} s)")

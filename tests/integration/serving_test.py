@@ -56,14 +56,7 @@ def info(stub):
 
 
 def wait_idle(stub, what):
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        i = info(stub)
-        if i.running_sequences == 0 and i.waiting_requests == 0 and i.kv_cache_bytes_used == 0:
-            return check(True, f"{what}: KV cache freed (0 running, 0 bytes used)")
-        time.sleep(0.05)
-    i = info(stub)
-    return check(False, f"{what}: still {i.running_sequences} running, {i.kv_cache_bytes_used} KV bytes")
+    return harness.wait_idle(stub, what)
 
 
 def main():

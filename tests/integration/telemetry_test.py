@@ -336,22 +336,31 @@ def labelled(c, telemetry):
 def streaming_gaps(c):
     """Tokens reach the client as each step ends, not in clumps: the gaps between a lone stream's
     messages at the client follow the server's step-to-step times for that request (its trace
-    records' times), median against median, and almost none arrive back to back."""
-    arrivals, rid = [], None
-    req = pb.GenerateRequest(text=b"Streaming, one token at a time", sampling=pb.SamplingParams(max_tokens=48))
-    for m in c.stub.Generate(req):
-        if m.token_ids:
-            arrivals.append(time.perf_counter())
-            rid = m.request_id
-    client = np.diff(np.array(arrivals)) * 1e3
-    trace = routing_trace.load(TRACE)
-    rows = trace.records[(trace.records["request_id"] == rid) & ((trace.records["flags"] & routing_trace.PREFILL_FLAG) == 0)]
-    server = np.diff(np.sort(rows["time"])) * 1e3  # decode steps of this request, ms apart
-    clumped = float((client < 0.1).mean()) if client.size else 1.0
-    ok = (client.size >= 40 and server.size >= 40 and clumped < 0.25
-          and abs(float(np.median(client)) - float(np.median(server))) < max(1.0, 0.5 * float(np.median(server))))
-    check(ok, f"streaming: client gaps median {np.median(client):.2f} ms (p10 {np.percentile(client, 10):.2f}) vs "
-              f"the server's step-to-step {np.median(server):.2f} ms; {100 * clumped:.0f}% of gaps under 0.1 ms")
+    records' times), median against median, and almost none arrive back to back. A client that is
+    descheduled for a few ms (2 cores, 4 ranks) sees a clump the server did not make, so up to three
+    streams are tried; a server that delivered by polling (tokens queued for a poll interval of
+    many steps) clumps every one of them."""
+    attempts = []
+    for _ in range(3):
+        arrivals, rid = [], None
+        req = pb.GenerateRequest(text=b"Streaming, one token at a time", sampling=pb.SamplingParams(max_tokens=96))
+        for m in c.stub.Generate(req):
+            if m.token_ids:
+                arrivals.append(time.perf_counter())
+                rid = m.request_id
+        client = np.diff(np.array(arrivals)) * 1e3
+        trace = routing_trace.load(TRACE)
+        rows = trace.records[(trace.records["request_id"] == rid)
+                             & ((trace.records["flags"] & routing_trace.PREFILL_FLAG) == 0)]
+        server = np.diff(np.sort(rows["time"])) * 1e3  # decode steps of this request, ms apart
+        clumped = float((client < 0.1).mean()) if client.size else 1.0
+        ok = (client.size >= 90 and server.size >= 90 and clumped < 0.25
+              and abs(float(np.median(client)) - float(np.median(server))) < max(1.0, 0.5 * float(np.median(server))))
+        attempts.append(f"client gaps median {np.median(client):.2f} ms (p10 {np.percentile(client, 10):.2f}) vs the "
+                        f"server's step-to-step {np.median(server):.2f} ms, {100 * clumped:.0f}% of gaps under 0.1 ms")
+        if ok:
+            break
+    check(ok, f"streaming ({len(attempts)} stream{'s' if len(attempts) > 1 else ''}): {'; '.join(attempts)}")
 
 
 def replicas():

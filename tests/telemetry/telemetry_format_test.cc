@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/str_split.h"
 #include "coordinator/client/load_view.h"
 #include "coordinator/telemetry/imbalance.h"
 #include "coordinator/telemetry/load_metrics.h"
@@ -171,7 +172,7 @@ TEST(LoadViewTest, ShowsSharesWorkersAndLostWorkers) {
   EXPECT_THAT(view, HasSubstr("chat                         3        0         12\n"));
   EXPECT_THAT(view, HasSubstr("(none)                       1"));
   EXPECT_THAT(view, Not(HasSubstr("in the window")));
-  EXPECT_THAT(RenderLoadView(s, LoadViewOptions{true}),
+  EXPECT_THAT(RenderLoadView(s, LoadViewOptions{true, 200}),
               HasSubstr("in the window: 7 steps, 0 tokens, sets overlap      -, workers balancedness -, "
                         "straggler cost 2.0 ms"));
 }
@@ -194,6 +195,58 @@ TEST(LoadViewTest, ShowsADashWhereThereIsNoData) {
   EXPECT_THAT(view, HasSubstr("|    -     -     - |      -       - |     -     0.0 ms"));
   EXPECT_THAT(view, HasSubstr("all experts (since reset): balancedness -, imbalance ratio -%, CV -"));
   EXPECT_THAT(view, Not(HasSubstr("1.00")));
+}
+
+// Mixtral's shape (32 layers, 8 experts) on 6 workers with everything shown: every line fits 80
+// columns (and 60); a wide terminal gets each table whole.
+TEST(LoadViewTest, FitsTheWidth) {
+  moe::v1::LoadSnapshot s;
+  s.set_num_experts(8);
+  s.set_top_k(2);
+  s.set_num_workers(6);
+  s.set_tokens(123456);
+  for (int layer = 0; layer < 32; ++layer) {
+    moe::v1::LayerLoad* l = s.add_layers();
+    l->set_layer(layer);
+    for (int e = 0; e < 8; ++e) l->add_expert_tokens(1000 * (e + 1) + layer);
+    for (int w = 0; w < 6; ++w) l->add_worker_tokens(500 + w);
+    l->mutable_locality()->set_pairs(10);
+  }
+  s.mutable_placement()->set_epoch(2);
+  for (int layer = 0; layer < 32; ++layer) {
+    moe::v1::LayerSlots* slots = s.mutable_placement()->add_layers();
+    for (int e = 0; e < 8; ++e) {
+      moe::v1::Slot* slot = slots->add_slots();
+      slot->set_rank(1 + e % 6);
+      slot->set_expert(e);
+    }
+  }
+  s.mutable_placement()->mutable_last()->set_ok(true);
+  s.mutable_placement()->mutable_last()->set_trigger("periodic");
+  for (int w = 1; w <= 6; ++w) {
+    moe::v1::WorkerLoad* worker = s.add_workers();
+    worker->set_rank(w);
+    worker->set_host("node-with-a-long-hostname.example.org");
+    worker->set_routed_tokens(1000 * w);
+    worker->set_seconds_since_report(0.3);
+    worker->set_alive(true);
+  }
+  s.add_labels()->set_label("eval:gsm8k");
+  for (int width : {80, 60}) {
+    const std::string view = RenderLoadView(s, LoadViewOptions{true, width});
+    for (absl::string_view line : absl::StrSplit(view, '\n')) {
+      EXPECT_LE(static_cast<int>(line.size()), width) << "at width " << width << ": \"" << line << "\"";
+    }
+    EXPECT_THAT(view, HasSubstr("worker  compute s"));  // the workers' times in a table of their own
+  }
+  const std::string narrow = RenderLoadView(s, LoadViewOptions{false, 80});
+  EXPECT_THAT(narrow, HasSubstr("layer  tokens     e0     e1     e2     e3     e4     e5     e6     e7 \n"));
+  EXPECT_THAT(narrow, HasSubstr("\nlayer | bal   imb%   cv  | 1st-rep overlap | w-bal straggler\n"));
+  EXPECT_THAT(narrow, HasSubstr("layer | worker 5       | worker 6      \n"));  // workers 5-6 in a second group
+  const std::string wide = RenderLoadView(s, LoadViewOptions{false, 200});
+  EXPECT_THAT(wide, HasSubstr("e7 | bal   imb%   cv  | 1st-rep overlap | w-bal straggler\n"));
+  EXPECT_THAT(wide, HasSubstr("share  compute s   wait s   idle s    MB in   MB out  report\n"));
+  EXPECT_THAT(wide, Not(HasSubstr("\nworker  compute s")));
 }
 
 TEST(LoadViewTest, ShowsThePlacementWithReplicasAndTheLastReplacement) {

@@ -1,0 +1,427 @@
+#include "coordinator/server/openai_protocol.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <random>
+#include <vector>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace moe::openai {
+namespace {
+
+using nlohmann::json;
+
+// Nesting beyond any request's: refused before parsing, so a hostile body cannot make the parser
+// or the destructor walk a million levels.
+constexpr int kMaxJsonDepth = 32;
+
+absl::Status FieldError(const std::string& param, const std::string& message) {
+  absl::Status s = absl::InvalidArgumentError(message);
+  s.SetPayload(kParamPayload, absl::Cord(param));
+  return s;
+}
+
+bool DepthWithin(const std::string& body, int max_depth) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : body) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+const json* Field(const json& body, const char* key) {
+  const auto it = body.find(key);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+absl::StatusOr<std::optional<double>> Number(const json& body, const char* key) {
+  const json* v = Field(body, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_number()) return FieldError(key, absl::StrCat(key, " must be a number"));
+  return v->get<double>();
+}
+
+absl::StatusOr<std::optional<int64_t>> Integer(const json& body, const char* key) {
+  const json* v = Field(body, key);
+  if (v == nullptr) return std::nullopt;
+  if (v->is_number_integer()) return v->get<int64_t>();
+  if (v->is_number_float()) {
+    const double d = v->get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return static_cast<int64_t>(d);
+  }
+  return FieldError(key, absl::StrCat(key, " must be an integer"));
+}
+
+absl::StatusOr<bool> Bool(const json& body, const char* key) {
+  const json* v = Field(body, key);
+  if (v == nullptr) return false;
+  if (!v->is_boolean()) return FieldError(key, absl::StrCat(key, " must be true or false"));
+  return v->get<bool>();
+}
+
+// A field whose only value we honour is its default: refused by name otherwise, so a client that
+// relies on it learns at once instead of getting something else.
+absl::Status OnlyDefault(const json& body, const char* key, const json& default_value, const char* why) {
+  const json* v = Field(body, key);
+  if (v == nullptr || *v == default_value) return absl::OkStatus();
+  if (default_value.is_boolean() && v->is_boolean() && v->get<bool>() == default_value.get<bool>()) {
+    return absl::OkStatus();
+  }
+  return FieldError(key, absl::StrCat(key, " is not supported by this server (", why, ")"));
+}
+
+absl::Status TextWithin(const std::string& text, int64_t used, int64_t limit, const char* param) {
+  if (used + static_cast<int64_t>(text.size()) > limit) {
+    return FieldError(param, absl::StrCat(param, " holds more than the server's limit of ", limit,
+                                          " bytes of text (--max-prompt-bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+// A token-id list: JSON integers in int32.
+absl::StatusOr<std::vector<int32_t>> TokenIds(const json& list, const char* param) {
+  std::vector<int32_t> ids;
+  ids.reserve(list.size());
+  for (const json& id : list) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      return FieldError(param, absl::StrCat(param, " must be a string or a list of token ids (integers >= 0)"));
+    }
+    ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+  }
+  return ids;
+}
+
+absl::StatusOr<std::vector<int32_t>> PromptIds(const json& body, const ServedModel& model) {
+  const json* p = Field(body, "prompt");
+  if (p == nullptr) return FieldError("prompt", "prompt is required");
+  const json* one = p;
+  if (p->is_array() && p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array())) one = &(*p)[0];
+  if (one->is_string()) {
+    const std::string& text = one->get_ref<const std::string&>();
+    if (absl::Status s = TextWithin(text, 0, model.max_prompt_bytes, "prompt"); !s.ok()) return s;
+    std::vector<int32_t> ids;
+    if (!text.empty()) {
+      for (int id : model.tokenizer->Encode(text, /*add_bos=*/true)) ids.push_back(id);
+    }
+    return ids;
+  }
+  if (one->is_array() && std::all_of(one->begin(), one->end(), [](const json& x) { return x.is_number(); })) {
+    return TokenIds(*one, "prompt");
+  }
+  if (p->is_array() && p->size() > 1) {
+    return FieldError("prompt", "prompt holds several prompts; this server takes one per request (send them "
+                                "concurrently: they are batched together)");
+  }
+  return FieldError("prompt", "prompt must be a string, a list of token ids, or a list of one of either");
+}
+
+absl::StatusOr<std::string> MessageContent(const json& content, const std::string& where) {
+  if (content.is_string()) return content.get<std::string>();
+  if (content.is_array()) {  // content parts: only text ones
+    std::string text;
+    for (const json& part : content) {
+      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+        return FieldError("messages", absl::StrCat(where, ".content holds a part that is not {\"type\": \"text\", ",
+                                                   "\"text\": ...}; this server takes text only"));
+      }
+      text += part["text"].get<std::string>();
+    }
+    return text;
+  }
+  return FieldError("messages", absl::StrCat(where, ".content must be a string or a list of text parts"));
+}
+
+absl::StatusOr<std::vector<int32_t>> ChatIds(const json& body, const ServedModel& model) {
+  if (model.chat.kind() == ChatTemplateKind::kNone) {
+    return FieldError("messages", absl::StrCat("chat is off on this server: ", model.chat.disabled_reason()));
+  }
+  const json* m = Field(body, "messages");
+  if (m == nullptr || !m->is_array()) return FieldError("messages", "messages must be a list of messages");
+  std::vector<ChatMessage> messages;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < m->size(); ++i) {
+    const json& msg = (*m)[i];
+    const std::string where = absl::StrCat("messages[", i, "]");
+    if (!msg.is_object() || !msg.contains("role") || !msg["role"].is_string()) {
+      return FieldError("messages", absl::StrCat(where, " must be an object with a string role"));
+    }
+    if (Field(msg, "tool_calls") != nullptr || Field(msg, "function_call") != nullptr) {
+      return FieldError("messages", absl::StrCat(where, " has tool calls; this server has no tools"));
+    }
+    ChatMessage cm{msg["role"].get<std::string>(), ""};
+    if (const json* content = Field(msg, "content"); content != nullptr) {
+      absl::StatusOr<std::string> text = MessageContent(*content, where);
+      if (!text.ok()) return text.status();
+      cm.content = *std::move(text);
+    } else if (cm.role != "assistant") {
+      return FieldError("messages", absl::StrCat(where, " has no content"));
+    }
+    if (absl::Status s = TextWithin(cm.content, bytes, model.max_prompt_bytes, "messages"); !s.ok()) return s;
+    bytes += static_cast<int64_t>(cm.content.size());
+    messages.push_back(std::move(cm));
+  }
+  absl::StatusOr<std::vector<int32_t>> ids = model.chat.Render(messages, *model.tokenizer);
+  if (!ids.ok()) return FieldError("messages", std::string(ids.status().message()));
+  return ids;
+}
+
+absl::StatusOr<std::vector<std::string>> StopStrings(const json& body) {
+  const json* v = Field(body, "stop");
+  std::vector<std::string> stop;
+  if (v == nullptr) return stop;
+  if (v->is_string()) {
+    stop.push_back(v->get<std::string>());
+    return stop;
+  }
+  if (v->is_array()) {
+    for (const json& s : *v) {
+      if (!s.is_string()) return FieldError("stop", "stop must be a string or a list of strings");
+      stop.push_back(s.get<std::string>());
+    }
+    return stop;
+  }
+  return FieldError("stop", "stop must be a string or a list of strings");
+}
+
+json UsageJson(const Usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+}
+
+json Head(Endpoint endpoint, const ResponseHead& head, bool chunk) {
+  const char* object = endpoint == Endpoint::kCompletions ? "text_completion"
+                       : chunk                            ? "chat.completion.chunk"
+                                                          : "chat.completion";
+  return {{"id", head.id}, {"object", object}, {"created", head.created}, {"model", head.model}};
+}
+
+json FinishJson(FinishReason finish) {
+  return finish == FinishReason::kNone ? json(nullptr) : json(FinishReasonString(finish));
+}
+
+// Generated text is valid UTF-8 (the detokenizer holds back partial characters); replace rather
+// than throw should that ever break.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+}  // namespace
+
+std::string ApiError::Body() const {
+  const json error = {{"error",
+                       {{"message", message},
+                        {"type", type},
+                        {"param", param.empty() ? json(nullptr) : json(param)},
+                        {"code", code.empty() ? json(nullptr) : json(code)}}}};
+  return Dump(error);
+}
+
+ApiError ErrorFromStatus(const absl::Status& status) {
+  ApiError e;
+  e.message = std::string(status.message());
+  if (auto param = status.GetPayload(kParamPayload); param.has_value()) {
+    e.param = std::string(*param);
+  }
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange: e.http_status = 400; e.type = "invalid_request_error"; break;
+    case absl::StatusCode::kUnauthenticated: e.http_status = 401; e.type = "authentication_error"; break;
+    case absl::StatusCode::kPermissionDenied: e.http_status = 403; e.type = "permission_error"; break;
+    case absl::StatusCode::kNotFound:
+      e.http_status = 404;
+      e.type = "not_found_error";
+      if (e.param == "model") e.code = "model_not_found";
+      break;
+    case absl::StatusCode::kResourceExhausted: e.http_status = 429; e.type = "rate_limit_error"; break;
+    case absl::StatusCode::kUnavailable: e.http_status = 503; e.type = "server_error"; break;
+    case absl::StatusCode::kDeadlineExceeded: e.http_status = 504; e.type = "server_error"; break;
+    default: e.http_status = 500; e.type = "server_error"; break;
+  }
+  return e;
+}
+
+absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string& body, const ServedModel& model) {
+  if (!DepthWithin(body, kMaxJsonDepth)) {
+    return absl::InvalidArgumentError(absl::StrCat("the body nests deeper than ", kMaxJsonDepth, " levels"));
+  }
+  const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON (UTF-8)");
+  if (!j.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
+
+  if (const json* name = Field(j, "model"); name != nullptr) {
+    if (!name->is_string()) return FieldError("model", "model must be a string");
+    if (name->get<std::string>() != model.id) {
+      absl::Status s = absl::NotFoundError(absl::StrCat("the model `", name->get<std::string>(),
+                                                        "` does not exist; this server serves `", model.id, "`"));
+      s.SetPayload(kParamPayload, absl::Cord("model"));
+      return s;
+    }
+  }
+  const bool chat = endpoint == Endpoint::kChat;
+  // What we cannot do, by name.
+  for (absl::Status s : {OnlyDefault(j, "n", 1, "one choice per request"),
+                         OnlyDefault(j, "best_of", 1, "one choice per request"),
+                         OnlyDefault(j, "logprobs", chat ? json(false) : json(0), "no log probabilities"),
+                         OnlyDefault(j, "top_logprobs", 0, "no log probabilities"),
+                         OnlyDefault(j, "echo", false, "the prompt is not echoed"),
+                         OnlyDefault(j, "suffix", "", "no insertion"),
+                         OnlyDefault(j, "presence_penalty", 0, "no penalties"),
+                         OnlyDefault(j, "frequency_penalty", 0, "no penalties"),
+                         OnlyDefault(j, "logit_bias", json::object(), "no logit bias"),
+                         OnlyDefault(j, "tools", json::array(), "no tools"),
+                         OnlyDefault(j, "functions", json::array(), "no tools"),
+                         OnlyDefault(j, "tool_choice", "none", "no tools"),
+                         OnlyDefault(j, "response_format", json{{"type", "text"}}, "text only")}) {
+    if (!s.ok()) return s;
+  }
+
+  ParsedRequest out;
+  Request& r = out.request;
+  absl::StatusOr<std::vector<int32_t>> ids = chat ? ChatIds(j, model) : PromptIds(j, model);
+  if (!ids.ok()) return ids.status();
+  r.prompt = *std::move(ids);
+
+  const char* max_tokens_name = "max_tokens";
+  absl::StatusOr<std::optional<int64_t>> max_tokens = Integer(j, "max_tokens");
+  if (!max_tokens.ok()) return max_tokens.status();
+  if (chat && !max_tokens->has_value()) {
+    max_tokens = Integer(j, "max_completion_tokens");
+    if (!max_tokens.ok()) return max_tokens.status();
+    max_tokens_name = "max_completion_tokens";
+  }
+  if (max_tokens->has_value()) {
+    const int64_t n = **max_tokens;
+    r.max_tokens = static_cast<int>(std::clamp<int64_t>(n, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+  } else if (chat) {
+    // OpenAI's chat default: until the model stops, here within the context and the server's limit.
+    const int64_t room = model.config->max_position_embeddings - static_cast<int64_t>(r.prompt.size());
+    r.max_tokens = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(model.limits.max_tokens, room)));
+  } else {
+    r.max_tokens = 16;  // OpenAI's completions default
+  }
+
+  absl::StatusOr<std::optional<double>> temperature = Number(j, "temperature");
+  if (!temperature.ok()) return temperature.status();
+  r.sampling.temperature = static_cast<float>(temperature->value_or(1.0));
+  absl::StatusOr<std::optional<double>> top_p = Number(j, "top_p");
+  if (!top_p.ok()) return top_p.status();
+  r.sampling.top_p = static_cast<float>(top_p->value_or(1.0));
+  absl::StatusOr<std::optional<int64_t>> top_k = Integer(j, "top_k");
+  if (!top_k.ok()) return top_k.status();
+  // vLLM's "no limit" is -1; ours is 0.
+  const int64_t k = top_k->value_or(0);
+  if (k < -1) return FieldError("top_k", absl::StrCat("top_k must be >= 0 (or -1: no limit), got ", k));
+  r.sampling.top_k = k == -1 ? 0 : static_cast<int>(std::min<int64_t>(k, std::numeric_limits<int>::max()));
+  absl::StatusOr<std::optional<int64_t>> seed = Integer(j, "seed");
+  if (!seed.ok()) return seed.status();
+  // Without a seed OpenAI samples afresh each time; with one, the same request gives the same text.
+  r.sampling.seed = seed->has_value() ? static_cast<uint64_t>(**seed)
+                                      : (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
+
+  absl::StatusOr<std::vector<std::string>> stop = StopStrings(j);
+  if (!stop.ok()) return stop.status();
+  r.stop = *std::move(stop);
+  if (const json* label = Field(j, "label"); label != nullptr) {
+    if (!label->is_string()) return FieldError("label", "label must be a string");
+    r.label = label->get<std::string>();
+  }
+  if (const json* user = Field(j, "user"); user != nullptr && !user->is_string()) {
+    return FieldError("user", "user must be a string");
+  }
+
+  absl::StatusOr<bool> stream = Bool(j, "stream");
+  if (!stream.ok()) return stream.status();
+  out.stream = *stream;
+  if (const json* options = Field(j, "stream_options"); options != nullptr) {
+    if (!out.stream) return FieldError("stream_options", "stream_options is only allowed with stream: true");
+    if (!options->is_object()) return FieldError("stream_options", "stream_options must be an object");
+    absl::StatusOr<bool> usage = Bool(*options, "include_usage");
+    if (!usage.ok()) return FieldError("stream_options", "stream_options.include_usage must be true or false");
+    out.include_usage = *usage;
+  }
+
+  RequestFieldNames names;
+  names.max_tokens = max_tokens_name;
+  names.sampling_prefix = "";
+  names.stop = "stop";
+  names.label = "label";
+  if (absl::Status s = r.Validate(*model.config, model.limits, names); !s.ok()) return s;
+  return out;
+}
+
+const char* FinishReasonString(FinishReason reason) {
+  return reason == FinishReason::kLength ? "length" : "stop";
+}
+
+std::string ResponseId(Endpoint endpoint, uint64_t request_id) {
+  return absl::StrCat(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-", request_id);
+}
+
+std::string CompletionBody(Endpoint endpoint, const ResponseHead& head, const std::string& text,
+                           FinishReason finish, const Usage& usage) {
+  json out = Head(endpoint, head, /*chunk=*/false);
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishJson(finish)}};
+  if (endpoint == Endpoint::kChat) {
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  } else {
+    choice["text"] = text;
+  }
+  out["choices"] = json::array({choice});
+  out["usage"] = UsageJson(usage);
+  return Dump(out);
+}
+
+std::string StreamChunk(Endpoint endpoint, const ResponseHead& head, const std::string& text, FinishReason finish,
+                        bool role_chunk) {
+  json out = Head(endpoint, head, /*chunk=*/true);
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishJson(finish)}};
+  if (endpoint == Endpoint::kChat) {
+    json delta = json::object();
+    if (role_chunk) delta["role"] = "assistant";
+    if (role_chunk || !text.empty()) delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  out["choices"] = json::array({choice});
+  return Dump(out);
+}
+
+std::string UsageChunk(Endpoint endpoint, const ResponseHead& head, const Usage& usage) {
+  json out = Head(endpoint, head, /*chunk=*/true);
+  out["choices"] = json::array();
+  out["usage"] = UsageJson(usage);
+  return Dump(out);
+}
+
+std::string ModelObject(const ServedModel& model) {
+  const json m = {{"id", model.id},
+                  {"object", "model"},
+                  {"created", model.created},
+                  {"owned_by", "moe-cluster"},
+                  {"max_model_len", model.config->max_position_embeddings}};
+  return Dump(m);
+}
+
+std::string ModelList(const ServedModel& model) {
+  const json list = {{"object", "list"}, {"data", json::array({json::parse(ModelObject(model))})}};
+  return Dump(list);
+}
+
+}  // namespace moe::openai

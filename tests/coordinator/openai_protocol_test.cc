@@ -1,0 +1,277 @@
+// The OpenAI API's JSON (coordinator/server/openai_protocol.h) and the chat template, without HTTP:
+// every field that maps to ours, every one refused by name, the error shape, the response and
+// chunk shapes; the chat template's token ids against Hugging Face's rendering of Mixtral-Instruct's.
+#include <fstream>
+#include <sstream>
+
+#include "coordinator/server/chat_template.h"
+#include "coordinator/server/openai_protocol.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace moe {
+namespace {
+
+using nlohmann::json;
+using openai::Endpoint;
+
+const Tokenizer& Tok() {
+  static const Tokenizer* tokenizer = Tokenizer::Load(MOE_TOKENIZER_PATH).value().release();
+  return *tokenizer;
+}
+
+MixtralConfig Config() {
+  MixtralConfig c;
+  c.vocab_size = 32000;
+  c.max_position_embeddings = 128;
+  c.eos_token_ids = {2};
+  return c;
+}
+
+struct Fixture {
+  MixtralConfig config = Config();
+  openai::ServedModel model;
+  Fixture() {
+    model.id = "tiny";
+    model.tokenizer = &Tok();
+    model.config = &config;
+    model.limits.max_tokens = 100;
+    model.max_prompt_bytes = 64;
+    model.created = 1700000000;
+  }
+};
+
+absl::StatusOr<openai::ParsedRequest> Parse(Endpoint e, const json& body) {
+  static Fixture* f = new Fixture();
+  return openai::ParseRequest(e, body.dump(), f->model);
+}
+
+// The OpenAI error a refused body gets: "STATUS param: message".
+std::string Refusal(Endpoint e, const std::string& body) {
+  static Fixture* f = new Fixture();
+  absl::StatusOr<openai::ParsedRequest> r = openai::ParseRequest(e, body, f->model);
+  if (r.ok()) return "";
+  const openai::ApiError err = openai::ErrorFromStatus(r.status());
+  return absl::StrCat(err.http_status, " ", err.param, ": ", err.message);
+}
+
+TEST(OpenAiParse, CompletionFieldsMapToTheRequest) {
+  auto r = Parse(Endpoint::kCompletions, {{"model", "tiny"}, {"prompt", "Hello world"}, {"max_tokens", 5},
+                                          {"temperature", 0.5}, {"top_p", 0.9}, {"top_k", 40}, {"seed", 7},
+                                          {"stop", "\n"}, {"stream", true}, {"stream_options", {{"include_usage", true}}},
+                                          {"label", "eval:x"}, {"user", "someone"}, {"n", 1}, {"logprobs", nullptr}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::vector<int32_t> want;
+  for (int id : Tok().Encode("Hello world", /*add_bos=*/true)) want.push_back(id);
+  EXPECT_EQ(r->request.prompt, want);  // BOS first, as the gRPC text prompt
+  EXPECT_EQ(r->request.max_tokens, 5);
+  EXPECT_FLOAT_EQ(r->request.sampling.temperature, 0.5f);
+  EXPECT_FLOAT_EQ(r->request.sampling.top_p, 0.9f);
+  EXPECT_EQ(r->request.sampling.top_k, 40);
+  EXPECT_EQ(r->request.sampling.seed, 7u);
+  EXPECT_EQ(r->request.stop, std::vector<std::string>{"\n"});
+  EXPECT_EQ(r->request.label, "eval:x");
+  EXPECT_TRUE(r->stream);
+  EXPECT_TRUE(r->include_usage);
+}
+
+TEST(OpenAiParse, OpenAiDefaults) {
+  auto r = Parse(Endpoint::kCompletions, {{"prompt", "Hi"}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->request.max_tokens, 16);
+  EXPECT_FLOAT_EQ(r->request.sampling.temperature, 1.0f);
+  EXPECT_FLOAT_EQ(r->request.sampling.top_p, 1.0f);
+  EXPECT_EQ(r->request.sampling.top_k, 0);
+  EXPECT_FALSE(r->stream);
+  // Without a seed, two requests sample afresh (a seed of 64 random bits each).
+  auto again = Parse(Endpoint::kCompletions, {{"prompt", "Hi"}});
+  EXPECT_NE(r->request.sampling.seed, again->request.sampling.seed);
+  // Chat without max_tokens: the rest of the context, within the server's limit.
+  auto chat = Parse(Endpoint::kChat, {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}});
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_EQ(chat->request.max_tokens, 100);
+  auto chat_max = Parse(Endpoint::kChat, {{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+                                          {"max_completion_tokens", 9}});
+  EXPECT_EQ(chat_max->request.max_tokens, 9);
+  // vLLM's "no top-k" (-1) is ours (0); a float that is an integer is one.
+  auto vllm = Parse(Endpoint::kCompletions, {{"prompt", "Hi"}, {"top_k", -1}, {"max_tokens", 3.0}});
+  ASSERT_TRUE(vllm.ok()) << vllm.status();
+  EXPECT_EQ(vllm->request.sampling.top_k, 0);
+  EXPECT_EQ(vllm->request.max_tokens, 3);
+}
+
+TEST(OpenAiParse, PromptForms) {
+  auto ids = Parse(Endpoint::kCompletions, {{"prompt", {1, 15043, 3186}}});
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(ids->request.prompt, (std::vector<int32_t>{1, 15043, 3186}));
+  auto nested = Parse(Endpoint::kCompletions, {{"prompt", {{1, 15043}}}});
+  ASSERT_TRUE(nested.ok());
+  EXPECT_EQ(nested->request.prompt, (std::vector<int32_t>{1, 15043}));
+  auto one = Parse(Endpoint::kCompletions, {{"prompt", {"Hi"}}});
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->request.prompt, Parse(Endpoint::kCompletions, {{"prompt", "Hi"}})->request.prompt);
+}
+
+TEST(OpenAiParse, RefusalsNameTheField) {
+  const Endpoint c = Endpoint::kCompletions;
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "model": "gpt-4"})"),
+            "404 model: the model `gpt-4` does not exist; this server serves `tiny`");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "n": 2})"), "400 n: n is not supported by this server (one choice per request)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "logprobs": 3})"),
+            "400 logprobs: logprobs is not supported by this server (no log probabilities)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "echo": true})"), "400 echo: echo is not supported by this server (the prompt is not echoed)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "presence_penalty": 0.5})"),
+            "400 presence_penalty: presence_penalty is not supported by this server (no penalties)");
+  EXPECT_EQ(Refusal(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "a"}], "tools": [{"type": "function"}]})"),
+            "400 tools: tools is not supported by this server (no tools)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": ["a", "b"]})"),
+            "400 prompt: prompt holds several prompts; this server takes one per request (send them concurrently: "
+            "they are batched together)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": {"a": 1}})"),
+            "400 prompt: prompt must be a string, a list of token ids, or a list of one of either");
+  EXPECT_EQ(Refusal(c, R"({"prompt": [1, -5]})"),
+            "400 prompt: prompt must be a string or a list of token ids (integers >= 0)");
+  EXPECT_EQ(Refusal(c, R"({})"), "400 prompt: prompt is required");
+  EXPECT_EQ(Refusal(c, R"({"prompt": ""})"), "400 : the prompt is empty");
+  EXPECT_EQ(Refusal(c, R"({"prompt": [1, 99999]})"), "400 : prompt token id 99999 is outside the vocabulary [0, 32000)");
+  EXPECT_EQ(Refusal(c, absl::StrCat(R"({"prompt": ")", std::string(65, 'x'), R"("})")),
+            "400 prompt: prompt holds more than the server's limit of 64 bytes of text (--max-prompt-bytes)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "max_tokens": "5"})"), "400 max_tokens: max_tokens must be an integer");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "max_tokens": 0})"), "400 : max_tokens must be >= 1, got 0");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "max_tokens": 101})"),
+            "400 : max_tokens (101) exceeds the server's limit of 100");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "temperature": -1})"), "400 : temperature must be >= 0, got -1");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "top_p": 0})"), "400 : top_p must be in (0, 1], got 0");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "top_k": -3})"), "400 top_k: top_k must be >= 0 (or -1: no limit), got -3");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "stop": [1]})"), "400 stop: stop must be a string or a list of strings");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "stop": [""]})"), "400 : stop holds an empty string");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "label": "has space"})"),
+            "400 : label may hold only letters, digits and . _ : - (found byte 0x20)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "stream_options": {"include_usage": true}})"),
+            "400 stream_options: stream_options is only allowed with stream: true");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "stream": "yes"})"), "400 stream: stream must be true or false");
+  // Bodies that are not requests at all.
+  EXPECT_EQ(Refusal(c, "not json"), "400 : the body is not valid JSON (UTF-8)");
+  EXPECT_EQ(Refusal(c, "[1]"), "400 : the body must be a JSON object");
+  EXPECT_EQ(Refusal(c, "{\"prompt\": \"\xff\"}"), "400 : the body is not valid JSON (UTF-8)");
+  EXPECT_EQ(Refusal(c, std::string(100000, '[')), "400 : the body nests deeper than 32 levels");
+}
+
+TEST(OpenAiParse, ChatRefusals) {
+  const Endpoint chat = Endpoint::kChat;
+  EXPECT_EQ(Refusal(chat, R"({"messages": []})"), "400 messages: messages is empty");
+  EXPECT_EQ(Refusal(chat, R"({"messages": "hi"})"), "400 messages: messages must be a list of messages");
+  EXPECT_EQ(Refusal(chat, R"({"messages": [{"content": "hi"}]})"),
+            "400 messages: messages[0] must be an object with a string role");
+  EXPECT_EQ(Refusal(chat, R"({"messages": [{"role": "assistant", "content": "hi"}]})"),
+            "400 messages: messages[0] has role \"assistant\" where the template needs \"user\": after an optional "
+            "system message, roles alternate user, assistant, user, ...");
+  EXPECT_EQ(Refusal(chat, R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})"),
+            "400 messages: the last of messages must be the user's (the reply is the assistant's)");
+  EXPECT_EQ(Refusal(chat, R"({"messages": [{"role": "tool", "content": "a"}]})"),
+            "400 messages: messages[0] has role \"tool\" where the template needs \"user\": after an optional "
+            "system message, roles alternate user, assistant, user, ...");
+  EXPECT_EQ(Refusal(chat, R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"),
+            "400 messages: messages[0].content holds a part that is not {\"type\": \"text\", \"text\": ...}; this "
+            "server takes text only");
+  // The byte limit counts every message.
+  const std::string half(40, 'x');
+  EXPECT_EQ(Refusal(chat, absl::StrCat(R"({"messages": [{"role": "system", "content": ")", half,
+                                       R"("}, {"role": "user", "content": ")", half, R"("}]})")),
+            "400 messages: messages holds more than the server's limit of 64 bytes of text (--max-prompt-bytes)");
+  // Text parts are joined.
+  auto parts = Parse(chat, {{"messages", {{{"role", "user"}, {"content", {{{"type", "text"}, {"text", "Hel"}},
+                                                                            {{"type", "text"}, {"text", "lo"}}}}}}}});
+  auto plain = Parse(chat, {{"messages", {{{"role", "user"}, {"content", "Hello"}}}}});
+  ASSERT_TRUE(parts.ok()) << parts.status();
+  EXPECT_EQ(parts->request.prompt, plain->request.prompt);
+}
+
+// Every conversation of tests/golden/chat (transformers' rendering of Mixtral-Instruct's own
+// template, tokenized as Hugging Face does: scripts/make_chat_golden.py) gives exactly its ids.
+TEST(ChatTemplate, MatchesHuggingFaceOnMixtralInstructTemplate) {
+  std::ifstream in(std::string(MOE_SOURCE_DIR) + "/tests/golden/chat/mistral_v1.json");
+  ASSERT_TRUE(in) << "tests/golden/chat/mistral_v1.json";
+  std::stringstream text;
+  text << in.rdbuf();
+  const json golden = json::parse(text.str());
+  ASSERT_GE(golden["cases"].size(), 5u);
+  for (const json& c : golden["cases"]) {
+    std::vector<ChatMessage> messages;
+    for (const json& m : c["messages"]) messages.push_back({m["role"], m["content"]});
+    absl::StatusOr<std::vector<int32_t>> ids = ChatTemplate::MistralV1().Render(messages, Tok());
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, c["ids"].get<std::vector<int32_t>>()) << c["text"];
+  }
+}
+
+TEST(ChatTemplate, ChosenFromTheModelDirectory) {
+  const std::string dir = ::testing::TempDir() + "/chat_template_model";
+  std::system(("mkdir -p " + dir + " && rm -f " + dir + "/tokenizer_config.json").c_str());
+  auto write = [&](const std::string& body) { std::ofstream(dir + "/tokenizer_config.json") << body; };
+  EXPECT_EQ(ChatTemplate::ForModel("auto", dir)->kind(), ChatTemplateKind::kMistralV1);  // no file
+  write(R"({"bos_token": "<s>"})");
+  EXPECT_EQ(ChatTemplate::ForModel("auto", dir)->kind(), ChatTemplateKind::kMistralV1);  // no template
+  std::ifstream in(std::string(MOE_SOURCE_DIR) + "/tests/golden/chat/mistral_v1.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  write(json{{"chat_template", json::parse(text.str())["template"]}}.dump());
+  EXPECT_EQ(ChatTemplate::ForModel("auto", dir)->kind(), ChatTemplateKind::kMistralV1);  // Mixtral-Instruct's
+  write(R"({"chat_template": "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}"})");
+  absl::StatusOr<ChatTemplate> chatml = ChatTemplate::ForModel("auto", dir);
+  ASSERT_TRUE(chatml.ok());
+  EXPECT_EQ(chatml->kind(), ChatTemplateKind::kNone);  // not ours: chat is off, with the reason
+  EXPECT_NE(chatml->disabled_reason().find("--chat-template mistral-v1"), std::string::npos);
+  EXPECT_EQ(ChatTemplate::ForModel("mistral-v1", dir)->kind(), ChatTemplateKind::kMistralV1);  // forced
+  EXPECT_EQ(Refusal(Endpoint::kChat, "{}").substr(0, 3), "400");
+  write("{not json");
+  EXPECT_FALSE(ChatTemplate::ForModel("auto", dir).ok());
+  EXPECT_EQ(ChatTemplate::ForModel("chatml", dir).status().message(),
+            "--chat-template must be auto or mistral-v1, got \"chatml\"");
+  // A user's literal "</s>" and "[INST]" stay text: no injected EOS.
+  auto ids = ChatTemplate::MistralV1().Render({{"user", "a </s> b"}}, Tok());
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(std::count(ids->begin(), ids->end(), Tok().eos_id()), 0);
+}
+
+TEST(OpenAiResponses, Shapes) {
+  const openai::ResponseHead head{openai::ResponseId(Endpoint::kChat, 42), 1700000000, "tiny"};
+  EXPECT_EQ(head.id, "chatcmpl-42");
+  EXPECT_EQ(openai::ResponseId(Endpoint::kCompletions, 7), "cmpl-7");
+  const json chat = json::parse(openai::CompletionBody(Endpoint::kChat, head, "Hi!", FinishReason::kEos, {5, 3}));
+  EXPECT_EQ(chat["object"], "chat.completion");
+  EXPECT_EQ(chat["choices"][0]["message"], (json{{"role", "assistant"}, {"content", "Hi!"}}));
+  EXPECT_EQ(chat["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(chat["usage"], (json{{"prompt_tokens", 5}, {"completion_tokens", 3}, {"total_tokens", 8}}));
+  const json text = json::parse(
+      openai::CompletionBody(Endpoint::kCompletions, {"cmpl-1", 1, "tiny"}, "abc", FinishReason::kLength, {1, 2}));
+  EXPECT_EQ(text["object"], "text_completion");
+  EXPECT_EQ(text["choices"][0]["text"], "abc");
+  EXPECT_EQ(text["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(json::parse(openai::StreamChunk(Endpoint::kCompletions, head, "x", FinishReason::kStop))["choices"][0]
+                ["finish_reason"], "stop");  // a stop string ends as "stop" too
+  const json first = json::parse(openai::StreamChunk(Endpoint::kChat, head, "", FinishReason::kNone, true));
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"], (json{{"role", "assistant"}, {"content", ""}}));
+  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+  const json last = json::parse(openai::StreamChunk(Endpoint::kChat, head, "", FinishReason::kEos));
+  EXPECT_EQ(last["choices"][0]["delta"], json::object());
+  const json usage = json::parse(openai::UsageChunk(Endpoint::kChat, head, {5, 3}));
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["total_tokens"], 8);
+  const json error = json::parse(openai::ErrorFromStatus(absl::ResourceExhaustedError("queue full")).Body());
+  EXPECT_EQ(error, (json{{"error", {{"message", "queue full"}, {"type", "rate_limit_error"}, {"param", nullptr},
+                                     {"code", nullptr}}}}));
+  EXPECT_EQ(openai::ErrorFromStatus(absl::ResourceExhaustedError("")).http_status, 429);
+  EXPECT_EQ(openai::ErrorFromStatus(absl::UnavailableError("")).http_status, 503);
+  EXPECT_EQ(openai::ErrorFromStatus(absl::UnauthenticatedError("")).http_status, 401);
+  EXPECT_EQ(openai::ErrorFromStatus(absl::InternalError("")).http_status, 500);
+  Fixture f;
+  const json models = json::parse(openai::ModelList(f.model));
+  EXPECT_EQ(models["object"], "list");
+  EXPECT_EQ(models["data"][0]["id"], "tiny");
+  EXPECT_EQ(models["data"][0]["max_model_len"], 128);
+}
+
+}  // namespace
+}  // namespace moe
