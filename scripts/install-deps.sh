@@ -12,6 +12,7 @@ PACKAGES=(
   prometheus
   python3 python3-numpy python3-grpcio python3-protobuf python3-matplotlib python3-venv python3-wheel
   procps openssl curl
+  iproute2 slurmctld slurmd slurm-client munge
   clang libclang-rt-14-dev
 )
 

@@ -15,14 +15,19 @@
 #                           name: 5 s per launch where it does not resolve)
 #   --mca pml ob1 --mca btl self,vader[,tcp]   shared memory on one node (+ TCP between nodes with a
 #                           hostfile): the fastest start on machines without InfiniBand
-#   --mca plm_rsh_agent false   only without a hostfile: mpirun starts local ranks without ssh
+#   --mca btl self,vader,tcp    with a hostfile or inside a Slurm allocation (SLURM_JOB_ID set):
+#                           shared memory within a node, TCP between nodes; Slurm names the nodes
+#   --mca plm_rsh_agent false   only without a hostfile or Slurm: mpirun starts local ranks without ssh
+#   OMPI_MCA_oob_tcp_keepalive_{time,intvl,probes}=5,1,3   with a hostfile or Slurm, unless set:
+#                           a node that vanishes ends the job within about 10 s, not 8 minutes
 #   --mca oob_tcp_if_include lo only without a hostfile: mpirun's control messages stay on loopback
 #                           (on a machine whose hostname does not resolve, the lookups otherwise
 #                           stall every launch by 5 s)
 # Threads: --threads N for every rank; by default every rank gets every core of its machine: the
 # coordinator computes while the workers wait and the other way round, and the workers, which
 # compute at the same time, rarely have equal loads (routing is uneven), so the busiest one
-# should be able to use the cores the others leave; idle ranks sleep.
+# should be able to use the cores the others leave; idle ranks sleep. Under Slurm, each rank gets
+# its task's --cpus-per-task.
 # --device cuda: every rank computes on the GPU its node-local rank names (modulo the node's GPUs).
 # --cpu-numerics: how every rank's CPU products treat activations (the ranks must agree).
 # Environment: MPIRUN overrides the mpirun binary; BUILD_DIR (default build) holds bin/.
@@ -41,7 +46,7 @@ while [[ $# -gt 0 ]]; do
     --cpu-numerics) NUMERICS=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -57,7 +62,7 @@ for b in moe-coordinator moe-worker; do
   [[ -x $BIN/$b ]] || { echo "launch.sh: $BIN/$b is missing: run scripts/build.sh" >&2; exit 2; }
 done
 
-CORES=$(nproc)
+CORES=${SLURM_CPUS_PER_TASK:-$(nproc)}  # under Slurm, each rank's share
 RANKS=$((WORKERS + 1))
 # hwloc's GL component looks for GPUs behind X displays (:0, :1, ...), resolving this host's name
 # for each; where the name does not resolve at once (no /etc/hosts entry, a slow DNS) that stalled
@@ -65,8 +70,23 @@ RANKS=$((WORKERS + 1))
 export HWLOC_COMPONENTS=${HWLOC_COMPONENTS:--gl}
 MPI_ARGS=(--bind-to none -x OMPI_MCA_mpi_yield_when_idle=1 -x HWLOC_COMPONENTS --mca pml ob1)
 [[ $(id -u) -eq 0 ]] && MPI_ARGS+=(--allow-run-as-root)
+if [[ -n $HOSTFILE || -n ${SLURM_JOB_ID:-} ]]; then
+  # Across nodes a host can vanish (power, cable) without a FIN: Open MPI's control connections
+  # then notice only by TCP keepalive, by default after 300 s + 9 x 20 s. Probing after 5 s idle,
+  # every 1 s, 3 times, mpirun learns of a lost node within about 10 s and ends the job, and the
+  # other nodes' daemons end their ranks (tests/integration/multinode_test.py, the link cut).
+  export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-5}
+  export OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-1}
+  export OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-3}
+fi
 if [[ -n $HOSTFILE ]]; then
   MPI_ARGS+=(--hostfile "$HOSTFILE" --mca btl self,vader,tcp)
+elif [[ -n ${SLURM_JOB_ID:-} ]]; then
+  # Inside a Slurm allocation (deploy/slurm/): mpirun takes the nodes and slots from Slurm and
+  # starts its daemons on the other nodes with srun; ranks on different nodes speak TCP.
+  MPI_ARGS+=(--mca btl self,vader,tcp)
+  [[ $RANKS -ne ${SLURM_NTASKS:-$RANKS} ]] && {
+    echo "launch.sh: the allocation has ${SLURM_NTASKS} tasks but --workers $WORKERS needs $RANKS" >&2; exit 2; }
 else
   MPI_ARGS+=(--mca btl self,vader --mca plm_rsh_agent false --mca oob_tcp_if_include lo)
   [[ $RANKS -gt $CORES ]] && MPI_ARGS+=(--oversubscribe)
@@ -81,4 +101,41 @@ WORKER=(-np "$WORKERS" "$BIN/moe-worker" --model "$MODEL" --threads "$WORKER_THR
 CMD=("${MPIRUN:-mpirun}" "${MPI_ARGS[@]}" "${COORD[@]}" "$@" : "${WORKER[@]}")
 echo "launch.sh: ${CMD[*]}" >&2
 [[ $DRY -eq 1 ]] && exit 0
-exec "${CMD[@]}"
+[[ -z $HOSTFILE && -z ${SLURM_JOB_ID:-} ]] && exec "${CMD[@]}"
+
+# Across nodes, launch.sh stays as mpirun's minder. mpirun may wait for minutes on a node that
+# vanished (its kill order sits unacknowledged in TCP, where keepalive does not reach): once rank 0
+# (the coordinator, mpirun's own child on this node) has ended, mpirun gets END_GRACE_S more
+# seconds, then is ended; the other nodes' daemons then end their ranks. SIGTERM or SIGINT to
+# launch.sh stops the cluster gracefully: it goes to the coordinator alone (before it runs, to mpirun).
+END_GRACE_S=${MOE_END_GRACE_S:-10}
+"${CMD[@]}" &
+MPIRUN_PID=$!
+# By command line: the ranks' process name (comm) is not their program's.
+coordinator() { pgrep -P "$MPIRUN_PID" -f '/moe-coordinator( |$)' | head -n1; }
+forward() {
+  local c
+  c=$(coordinator)
+  kill -"$1" "${c:-$MPIRUN_PID}" 2>/dev/null || true
+}
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+seen=0 ended_at=0
+while kill -0 "$MPIRUN_PID" 2>/dev/null; do
+  if [[ -n $(coordinator) ]]; then
+    seen=1
+  elif [[ $seen -eq 1 ]]; then
+    [[ $ended_at -eq 0 ]] && ended_at=$SECONDS
+    if (( SECONDS - ended_at >= END_GRACE_S )); then
+      echo "launch.sh: the coordinator ended $END_GRACE_S s ago and mpirun still waits (for a node that" \
+           "does not answer?); ending it" >&2
+      kill -TERM "$MPIRUN_PID" 2>/dev/null || true
+      sleep 3
+      kill -KILL "$MPIRUN_PID" 2>/dev/null || true
+      wait "$MPIRUN_PID" 2>/dev/null || true
+      exit 1
+    fi
+  fi
+  sleep 0.2
+done
+wait "$MPIRUN_PID"

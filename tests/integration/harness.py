@@ -52,22 +52,24 @@ class Harness:
     def run(cmd, **kw):
         return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
 
-    def cluster(self, workers, *server_flags, model, credentials=None):
-        """credentials: grpc channel credentials for a TLS server (default: plaintext)."""
-        return Cluster(self, workers, server_flags, model, credentials)
+    def cluster(self, workers, *server_flags, model, credentials=None, host="127.0.0.1", launch=(), env=None):
+        """credentials: grpc channel credentials for a TLS server (default: plaintext); host: the
+        address it listens on; launch: more scripts/launch.sh flags (--hostfile F); env: more
+        environment for mpirun."""
+        return Cluster(self, workers, server_flags, model, credentials, host, launch, env)
 
 
 class Cluster:
     """The cluster under scripts/launch.sh, serving on an ephemeral loopback port."""
 
-    def __init__(self, h, workers, server_flags, model, credentials=None):
+    def __init__(self, h, workers, server_flags, model, credentials=None, host="127.0.0.1", launch=(), env=None):
         self.model = model
         self.port_file = os.path.join(h.work, f"port-{time.monotonic_ns()}")
-        env = dict(os.environ, BUILD_DIR=os.path.dirname(h.bin))
+        env = dict(os.environ, BUILD_DIR=os.path.dirname(h.bin), **(env or {}))
         self.log = open(os.path.join(h.work, f"cluster-w{workers}-{os.path.basename(self.port_file)}.log"), "w")
         self.proc = subprocess.Popen(
-            [os.path.join(h.src, "scripts/launch.sh"), "--model", model, "--workers", str(workers), "--",
-             "--listen", "127.0.0.1:0", "--port-file", self.port_file, "--worker-timeout-s", "3",
+            [os.path.join(h.src, "scripts/launch.sh"), "--model", model, "--workers", str(workers), *launch, "--",
+             "--listen", f"{host}:0", "--port-file", self.port_file, "--worker-timeout-s", "3",
              *server_flags], stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.time() + 120
         while not os.path.exists(self.port_file):
@@ -75,7 +77,7 @@ class Cluster:
                 raise RuntimeError(f"cluster did not start: see {self.log.name}")
             time.sleep(0.1)
         self.port = int(open(self.port_file).read())
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"{host}:{self.port}"
         options = [("grpc.enable_http_proxy", 0)]
         self.channel = (grpc.insecure_channel(self.address, options=options) if credentials is None
                         else grpc.secure_channel(self.address, credentials, options=options))
