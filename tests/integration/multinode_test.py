@@ -4,9 +4,10 @@ agent, Open MPI's TCP transport between them, the gRPC port and the workers' tel
 test network's addresses:
 
 - logits equal the single process's (prefill and incremental);
-- 16 concurrent gRPC clients get exactly their single-process tokens; the workers' telemetry
-  reaches the coordinator over the network (every routed token reported); a live re-placement in
-  the middle of 16 streams leaves every stream's tokens unchanged;
+- over TLS, 16 concurrent gRPC clients get exactly their single-process tokens; the workers'
+  telemetry reaches the coordinator over the network, pinned to its certificate (every routed
+  token reported); a live re-placement in the middle of 16 streams leaves every stream's tokens
+  unchanged;
 - the exchange under a bandwidth cap (tc tbf on the coordinator host's link): the transfer time per
   layer beside what the bytes and the rate predict; added latency (tc netem) where the kernel has
   netem, a visible SKIP line where it does not;
@@ -62,10 +63,10 @@ class Hosts:
         self.net = netns.Network.__new__(netns.Network)
         self.net.__dict__.update(spec)
 
-    def cluster(self, *flags, model=MODEL, workers=2):
+    def cluster(self, *flags, model=MODEL, workers=2, credentials=None):
         hostfile = self.net.hostfile(os.path.join(WORK, "hostfile"), range(workers + 1))
         return h.cluster(workers, "--admin-token-file", ADMIN_TOKEN, *flags, model=model, host=self.net.ips[0],
-                         launch=("--hostfile", hostfile), env=self.net.mpi_env())
+                         launch=("--hostfile", hostfile), env=self.net.mpi_env(), credentials=credentials)
 
     def launch(self, model, workers, coordinator_args, timeout=300):
         hostfile = self.net.hostfile(os.path.join(WORK, "hostfile"), range(workers + 1))
@@ -98,11 +99,32 @@ def logits(hosts):
                                                  f"error {err:.1e}")
 
 
+def certificates(address):
+    """A CA and a server certificate for `address` (openssl, as a user would make them)."""
+    d = os.path.join(WORK, "certs")
+    os.makedirs(d, exist_ok=True)
+    q = dict(cwd=d, check=True, capture_output=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+                    "-days", "1", "-subj", "/CN=moe-multinode-ca"], **q)
+    with open(os.path.join(d, "san.cnf"), "w") as f:
+        f.write(f"subjectAltName=IP:{address}\n")
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+                    "-subj", "/CN=moe-coordinator"], **q)
+    subprocess.run(["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                    "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.cnf"], **q)
+    return {name: os.path.join(d, name) for name in ("ca.pem", "server.pem", "server.key")}
+
+
 def serving(hosts):
-    c = hosts.cluster("--expert-slots", "5", "--telemetry-interval-ms", "100")
+    # TLS on the port: clients verify the coordinator's certificate, and the workers, across the
+    # network, pin it for their load reports.
+    certs = certificates(hosts.net.ips[0])
+    c = hosts.cluster("--expert-slots", "5", "--telemetry-interval-ms", "100", "--tls-cert", certs["server.pem"],
+                      "--tls-key", certs["server.key"],
+                      credentials=grpc.ssl_channel_credentials(root_certificates=open(certs["ca.pem"], "rb").read()))
     try:
         log = open(c.log.name).read()
-        check(f"on {hosts.net.ips[0]}:{c.port}" in log, f"the coordinator serves on the test network ({c.address})")
+        check(f"on {hosts.net.ips[0]}:{c.port} (TLS)" in log, f"the coordinator serves TLS on the test network ({c.address})")
         streams = Streams(h, MODEL)
         streams.run_clients(c, "across hosts")
         tel = tpbg.TelemetryStub(c.channel)
@@ -110,7 +132,8 @@ def serving(hosts):
                                                    for w in s.workers) else None)(tel.GetLoad(tpb.GetLoadRequest())),
                        "the workers' reports over the network")
         if s is not None:
-            check(len(s.workers) == 2, "both workers report their load over the network, every routed token: "
+            check(len(s.workers) == 2, "both workers report their load over the network (TLS, the coordinator's "
+                                       "certificate pinned), every routed token: "
                                        f"{[(w.rank, w.routed_tokens, w.reported_tokens) for w in s.workers]}")
         token = open(ADMIN_TOKEN).read().strip()
         result = {}
@@ -124,7 +147,8 @@ def serving(hosts):
               f"a live re-placement across hosts: epoch {r.placement_epoch if r else '-'}, "
               f"{r.moved_slots if r else '-'} slots moved, loaded in "
               f"{r.rearrangement.load_seconds if r else 0:.3f} s; every stream's tokens unchanged")
-        p = subprocess.run([os.path.join(BIN, "moe-cli"), "--server", c.address, "load", "--once"],
+        p = subprocess.run([os.path.join(BIN, "moe-cli"), "--server", c.address, "--tls-ca", certs["ca.pem"], "load",
+                            "--once"],
                            capture_output=True, text=True, timeout=30)
         check(p.returncode == 0 and "worker host" in p.stdout, "moe-cli load reaches the coordinator across hosts")
         t0 = time.time()
@@ -259,7 +283,7 @@ def main():
         check(True, f"3 hosts in network namespaces ({', '.join(net.ips)}) on a bridge, up in {time.time() - t0:.2f} s")
         spec = {k: v for k, v in net.__dict__.items()}
         # Everything else runs on the coordinator's host, as a user logged in there would.
-        p = subprocess.run(["ip", "netns", "exec", net.hosts[0], sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
+        p = subprocess.run([*netns.enter(net.hosts[0]), sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
                            env=dict(os.environ, MOE_NETNS_CHILD="1", MOE_NETNS_SPEC=json.dumps(spec)), timeout=1200)
         left = net.running()
         check(not left, f"no rank, daemon or mpirun left on any host when the test ends ({left})")

@@ -3,6 +3,7 @@ interface on a bridge (in a namespace of its own) and an address of the test's o
 TCP transport, the gRPC port and the workers' telemetry all cross a real network stack with links
 that can be cut or shaped, and nothing of the machine's own network is touched. mpirun reaches the
 hosts through an rsh agent that enters the host's namespace (as ssh would log in to a node).
+Namespaces are entered with nsenter (util-linux), which works in a chroot too.
 
 Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2. Every `ip` call is bounded in time;
 teardown kills whatever still runs in the namespaces and deletes them, however the test ends, and
@@ -17,7 +18,24 @@ PREFIX = "moet"  # every namespace of these tests: moet<pid>sw, moet<pid>h0, ...
 
 
 def ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=check)
+    p = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {p.stderr.strip()}")
+    return p
+
+
+def enter(ns):
+    """The command prefix that runs a program in namespace `ns`'s network. nsenter, not `ip netns
+    exec` (nor `ip -n`), which also makes a mount namespace and fails where / is not a mount point
+    (a chroot, as in scripts' fresh-machine checks)."""
+    return ["nsenter", f"--net=/run/netns/{ns}"]
+
+
+def ip_in(ns, *args, check=True):
+    p = subprocess.run([*enter(ns), "ip", *args], capture_output=True, text=True, timeout=10)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)} in {ns}: {p.stderr.strip()}")
+    return p
 
 
 def unavailable_reason():
@@ -31,7 +49,14 @@ def unavailable_reason():
         return "iproute2's ip is missing (scripts/install-deps.sh installs it)"
     if r.returncode != 0:
         return f"this machine forbids network namespaces: ip netns add: {r.stderr.strip()}"
-    ip("netns", "del", probe, check=False)
+    try:
+        b = ip_in(probe, "link", "add", "br0", "type", "bridge", check=False)
+        if b.returncode != 0:
+            return f"cannot make a bridge in a network namespace here: {b.stderr.strip()}"
+    except FileNotFoundError:
+        return "nsenter is missing (util-linux)"
+    finally:
+        ip("netns", "del", probe, check=False)
     return None
 
 
@@ -73,18 +98,18 @@ class Network:
         remove_stale()
         try:
             ip("netns", "add", self.switch)
-            ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-            ip("-n", self.switch, "link", "set", "br0", "up")
+            ip_in(self.switch, "link", "add", "br0", "type", "bridge")
+            ip_in(self.switch, "link", "set", "br0", "up")
             for i, (host, addr) in enumerate(zip(self.hosts, self.ips)):
                 ip("netns", "add", host)
                 ip("link", "add", self.iface(i), "type", "veth", "peer", "name", self.port(i))
                 ip("link", "set", self.iface(i), "netns", host)
                 ip("link", "set", self.port(i), "netns", self.switch)
-                ip("-n", self.switch, "link", "set", self.port(i), "master", "br0")
-                ip("-n", self.switch, "link", "set", self.port(i), "up")
-                ip("-n", host, "addr", "add", f"{addr}/24", "dev", self.iface(i))
-                ip("-n", host, "link", "set", self.iface(i), "up")
-                ip("-n", host, "link", "set", "lo", "up")
+                ip_in(self.switch, "link", "set", self.port(i), "master", "br0")
+                ip_in(self.switch, "link", "set", self.port(i), "up")
+                ip_in(host, "addr", "add", f"{addr}/24", "dev", self.iface(i))
+                ip_in(host, "link", "set", self.iface(i), "up")
+                ip_in(host, "link", "set", "lo", "up")
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -97,7 +122,7 @@ class Network:
                     f"# Each host has a /tmp of its own, as nodes do (Open MPI's session directories\n"
                     f"# are named by host name, which the namespaces share).\n"
                     f"mkdir -p {self.work}/tmp-$ns\n"
-                    f"exec ip netns exec \"$ns\" env TMPDIR={self.work}/tmp-$ns /bin/sh -c \"$*\"\n")
+                    f"exec nsenter --net=/run/netns/\"$ns\" env TMPDIR={self.work}/tmp-$ns /bin/sh -c \"$*\"\n")
         os.chmod(self.agent, 0o755)
         return self
 
@@ -144,12 +169,12 @@ class Network:
 
     def cut(self, i):
         """The host's link goes down (its cable pulled): no FIN, no RST, packets just stop."""
-        ip("-n", self.hosts[i], "link", "set", self.iface(i), "down")
+        ip_in(self.hosts[i], "link", "set", self.iface(i), "down")
 
     def shape(self, i, rate):
         """A token bucket of `rate` (e.g. "1gbit") on the host's link, both directions."""
         for ns, dev in ((self.hosts[i], self.iface(i)), (self.switch, self.port(i))):
-            r = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
+            r = subprocess.run([*enter(ns), "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
                                 "rate", rate, "burst", "256kb", "latency", "50ms"], capture_output=True, text=True,
                                timeout=10)
             if r.returncode != 0:
@@ -158,7 +183,7 @@ class Network:
     def delay(self, i, delay):
         """netem delay on the host's link, both directions; the error text where the kernel lacks netem."""
         for ns, dev in ((self.hosts[i], self.iface(i)), (self.switch, self.port(i))):
-            r = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "netem",
+            r = subprocess.run([*enter(ns), "tc", "qdisc", "replace", "dev", dev, "root", "netem",
                                 "delay", delay], capture_output=True, text=True, timeout=10)
             if r.returncode != 0:
                 return r.stderr.strip()
@@ -166,5 +191,5 @@ class Network:
 
     def unshape(self, i):
         for ns, dev in ((self.hosts[i], self.iface(i)), (self.switch, self.port(i))):
-            subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "root"], capture_output=True,
+            subprocess.run([*enter(ns), "tc", "qdisc", "del", "dev", dev, "root"], capture_output=True,
                            timeout=10)
