@@ -57,6 +57,8 @@ def unavailable_reason():
         return "nsenter is missing (util-linux)"
     finally:
         ip("netns", "del", probe, check=False)
+        if os.path.isdir("/run/netns") and not os.listdir("/run/netns"):
+            subprocess.run(["umount", "/run/netns"], capture_output=True, timeout=10)
     return None
 
 
@@ -138,6 +140,13 @@ class Network:
             time.sleep(0.05)
         for ns in self.hosts + [self.switch]:
             ip("netns", "del", ns, check=False)
+        # `ip netns add` bind-mounts /run/netns onto itself; with no namespace left in it, undo that
+        # too, so that nothing of the test stays mounted (a chroot's directory can then be removed).
+        try:
+            if not os.listdir("/run/netns"):
+                subprocess.run(["umount", "/run/netns"], capture_output=True, timeout=10)
+        except OSError:
+            pass
         return False
 
     def hostfile(self, path, hosts):
