@@ -3,13 +3,15 @@
 digits, or prose (a word inside a comment or a string: docstrings, messages).
 
 The tokenizer's pieces are read straight from tokenizer.model (a SentencePiece ModelProto) with a
-few lines of protobuf wire-format parsing, so no sentencepiece package is needed. Classes need
+protobuf wire format (protobuf_wire.py), so no sentencepiece package is needed. Classes need
 context: a piece "if" is a keyword in `if x:` and prose in `# if so`, and "in" inside `index` is
 an identifier. So a sequence's pieces are joined back into its text, a small Python lexer (tolerant
 of text cut anywhere: prompts are truncated files, continuations are a model's) marks comments and
 strings, and each piece is classified by the characters it covers and the word around them.
 """
 import keyword
+
+from protobuf_wire import fields
 
 CLASSES = ("whitespace", "keyword", "identifier", "punctuation", "digits", "prose", "special")
 _KEYWORDS = frozenset(keyword.kwlist) | frozenset(getattr(keyword, "softkwlist", ()))
@@ -19,38 +21,6 @@ _KEYWORDS = frozenset(keyword.kwlist) | frozenset(getattr(keyword, "softkwlist",
 # tokenizer.model
 
 
-def _varint(buf, i):
-    value, shift = 0, 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, i
-        shift += 7
-
-
-def _fields(buf):
-    """(field number, wire type, value) of a protobuf message; value is bytes for length-delimited
-    fields, an int for varints, None for fixed-width ones (skipped)."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            value, i = buf[i:i + n], i + n
-        elif wire == 5:
-            value, i = None, i + 4
-        elif wire == 1:
-            value, i = None, i + 8
-        else:
-            raise ValueError(f"tokenizer.model: unsupported protobuf wire type {wire}")
-        yield field, wire, value
-
-
 def piece_texts(tokenizer_path):
     """Each token id's text as it appears in decoded output: '▁' as a space, byte pieces
     <0xNN> as that byte (as a Latin-1 character: classes only need to know it is not ASCII
@@ -58,11 +28,11 @@ def piece_texts(tokenizer_path):
     with open(tokenizer_path, "rb") as f:
         buf = f.read()
     texts = []
-    for field, wire, value in _fields(buf):
+    for field, wire, value, _, _ in fields(buf, tokenizer_path):
         if field != 1 or wire != 2:  # ModelProto.pieces
             continue
         piece, kind = "", 1
-        for f2, w2, v2 in _fields(value):
+        for f2, w2, v2, _, _ in fields(value, tokenizer_path):
             if f2 == 1 and w2 == 2:
                 piece = v2.decode("utf-8")
             elif f2 == 3 and w2 == 0:

@@ -13,6 +13,8 @@ import struct
 import sys
 
 SRC = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(SRC, "scripts"))
+from protobuf_wire import fields  # noqa: E402
 OUT = os.path.join(SRC, "tests", "fuzz", "corpus")
 
 
@@ -56,55 +58,13 @@ def seeds_config():
         "sliding_window": None, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False}))
 
 
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out += bytes([b | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
-def read_varint(data, at):
-    """The varint at data[at:] and the offset after it."""
-    value, shift = 0, 0
-    while True:
-        b = data[at]
-        at += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return value, at
-
-
-def fields(data):
-    """Top-level protobuf fields of `data` as (field, wire type, raw bytes of the whole field)."""
-    at, out = 0, []
-    while at < len(data):
-        start = at
-        key, at = read_varint(data, at)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            _, at = read_varint(data, at)
-        elif wire == 2:
-            n, at = read_varint(data, at)
-            at += n
-        elif wire == 5:
-            at += 4
-        elif wire == 1:
-            at += 8
-        out.append((field, wire, data[start:at]))
-    return out
-
-
 def seeds_tokenizer_model():
     """The real model cut to its first pieces (specials, the 256 byte pieces, the first merges)
     with its trainer and normalizer specs: small enough to fuzz fast, still a working tokenizer."""
     real = open(os.path.join(SRC, "core", "tokenizer", "tokenizer.model"), "rb").read()
-    parts = fields(real)
-    pieces = [raw for field, _, raw in parts if field == 1]
-    rest = b"".join(raw for field, _, raw in parts if field != 1)
+    parts = [(f.number, real[f.start:f.end]) for f in fields(real, "tokenizer.model")]
+    pieces = [raw for field, raw in parts if field == 1]
+    rest = b"".join(raw for field, raw in parts if field != 1)
     put("tokenizer_model", "mixtral_first_400", b"".join(pieces[:400]) + rest)
     put("tokenizer_model", "mixtral_first_270", b"".join(pieces[:270]) + rest)
     put("tokenizer_model", "pieces_only", b"".join(pieces[:300]))
