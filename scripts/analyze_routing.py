@@ -11,7 +11,7 @@ and writes into DIR (default: the trace's directory)
   worker_load.png  token-choices per second per worker in bins of wall-clock time
   locality.png     per layer, how often consecutive tokens repeat the first choice / share an expert
 --placement P.json also predicts the worker load under another placement (replicas included) by
-replaying every step and layer with the runtime's split rule (routing_trace.replay_worker_counts).
+replaying every step and layer with the runtime's split rule (expert_placement.replay_worker_counts).
 --json FILE writes every figure computed as JSON. Exit status 1 with a one-line message on a bad
 trace. Needs numpy and matplotlib (Debian's python3-numpy, python3-matplotlib).
 """
@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import routing_trace as rt  # noqa: E402
+import expert_placement as ep  # noqa: E402
 
 TARGET_BUCKETS = 100  # default --window-steps aims at about this many step windows (the JSON)
 TIME_BINS = 60  # worker_load.png: bins of wall-clock time
@@ -59,8 +60,8 @@ def default_window(trace):
 
 
 def replay_figures(trace, placement, name):
-    """The worker load of `trace` under `placement` (a routing_trace.Placement), replayed."""
-    workers = rt.replay_worker_counts(trace, placement)
+    """The worker load of `trace` under `placement` (an expert_placement.Placement), replayed."""
+    workers = ep.replay_worker_counts(trace, placement)
     return dict(placement=name, n_workers=placement.n_workers, expert_slots=placement.expert_slots,
                 replicas=[sum(len(r) - 1 for r in row) for row in placement.replicas],
                 worker_counts=workers.tolist(),
@@ -331,7 +332,7 @@ def main(argv=None):
     placement = None
     if args.placement:
         try:
-            placement = rt.load_placement(args.placement, trace.n_layers, trace.n_experts)
+            placement = ep.load_placement(args.placement, trace.n_layers, trace.n_experts)
         except (ValueError, OSError) as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 1

@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import routing_trace as rt  # noqa: E402
+import expert_placement as ep  # noqa: E402
 
 TOOL = "moe-plan-placement"
 
@@ -70,8 +71,8 @@ def main(argv=None):
 
     try:
         trace = rt.load(args.trace)
-        before = (rt.load_placement(args.current, trace.n_layers, trace.n_experts) if args.current
-                  else rt.contiguous_placement(trace.n_layers, trace.n_experts, args.workers))
+        before = (ep.load_placement(args.current, trace.n_layers, trace.n_experts) if args.current
+                  else ep.contiguous_placement(trace.n_layers, trace.n_experts, args.workers))
     except (ValueError, OSError) as e:
         return fail(e)
     out = args.out or args.trace + ".placement.json"
@@ -91,13 +92,13 @@ def main(argv=None):
         return fail(err.splitlines()[-1] if err else f"{tool} exited {p.returncode}")
     print(p.stdout, end="")
     try:
-        after = rt.load_placement(out, trace.n_layers, trace.n_experts)
+        after = ep.load_placement(out, trace.n_layers, trace.n_experts)
     except (ValueError, OSError) as e:
         return fail(e)
     # The placements may name fewer ranks than --workers only if one hosts nothing; pad to W.
     counts = []
     for placement in (before, after):
-        c = rt.replay_worker_counts(trace, placement)
+        c = ep.replay_worker_counts(trace, placement)
         counts.append(np.pad(c, ((0, 0), (0, max(0, args.workers - c.shape[1])))))
     print(f"\nreplayed {len(trace.records)} records of {trace.path} with the runtime's split rule:")
     lines_before, o_before = replay_table(f"before ({args.current or 'contiguous blocks'})", counts[0])

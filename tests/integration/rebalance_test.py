@@ -10,7 +10,7 @@ model, so that placement matters:
   start-up: the workers cannot load, the moves fail and say which rank and why, the old placement
   stays and generation goes on unchanged; with the checkpoint back the next periodic check moves
   the cluster by itself. A routing trace of the run, replayed under the placement that then ran
-  (routing_trace.replay_worker_counts, what analyze_routing.py --placement prints), predicts
+  (expert_placement.replay_worker_counts, what analyze_routing.py --placement prints), predicts
   exactly the per-worker load the telemetry measured after the switch, and the workers' own counts
   agree.
 
@@ -35,6 +35,7 @@ from moe.v1 import telemetry_pb2_grpc as tpbg  # noqa: E402
 from harness import Harness, generate  # noqa: E402
 from streams import Streams  # noqa: E402
 import routing_trace as rt  # noqa: E402
+import expert_placement as ep  # noqa: E402
 
 PY = "/usr/bin/python3"
 MODEL = os.path.join(WORK, "model")
@@ -151,8 +152,8 @@ def failed_then_periodic():
     for l, layer in enumerate(s.placement.layers):
         for slot in layer.slots:
             replicas[l][slot.expert].append(slot.rank)
-    placement = rt.parse_placement({"layers": replicas}, s.num_layers, s.num_experts)
-    predicted = rt.replay_worker_counts(since, placement)
+    placement = ep.parse_placement({"layers": replicas}, s.num_layers, s.num_experts)
+    predicted = ep.replay_worker_counts(since, placement)
     measured = np.array([list(layer.worker_tokens) for layer in s.layers])
     check(np.array_equal(predicted, measured) and measured.sum() > 0,
           f"the trace replayed under the placement that ran predicts the measured worker load exactly "
