@@ -12,6 +12,10 @@ namespace {
 
 void Append(const std::vector<int>& ids, std::vector<int32_t>* out) { out->insert(out->end(), ids.begin(), ids.end()); }
 
+// Mistral's v1 template, by the line its system message is rendered with (llama.cpp recognises the
+// family by the same string).
+bool IsMistralV1(const std::string& jinja) { return absl::StrContains(jinja, "' [INST] ' + system_message"); }
+
 }  // namespace
 
 absl::StatusOr<ChatTemplate> ChatTemplate::ForModel(const std::string& flag, const std::string& model_dir) {
@@ -37,8 +41,7 @@ absl::StatusOr<ChatTemplate> ChatTemplate::ForModel(const std::string& flag, con
       for (const nlohmann::json& t : *it) {
         if (t.is_object() && t.value("name", "") == "default" && t.contains("template") &&
             t["template"].is_string()) {
-          const std::string body = t["template"].get<std::string>();
-          if (absl::StrContains(body, "' [INST] ' + system_message")) return MistralV1();
+          if (IsMistralV1(t["template"].get<std::string>())) return MistralV1();
         }
       }
     }
@@ -46,9 +49,7 @@ absl::StatusOr<ChatTemplate> ChatTemplate::ForModel(const std::string& flag, con
                         absl::StrCat(path, "'s chat_template is not a Mistral v1 template; give "
                                            "--chat-template mistral-v1 to use that one anyway"));
   }
-  // Mistral's own detector string for its v1 family (llama.cpp recognises it the same way).
-  const std::string body = it->get<std::string>();
-  if (absl::StrContains(body, "' [INST] ' + system_message")) return MistralV1();
+  if (IsMistralV1(it->get<std::string>())) return MistralV1();
   return ChatTemplate(ChatTemplateKind::kNone,
                       absl::StrCat(path, " has a chat_template this server does not know (only Mistral v1, ",
                                    "Mixtral-Instruct's, is built in); give --chat-template mistral-v1 ",

@@ -48,6 +48,17 @@ class Harness:
         i = stub.GetModelInfo(pb.GetModelInfoRequest())
         return self.check(False, f"{what}: still {i.running_sequences} running, {i.kv_cache_bytes_used} KV bytes")
 
+    def make_model(self, out, seed, **shape):
+        """A small random checkpoint (scripts/make_model.py) with the real tokenizer: 2 layers, 64
+        wide, 8 experts top-2, BF16, unless `shape` says otherwise (keys are make_model's flags,
+        dashes as underscores: intermediate=384, router_skew=3)."""
+        flags = dict(vocab=32000, hidden=64, intermediate=96, layers=2, heads=4, kv_heads=2, experts=8, top_k=2,
+                     max_pos=1024, dtype="bf16")
+        flags.update(shape)
+        args = [a for k, v in flags.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+        self.run(["/usr/bin/python3", os.path.join(self.src, "scripts/make_model.py"), "--out", out, *args,
+                  "--seed", str(seed), "--tokenizer", os.path.join(self.src, "core/tokenizer/tokenizer.model")])
+
     @staticmethod
     def run(cmd, **kw):
         return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout

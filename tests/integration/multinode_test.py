@@ -46,7 +46,6 @@ from moe.v1 import telemetry_pb2_grpc as tpbg  # noqa: E402
 from harness import Harness  # noqa: E402
 from streams import Streams  # noqa: E402
 
-PY = "/usr/bin/python3"
 MODEL = os.path.join(WORK, "model")
 GOLDEN = os.path.join(SRC, "tests/golden/e8_top2_bf16")
 h = Harness(BIN, SRC, WORK)
@@ -60,8 +59,7 @@ class Hosts:
     and the links' controls (netns.Network's, without setup or teardown)."""
 
     def __init__(self, spec):
-        self.net = netns.Network.__new__(netns.Network)
-        self.net.__dict__.update(spec)
+        self.net = netns.Network.from_spec(spec)
 
     def cluster(self, *flags, model=MODEL, workers=2, credentials=None):
         hostfile = self.net.hostfile(os.path.join(WORK, "hostfile"), range(workers + 1))
@@ -272,16 +270,13 @@ def child():
 def main():
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
-    h.run([PY, os.path.join(SRC, "scripts/make_model.py"), "--out", MODEL, "--vocab", "32000", "--hidden", "256",
-           "--intermediate", "384", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--experts", "8",
-           "--top-k", "2", "--max-pos", "1024", "--dtype", "bf16", "--seed", "12", "--router-skew", "3",
-           "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+    h.make_model(MODEL, seed=12, hidden=256, intermediate=384, router_skew=3)
     with open(ADMIN_TOKEN, "w") as f:
         f.write(os.urandom(16).hex() + "\n")
     t0 = time.time()
     with netns.Network(3, WORK) as net:
         check(True, f"3 hosts in network namespaces ({', '.join(net.ips)}) on a bridge, up in {time.time() - t0:.2f} s")
-        spec = {k: v for k, v in net.__dict__.items()}
+        spec = dict(net.__dict__)
         # Everything else runs on the coordinator's host, as a user logged in there would.
         p = subprocess.run([*netns.enter(net.hosts[0]), sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
                            env=dict(os.environ, MOE_NETNS_CHILD="1", MOE_NETNS_SPEC=json.dumps(spec)), timeout=1200)

@@ -90,6 +90,14 @@ class Network:
         self.work = work_dir
         self.agent = os.path.join(work_dir, "netns-rsh")
 
+    @classmethod
+    def from_spec(cls, spec):
+        """The network another process made, from its __dict__ (the controls, without set-up or
+        teardown: that process owns them)."""
+        net = cls.__new__(cls)
+        net.__dict__.update(spec)
+        return net
+
     def iface(self, i):  # the host's side of its link (interface names are at most 15 bytes)
         return f"{self.tag}e{i}"[-15:]
 

@@ -76,10 +76,7 @@ def main():
     import shutil
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
-    h.run([sys.executable, os.path.join(SRC, "scripts/make_model.py"), "--out", MODEL, "--vocab", "32000", "--hidden",
-           "64", "--intermediate", "96", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--experts", "4",
-           "--top-k", "2", "--max-pos", "1024", "--dtype", "bf16", "--seed", "5",
-           "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+    h.make_model(MODEL, seed=5, experts=4)
     http_port_file = os.path.join(WORK, "http-port")
     c = h.cluster(2, "--http-listen", "127.0.0.1:0", "--http-port-file", http_port_file, model=MODEL)
     try:

@@ -59,10 +59,7 @@ print(json.dumps(out))
 def main():
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
-    h.run([PY, os.path.join(SRC, "scripts/make_model.py"), "--out", MODEL, "--vocab", "32000", "--hidden", "64",
-           "--intermediate", "96", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--experts", "4",
-           "--top-k", "2", "--max-pos", "512", "--dtype", "bf16", "--seed", "3",
-           "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+    h.make_model(MODEL, seed=3, experts=4, max_pos=512)
     # Install as a user would, from a copy (the build writes its stubs beside setup.py).
     pkg = os.path.join(WORK, "python-client")
     shutil.copytree(os.path.join(SRC, "coordinator/client/python"), pkg,

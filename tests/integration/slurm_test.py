@@ -30,7 +30,6 @@ sys.path.insert(0, STUBS)
 import grpc  # noqa: E402
 from harness import Harness, generate  # noqa: E402
 
-PY = "/usr/bin/python3"
 MODEL = os.path.join(WORK, "model")
 SBATCH = os.path.join(SRC, "deploy/slurm/moe.sbatch")
 h = Harness(BIN, SRC, WORK)
@@ -61,10 +60,7 @@ def ranks_left():
 def main():
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
-    h.run([PY, os.path.join(SRC, "scripts/make_model.py"), "--out", MODEL, "--vocab", "32000", "--hidden", "64",
-           "--intermediate", "96", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--experts", "8",
-           "--top-k", "2", "--max-pos", "512", "--dtype", "bf16", "--seed", "4",
-           "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+    h.make_model(MODEL, seed=4, max_pos=512)
     prompt = "The quick brown fox"
     want_text = h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt, "--max-new-tokens",
                        "12", "--threads", "1"])

@@ -140,10 +140,7 @@ def check_prometheus(metrics_port, snapshot, n_requests):
 
 def main():
     os.makedirs(WORK, exist_ok=True)
-    h.run([PY, os.path.join(SRC, "scripts/make_model.py"), "--out", MODEL, "--vocab", "32000", "--hidden", "64",
-           "--intermediate", "96", "--layers", str(LAYERS), "--heads", "4", "--kv-heads", "2", "--experts",
-           str(EXPERTS), "--top-k", str(TOP_K), "--max-pos", "1024", "--dtype", "bf16", "--seed", "5",
-           "--router-skew", "2", "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+    h.make_model(MODEL, seed=5, layers=LAYERS, experts=EXPERTS, top_k=TOP_K, router_skew=2)
     metrics_port_file = os.path.join(WORK, "metrics-port")
     if os.path.exists(metrics_port_file):
         os.remove(metrics_port_file)
@@ -343,10 +340,7 @@ def streaming_gaps():
     steps) clumps at any step time. A descheduled client can still clump one stream, so up to
     three are tried."""
     model, trace_path = os.path.join(WORK, "stream-model"), os.path.join(WORK, "stream.trace")
-    h.run([PY, os.path.join(SRC, "scripts/make_model.py"), "--out", model, "--vocab", "32000", "--hidden", "512",
-           "--intermediate", "1024", "--layers", "4", "--heads", "8", "--kv-heads", "2", "--experts", "4",
-           "--top-k", "2", "--max-pos", "1024", "--dtype", "bf16", "--seed", "6",
-           "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+    h.make_model(model, seed=6, hidden=512, intermediate=1024, layers=4, heads=8, experts=4)
     c = h.cluster(1, "--routing-trace", trace_path, model=model)
     try:
         attempts = []
