@@ -10,6 +10,7 @@ absl::Status CoordinatorOptions::Validate() const {
   if (model_dir.empty()) return absl::InvalidArgumentError("--model is required");
   if (!(worker_timeout_seconds > 0)) return absl::InvalidArgumentError("--worker-timeout-s must be > 0");
   if (expert_slots < 0) return absl::InvalidArgumentError("--expert-slots must be >= 0");
+  if (overlap.min_tokens < 2) return absl::InvalidArgumentError("--overlap-min-tokens must be >= 2");
   if (mode != CoordinatorMode::kServe) return absl::OkStatus();
   if (absl::Status s = serve.scheduler.Validate(); !s.ok()) return s;
   if (absl::Status s = serve.ValidateLimits(); !s.ok()) return s;

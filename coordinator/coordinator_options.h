@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "coordinator/model_runner.h"
 #include "coordinator/server/serve.h"
 #include "core/transport_choice.h"
 #include "kernels/backend.h"
@@ -27,6 +28,8 @@ struct CoordinatorOptions {
   kernels::DeviceOptions device;
   Transport exchange = Transport::kAuto;
   double worker_timeout_seconds = 10;
+  // --overlap auto|on|off and --overlap-min-tokens: two micro-batches in ping-pong (ModelRunner).
+  OverlapPolicy overlap;
   CoordinatorMode mode = CoordinatorMode::kServe;
 
   // Serving only.

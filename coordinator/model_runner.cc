@@ -1,6 +1,7 @@
 #include "coordinator/model_runner.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -33,7 +34,8 @@ ModelRunner::ModelRunner(const ModelWeights* weights, ExpertExchange* exchange, 
   for (auto* a : {&tokens_dev_, &positions_dev_, &experts_dev_, &candidate_ids_dev_, &all_finite_dev_}) {
     *a = kernels::BackendArray<int32_t>(backend);
   }
-  for (auto* a : {&row_of_choice_dev_, &source_token_dev_, &logit_rows_dev_}) {
+  for (auto* a : {&row_of_choice_dev_[0], &row_of_choice_dev_[1], &source_token_dev_[0], &source_token_dev_[1],
+                  &logit_rows_dev_}) {
     *a = kernels::BackendArray<int64_t>(backend);
   }
   for (auto* a : {&h_, &x_, &q_, &k_, &v_, &attn_, &proj_, &router_logits_, &weights_dev_, &rows_dev_,
@@ -111,7 +113,8 @@ absl::Status ModelRunner::Reserve(int64_t n, int64_t n_out) {
   const int64_t kv_width = static_cast<int64_t>(c.num_key_value_heads) * c.head_dim;
   const bool ok =
       tokens_dev_.Reserve(n) && positions_dev_.Reserve(n) && experts_dev_.Reserve(n * k) &&
-      row_of_choice_dev_.Reserve(n * k) && source_token_dev_.Reserve(n * k) &&
+      row_of_choice_dev_[0].Reserve(n * k) && source_token_dev_[0].Reserve(n * k) &&
+      row_of_choice_dev_[1].Reserve(n * k) && source_token_dev_[1].Reserve(n * k) &&
       logit_rows_dev_.Reserve(n_out) &&
       h_.Reserve(n * hidden) && x_.Reserve(n * hidden) && q_.Reserve(n * q_width) &&
       k_.Reserve(n * kv_width) && v_.Reserve(n * kv_width) && attn_.Reserve(n * q_width) &&
@@ -136,6 +139,7 @@ absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
                                   std::vector<float>* logits) {
   logit_rows_ready_ = 0;  // until this step succeeds
   MOE_RETURN_IF_ERROR(Validate(chunks));
+  const auto start = std::chrono::steady_clock::now();  // the overlap chooser's measure
   for (RoutingObserver* observer : observers_) observer->OnStepBegin();
   struct StepEnd {  // on every path out, so observers never stay "in a step"
     const std::vector<RoutingObserver*>& observers;
@@ -171,10 +175,16 @@ absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
     Stage(positions_, &positions_dev_);
   }
 
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    Attention(l, chunks);
-    MOE_RETURN_IF_ERROR(MoeBlock(l, n));
+  MicroBatch mb[2];
+  const bool decode = std::all_of(chunks.begin(), chunks.end(),
+                                  [](const SequenceChunk& chunk) { return chunk.tokens.size() == 1; });
+  bool asked = false;
+  const int n_micro = SplitMicroBatches(chunks, n, decode, mb, &asked);
+  last_micro_batches_ = n_micro;
+  if (n_micro == 2) {
+    for (int64_t i = mb[1].first_row; i < n; ++i) routed_[static_cast<size_t>(i)].second_micro_batch = true;
   }
+  MOE_RETURN_IF_ERROR(RunLayers(mb, n_micro));
 
   // Final norm and lm_head only on the rows that need logits.
   {
@@ -193,6 +203,10 @@ absl::Status ModelRunner::Forward(absl::Span<const SequenceChunk> chunks,
   }
   MOE_RETURN_IF_ERROR(backend_->Sync());
   logit_rows_ready_ = n_out;
+  if (asked) {
+    overlap_.Record(n, decode, n_micro == 2,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
   // Only a step that succeeded commits its positions and reaches the observers.
   for (const SequenceChunk& chunk : chunks) chunk.cache->Advance(static_cast<int64_t>(chunk.tokens.size()));
   for (RoutingObserver* observer : observers_) observer->OnForward(routed_, routing_);
@@ -257,39 +271,47 @@ void ModelRunner::EndSequence(uint64_t sequence_id) {
   for (RoutingObserver* observer : observers_) observer->OnSequenceEnd(sequence_id);
 }
 
-void ModelRunner::Attention(int layer, absl::Span<const SequenceChunk> chunks) {
+void ModelRunner::Attention(int layer, const MicroBatch& mb) {
   const MixtralConfig& c = weights_->config;
   const LayerTensors& w = layers_[layer];
   kernels::Backend* b = backend_;
-  const int64_t n = static_cast<int64_t>(positions_.size()), hidden = c.hidden_size;
+  const int64_t n = mb.n, hidden = c.hidden_size;
   const int64_t q_width = static_cast<int64_t>(c.num_attention_heads) * c.head_dim;
   const int64_t kv_width = static_cast<int64_t>(c.num_key_value_heads) * c.head_dim;
+  // This micro-batch's rows of every activation.
+  float* h = h_.data() + mb.first_row * hidden;
+  float* x = x_.data() + mb.first_row * hidden;
+  float* q = q_.data() + mb.first_row * q_width;
+  float* k = k_.data() + mb.first_row * kv_width;
+  float* v = v_.data() + mb.first_row * kv_width;
+  float* attn = attn_.data() + mb.first_row * q_width;
+  float* proj = proj_.data() + mb.first_row * hidden;
   {
     StageTimer t(times_, Op::kNorm, b);
-    b->RmsNorm(h_.data(), w.input_norm, n, hidden, static_cast<float>(c.rms_norm_eps), x_.data());
+    b->RmsNorm(h, w.input_norm, n, hidden, static_cast<float>(c.rms_norm_eps), x);
   }
   {
     StageTimer t(times_, Op::kQkv, b);
-    b->MatMul(x_.data(), n, w.q_proj, q_.data());
-    b->MatMul(x_.data(), n, w.k_proj, k_.data());
-    b->MatMul(x_.data(), n, w.v_proj, v_.data());
+    b->MatMul(x, n, w.q_proj, q);
+    b->MatMul(x, n, w.k_proj, k);
+    b->MatMul(x, n, w.v_proj, v);
   }
   {
     StageTimer t(times_, Op::kRope, b);
     const float theta = static_cast<float>(c.rope_theta);
-    const int32_t* positions = b->host_memory() ? positions_.data() : positions_dev_.data();
-    b->ApplyRope(q_.data(), positions, n, c.num_attention_heads, c.head_dim, theta);
-    b->ApplyRope(k_.data(), positions, n, c.num_key_value_heads, c.head_dim, theta);
+    const int32_t* positions = (b->host_memory() ? positions_.data() : positions_dev_.data()) + mb.first_row;
+    b->ApplyRope(q, positions, n, c.num_attention_heads, c.head_dim, theta);
+    b->ApplyRope(k, positions, n, c.num_key_value_heads, c.head_dim, theta);
   }
   {
     StageTimer t(times_, Op::kAttention, b);
     int64_t row = 0;
-    for (const SequenceChunk& chunk : chunks) {
+    for (const SequenceChunk& chunk : mb.chunks) {
       const int64_t len = static_cast<int64_t>(chunk.tokens.size());
       const int64_t first_pos = chunk.cache->length();
       const size_t bytes = static_cast<size_t>(len * kv_width) * sizeof(float);
-      b->Copy(chunk.cache->keys(layer) + first_pos * kv_width, k_.data() + row * kv_width, bytes);
-      b->Copy(chunk.cache->values(layer) + first_pos * kv_width, v_.data() + row * kv_width, bytes);
+      b->Copy(chunk.cache->keys(layer) + first_pos * kv_width, k + row * kv_width, bytes);
+      b->Copy(chunk.cache->values(layer) + first_pos * kv_width, v + row * kv_width, bytes);
       kernels::AttentionShape shape;
       shape.n_new = len;
       shape.first_pos = first_pos;
@@ -297,61 +319,144 @@ void ModelRunner::Attention(int layer, absl::Span<const SequenceChunk> chunks) {
       shape.n_kv_heads = c.num_key_value_heads;
       shape.head_dim = c.head_dim;
       shape.window = c.sliding_window;
-      b->Attention(q_.data() + row * q_width, chunk.cache->keys(layer), chunk.cache->values(layer),
-                   shape, attn_.data() + row * q_width);
+      b->Attention(q + row * q_width, chunk.cache->keys(layer), chunk.cache->values(layer), shape,
+                   attn + row * q_width);
       row += len;
     }
   }
   StageTimer t(times_, Op::kOutProj, b);
-  b->MatMul(attn_.data(), n, w.o_proj, proj_.data());
-  b->AddInPlace(h_.data(), proj_.data(), n * hidden);
+  b->MatMul(attn, n, w.o_proj, proj);
+  b->AddInPlace(h, proj, n * hidden);
 }
 
-absl::Status ModelRunner::MoeBlock(int layer, int64_t n) {
+absl::Status ModelRunner::RunLayers(const MicroBatch mb[2], int n_micro) {
+  const int layers = weights_->config.num_hidden_layers;
+  if (n_micro == 1) {
+    for (int l = 0; l < layers; ++l) {
+      Attention(l, mb[0]);
+      MOE_RETURN_IF_ERROR(RouteAndPost(l, mb[0], 0));
+      MOE_RETURN_IF_ERROR(CompleteExchange(0));
+      Combine(l, mb[0], 0);
+    }
+  } else {
+    // Ping-pong: while A's rows are with the workers, B's attention runs here, and the other way
+    // round. Posts and completions alternate A, B, A, B, ... (the exchange's order).
+    Attention(0, mb[0]);
+    MOE_RETURN_IF_ERROR(RouteAndPost(0, mb[0], 0));
+    for (int l = 0; l < layers; ++l) {
+      Attention(l, mb[1]);
+      MOE_RETURN_IF_ERROR(RouteAndPost(l, mb[1], 1));
+      MergeRouting(l, n_micro);  // before A's next layer reuses its routing
+      MOE_RETURN_IF_ERROR(CompleteExchange(0));
+      Combine(l, mb[0], 0);
+      if (l + 1 < layers) {
+        Attention(l + 1, mb[0]);
+        MOE_RETURN_IF_ERROR(RouteAndPost(l + 1, mb[0], 0));
+      }
+      MOE_RETURN_IF_ERROR(CompleteExchange(1));
+      Combine(l, mb[1], 1);
+    }
+  }
+
+  return absl::OkStatus();
+}
+
+int ModelRunner::SplitMicroBatches(absl::Span<const SequenceChunk> chunks, int64_t n, bool decode,
+                                   MicroBatch out[2], bool* asked) {
+  out[0] = MicroBatch{chunks, 0, n};
+  *asked = false;
+  if (chunks.size() < 2 || !exchange_->overlaps()) return 1;
+  *asked = true;
+  if (!overlap_.Split(n, decode)) return 1;
+  // The first chunks up to about half the tokens, the rest after: sequences stay whole, so each
+  // micro-batch's attention reads only its own caches.
+  size_t split = 1;
+  int64_t rows = static_cast<int64_t>(chunks[0].tokens.size());
+  while (split + 1 < chunks.size() &&
+         rows + static_cast<int64_t>(chunks[split].tokens.size()) / 2 <= n / 2) {
+    rows += static_cast<int64_t>(chunks[split].tokens.size());
+    ++split;
+  }
+  out[0] = MicroBatch{chunks.subspan(0, split), 0, rows};
+  out[1] = MicroBatch{chunks.subspan(split), rows, n - rows};
+  return 2;
+}
+
+void ModelRunner::MergeRouting(int layer, int n_micro) {
+  Routing& all = routing_[layer];
+  all.top_k = micro_routing_[0].top_k;
+  all.expert.clear();
+  all.weight.clear();
+  all.logits.clear();
+  for (int m = 0; m < n_micro; ++m) {
+    const Routing& r = micro_routing_[m];
+    all.expert.insert(all.expert.end(), r.expert.begin(), r.expert.end());
+    all.weight.insert(all.weight.end(), r.weight.begin(), r.weight.end());
+    all.logits.insert(all.logits.end(), r.logits.begin(), r.logits.end());
+  }
+}
+
+absl::Status ModelRunner::RouteAndPost(int layer, const MicroBatch& mb, int m) {
   const MixtralConfig& c = weights_->config;
   const LayerTensors& w = layers_[layer];
   kernels::Backend* b = backend_;
-  const int64_t hidden = c.hidden_size;
+  const int64_t hidden = c.hidden_size, n = mb.n;
   const int k = c.num_experts_per_tok;
-  Routing& routing = routing_[layer];
+  // A whole step routes straight into routing_[layer]; a micro-batch into its own, merged after.
+  Routing& routing = mb.n == static_cast<int64_t>(positions_.size()) ? routing_[layer] : micro_routing_[m];
+  float* x = x_.data() + mb.first_row * hidden;
+  float* router_logits = router_logits_.data() + mb.first_row * c.num_local_experts;
+  int32_t* experts = experts_dev_.data() + mb.first_row * k;
+  float* weights = weights_dev_.data() + mb.first_row * k;
+  float* rows = rows_dev_.data() + mb.first_row * k * hidden;
+  float* out = expert_out_dev_.data() + mb.first_row * k * hidden;
+  DispatchPlan& plan = plans_[m];
   {
     StageTimer t(times_, Op::kNorm, b);
-    b->RmsNorm(h_.data(), w.post_norm, n, hidden, static_cast<float>(c.rms_norm_eps), x_.data());
+    b->RmsNorm(h_.data() + mb.first_row * hidden, w.post_norm, n, hidden, static_cast<float>(c.rms_norm_eps), x);
   }
   {
     StageTimer t(times_, Op::kRouter, b);
-    b->MatMul(x_.data(), n, w.router, router_logits_.data());  // [n, experts]
-    b->RouteTopK(router_logits_.data(), n, c.num_local_experts, k, experts_dev_.data(),
-                 weights_dev_.data());  // [n, k] each
+    b->MatMul(x, n, w.router, router_logits);  // [n, experts]
+    b->RouteTopK(router_logits, n, c.num_local_experts, k, experts, weights);  // [n, k] each
     // The plan is made on the host: the exchange, the observers and telemetry all need it there.
     routing.top_k = k;
     routing.expert.resize(static_cast<size_t>(n * k));
     routing.weight.resize(static_cast<size_t>(n * k));
-    b->ToHost(routing.expert.data(), experts_dev_.data(), routing.expert.size() * sizeof(int32_t));
-    b->ToHost(routing.weight.data(), weights_dev_.data(), routing.weight.size() * sizeof(float));
+    b->ToHost(routing.expert.data(), experts, routing.expert.size() * sizeof(int32_t));
+    b->ToHost(routing.weight.data(), weights, routing.weight.size() * sizeof(float));
     // The raw logits too, for an observer that reads them (the trace's router entropy needs the
     // whole distribution, not only the top-k that survived); nobody else pays for the copy.
     if (copy_router_logits_) {
       routing.logits.resize(static_cast<size_t>(n * c.num_local_experts));
-      b->ToHost(routing.logits.data(), router_logits_.data(), routing.logits.size() * sizeof(float));
+      b->ToHost(routing.logits.data(), router_logits, routing.logits.size() * sizeof(float));
     } else {
       routing.logits.clear();
     }
     MOE_RETURN_IF_ERROR(b->Sync());
-    PlanDispatch(routing, n, exchange_->placement(), layer, hidden, &plan_);
-    b->GatherRows(x_.data(), Stage(plan_.source_token, &source_token_dev_), n * k, hidden,
-                  rows_dev_.data());  // [n * k, hidden], grouped by slot
+    PlanDispatch(routing, n, exchange_->placement(), layer, hidden, &plan);
+    b->GatherRows(x, Stage(plan.source_token, &source_token_dev_[m]), n * k, hidden,
+                  rows);  // [n * k, hidden], grouped by slot
     MOE_RETURN_IF_ERROR(b->Sync());  // the exchange reads the rows once the backend is done
   }
-  {
-    StageTimer t(times_, Op::kExchange, b);
-    MOE_RETURN_IF_ERROR(
-        exchange_->Dispatch(plan_.layout, rows_dev_.data(), expert_out_dev_.data()));
-  }
+  StageTimer t(times_, Op::kExchange, b);
+  return exchange_->Post(plan.layout, rows, out, m);
+}
+
+absl::Status ModelRunner::CompleteExchange(int m) {
+  StageTimer t(times_, Op::kExchange, backend_);
+  return exchange_->Complete(m);
+}
+
+void ModelRunner::Combine(int layer, const MicroBatch& mb, int m) {
+  const MixtralConfig& c = weights_->config;
+  kernels::Backend* b = backend_;
+  const int64_t hidden = c.hidden_size;
+  const int k = c.num_experts_per_tok;
   StageTimer t(times_, Op::kCombine, b);
-  b->CombineRows(expert_out_dev_.data(), Stage(plan_.row_of_choice, &row_of_choice_dev_),
-                 experts_dev_.data(), weights_dev_.data(), n, k, hidden, h_.data());
-  return absl::OkStatus();
+  b->CombineRows(expert_out_dev_.data() + mb.first_row * k * hidden,
+                 Stage(plans_[m].row_of_choice, &row_of_choice_dev_[m]), experts_dev_.data() + mb.first_row * k,
+                 weights_dev_.data() + mb.first_row * k, mb.n, k, hidden, h_.data() + mb.first_row * hidden);
 }
 
 }  // namespace moe

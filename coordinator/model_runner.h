@@ -12,6 +12,7 @@
 #include "absl/types/span.h"
 #include "coordinator/kv_cache.h"
 #include "coordinator/moe_routing.h"
+#include "coordinator/overlap_policy.h"
 #include "coordinator/routing_observer.h"
 #include "coordinator/sampler.h"
 #include "core/expert_exchange.h"
@@ -52,6 +53,13 @@ class ModelRunner {
   // whole row (sampling without top_k) or the row holds a non-finite logit.
   absl::Status SampleNext(absl::Span<Sampler* const> samplers, std::vector<int32_t>* tokens);
 
+  // Micro-batching applies only where the exchange overlaps (ExpertExchange::overlaps) and the
+  // step has two chunks or more; the policy decides the rest (coordinator/overlap_policy.h).
+  void set_overlap(const OverlapPolicy& policy) { overlap_ = OverlapChooser(policy); }
+  const OverlapChooser& overlap() const { return overlap_; }
+  // 1 or 2: how the last Forward ran.
+  int last_micro_batches() const { return last_micro_batches_; }
+
   KvCache NewCache() const;
   const MixtralConfig& config() const { return weights_->config; }
   kernels::Backend* backend() const { return backend_; }
@@ -84,8 +92,24 @@ class ModelRunner {
   // The host array as the backend reads it: itself on the CPU, else copied into device.
   template <typename T>
   const T* Stage(const std::vector<T>& host, kernels::BackendArray<T>* device);
-  void Attention(int layer, absl::Span<const SequenceChunk> chunks);
-  absl::Status MoeBlock(int layer, int64_t n);
+  // A contiguous run of the step's chunks and their rows of the batch.
+  struct MicroBatch {
+    absl::Span<const SequenceChunk> chunks;
+    int64_t first_row = 0;
+    int64_t n = 0;
+  };
+  // The step's chunks in one micro-batch, or two balanced by tokens (the policy permitting).
+  // *asked: whether the chooser was asked (it is then told the step's time).
+  int SplitMicroBatches(absl::Span<const SequenceChunk> chunks, int64_t n, bool decode, MicroBatch out[2],
+                        bool* asked);
+  absl::Status RunLayers(const MicroBatch mb[2], int n_micro);
+  void Attention(int layer, const MicroBatch& mb);
+  // Norm, router, the dispatch plan and the rows for the exchange; then Post (m: the micro-batch).
+  absl::Status RouteAndPost(int layer, const MicroBatch& mb, int m);
+  absl::Status CompleteExchange(int m);  // timed as the exchange, as Post is
+  void Combine(int layer, const MicroBatch& mb, int m);
+  // The micro-batches' routing of `layer` into routing_[layer], in batch order.
+  void MergeRouting(int layer, int n_micro);
 
   const ModelWeights* weights_;
   ExpertExchange* exchange_;
@@ -103,11 +127,14 @@ class ModelRunner {
   std::vector<RoutingObserver*> observers_;
   bool copy_router_logits_ = false;   // some observer reads Routing::logits
   std::vector<RoutedToken> routed_;   // [n], for the observers
-  DispatchPlan plan_;                 // the current layer's, on the host
+  DispatchPlan plans_[2];             // each micro-batch's current layer's, on the host
+  Routing micro_routing_[2];          // each micro-batch's current layer's (split steps)
+  OverlapChooser overlap_;
+  int last_micro_batches_ = 1;
 
   // Backend scratch reused across steps so decoding does not allocate.
   kernels::BackendArray<int32_t> tokens_dev_, positions_dev_, experts_dev_;
-  kernels::BackendArray<int64_t> row_of_choice_dev_, source_token_dev_, logit_rows_dev_;
+  kernels::BackendArray<int64_t> row_of_choice_dev_[2], source_token_dev_[2], logit_rows_dev_;
   kernels::BackendArray<float> h_;      // [n, hidden] residual stream
   kernels::BackendArray<float> x_;      // [n, hidden] normed
   kernels::BackendArray<float> q_;      // [n, heads * head_dim]
@@ -118,6 +145,7 @@ class ModelRunner {
   kernels::BackendArray<float> router_logits_;  // [n, experts]
   kernels::BackendArray<float> weights_dev_;    // [n, top_k] routing weights
   kernels::BackendArray<float> rows_dev_;       // [n * top_k, hidden] dispatched rows, by slot
+                                                // (micro-batch m's from its first_row * top_k)
   kernels::BackendArray<float> expert_out_dev_; // [n * top_k, hidden] their experts' outputs
   kernels::BackendArray<float> logits_dev_;     // [n_out, vocab]
   int64_t logit_rows_ready_ = 0;                // rows of logits_dev_ the last Forward left

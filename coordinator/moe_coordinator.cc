@@ -42,6 +42,13 @@ ABSL_FLAG(double, worker_timeout_s, 10.0,
 ABSL_FLAG(std::string, exchange, "auto",
           "how rows move between ranks: auto (NCCL when every rank computes on a GPU of its own, "
           "else MPI), mpi (host memory), nccl (GPU memory; an error when unusable)");
+ABSL_FLAG(std::string, overlap, "auto",
+          "run a step's batch as two micro-batches in ping-pong, one's experts on the workers while "
+          "the other's attention runs here: auto (steps of at least --overlap-min-tokens tokens, "
+          "where timing both ways shows that it pays), on (every step of two sequences or more), "
+          "off; with the MPI exchange only (the results are the same either way)");
+ABSL_FLAG(int64_t, overlap_min_tokens, 64,
+          "--overlap auto: never split a step of fewer tokens (larger steps are timed both ways)");
 ABSL_FLAG(bool, bench, false, "run the benchmark through the cluster (see --bench-prompt-tokens)");
 ABSL_FLAG(std::string, listen, "", "serve gRPC on HOST:PORT (port 0 picks a free one), e.g. 127.0.0.1:50051");
 ABSL_FLAG(std::string, port_file, "", "write the port the server listens on to this file");
@@ -123,6 +130,16 @@ absl::StatusOr<CoordinatorOptions> OptionsFromFlags() {
   if (!exchange.ok()) return exchange.status();
   o.exchange = *exchange;
   o.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_s);
+  if (const std::string overlap = absl::GetFlag(FLAGS_overlap); overlap == "auto") {
+    o.overlap.mode = OverlapPolicy::Mode::kAuto;
+  } else if (overlap == "on") {
+    o.overlap.mode = OverlapPolicy::Mode::kOn;
+  } else if (overlap == "off") {
+    o.overlap.mode = OverlapPolicy::Mode::kOff;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--overlap must be auto, on or off, got \"", overlap, "\""));
+  }
+  o.overlap.min_tokens = absl::GetFlag(FLAGS_overlap_min_tokens);
   if (!absl::GetFlag(FLAGS_listen).empty()) {
     o.mode = CoordinatorMode::kServe;
   } else if (cli::LogitsModeRequested()) {
@@ -316,6 +333,7 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
       o.mode == CoordinatorMode::kBench ? &cluster->times : nullptr);
   if (!runner.ok()) return runner.status();
   cluster->runner = *std::move(runner);
+  cluster->runner->set_overlap(o.overlap);
   absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> trace =
       cli::OpenRoutingTrace(cluster->runner.get(), &*cluster->placement, &cluster->exchange_observers);
   if (!trace.ok()) return trace.status();

@@ -17,6 +17,9 @@ struct RoutedToken {
   int32_t position = 0;  // in its sequence
   int32_t token = 0;     // the id fed at that position
   bool prefill = false;  // a prompt token (fed in a prefill chunk), not a sampled one
+  // The step's second micro-batch (ModelRunner's ping-pong): its experts' dispatch was planned
+  // apart from the first's, so a replay of the split rule over replicas plans it apart too.
+  bool second_micro_batch = false;
 };
 
 // A sequence as it enters the batch, for observers that group by request.

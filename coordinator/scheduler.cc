@@ -157,6 +157,11 @@ absl::Status Scheduler::Step() {
   if (running_.empty()) return absl::OkStatus();
   const Batch batch = Schedule();
   if (absl::Status run = runner_->Forward(batch.chunks, /*logits=*/nullptr); !run.ok()) return run;
+  {
+    absl::MutexLock lock(&mu_);
+    ++stats_.steps;
+    stats_.split_steps += runner_->last_micro_batches() == 2;
+  }
   return Postprocess(batch);
 }
 
@@ -259,7 +264,7 @@ void Scheduler::FailAll(const absl::Status& status) {
   absl::MutexLock lock(&mu_);
   for (Pending& p : waiting_) p.handle->Push(e);
   waiting_.clear();
-  stats_ = SchedulerStats{0, 0, 0, options_.kv_budget_bytes, stats_.served};
+  stats_ = SchedulerStats{0, 0, 0, options_.kv_budget_bytes, stats_.served, stats_.steps, stats_.split_steps};
 }
 
 SchedulerStats Scheduler::stats() const {

@@ -81,6 +81,8 @@ struct SchedulerStats {
   int64_t kv_bytes_used = 0;    // reserved by running sequences
   int64_t kv_bytes_budget = 0;
   int64_t served = 0;           // requests finished (any reason) since start
+  int64_t steps = 0;            // forward passes since start
+  int64_t split_steps = 0;      // of which ran as two micro-batches (--overlap)
 };
 
 class Scheduler {

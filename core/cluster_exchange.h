@@ -35,7 +35,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <chrono>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -90,6 +92,14 @@ class ClusterExchange : public ExpertExchange, public PlacementMover {
                   ClusterExchangeOptions options);
   const ExpertPlacement& placement() const override { return *placement_; }
   absl::Status Dispatch(const ExpertLayout& layout, const float* rows, float* out) override;
+  // Overlapping micro-batches (ExpertExchange), where the data plane can keep two groups in
+  // flight (MPI; with NCCL, Post dispatches at once). A worker serves steps in the order they
+  // come, so A's experts run while the caller computes B's attention. Each posted exchange is a
+  // step of its own (its header names the micro-batch); its wall time, in the stats and the
+  // observer's record, runs from Post to Complete, so it includes whatever the caller overlapped.
+  absl::Status Post(const ExpertLayout& layout, const float* rows, float* out, int micro_batch) override;
+  absl::Status Complete(int micro_batch) override;
+  bool overlaps() const override { return can_overlap_; }
   // Tells every worker to exit its serving loop and waits (at most `timeout_seconds`) for each to
   // acknowledge; call once, at the end. Unavailable naming the first worker that did not: it is
   // stopped or gone, MPI_Finalize would wait for it forever, so the caller must abort the job.
@@ -110,6 +120,30 @@ class ClusterExchange : public ExpertExchange, public PlacementMover {
   ExchangeStats& stats() { return stats_; }
 
  private:
+  // One exchange from its posting to its completion: what was sent, what is awaited.
+  struct Flight {
+    const ExpertLayout* layout = nullptr;
+    int micro_batch = 0;
+    int64_t step_id = 0;
+    std::chrono::steady_clock::time_point start;
+    std::string what;                                // "layer L exchange (step S)"
+    std::vector<std::vector<int32_t>> send_ids;      // [W + 1] per worker: the slot of each row sent
+    std::vector<std::vector<int64_t>> send_counts;   // [W + 1][slots] rows per slot
+    std::vector<StepHeader> headers;                 // [W + 1]
+    std::vector<ReplyHeader> replies;                // [W + 1]
+    std::vector<MPI_Request> control, reply_requests;
+    std::vector<int> control_peers, reply_peers;
+    std::unique_ptr<DataPlane::InFlight> data;       // the rows out and their outputs back
+    float* device_out = nullptr;                     // staged: where the outputs go at the end
+    std::vector<float> host_rows, host_out;          // [n_rows, hidden] each, staging
+    bool posted = false;                             // awaiting Complete
+  };
+  // Each worker's share of the layout, checked, and the step headers; touches no MPI.
+  absl::Status Prepare(const ExpertLayout& layout, int micro_batch, Flight* f);
+  // Posts the headers, counts and slot ids, and the receive of every worker's reply.
+  void PostControl(Flight* f);
+  // The replies checked against what was sent; stats and the observer told.
+  absl::Status Finish(Flight* f);
   // The protocol above on rows and out in memory the data plane reads.
   absl::Status Exchange(const ExpertLayout& layout, const float* rows, float* out);
   // Sends `command` (and payload, if any) to every worker and collects their replies.
@@ -127,15 +161,13 @@ class ClusterExchange : public ExpertExchange, public PlacementMover {
   ClusterExchangeOptions options_;
   int64_t step_id_ = 0;
   ExchangeStats stats_;
-  // Per worker, reused across steps: its slot ids and rows per slot, its reply.
-  std::vector<std::vector<int32_t>> send_ids_;
-  std::vector<std::vector<int64_t>> send_counts_;
-  std::vector<ReplyHeader> replies_;
-  std::vector<StepHeader> headers_;
+  bool can_overlap_ = false;  // the data plane detaches groups (MPI)
+  // [kMaxInFlight] reused across steps; Dispatch uses the first.
+  Flight flights_[kMaxInFlight];
+  std::vector<StepHeader> command_headers_;  // [W + 1] shutdown and placement commands
+  std::vector<ReplyHeader> command_acks_;
   std::vector<double> step_compute_;  // [W + 1] this exchange's replies, for the observer
   std::vector<int64_t> step_rows_;
-  // [n_rows, hidden] each: device rows staged for a host data plane (GPU coordinator over MPI).
-  std::vector<float> host_rows_, host_out_;
 };
 
 struct ExpertServeOptions {

@@ -101,7 +101,7 @@ absl::Status ClusterExchange::PlacementRoundTrip(StepCommand command, uint32_t e
   std::vector<int> send_peers, receive_peers;
   ++step_id_;
   for (int r = 1; r <= n_workers; ++r) {
-    StepHeader& h = headers_[r];
+    StepHeader& h = command_headers_[r];
     h = StepHeader{};
     h.magic = kStepMagic;
     h.command = static_cast<int32_t>(command);

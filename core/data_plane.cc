@@ -17,6 +17,21 @@ constexpr int kRowsTag = 120;  // one tag: order within a (peer, direction) is M
 
 class MpiDataPlane final : public DataPlane {
  public:
+  class Detached final : public InFlight {
+   public:
+    Detached(std::vector<MPI_Request> requests, std::vector<int> peers, std::string oversized)
+        : requests_(std::move(requests)), peers_(std::move(peers)), oversized_(std::move(oversized)) {}
+    absl::Status Wait(double timeout_seconds, const std::string& what, const PeerLiveness* liveness) override {
+      if (!oversized_.empty()) return absl::ResourceExhaustedError(absl::StrCat(what, ": ", oversized_));
+      return WaitAll(&requests_, peers_, timeout_seconds, what, nullptr, liveness);
+    }
+
+   private:
+    std::vector<MPI_Request> requests_;
+    std::vector<int> peers_;
+    std::string oversized_;
+  };
+
   std::string Describe() const override { return "MPI (host memory)"; }
   bool Reads(const kernels::Backend& memory) const override { return memory.host_memory(); }
   bool device_memory() const override { return false; }
@@ -37,13 +52,15 @@ class MpiDataPlane final : public DataPlane {
   }
   absl::Status Flush(double timeout_seconds, const std::string& what,
                      const PeerLiveness* liveness) override {
-    absl::Status status = oversized_.empty()
-                              ? WaitAll(&requests_, peers_, timeout_seconds, what, nullptr, liveness)
-                              : absl::ResourceExhaustedError(absl::StrCat(what, ": ", oversized_));
-    requests_.clear();
+    return Detach()->Wait(timeout_seconds, what, liveness);
+  }
+  // Every transfer is posted when queued (non-blocking MPI), so a group is just its requests.
+  std::unique_ptr<InFlight> Detach() override {
+    auto group = std::make_unique<Detached>(std::move(requests_), std::move(peers_), std::move(oversized_));
+    requests_.clear();  // moved-from: valid, and now certainly empty
     peers_.clear();
     oversized_.clear();
-    return status;
+    return group;
   }
 
  private:

@@ -38,6 +38,19 @@ class DataPlane {
   // later call), and with the transport's error otherwise. The queue is empty afterwards either way.
   virtual absl::Status Flush(double timeout_seconds, const std::string& what,
                              const PeerLiveness* liveness) = 0;
+
+  // Transfers started and not yet waited for, so that a second group can be queued while the
+  // first is in flight (two micro-batches' exchanges overlapping). Wait is Flush's wait.
+  class InFlight {
+   public:
+    virtual ~InFlight() = default;
+    virtual absl::Status Wait(double timeout_seconds, const std::string& what, const PeerLiveness* liveness) = 0;
+  };
+  // Starts what is queued and hands it over; the queue is empty afterwards. Null where the plane
+  // cannot keep a group in flight beside another (NCCL's groups run in stream order: a receive
+  // that waits for a worker's compute would hold back the next group's sends); the caller then
+  // uses Flush.
+  virtual std::unique_ptr<InFlight> Detach() { return nullptr; }
 };
 
 // Host memory over MPI_COMM_WORLD point-to-point (non-blocking, waited with core/mpi_wait.h).

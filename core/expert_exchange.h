@@ -38,6 +38,18 @@ class ExpertExchange {
   // memory on the CPU, device memory on a GPU). REQUIRES: that backend's queued work is finished
   // (Sync) before the call. out is complete when it returns.
   virtual absl::Status Dispatch(const ExpertLayout& layout, const float* rows, float* out) = 0;
+
+  // Two micro-batches in flight, so that one's experts run while the other's attention does:
+  // Post sends a layer's rows and returns; Complete(micro_batch) waits until `out` holds their
+  // outputs. micro_batch is 0 or 1, each posted at most once before its Complete, completed in
+  // the order posted; layout, rows and out must stay valid until then. The default dispatches
+  // within Post (nothing overlaps); overlaps() says whether Post returns before the experts run.
+  static constexpr int kMaxInFlight = 2;
+  virtual absl::Status Post(const ExpertLayout& layout, const float* rows, float* out, int micro_batch) {
+    return Dispatch(layout, rows, out);
+  }
+  virtual absl::Status Complete(int micro_batch) { return absl::OkStatus(); }
+  virtual bool overlaps() const { return false; }
 };
 
 // Single-process: calls the runner directly, on the rows in place (no copy at all).

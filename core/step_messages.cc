@@ -21,11 +21,12 @@ absl::Status CheckForwardHeader(const StepHeader& h, const ExpertPlacement& plac
   const bool fits = h.command == static_cast<int32_t>(StepCommand::kForward) && h.layer >= 0 &&
                     h.layer < n_layers && h.layer < placement.n_layers() &&
                     h.n_slots == placement.n_slots(h.layer) && h.hidden == hidden && h.hidden > 0 &&
-                    h.n_rows >= 0 && h.n_rows <= INT_MAX / h.hidden;
+                    h.n_rows >= 0 && h.n_rows <= INT_MAX / h.hidden && h.micro_batch < 2;
   if (!fits) {
     return absl::InvalidArgumentError(absl::StrCat(
         "step ", h.step_id, " header does not fit this model (command ", h.command, ", layer ",
-        h.layer, ", slots ", h.n_slots, ", hidden ", h.hidden, ", rows ", h.n_rows, ")"));
+        h.layer, ", slots ", h.n_slots, ", hidden ", h.hidden, ", rows ", h.n_rows, ", micro-batch ",
+        h.micro_batch, ")"));
   }
   return absl::OkStatus();
 }

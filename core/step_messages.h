@@ -46,7 +46,12 @@ struct StepHeader {
   // Placement commands: the epoch of the placement they are about (1 at start-up, +1 per
   // switch); kBeginPlacement's n_rows is the length of the slot table that follows, in int32s.
   uint32_t placement_epoch = 0;
+  // kForward: which of the step's micro-batches this exchange carries (0, or 0 and 1 when two
+  // overlap); workers serve exchanges in the order they come either way. (It fills what was the
+  // struct's tail padding: the header's size and layout are unchanged.)
+  uint32_t micro_batch = 0;
 };
+static_assert(sizeof(StepHeader) == 56, "the step header's wire size");
 
 struct ReplyHeader {
   uint32_t magic = 0;

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from routing_trace import MAX_WORKERS  # ranks as a trace stores them (i16)
+from routing_trace import MAX_WORKERS, MICRO_BATCH_FLAG  # ranks as a trace stores them (i16)
 
 
 class Placement(NamedTuple):
@@ -98,13 +98,16 @@ def load_placement(path, n_layers, n_experts):
 
 
 def step_groups(trace):
-    """int64 [N]: each record's step as 0, 1, 2, ... in file order. Records of one step are
-    written together, so a step is a run of equal step numbers (a step number seen again later,
-    a tool's second run, is a new step)."""
+    """int64 [N]: each record's dispatch group as 0, 1, 2, ... in file order: a step, or each of a
+    step's two micro-batches, whose dispatches were planned apart. Records of one step are written
+    together, so a group is a run of equal step numbers and micro-batch flags (a step number seen
+    again later, a tool's second run, is a new step)."""
     step = trace.records["step"]
     if len(step) == 0:
         return np.zeros(0, dtype=np.int64)
-    return np.cumsum(np.r_[True, step[1:] != step[:-1]]).astype(np.int64) - 1
+    second = (trace.records["flags"] & MICRO_BATCH_FLAG) != 0
+    change = (step[1:] != step[:-1]) | (second[1:] != second[:-1])
+    return np.cumsum(np.r_[True, change]).astype(np.int64) - 1
 
 
 def _water_fill(loads, n):

@@ -2,7 +2,8 @@
 # Launches the cluster: one moe-coordinator (rank 0) and W moe-worker ranks, MPMD, under Open MPI.
 #
 # usage: scripts/launch.sh --model DIR --workers W [--hostfile F] [--placement F] [--threads N]
-#                          [--device cpu|cuda] [--cpu-numerics fast|f32] [--dry-run]
+#                          [--device cpu|cuda] [--cpu-numerics fast|f32] [--pin-coordinator CPUS]
+#                          [--dry-run]
 #                          [--] [coordinator arguments...]
 #   e.g. scripts/launch.sh --model models/demo --workers 4 -- --prompt "Hello" --max-new-tokens 16
 #
@@ -28,13 +29,16 @@
 # compute at the same time, rarely have equal loads (routing is uneven), so the busiest one
 # should be able to use the cores the others leave; idle ranks sleep. Under Slurm, each rank gets
 # its task's --cpus-per-task.
+# --pin-coordinator CPULIST (one machine): the coordinator on those CPUs, the workers on the rest
+# (taskset), each with as many threads as its CPUs: attention and experts on disjoint cores, as on
+# separate nodes or GPUs, which is where --overlap (two micro-batches in ping-pong) pays.
 # --device cuda: every rank computes on the GPU its node-local rank names (modulo the node's GPUs).
 # --cpu-numerics: how every rank's CPU products treat activations (the ranks must agree).
 # Environment: MPIRUN overrides the mpirun binary; BUILD_DIR (default build) holds bin/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BUILD_DIR:-$ROOT/build}/bin
-MODEL="" WORKERS="" HOSTFILE="" PLACEMENT="" THREADS="" DEVICE=cpu NUMERICS=fast DRY=0
+MODEL="" WORKERS="" HOSTFILE="" PLACEMENT="" THREADS="" DEVICE=cpu NUMERICS=fast DRY=0 PIN=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --model) MODEL=$2; shift 2 ;;
@@ -44,9 +48,10 @@ while [[ $# -gt 0 ]]; do
     --threads) THREADS=$2; shift 2 ;;
     --device) DEVICE=$2; shift 2 ;;
     --cpu-numerics) NUMERICS=$2; shift 2 ;;
+    --pin-coordinator) PIN=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -93,10 +98,33 @@ else
 fi
 COORD_THREADS=${THREADS:-$CORES}
 WORKER_THREADS=${THREADS:-$CORES}
-COORD=(-np 1 "$BIN/moe-coordinator" --model "$MODEL" --threads "$COORD_THREADS" --device "$DEVICE"
+COORD_PIN=() WORKER_PIN=()
+if [[ -n $PIN ]]; then
+  # The coordinator on CPULIST, the workers on this machine's other CPUs: attention and experts
+  # on disjoint cores, as on separate nodes or GPUs (one machine only).
+  [[ -n $HOSTFILE || -n ${SLURM_JOB_ID:-} ]] && { echo "launch.sh: --pin-coordinator is for one machine" >&2; exit 2; }
+  ALL=$(taskset -cp $$ | sed 's/.*: //')
+  REST=$(/usr/bin/python3 - "$ALL" "$PIN" <<'PY'
+import sys
+def cpus(spec):
+    out = set()
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
+rest = sorted(cpus(sys.argv[1]) - cpus(sys.argv[2]))
+print(",".join(map(str, rest)))
+PY
+)
+  [[ -n $REST ]] || { echo "launch.sh: --pin-coordinator $PIN leaves no CPU for the workers" >&2; exit 2; }
+  COORD_PIN=(taskset -c "$PIN") WORKER_PIN=(taskset -c "$REST")
+  COORD_THREADS=${THREADS:-$(taskset -c "$PIN" nproc)}
+  WORKER_THREADS=${THREADS:-$(taskset -c "$REST" nproc)}
+fi
+COORD=(-np 1 "${COORD_PIN[@]}" "$BIN/moe-coordinator" --model "$MODEL" --threads "$COORD_THREADS" --device "$DEVICE"
        --cpu-numerics "$NUMERICS")
 [[ -n $PLACEMENT ]] && COORD+=(--placement "$PLACEMENT")
-WORKER=(-np "$WORKERS" "$BIN/moe-worker" --model "$MODEL" --threads "$WORKER_THREADS" --device "$DEVICE"
+WORKER=(-np "$WORKERS" "${WORKER_PIN[@]}" "$BIN/moe-worker" --model "$MODEL" --threads "$WORKER_THREADS" --device "$DEVICE"
         --cpu-numerics "$NUMERICS")
 CMD=("${MPIRUN:-mpirun}" "${MPI_ARGS[@]}" "${COORD[@]}" "$@" : "${WORKER[@]}")
 echo "launch.sh: ${CMD[*]}" >&2

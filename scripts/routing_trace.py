@@ -28,6 +28,7 @@ MAGIC = b"MOETRACE"
 VERSION = 2  # what the writer writes; load() reads every version in SUPPORTED_VERSIONS
 SUPPORTED_VERSIONS = (1, 2)
 PREFILL_FLAG = 1  # records["flags"] bit 0: a prompt token, not a sampled one
+MICRO_BATCH_FLAG = 2  # bit 1: the step's second micro-batch (planned apart from the first)
 FIXED_HEADER_BYTES = 64
 RECORD_FIXED_BYTES = 32
 MAX_EXPERTS = 255  # experts are stored as u8

@@ -101,6 +101,9 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
       page.Family("moe_kv_cache_bytes", "gauge", "KV cache bytes reserved by running requests (state=used) and the budget.");
       page.Sample("moe_kv_cache_bytes", {{"state", "used"}}, static_cast<double>(stats.kv_bytes_used));
       page.Sample("moe_kv_cache_bytes", {{"state", "budget"}}, static_cast<double>(stats.kv_bytes_budget));
+      page.Family("moe_overlapped_steps_total", "counter",
+                  "Forward steps run as two micro-batches in ping-pong (--overlap), since the server started.");
+      page.Sample("moe_overlapped_steps_total", static_cast<double>(stats.split_steps));
       request_metrics.Render(&page);
       if (options.telemetry != nullptr) RenderLoadMetrics(options.telemetry->Snapshot(), &page);
       return page.text();
@@ -289,8 +292,14 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   }
   scheduler.FailAll(absl::UnavailableError("the server shut down before the request finished"));
   shutdown();
-  std::printf("moe-coordinator: server stopped (%lld requests served)\n",
-              static_cast<long long>(scheduler.stats().served));
+  const SchedulerStats stats = scheduler.stats();
+  std::printf("moe-coordinator: server stopped (%lld requests served; %lld steps, %lld of them in two "
+              "micro-batches)\n",
+              static_cast<long long>(stats.served), static_cast<long long>(stats.steps),
+              static_cast<long long>(stats.split_steps));
+  if (const std::string learned = runner->overlap().Describe(); !learned.empty()) {
+    std::printf("moe-coordinator: --overlap auto timed these kinds of step:\n%s", learned.c_str());
+  }
   return absl::OkStatus();
 }
 

@@ -212,15 +212,27 @@ void LoadAggregator::OnForward(absl::Span<const RoutedToken> tokens, absl::Span<
     prev.position = tokens[row].position;
   }
   // Rows per worker as the exchange sent them: the split over replicas is a deterministic function
-  // of the routing and the placement, so replaying it here counts what ran.
+  // of the routing and the placement, so replaying it here counts what ran. A step run as two
+  // micro-batches was planned as two dispatches, so it is replayed as two.
   if (n_workers_ > 0) {
     const int64_t n = static_cast<int64_t>(tokens.size());
+    int64_t split = 0;
+    while (split < n && !tokens[static_cast<size_t>(split)].second_micro_batch) ++split;
     const size_t ranks = static_cast<size_t>(n_workers_) + 1;
     for (int l = 0; l < L; ++l) {
-      PlanDispatch(routing[l], n, *placement_, l, /*hidden=*/0, &plan_);
-      for (size_t r = 1; r < ranks; ++r) {
-        worker_tokens_[static_cast<size_t>(l) * ranks + r] += plan_.rank_load[r];
-        bucket->worker_tokens[static_cast<size_t>(l) * ranks + r] += plan_.rank_load[r];
+      for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, split}, {split, n}}) {
+        if (begin == end) continue;
+        const Routing* group = &routing[l];
+        if (end - begin != n) {  // a micro-batch: its rows' routing alone
+          group_routing_.top_k = k;
+          group_routing_.expert.assign(routing[l].expert.begin() + begin * k, routing[l].expert.begin() + end * k);
+          group = &group_routing_;
+        }
+        PlanDispatch(*group, end - begin, *placement_, l, /*hidden=*/0, &plan_);
+        for (size_t r = 1; r < ranks; ++r) {
+          worker_tokens_[static_cast<size_t>(l) * ranks + r] += plan_.rank_load[r];
+          bucket->worker_tokens[static_cast<size_t>(l) * ranks + r] += plan_.rank_load[r];
+        }
       }
     }
   }

@@ -131,6 +131,7 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver, public P
   std::vector<int64_t> expert_tokens_ ABSL_GUARDED_BY(mu_);  // [layers * E]
   std::vector<int64_t> worker_tokens_ ABSL_GUARDED_BY(mu_);  // [layers * (W + 1)] rows per rank
   DispatchPlan plan_ ABSL_GUARDED_BY(mu_);  // reused: the replayed plan of one layer
+  Routing group_routing_ ABSL_GUARDED_BY(mu_);  // one micro-batch's rows, for the replay
   LoadWindow window_ ABSL_GUARDED_BY(mu_);  // the counts since reset, over the sliding window
   LabelLoads labels_ ABSL_GUARDED_BY(mu_);  // the counts since reset, per workload label
   // Locality per layer: pairs, first-choice repeats, set overlaps.

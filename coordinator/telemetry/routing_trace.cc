@@ -17,7 +17,8 @@ namespace {
 constexpr char kMagic[8] = {'M', 'O', 'E', 'T', 'R', 'A', 'C', 'E'};
 constexpr size_t kFixedHeader = 64;
 constexpr size_t kRecordPrefix = 32;
-constexpr uint8_t kPrefillFlag = 1;  // record flags, bit 0
+constexpr uint8_t kPrefillFlag = 1;       // record flags, bit 0
+constexpr uint8_t kMicroBatchFlag = 2;    // bit 1: the step's second micro-batch
 
 size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
@@ -216,7 +217,8 @@ void RoutingTraceWriter::OnForward(absl::Span<const RoutedToken> tokens,
     Put<uint32_t>(rec, 16, step_);
     Put<int32_t>(rec, 20, tokens[row].position);
     Put<int32_t>(rec, 24, tokens[row].token);
-    Put<uint8_t>(rec, 28, tokens[row].prefill ? kPrefillFlag : 0);
+    Put<uint8_t>(rec, 28, static_cast<uint8_t>((tokens[row].prefill ? kPrefillFlag : 0) |
+                                               (tokens[row].second_micro_batch ? kMicroBatchFlag : 0)));
     prefill_rows += tokens[row].prefill;
     for (int l = 0; l < n_layers_; ++l) {
       for (int j = 0; j < top_k_; ++j) {

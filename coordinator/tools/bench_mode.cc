@@ -170,7 +170,10 @@ std::string OfPeak(double flops_per_s, const MachineLimits& m) {
   return buf;
 }
 
-void PrintBreakdown(const char* phase, const OpTimes& times, double total, int layers, int steps) {
+// split_steps of steps ran as two micro-batches (--overlap); batch: sequences per step (one
+// cannot be split).
+void PrintBreakdown(const char* phase, const OpTimes& times, double total, int layers, int steps,
+                    int split_steps, int batch) {
   std::printf("  %s time by op:", phase);
   for (int i = 0; i < static_cast<int>(Op::kCount); ++i) {
     const double s = times.seconds[i];
@@ -188,6 +191,19 @@ void PrintBreakdown(const char* phase, const OpTimes& times, double total, int l
               phase, per_layer_ms({Op::kQkv, Op::kRope, Op::kAttention, Op::kOutProj, Op::kNorm}),
               per_layer_ms({Op::kRouter}), per_layer_ms({Op::kExchange}),
               per_layer_ms({Op::kExperts}), per_layer_ms({Op::kCombine}));
+  // What ping-pong can gain at most: hiding the shorter of the coordinator's own work and its
+  // wait on the exchange (which holds the workers' experts), with nothing added for the second
+  // exchange or the experts' weights read twice.
+  const double waited = times.seconds[static_cast<int>(Op::kExchange)];
+  if (waited <= 0 || steps <= 0 || batch < 2) return;
+  const double busy = std::max(0.0, total - waited);
+  std::printf("  %s overlap: %d of %d steps in two micro-batches; per step the coordinator computed %.3f ms "
+              "and waited %.3f ms on the exchange",
+              phase, split_steps, steps, 1e3 * busy / steps, 1e3 * waited / steps);
+  if (split_steps == 0) {
+    std::printf(" -> overlapping them could make this at most %.2fx as fast", total / std::max(busy, waited));
+  }
+  std::printf("\n");
 }
 
 absl::StatusOr<std::vector<int>> BatchSizes() {
@@ -246,6 +262,7 @@ class BatchRun {
                                        /*prefill=*/true});
       }
       MOE_RETURN_IF_ERROR(runner_->Forward(chunks, &logits));
+      Count();
       for (size_t i = 0; i < chunks.size(); ++i) {
         const float* row = logits.data() + i * vocab;
         next_[first + i] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
@@ -264,6 +281,7 @@ class BatchRun {
                                      static_cast<uint64_t>(b + 1)});
     }
     MOE_RETURN_IF_ERROR(runner_->Forward(chunks, /*logits=*/nullptr));
+    Count();
     for (const Routing& r : runner_->last_routing()) {
       touched_experts_ += static_cast<double>(std::set<int32_t>(r.expert.begin(), r.expert.end()).size());
     }
@@ -277,7 +295,9 @@ class BatchRun {
   }
 
   double touched_experts() const { return touched_experts_; }  // summed over steps and layers
-  void ResetCounts() { touched_experts_ = 0; }
+  int steps() const { return steps_; }
+  int split_steps() const { return split_steps_; }  // run as two micro-batches
+  void ResetCounts() { touched_experts_ = 0, steps_ = 0, split_steps_ = 0; }
   int64_t kv_bytes() const {
     int64_t bytes = 0;
     for (const KvCache& c : caches_) bytes += c.bytes();
@@ -292,6 +312,12 @@ class BatchRun {
   std::vector<KvCache> caches_;
   std::vector<int32_t> next_;
   double touched_experts_ = 0;
+  int steps_ = 0, split_steps_ = 0;
+
+  void Count() {
+    ++steps_;
+    split_steps_ += runner_->last_micro_batches() == 2;
+  }
 };
 
 // The cluster's exchange figures for one phase: the wall time per layer split into the slowest
@@ -336,7 +362,9 @@ absl::Status RunBatch(ModelRunner* runner, const WeightCosts& cost, const Machin
   std::printf("%s prefill: %d x %d tokens in %.3f s = %.1f tokens/s; %.0f GFLOP/s%s\n",
               label.c_str(), batch, n_prompt, prefill_s, prompt_tokens / prefill_s,
               prefill_flops / prefill_s / 1e9, OfPeak(prefill_flops / prefill_s, limits).c_str());
-  if (times != nullptr) PrintBreakdown("prefill", *times, prefill_s, c.num_hidden_layers, 1);
+  if (times != nullptr) {
+    PrintBreakdown("prefill", *times, prefill_s, c.num_hidden_layers, run.steps(), run.split_steps(), batch);
+  }
   if (exchange != nullptr) PrintExchange("prefill", *exchange);
 
   if (times != nullptr) times->Reset();
@@ -367,9 +395,17 @@ absl::Status RunBatch(ModelRunner* runner, const WeightCosts& cost, const Machin
               OfPeak(step_flops / step_s, limits).c_str());
   std::printf("  over the run: %.1f generated tokens/s (prefill and decode)\n",
               batch * n_decode / (prefill_s + decode_s));
-  if (times != nullptr) PrintBreakdown("decode", *times, decode_s, c.num_hidden_layers, n_decode);
+  if (times != nullptr) {
+    PrintBreakdown("decode", *times, decode_s, c.num_hidden_layers, n_decode, run.split_steps(), batch);
+  }
   if (exchange != nullptr) PrintExchange("decode", *exchange);
   std::printf("  KV cache of the run: %.1f MB\n", run.kv_bytes() / 1e6);
+  if (const std::string learned = runner->overlap().Describe(); !learned.empty()) {
+    std::printf("  --overlap auto, timed so far (median time per token of each way, steps timed):\n");
+    for (absl::string_view line : absl::StrSplit(learned, '\n', absl::SkipEmpty())) {
+      std::printf("    %.*s\n", static_cast<int>(line.size()), line.data());
+    }
+  }
   return absl::OkStatus();
 }
 

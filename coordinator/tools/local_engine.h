@@ -28,6 +28,7 @@ class LocalEngine {
       const std::string& model_dir, std::unique_ptr<kernels::Backend> backend, bool timed = false);
 
   ModelRunner* runner() { return runner_.get(); }
+  ExpertExchange* exchange() { return exchange_.get(); }  // the experts, in this process
   const ModelWeights& weights() const { return *weights_; }
   OpTimes* times() { return timed_ ? &times_ : nullptr; }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "coordinator/generation.h"
 #include "coordinator/tools/local_engine.h"
 #include "gtest/gtest.h"
@@ -117,6 +118,101 @@ TEST_F(ModelRunnerTest, ChunkedPrefillGeneratesTheSameTokens) {
   auto chunked = Generate(engine_->runner(), tokenizer->get(), r, /*prefill_chunk=*/3);
   ASSERT_TRUE(whole.ok() && chunked.ok());
   EXPECT_EQ(whole->tokens, chunked->tokens);
+}
+
+// An exchange that overlaps as a cluster's does: Post returns at once and the experts run only in
+// Complete, so a Forward that combined a micro-batch before completing it, or posted over one in
+// flight, gives wrong logits. It records the order of posts and completions.
+class DeferringExchange : public ExpertExchange {
+ public:
+  explicit DeferringExchange(ExpertExchange* inner) : inner_(inner) {}
+  const ExpertPlacement& placement() const override { return inner_->placement(); }
+  absl::Status Dispatch(const ExpertLayout& layout, const float* rows, float* out) override {
+    return inner_->Dispatch(layout, rows, out);
+  }
+  absl::Status Post(const ExpertLayout& layout, const float* rows, float* out, int m) override {
+    if (in_flight_[m].layout != nullptr) return absl::InternalError("posted over one in flight");
+    in_flight_[m] = {&layout, rows, out};
+    log_.push_back(absl::StrCat("P", m));
+    return absl::OkStatus();
+  }
+  absl::Status Complete(int m) override {
+    const Pending p = in_flight_[m];
+    if (p.layout == nullptr) return absl::InternalError("completed without a post");
+    in_flight_[m] = {};
+    log_.push_back(absl::StrCat("C", m));
+    return inner_->Dispatch(*p.layout, p.rows, p.out);
+  }
+  bool overlaps() const override { return true; }
+  std::vector<std::string> log_;
+
+ private:
+  struct Pending {
+    const ExpertLayout* layout = nullptr;
+    const float* rows = nullptr;
+    float* out = nullptr;
+  };
+  ExpertExchange* inner_;
+  Pending in_flight_[2];
+};
+
+// Two micro-batches in ping-pong give the logits one batch gives, bit for bit where the products
+// are batch-invariant, in the order A, B, A, B of posts and completions.
+TEST_F(ModelRunnerTest, MicroBatchesEqualOneBatch) {
+  const std::vector<int32_t> kC = {1, 9, 99, 999, 8, 88, 888, 7};
+  DeferringExchange deferring(engine_->exchange());
+  auto split = ModelRunner::Create(&engine_->weights(), &deferring, engine_->runner()->backend());
+  ASSERT_TRUE(split.ok()) << split.status();
+  (*split)->set_overlap(OverlapPolicy{OverlapPolicy::Mode::kOn, 2});
+  ModelRunner* whole = engine_->runner();
+  whole->set_overlap(OverlapPolicy{OverlapPolicy::Mode::kOff, 2});
+  KvCache w[3] = {whole->NewCache(), whole->NewCache(), whole->NewCache()};
+  KvCache s[3] = {(*split)->NewCache(), (*split)->NewCache(), (*split)->NewCache()};
+  // A prefill step of three sequences, then a decode step (one token each) after it.
+  for (int step = 0; step < 2; ++step) {
+    const int32_t next[3] = {77, 78, 79};
+    auto chunks = [&](KvCache* c) {
+      return step == 0 ? std::vector<SequenceChunk>{{&c[0], kA, true}, {&c[1], kB, true}, {&c[2], kC, true}}
+                       : std::vector<SequenceChunk>{{&c[0], {&next[0], 1}, true}, {&c[1], {&next[1], 1}, true},
+                                                    {&c[2], {&next[2], 1}, true}};
+    };
+    std::vector<float> want, got;
+    ASSERT_TRUE(whole->Forward(chunks(w), &want).ok());
+    deferring.log_.clear();
+    ASSERT_TRUE((*split)->Forward(chunks(s), &got).ok());
+    EXPECT_EQ((*split)->last_micro_batches(), 2);
+    EXPECT_EQ(whole->last_micro_batches(), 1);
+    if (kernels::packed::Available()) {
+      EXPECT_EQ(got, want) << "step " << step;
+    } else {
+      EXPECT_LT(RelErr(got, want), 1e-5) << "step " << step;
+    }
+    const int layers = whole->config().num_hidden_layers;
+    std::vector<std::string> order = {"P0"};
+    for (int l = 0; l < layers; ++l) {
+      for (const char* e : {"P1", "C0"}) order.push_back(e);
+      if (l + 1 < layers) order.push_back("P0");
+      order.push_back("C1");
+    }
+    EXPECT_EQ(deferring.log_, order) << "step " << step;
+    // The observers' routing is the whole step's, in batch order, for every layer.
+    for (int l = 0; l < layers; ++l) {
+      EXPECT_EQ((*split)->last_routing()[l].expert, whole->last_routing()[l].expert) << "layer " << l;
+      EXPECT_EQ((*split)->last_routing()[l].weight, whole->last_routing()[l].weight) << "layer " << l;
+    }
+  }
+  // Policies: auto below its threshold, and one chunk, run whole.
+  (*split)->set_overlap(OverlapPolicy{OverlapPolicy::Mode::kAuto, 1000});
+  KvCache a = (*split)->NewCache(), b = (*split)->NewCache();
+  const SequenceChunk two[] = {{&a, kA, false}, {&b, kB, false}};
+  std::vector<float> logits;
+  ASSERT_TRUE((*split)->Forward(two, &logits).ok());
+  EXPECT_EQ((*split)->last_micro_batches(), 1);
+  (*split)->set_overlap(OverlapPolicy{OverlapPolicy::Mode::kOn, 2});
+  KvCache lone = (*split)->NewCache();
+  const SequenceChunk one{&lone, kC, false};
+  ASSERT_TRUE((*split)->Forward({&one, 1}, &logits).ok());
+  EXPECT_EQ((*split)->last_micro_batches(), 1);
 }
 
 }  // namespace

@@ -9,13 +9,15 @@ set -u
 BIN=$1 SRC=$2 WORK=$3
 source "$SRC/tests/integration/test_lib.sh"
 
-# logits_case NAME MODEL WORKERS [PLACEMENT [COORDINATOR-ARGS]]: prefill and incremental, cluster
-# vs single process.
+# logits_case NAME MODEL WORKERS [PLACEMENT [COORDINATOR-ARGS [TOKENS [LOG-PATTERN]]]]: prefill and
+# incremental, cluster vs single process. TOKENS (--tokens) defaults to the golden's second prompt;
+# LOG-PATTERN, when given, must appear in the cluster's output.
 logits_case() {
   local name=$1 model=$2 workers=$3 placement=${4:-}
   local coord=(${5:-})
-  local tokens
-  tokens=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$model/golden.json'))['prompts'][1])))")
+  local tokens=${6:-} pattern=${7:-}
+  [[ -n $tokens ]] ||
+    tokens=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$model/golden.json'))['prompts'][1])))")
   local extra=()
   [[ -n $placement ]] && extra=(--placement "$placement")
   for mode in prefill incremental; do
@@ -24,8 +26,10 @@ logits_case() {
     "$BIN/moe-logits" --model "$model" --tokens "$tokens" --out "$WORK/single.npy" "${inc[@]}"
     if "$LAUNCH" --model "$model" --workers "$workers" "${extra[@]}" -- "${coord[@]}" --tokens "$tokens" \
          --out "$WORK/cluster.npy" "${inc[@]}" >"$WORK/log.txt" 2>&1; then
-      if r=$(compare "$WORK/cluster.npy" "$WORK/single.npy"); then
-        pass "$name W=$workers $mode: cluster == single process ($r)"
+      if [[ -n $pattern ]] && ! grep -q -- "$pattern" "$WORK/log.txt"; then
+        fail "$name W=$workers $mode: the cluster's output lacks '$pattern': $(tail -3 "$WORK/log.txt")"
+      elif r=$(compare "$WORK/cluster.npy" "$WORK/single.npy"); then
+        pass "$name W=$workers $mode: cluster == single process ($r)${pattern:+; $(grep -m1 -- "$pattern" "$WORK/log.txt")}"
       else
         fail "$name W=$workers $mode: $r"
       fi
@@ -67,6 +71,16 @@ cat >"$WORK/replicas-layers.json" <<'JSON'
             [1, [2, 3, 4], 2, 3, 4, [1, 2]]]}
 JSON
 logits_case "f16_tied per-layer replicas" "$G/f16_tied" 4 "$WORK/replicas-layers.json" "--expert-slots 3"
+
+# Two micro-batches in ping-pong (--overlap on): four sequences of different lengths in one batch,
+# every step split in two (the single process runs them whole); then with replicas, whose split
+# rule is applied to each micro-batch apart.
+four=$("$PY" -c "import json; p = json.load(open('$G/e8_top2_bf16/golden.json'))['prompts']
+print(';'.join(','.join(map(str, x)) for x in p + [p[1][::-1]]))")
+logits_case "e8_top2_bf16 4 sequences --overlap on" "$G/e8_top2_bf16" 3 "" "--overlap on" "$four" \
+  "steps ran as two micro-batches"
+logits_case "e8_top2_bf16 4 sequences --overlap on, every expert on both workers" "$G/e8_top2_bf16" 2 \
+  "$WORK/replicas-all.json" "--expert-slots 8 --overlap on" "$four" "steps ran as two micro-batches"
 
 # The trained default (deploy/models/pystd) through the cluster: with float32 products every
 # greedy continuation is transformers' own, token for token (tests/golden/pystd/golden.json,

@@ -18,6 +18,7 @@ usage: serving_test.py BIN_DIR SOURCE_DIR WORK_DIR PYTHON_STUBS_DIR
 Prints "N passed, M failed" and exits non-zero on any failure.
 """
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,12 +68,20 @@ def main():
          "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
     streams = Streams(harness, MODEL)
 
-    # W=4: 16 concurrent clients.
-    c = Cluster(4)
-    try:
-        streams.run_clients(c, "W=4")
-    finally:
-        check(c.stop() == 0, "W=4: SIGTERM with nothing in flight: the job exits 0")
+    # W=4: 16 concurrent clients with every step run whole (--overlap off), and again with every
+    # step of two sequences or more run as two micro-batches in ping-pong (--overlap on): the same
+    # tokens. (The W=2 cluster below runs the default, --overlap auto.)
+    for overlap in ("off", "on"):
+        c = Cluster(4, "--overlap", overlap)
+        try:
+            streams.run_clients(c, f"W=4 --overlap {overlap}")
+        finally:
+            check(c.stop() == 0, f"W=4 --overlap {overlap}: SIGTERM with nothing in flight: the job exits 0")
+        # The stop line counts the steps run as two micro-batches: none with off, some with on.
+        with open(c.log.name) as f:
+            m = re.search(r"(\d+) steps, (\d+) of them in two micro-batches", f.read())
+        check(m is not None and (int(m.group(2)) > 0) == (overlap == "on"),
+              f"W=4 --overlap {overlap}: " + (m.group(0) if m else "no step count in the coordinator's stop line"))
 
     # W=2: 16 clients, every error, cancellation, deadline, health, lost worker.
     c = Cluster(2, "--max-tokens-limit", "256", "--max-prompt-bytes", "65536")

@@ -40,6 +40,7 @@ from moe.v1 import inference_pb2 as pb  # noqa: E402
 from moe.v1 import telemetry_pb2 as tpb  # noqa: E402
 from moe.v1 import telemetry_pb2_grpc as tpbg  # noqa: E402
 from harness import Harness, generate  # noqa: E402
+import expert_placement  # noqa: E402
 import routing_trace  # noqa: E402
 
 PY = "/usr/bin/python3"
@@ -129,6 +130,11 @@ def check_prometheus(metrics_port, snapshot, n_requests):
         check(total == {(): float(n_requests)}, f"sum(moe_requests_total) = {n_requests}: {total}")
         ttft = prometheus_query(port, "moe_time_to_first_token_seconds_count")
         check(ttft == {(): float(n_requests)}, f"the time-to-first-token histogram counted {n_requests} requests")
+        steps = prometheus_query(port, "moe_steps_total")
+        overlapped = prometheus_query(port, "moe_overlapped_steps_total")
+        check(len(steps) == 1 and list(steps.values())[0] >= n_requests and len(overlapped) == 1
+              and 0 <= list(overlapped.values())[0] <= list(steps.values())[0],
+              f"moe_steps_total and moe_overlapped_steps_total (--overlap auto): {steps}, {overlapped}")
         bal = prometheus_query(port, 'moe_balancedness{scope="experts",layer="all"}')
         check(bal and abs(list(bal.values())[0] - snapshot.expert_imbalance.balancedness) < 1e-9,
               "moe_balancedness{scope=experts,layer=all} equals GetLoad's")
@@ -370,13 +376,19 @@ def streaming_gaps():
         c.stop()
 
 
-def replicas():
-    """With replicated experts, each worker counts the rows the split rule gave its replicas, and the
-    coordinator's per-worker counts (replaying the rule) agree."""
+def replicas(overlap):
+    """With replicated experts, each worker counts the rows the split rule gave its replicas, the
+    coordinator's per-worker counts (replaying the rule) agree, and so does the routing trace
+    replayed under the placement. With --overlap on, a step's two micro-batches are planned apart,
+    and every replay must plan them apart too."""
+    spec = {"experts": [[1, 2, 3], [2, 3], 1, 2, 3, [3, 1], 1, 2]}
     placement = os.path.join(WORK, "replicas.json")
     with open(placement, "w") as f:
-        f.write('{"experts": [[1, 2, 3], [2, 3], 1, 2, 3, [3, 1], 1, 2]}')
-    c = h.cluster(WORKERS, "--placement", placement, "--telemetry-interval-ms", "100", model=MODEL)
+        json.dump(spec, f)
+    trace_path = os.path.join(WORK, f"replicas-{overlap}.trace")
+    name = f"replicas (--overlap {overlap})"
+    c = h.cluster(WORKERS, "--placement", placement, "--telemetry-interval-ms", "100", "--overlap", overlap,
+                  "--routing-trace", trace_path, model=MODEL)
     try:
         telemetry = tpbg.TelemetryStub(c.channel)
         threads = [threading.Thread(target=generate, args=(c.stub, p), kwargs=dict(max_tokens=10 + i))
@@ -385,24 +397,33 @@ def replicas():
             t.start()
         for t in threads:
             t.join()
-        s = wait_for(lambda: workers_caught_up(telemetry), "worker reports with replicas to cover every step")
+        s = wait_for(lambda: workers_caught_up(telemetry), f"{name}: worker reports to cover every step")
         if s is None:
             return
         check(np.array_equal(worker_matrix(s), expert_matrix(s)),
-              "replicas: the workers' counts per (layer, expert), summed over replicas, equal the coordinator's")
+              f"{name}: the workers' counts per (layer, expert), summed over replicas, equal the coordinator's")
         check(all(w.reported_tokens == w.routed_tokens and w.exchanges > 0 for w in s.workers)
               and all(sum(layer.worker_tokens) == s.tokens * TOP_K for layer in s.layers),
-              "replicas: worker-reported totals equal what the coordinator dispatched: "
+              f"{name}: worker-reported totals equal what the coordinator dispatched: "
               + ", ".join(f"rank {w.rank} {w.reported_tokens}" for w in s.workers))
         on_ranks = {w.rank for w in s.workers for e in w.experts if e.layer == 0 and e.expert == 0 and e.tokens > 0}
-        check(len(on_ranks) >= 2, f"replicas: expert 0's rows were split over its replicas' ranks ({sorted(on_ranks)})")
+        check(len(on_ranks) >= 2, f"{name}: expert 0's rows were split over its replicas' ranks ({sorted(on_ranks)})")
     finally:
         rc = c.stop()
-    check(rc == 0, "replicas: SIGTERM: the cluster exits 0")
-
+    check(rc == 0, f"{name}: SIGTERM: the cluster exits 0")
+    trace = routing_trace.load(trace_path)
+    second = int(((trace.records["flags"] & routing_trace.MICRO_BATCH_FLAG) != 0).sum())
+    check((second > 0) == (overlap == "on"), f"{name}: {second} records flagged as a step's second micro-batch")
+    predicted = expert_placement.replay_worker_counts(
+        trace, expert_placement.parse_placement(spec, trace.n_layers, trace.n_experts))
+    measured = np.array([list(layer.worker_tokens) for layer in s.layers])
+    check(np.array_equal(predicted, measured),
+          f"{name}: the trace replayed under the placement predicts the measured worker load exactly "
+          f"({predicted.sum(axis=0).tolist()} vs {measured.sum(axis=0).tolist()})")
 
 if __name__ == "__main__":
     main()
-    replicas()
+    replicas("off")
+    replicas("on")
     streaming_gaps()
     sys.exit(h.finish())

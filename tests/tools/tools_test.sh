@@ -41,6 +41,27 @@ else
   fail "moe-logits failed"
 fi
 
+# Several sequences in one batch (';'): each sequence's rows, in order, equal the sequence alone,
+# prefill and incremental (one token of each sequence per step, the shorter one ending first).
+SHORT=1,22,333,4444
+if "$BIN/moe-logits" --model "$WORK/tiny" --tokens $SHORT --out "$WORK/short.npy" &&
+   "$BIN/moe-logits" --model "$WORK/tiny" --tokens "$TOKENS;$SHORT" --out "$WORK/two.npy" &&
+   "$BIN/moe-logits" --model "$WORK/tiny" --tokens "$TOKENS;$SHORT" --out "$WORK/two-incr.npy" --incremental; then
+  if "$PY" - "$WORK/prefill.npy" "$WORK/short.npy" "$WORK/two.npy" "$WORK/two-incr.npy" <<'PYEOF'
+import sys, numpy as np
+a, b, two, incr = (np.load(f) for f in sys.argv[1:])
+assert two.shape == (15, 32000), two.shape
+alone = np.concatenate([a, b])
+for name, x in (("prefill", two), ("incremental", incr)):
+    err = np.linalg.norm(x - alone) / np.linalg.norm(alone)
+    assert err < 1e-5, (name, err)
+PYEOF
+  then pass "logits dump of 2 sequences: [15, 32000], each sequence's rows == it alone, prefill and incremental"
+  else fail "logits dump of 2 sequences compare"; fi
+else
+  fail "moe-logits of 2 sequences failed"
+fi
+
 # expect_error NAME FRAGMENT COMMAND...: exit code 1, exactly one line on stderr, naming the problem.
 expect_error() {
   local name=$1 fragment=$2
@@ -87,6 +108,7 @@ expect_error "token id out of range" "token id 32000 is outside the vocabulary" 
 expect_error "negative token id" "outside the vocabulary" $L --model "$WORK/tiny" --tokens 1,-5 --out "$WORK/x.npy"
 expect_error "non-integer token" "is not an integer" $L --model "$WORK/tiny" --tokens 1,abc --out "$WORK/x.npy"
 expect_error "no tokens" "--tokens is empty" $L --model "$WORK/tiny" --out "$WORK/x.npy"
+expect_error "an empty sequence" "a sequence is empty" $L --model "$WORK/tiny" --tokens "1,2;" --out "$WORK/x.npy"
 expect_error "too many tokens" "exceeds max_position_embeddings (64)" $L --model "$WORK/tiny" --tokens "$(seq -s, 1 65)" --out "$WORK/x.npy"
 G="$BIN/moe-generate"
 expect_error "empty prompt" "prompt is empty" $G --model "$WORK/tiny" --prompt ""
