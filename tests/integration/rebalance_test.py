@@ -60,7 +60,10 @@ def mid_stream_rebalance():
         def rebalance():
             result["response"] = tel.Rebalance(tpb.RebalanceRequest(), timeout=60)
 
-        switched, spans = streams.run_clients(c, "re-placement mid-stream", during=rebalance)
+        # Streams long enough to outlast the move (planning, the workers' background loads, polls
+        # every 20 ms, the switch) even where a decode step takes 0.4 ms: 24 tokens were not.
+        switched, spans = Streams(h, MODEL, extra_tokens=200).run_clients(c, "re-placement mid-stream",
+                                                                           during=rebalance)
         r = result.get("response")
         check(r is not None and r.applied and r.placement_epoch == 2 and r.rearrangement.ok
               and r.rearrangement.experts_loaded >= r.moved_slots > 0,

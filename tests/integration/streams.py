@@ -12,11 +12,12 @@ PROMPTS = [f"Request number {i}: tell me about {topic}" for i, topic in enumerat
      "rain", "bread", "stars", "trains", "winter", "books", "gardens", "light"])]
 
 
-def settings(i):
+def settings(i, extra_tokens=0):
     """Greedy for even clients, seeded sampling with different settings for odd ones."""
     if i % 2 == 0:
-        return dict(max_tokens=24 + i)
-    return dict(max_tokens=24 + i, temperature=0.7 + 0.05 * i, top_p=0.9, top_k=40 + i, seed=1000 + i)
+        return dict(max_tokens=24 + i + extra_tokens)
+    return dict(max_tokens=24 + i + extra_tokens, temperature=0.7 + 0.05 * i, top_p=0.9, top_k=40 + i,
+                seed=1000 + i)
 
 
 def batch_invariant_cpu():
@@ -34,11 +35,12 @@ def tokenize(stub, text):
 
 
 class Streams:
-    """The 16 clients of PROMPTS against `model`, with references from moe-generate alone."""
+    """The 16 clients of PROMPTS against `model`, with references from moe-generate alone; each
+    generates 24 + i + extra_tokens tokens."""
 
-    def __init__(self, harness, model):
-        self.h, self.model = harness, model
-        self.refs = [self.reference(PROMPTS[i], **settings(i)) for i in range(len(PROMPTS))]
+    def __init__(self, harness, model, extra_tokens=0):
+        self.h, self.model, self.extra_tokens = harness, model, extra_tokens
+        self.refs = [self.reference(PROMPTS[i], **settings(i, extra_tokens)) for i in range(len(PROMPTS))]
 
     def reference(self, prompt, max_tokens, temperature=0.0, top_p=1.0, top_k=0, seed=0):
         out = self.h.run([os.path.join(self.h.bin, "moe-generate"), "--model", self.model, "--prompt", prompt,
@@ -80,7 +82,8 @@ class Streams:
                     first.append(True)
                     started.release()
             try:
-                outs[i] = generate(cluster.stub, PROMPTS[i], timeout=120, on_message=on_message, **settings(i))
+                outs[i] = generate(cluster.stub, PROMPTS[i], timeout=120, on_message=on_message,
+                                   **settings(i, self.extra_tokens))
             except Exception as e:  # noqa: BLE001
                 errors.append(f"client {i}: {e}")
             finally:
