@@ -31,7 +31,7 @@
 # its task's --cpus-per-task.
 # --pin-coordinator CPULIST (one machine): the coordinator on those CPUs, the workers on the rest
 # (taskset), each with as many threads as its CPUs: attention and experts on disjoint cores, as on
-# separate nodes or GPUs, which is where --overlap (two micro-batches in ping-pong) pays.
+# separate nodes or GPUs, which is where --overlap (two micro-batches in ping-pong) can pay.
 # --device cuda: every rank computes on the GPU its node-local rank names (modulo the node's GPUs).
 # --cpu-numerics: how every rank's CPU products treat activations (the ranks must agree).
 # Environment: MPIRUN overrides the mpirun binary; BUILD_DIR (default build) holds bin/.
