@@ -4,11 +4,13 @@
 # listens, sets SERVER=127.0.0.1:PORT and arranges for stop_background_cluster at exit;
 #   stop_background_cluster
 # stops it gracefully (SIGTERM to the coordinator) and waits for the job to end.
+# BG_LAUNCH_ARGS (an array, optional): more scripts/launch.sh flags, e.g. (--pin-coordinator 0).
 start_background_cluster() {
   BG_MODEL=$1 BG_PORT_FILE=$(mktemp -u /tmp/moe-port.XXXXXX)
   local workers=$2
   shift 2
-  scripts/launch.sh --model "$BG_MODEL" --workers "$workers" -- --listen 127.0.0.1:0 \
+  scripts/launch.sh --model "$BG_MODEL" --workers "$workers" ${BG_LAUNCH_ARGS[@]+"${BG_LAUNCH_ARGS[@]}"} \
+    -- --listen 127.0.0.1:0 \
     --port-file "$BG_PORT_FILE" "$@" &
   BG_LAUNCHER=$!
   trap stop_background_cluster EXIT

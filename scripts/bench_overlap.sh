@@ -20,16 +20,10 @@ WORKERS=${WORKERS:-1} PIN=${PIN-0} BATCH=${BATCH:-1,16,64} PROMPT=${PROMPT:-32} 
 CONCURRENCY=${CONCURRENCY:-1,16,64} REQUESTS=${REQUESTS:-2} MODES=${MODES:-off on auto} SERVING=${SERVING:-1}
 BIN=${BUILD_DIR:-build}/bin
 WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-  if [[ -n $SERVER_PID ]]; then
-    pkill -TERM -f "^[^ ]*moe-coordinator --model $MODEL" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-LAUNCH=(scripts/launch.sh --model "$MODEL" --workers "$WORKERS" ${PIN:+--pin-coordinator "$PIN"})
+trap 'rm -rf "$WORK"' EXIT
+source scripts/background_cluster.sh
+BG_LAUNCH_ARGS=(${PIN:+--pin-coordinator "$PIN"})
+LAUNCH=(scripts/launch.sh --model "$MODEL" --workers "$WORKERS" "${BG_LAUNCH_ARGS[@]}")
 
 echo "model $MODEL, $WORKERS workers, coordinator on CPUs ${PIN:-any} (workers on the rest), $ROUNDS rounds;" \
      "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(date -u +%F)"
@@ -44,19 +38,14 @@ for round in $(seq "$ROUNDS"); do
       /^  (prefill|decode) overlap: .*at most/ {sub(/^  /, ""); print "    " tag " " batch " " $0}' \
       "$WORK/bench-$mode-$round.log" >>"$WORK/bounds"
     if [[ $SERVING == 1 ]]; then
-      rm -f "$WORK/port"
-      "${LAUNCH[@]}" -- --listen 127.0.0.1:0 --port-file "$WORK/port" --overlap "$mode" --worker-timeout-s 600 \
-        >"$WORK/server-$mode-$round.log" 2>&1 &
-      SERVER_PID=$!
-      for _ in $(seq 1200); do [[ -s $WORK/port ]] && break; kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-      [[ -s $WORK/port ]] || { echo "bench_overlap: the server did not start:" >&2; tail -5 "$WORK/server-$mode-$round.log" >&2; exit 1; }
-      "$BIN/moe-cli" bench --server "127.0.0.1:$(cat "$WORK/port")" --concurrency "$CONCURRENCY" \
+      start_background_cluster "$MODEL" "$WORKERS" --overlap "$mode" --worker-timeout-s 600 \
+        >"$WORK/server-$mode-$round.log" 2>&1
+      "$BIN/moe-cli" bench --server "$SERVER" --concurrency "$CONCURRENCY" \
         --requests "$REQUESTS" --prompt-tokens "$PROMPT" --max-tokens "$DECODE" >"$WORK/cli-$mode-$round.txt"
-      awk -v m="$mode" -v r="$round" '$1 ~ /^[0-9]+$/ && NF >= 8 {print "serve", $1, "clients", m, r, $3}' "$WORK/cli-$mode-$round.txt" \
-        >>"$WORK/figures"
-      pkill -TERM -f "^[^ ]*moe-coordinator --model $MODEL" 2>/dev/null || true
-      wait "$SERVER_PID" 2>/dev/null || true
-      SERVER_PID=
+      awk -v m="$mode" -v r="$round" '$1 ~ /^[0-9]+$/ && NF >= 8 {print "serve", $1, "clients", m, r, $3}' \
+        "$WORK/cli-$mode-$round.txt" >>"$WORK/figures"
+      stop_background_cluster
+      trap 'rm -rf "$WORK"' EXIT  # stop_background_cluster cleared it
       grep -A20 "timed these kinds" "$WORK/server-$mode-$round.log" | grep -E "timed these|tokens:" | sed "s/^/    [serving, $mode, round $round] /" \
         >>"$WORK/learned" || true
     fi
