@@ -9,16 +9,18 @@
 #include "coordinator/model_runner.h"
 #include "coordinator/server/serve.h"
 #include "core/transport_choice.h"
+#include "core/weight_formats.h"
 #include "kernels/backend.h"
 
 namespace moe {
 
 // What the coordinator does once the cluster is up.
 enum class CoordinatorMode {
-  kServe,     // gRPC until a signal (--listen)
-  kLogits,    // dump logits of --tokens to --out, like moe-logits
-  kGenerate,  // generate from --prompt, like moe-generate
-  kBench,     // the benchmark through the cluster (--bench)
+  kServe,       // gRPC until a signal (--listen)
+  kLogits,      // dump logits of --tokens to --out, like moe-logits
+  kGenerate,    // generate from --prompt, like moe-generate
+  kBench,       // the benchmark through the cluster (--bench)
+  kPerplexity,  // perplexity over --perplexity-file, like moe-perplexity
 };
 
 struct CoordinatorOptions {
@@ -26,6 +28,7 @@ struct CoordinatorOptions {
   std::string placement_file;         // JSON placement; empty: contiguous blocks per worker
   int expert_slots = 0;               // most slots a worker hosts per layer, e.g. 4; 0: no limit
   kernels::DeviceOptions device;
+  WeightFormats formats;  // --quantize; the workers must be given the same experts' format
   Transport exchange = Transport::kAuto;
   double worker_timeout_seconds = 10;
   // --overlap auto|on|off and --overlap-min-tokens: two micro-batches in ping-pong (ModelRunner).

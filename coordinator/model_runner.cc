@@ -61,7 +61,9 @@ absl::Status ModelRunner::Upload() {
   const ModelWeights& all = *weights_;
   // The lm_head before the embedding: tied, they are one tensor, read in place by lookups and
   // (on a CPU that packs) copied for the product, so its pages must end up resident.
-  MOE_ASSIGN_OR_RETURN(lm_head_, UploadWeight(all, weights_->lm_head, b));
+  const WeightFormats& f = all.formats;
+  MOE_ASSIGN_OR_RETURN(
+      lm_head_, UploadWeight(all, weights_->lm_head, b, kernels::WeightUse::kMatMul, f.lm_head));
   MOE_ASSIGN_OR_RETURN(embed_, UploadWeight(all, weights_->embed, b, kernels::WeightUse::kLookup));
   MOE_ASSIGN_OR_RETURN(final_norm_, b->Upload(weights_->final_norm));
   layers_.clear();
@@ -69,10 +71,14 @@ absl::Status ModelRunner::Upload() {
     const AttentionLayerWeights& w = layer.attention;
     LayerTensors t;
     MOE_ASSIGN_OR_RETURN(t.input_norm, b->Upload(w.input_norm));
-    MOE_ASSIGN_OR_RETURN(t.q_proj, UploadWeight(all, w.q_proj, b));
-    MOE_ASSIGN_OR_RETURN(t.k_proj, UploadWeight(all, w.k_proj, b));
-    MOE_ASSIGN_OR_RETURN(t.v_proj, UploadWeight(all, w.v_proj, b));
-    MOE_ASSIGN_OR_RETURN(t.o_proj, UploadWeight(all, w.o_proj, b));
+    MOE_ASSIGN_OR_RETURN(t.q_proj,
+                         UploadWeight(all, w.q_proj, b, kernels::WeightUse::kMatMul, f.attention));
+    MOE_ASSIGN_OR_RETURN(t.k_proj,
+                         UploadWeight(all, w.k_proj, b, kernels::WeightUse::kMatMul, f.attention));
+    MOE_ASSIGN_OR_RETURN(t.v_proj,
+                         UploadWeight(all, w.v_proj, b, kernels::WeightUse::kMatMul, f.attention));
+    MOE_ASSIGN_OR_RETURN(t.o_proj,
+                         UploadWeight(all, w.o_proj, b, kernels::WeightUse::kMatMul, f.attention));
     MOE_ASSIGN_OR_RETURN(t.post_norm, b->Upload(w.post_norm));
     MOE_ASSIGN_OR_RETURN(t.router, UploadWeight(all, w.router, b, kernels::WeightUse::kMatMulF32));
     layers_.push_back(t);

@@ -126,6 +126,7 @@ absl::StatusOr<CoordinatorOptions> OptionsFromFlags() {
   o.placement_file = absl::GetFlag(FLAGS_placement);
   o.expert_slots = absl::GetFlag(FLAGS_expert_slots);
   o.device = cli::DeviceFlags();
+  o.formats = cli::QuantizeFlag();
   absl::StatusOr<Transport> exchange = ParseTransport(absl::GetFlag(FLAGS_exchange));
   if (!exchange.ok()) return exchange.status();
   o.exchange = *exchange;
@@ -148,10 +149,12 @@ absl::StatusOr<CoordinatorOptions> OptionsFromFlags() {
     o.mode = CoordinatorMode::kGenerate;
   } else if (absl::GetFlag(FLAGS_bench)) {
     o.mode = CoordinatorMode::kBench;
+  } else if (cli::PerplexityModeRequested()) {
+    o.mode = CoordinatorMode::kPerplexity;
   } else {
     return absl::InvalidArgumentError(
         "nothing to do: give --listen (serve gRPC), --tokens and --out (logits dump), --prompt "
-        "(generation) or --bench");
+        "(generation), --bench or --perplexity-file");
   }
   ServeOptions& s = o.serve;
   s.listen = absl::GetFlag(FLAGS_listen);
@@ -223,6 +226,7 @@ struct Cluster {
   OpTimes times;  // stage times, --bench only: on a GPU they wait for the device after every stage
   std::unique_ptr<ModelRunner> runner;
   std::unique_ptr<RoutingTraceWriter> trace;
+  std::vector<RankWeights> rank_weights;  // from the ranks' start-up reports, for GetModelInfo
   // Workers wait for the telemetry endpoint after start-up: every path sends it exactly once.
   std::string worker_token = NewTelemetryToken();
   bool endpoint_sent = false;
@@ -269,6 +273,7 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
   // with the other ranks', like a missing file.
   LoadOptions load;
   load.owns_expert = [](int, int) { return false; };
+  load.formats = o.formats;
   absl::StatusOr<std::unique_ptr<ModelWeights>> weights = LoadModelWeights(o.model_dir, load);
   if (weights.ok()) {
     absl::StatusOr<std::unique_ptr<kernels::Backend>> made = cli::MakeBackend(o.device);
@@ -282,6 +287,10 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
       0, 0, weights, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
       o.device.cpu_numerics));
   std::printf("moe-coordinator: ranks started:\n%s", FormatRankReports(reports).c_str());
+  for (const RankReport& r : reports) {
+    cluster->rank_weights.push_back(
+        RankWeights{r.rank, r.weights, r.held_bytes, r.mapped_bytes, r.resident_bytes});
+  }
   std::fflush(stdout);
 
   // 3. The data plane, agreed by every rank. With none (its set-up failed) the shutdown still
@@ -358,6 +367,8 @@ absl::Status RunMode(const CoordinatorOptions& o, Cluster* cluster) {
       MOE_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
                            Tokenizer::Load(cli::DefaultTokenizerPath(o.model_dir)));
       ServeOptions serve = o.serve;
+      serve.quantize = o.formats.any_quantized() ? FormatSpec(o.formats) : "";
+      serve.rank_weights = cluster->rank_weights;
       serve.telemetry = cluster->telemetry.get();
       serve.rebalancer = cluster->rebalancer.get();
       serve.worker_token = cluster->worker_token;
@@ -380,6 +391,9 @@ absl::Status RunMode(const CoordinatorOptions& o, Cluster* cluster) {
     case CoordinatorMode::kBench:
       cluster->SendEndpoint("", o.telemetry_interval_ms);
       return cli::RunBenchMode(runner, *cluster->weights, &cluster->times, &cluster->exchange->stats());
+    case CoordinatorMode::kPerplexity:
+      cluster->SendEndpoint("", o.telemetry_interval_ms);
+      return cli::RunPerplexityMode(runner, o.model_dir);
   }
   return absl::InternalError("unknown mode");
 }

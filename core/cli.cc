@@ -28,6 +28,11 @@ ABSL_FLAG(std::string, cpu_numerics, "fast",
           "to BF16, with the CPU's BF16 dot products where it has them) or f32 (every product a "
           "float32 product; slower)");
 
+ABSL_FLAG(std::string, quantize, "",
+          "hold weights quantized: int8 (every class), int4 (experts INT4, attention and lm_head "
+          "INT8), or class by class, e.g. experts=int4,attention=int4,lm_head=stored; empty: as "
+          "the checkpoint stores them (a quantized checkpoint stays as written)");
+
 namespace moe::cli {
 namespace {
 
@@ -147,6 +152,12 @@ std::string DefaultTokenizerPath(const std::string& model_dir) {
     if (Exists(dir + "/tokenizer.model")) return dir + "/tokenizer.model";
   }
   return in_model;
+}
+
+WeightFormats QuantizeFlag() {
+  absl::StatusOr<WeightFormats> formats = ParseWeightFormats(absl::GetFlag(FLAGS_quantize));
+  if (!formats.ok()) std::exit(Fail(formats.status()));
+  return *formats;
 }
 
 }  // namespace moe::cli

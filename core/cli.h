@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/weight_formats.h"
 #include "kernels/backend.h"
 
 namespace moe::cli {
@@ -26,6 +27,10 @@ std::string ModelDir();
 // --device, --cuda-device, --cpu-numerics and the launcher's local rank (Open MPI's
 // OMPI_COMM_WORLD_LOCAL_RANK, 0 outside mpirun); exits with a one-line error on a bad value.
 kernels::DeviceOptions DeviceFlags();
+
+// --quantize: which tensor classes to hold quantized (core/weight_formats.h); exits with a
+// one-line error on a bad value.
+WeightFormats QuantizeFlag();
 
 // kernels::MakeBackend, its errors phrased as the flags that asked for the device.
 absl::StatusOr<std::unique_ptr<kernels::Backend>> MakeBackend(const kernels::DeviceOptions& device);

@@ -59,7 +59,11 @@ RankReport ReportLoad(int rank, int experts_hosted,
   r.cpu_numerics = static_cast<int32_t>(cpu_numerics);
   r.experts_hosted = experts_hosted;
   if (weights.ok()) {
-    r.mapped_bytes = (*weights)->mapped_bytes;
+    const ModelWeights& w = **weights;
+    r.mapped_bytes = w.mapped_bytes;
+    r.experts_dtype = static_cast<int32_t>(w.expert_dtype);
+    r.held_bytes = HeldBytes(w);
+    std::snprintf(r.weights, sizeof(r.weights), "%s", DescribeHeldWeights(w).c_str());
   } else {
     r.ok = 0;
     std::snprintf(r.error, sizeof(r.error), "%s", std::string(weights.status().message()).c_str());
@@ -85,6 +89,17 @@ absl::Status CheckRankReports(const std::vector<RankReport>& reports) {
           "--cpu-numerics does)"));
     }
   }
+  for (const RankReport& r : reports) {
+    // Every rank must hold experts alike: a moved expert is held as its new host holds them,
+    // and the cluster's logits equal the single process's only at one format.
+    if (r.experts_dtype != reports.front().experts_dtype) {
+      auto held = [](int32_t d) { return DTypeName(static_cast<DType>(d)); };
+      return absl::InvalidArgumentError(absl::StrCat(
+          who(r.rank), " holds the experts as ", held(r.experts_dtype), ", the coordinator as ",
+          held(reports.front().experts_dtype),
+          ": give every rank the same --quantize (scripts/launch.sh --quantize does)"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -99,12 +114,15 @@ std::vector<RankReport> GatherRankReports(const RankReport& mine) {
 }
 
 std::string FormatRankReports(const std::vector<RankReport>& reports) {
-  std::string out = "  rank  role         experts  weights mapped  resident (RSS)  start-up\n";
+  std::string out =
+      "  rank  role         experts  weights mapped  weights held  resident (RSS)  start-up"
+      "  held as\n";
   for (const RankReport& r : reports) {
-    absl::StrAppendFormat(&out, "  %4d  %-11s  %7d  %11.1f MB  %11.1f MB  %7.2f s%s\n", r.rank,
-                          r.rank == 0 ? "coordinator" : "worker", r.experts_hosted,
-                          r.mapped_bytes / 1e6, r.resident_bytes / 1e6, r.load_seconds,
-                          r.ok ? "" : "  FAILED");
+    absl::StrAppendFormat(&out,
+                          "  %4d  %-11s  %7d  %11.1f MB  %9.1f MB  %11.1f MB  %7.2f s  %s%s\n",
+                          r.rank, r.rank == 0 ? "coordinator" : "worker", r.experts_hosted,
+                          r.mapped_bytes / 1e6, r.held_bytes / 1e6, r.resident_bytes / 1e6,
+                          r.load_seconds, r.weights, r.ok ? "" : "  FAILED");
   }
   return out;
 }

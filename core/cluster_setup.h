@@ -25,6 +25,9 @@ struct RankReport {
   int64_t resident_bytes = 0;      // VmRSS after loading
   double load_seconds = 0;
   int32_t cpu_numerics = 0;        // kernels::MatMulNumerics this rank multiplies with
+  int32_t experts_dtype = 0;       // DType the experts are held as (the checkpoint's, --quantize)
+  int64_t held_bytes = 0;          // weight bytes as held (quantized where asked), estimated
+  char weights[96] = {};           // how this rank holds its weights, e.g. "experts INT4"
   char error[512] = {};
 };
 
@@ -35,8 +38,9 @@ RankReport ReportLoad(int rank, int experts_hosted,
                       const absl::StatusOr<std::unique_ptr<ModelWeights>>& weights,
                       double load_seconds, kernels::MatMulNumerics cpu_numerics);
 
-// Rank 0's check of the reports: the first failed rank's error, or a rank whose CPU products
-// differ from the coordinator's (results would then depend on placement).
+// Rank 0's check of the reports: the first failed rank's error, or a rank whose CPU products or
+// experts' format (--quantize) differ from the coordinator's (results would then depend on
+// placement).
 absl::Status CheckRankReports(const std::vector<RankReport>& reports);
 
 // Collective over MPI_COMM_WORLD: rank 0 gets every rank's report (in rank order), others get {}.

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/status_macros.h"
+#include "kernels/quant.h"
 #include "nlohmann/json.hpp"
 
 namespace moe {
@@ -107,6 +108,36 @@ std::string MixtralConfig::Summary() const {
                       " rope_theta=", rope_theta, " tied=", tie_word_embeddings ? "yes" : "no");
 }
 
+// A quantized checkpoint must be ours (moe-quantize), at the version and group size this build
+// reads: a hub checkpoint of another method (GPTQ, AWQ, compressed-tensors) would otherwise fail
+// later, on a missing tensor, without saying why.
+absl::Status CheckQuantizationConfig(const json& j) {
+  const auto it = j.find("quantization_config");
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_object()) return FieldError("quantization_config", "must be an object");
+  const auto m = it->find("quant_method");
+  const std::string method = m == it->end()   ? "(none)"
+                             : m->is_string() ? m->get<std::string>()
+                                              : m->dump();
+  if (method != kernels::kQuantMethod) {
+    return FieldError("quantization_config",
+                      absl::StrCat("names quant_method '", method, "', which this build cannot ",
+                                   "load (only moe-quantize's): start from the model's 16-bit ",
+                                   "checkpoint, with --quantize or moe-quantize"));
+  }
+  const auto version = it->find("format_version"), group = it->find("group_size");
+  if (version == it->end() || *version != kernels::kQuantFormatVersion || group == it->end() ||
+      *group != kernels::kQuantBlock) {
+    return FieldError(
+        "quantization_config",
+        absl::StrCat("is format_version ", version == it->end() ? "(none)" : version->dump(),
+                     ", group_size ", group == it->end() ? "(none)" : group->dump(),
+                     "; this build reads format_version ", kernels::kQuantFormatVersion,
+                     ", group_size ", kernels::kQuantBlock));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<MixtralConfig> ParseMixtralConfig(const std::string& json_text) {
   const json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError("not valid JSON");
@@ -159,6 +190,7 @@ absl::StatusOr<MixtralConfig> ParseMixtralConfig(const std::string& json_text) {
       return FieldError("hidden_act", absl::StrCat("must be \"silu\", got ", it->dump()));
     }
   }
+  MOE_RETURN_IF_ERROR(CheckQuantizationConfig(j));
   MOE_RETURN_IF_ERROR(c.Validate());
   return c;
 }

@@ -44,14 +44,20 @@ absl::Status ExpertHost::Upload(const ModelWeights& source,
       source.config.intermediate_size != c.intermediate_size) {
     return absl::FailedPreconditionError("the checkpoint's shape changed since start-up");
   }
+  // Every expert is held as the host's weights ask, whatever a later source (a re-placement's
+  // mapping) was loaded with.
+  const kernels::WeightFormat format = weights_->formats.experts;
   for (size_t l = 0; l < source.layers.size(); ++l) {
     const LayerWeights& layer = source.layers[l];
     for (size_t e = 0; e < layer.experts.size(); ++e) {
       if (!layer.owned[e] || Loaded(static_cast<int>(l), static_cast<int>(e))) continue;
       ExpertWeights& w = (*table)[l][e];
-      MOE_ASSIGN_OR_RETURN(w.w1, UploadWeight(source, layer.experts[e].w1, backend_));
-      MOE_ASSIGN_OR_RETURN(w.w2, UploadWeight(source, layer.experts[e].w2, backend_));
-      MOE_ASSIGN_OR_RETURN(w.w3, UploadWeight(source, layer.experts[e].w3, backend_));
+      MOE_ASSIGN_OR_RETURN(w.w1, UploadWeight(source, layer.experts[e].w1, backend_,
+                                              kernels::WeightUse::kMatMul, format));
+      MOE_ASSIGN_OR_RETURN(w.w2, UploadWeight(source, layer.experts[e].w2, backend_,
+                                              kernels::WeightUse::kMatMul, format));
+      MOE_ASSIGN_OR_RETURN(w.w3, UploadWeight(source, layer.experts[e].w3, backend_,
+                                              kernels::WeightUse::kMatMul, format));
     }
   }
   return backend_->Sync();

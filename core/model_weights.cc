@@ -1,112 +1,66 @@
 #include "core/model_weights.h"
 
-#include <fstream>
-#include <map>
-#include <sstream>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/match.h"
+#include "core/checkpoint_index.h"
 #include "core/status_macros.h"
-#include "nlohmann/json.hpp"
+#include "kernels/quant.h"
 
 namespace moe {
 namespace {
 
-bool FileExists(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0;
+// Writers align every tensor to its element size (safetensors sorts by dtype for that); the
+// kernels read whole elements, so a misaligned tensor is refused rather than read unaligned.
+absl::Status ExpectAligned(const std::string& name, const SafetensorsTensor& t, int64_t align) {
+  if (reinterpret_cast<uintptr_t>(t.data) % align != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' is not aligned to its ", align, "-byte elements"));
+  }
+  return absl::OkStatus();
 }
 
-// Finds tensors by name across the checkpoint's files.
-class TensorIndex {
- public:
-  absl::Status Open(const std::string& dir, ModelWeights* w) {
-    const std::string single = dir + "/model.safetensors";
-    const std::string index = dir + "/model.safetensors.index.json";
-    if (FileExists(index)) return OpenSharded(dir, index, w);
-    if (!FileExists(single)) {
-      return absl::NotFoundError(absl::StrCat(dir, ": neither model.safetensors nor ",
-                                              "model.safetensors.index.json exists"));
-    }
-    MOE_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(single));
-    for (const auto& [name, t] : file->tensors()) by_name_[name] = &t;
-    w->files.push_back(std::move(file));
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<const SafetensorsTensor*> Get(const std::string& name) const {
-    auto it = by_name_.find(name);
-    if (it == by_name_.end()) return absl::NotFoundError(absl::StrCat("missing tensor '", name, "'"));
-    return it->second;
-  }
-
- private:
-  absl::Status OpenSharded(const std::string& dir, const std::string& index, ModelWeights* w) {
-    std::ifstream in(index);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    const auto j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") ||
-        !j["weight_map"].is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(index, ": expected a JSON object with weight_map"));
-    }
-    std::map<std::string, SafetensorsFile*> shards;
-    for (const auto& [name, shard] : j["weight_map"].items()) {
-      if (!shard.is_string()) return absl::InvalidArgumentError(absl::StrCat(index, ": bad entry for ", name));
-      const std::string file_name = shard.get<std::string>();
-      if (file_name.find('/') != std::string::npos || file_name.empty() || file_name[0] == '.') {
-        return absl::InvalidArgumentError(absl::StrCat(index, ": shard name '", file_name,
-                                                       "' must be a plain file name"));
-      }
-      auto it = shards.find(file_name);
-      if (it == shards.end()) {
-        MOE_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/" + file_name));
-        it = shards.emplace(file_name, file.get()).first;
-        w->files.push_back(std::move(file));
-      }
-      const SafetensorsTensor* t = it->second->Find(name);
-      if (t == nullptr) {
-        return absl::NotFoundError(absl::StrCat("tensor '", name, "' is listed in ", index,
-                                                " but missing from ", file_name));
-      }
-      by_name_[name] = t;
-    }
-    return absl::OkStatus();
-  }
-
-  std::map<std::string, const SafetensorsTensor*> by_name_;
-};
-
 absl::StatusOr<DType> FloatDType(const std::string& name, const SafetensorsTensor& t) {
-  DType dtype;
-  if (t.dtype == "F32") {
-    dtype = DType::kF32;
-  } else if (t.dtype == "BF16") {
-    dtype = DType::kBF16;
-  } else if (t.dtype == "F16") {
-    dtype = DType::kF16;
-  } else {
+  const std::optional<DType> dtype = StoredDType(t);
+  if (!dtype.has_value() || kernels::IsQuantized(*dtype)) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor '", name, "' has dtype ", t.dtype, "; expected F32, BF16 or F16"));
   }
-  // Writers align every tensor to its element size (safetensors sorts by dtype for that); the
-  // kernels read whole elements, so a misaligned tensor is refused rather than read unaligned.
-  if (reinterpret_cast<uintptr_t>(t.data) % DTypeSize(dtype) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", name, "' is not aligned to its ", DTypeSize(dtype), "-byte elements"));
+  MOE_RETURN_IF_ERROR(ExpectAligned(name, t, DTypeSize(*dtype)));
+  return *dtype;
+}
+
+absl::Status ExpectShape(const std::string& name, const SafetensorsTensor& t,
+                         const std::string& dtype, const std::vector<int64_t>& shape) {
+  if (t.dtype != dtype || t.shape != shape) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' is ", t.dtype, " [",
+                                                   absl::StrJoin(t.shape, ", "), "]; expected ",
+                                                   dtype, " [", absl::StrJoin(shape, ", "), "]"));
   }
-  return dtype;
+  return ExpectAligned(name, t, dtype == "F32" ? 4 : dtype == "F16" ? 2 : 1);
 }
 
 class Loader {
  public:
-  Loader(const TensorIndex& index, ModelWeights* w) : index_(index), w_(w) {}
+  Loader(const CheckpointIndex& index, ModelWeights* w) : index_(index), w_(w) {}
 
+  // A matrix of a class that may be held as `format` (--quantize): float, or quantized with its
+  // scales.
+  absl::StatusOr<WeightMatrix> QuantizableMatrix(const std::string& name, int64_t rows,
+                                                 int64_t cols, kernels::WeightFormat format) {
+    MOE_ASSIGN_OR_RETURN(const SafetensorsTensor* t, index_.Get(name));
+    if (t->dtype == "I8" || t->dtype == "U8") return Quantized(name, *t, rows, cols, format);
+    return Matrix(name, rows, cols);
+  }
+
+  // A matrix that is never quantized (the embedding, the router): F32, BF16 or F16.
   absl::StatusOr<WeightMatrix> Matrix(const std::string& name, int64_t rows, int64_t cols) {
     MOE_ASSIGN_OR_RETURN(const SafetensorsTensor* t, index_.Get(name));
     MOE_ASSIGN_OR_RETURN(DType dtype, FloatDType(name, *t));
@@ -117,6 +71,39 @@ class Loader {
     }
     w_->mapped_bytes += t->n_bytes;
     return WeightMatrix{dtype, t->data, rows, cols};
+  }
+
+  // name: INT8 (I8 [rows, cols] and F32 name_scale [rows]) or INT4 (U8 [rows, (cols + 1) / 2]
+  // and F16 name_scale, name_min [rows, groups]); see kernels/quant.h.
+  absl::StatusOr<WeightMatrix> Quantized(const std::string& name, const SafetensorsTensor& t,
+                                         int64_t rows, int64_t cols, kernels::WeightFormat format) {
+    const DType dtype = t.dtype == "I8" ? DType::kI8 : DType::kQ4;
+    if (kernels::HeldDType(dtype, format) != dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", name, "' is stored as ", DTypeName(dtype), " and cannot be held as ",
+          kernels::WeightFormatName(format),
+          ": quantize from the 16-bit checkpoint instead, or drop that class from --quantize"));
+    }
+    WeightMatrix m{dtype, t.data, rows, cols};
+    const int64_t groups = kernels::QuantGroups(cols);
+    if (dtype == DType::kI8) {
+      MOE_RETURN_IF_ERROR(ExpectShape(name, t, "I8", {rows, cols}));
+      MOE_ASSIGN_OR_RETURN(const SafetensorsTensor* s, index_.Get(name + "_scale"));
+      MOE_RETURN_IF_ERROR(ExpectShape(name + "_scale", *s, "F32", {rows}));
+      m.scales = s->data;
+      w_->mapped_bytes += s->n_bytes;
+    } else {
+      MOE_RETURN_IF_ERROR(ExpectShape(name, t, "U8", {rows, (cols + 1) / 2}));
+      MOE_ASSIGN_OR_RETURN(const SafetensorsTensor* s, index_.Get(name + "_scale"));
+      MOE_ASSIGN_OR_RETURN(const SafetensorsTensor* mn, index_.Get(name + "_min"));
+      MOE_RETURN_IF_ERROR(ExpectShape(name + "_scale", *s, "F16", {rows, groups}));
+      MOE_RETURN_IF_ERROR(ExpectShape(name + "_min", *mn, "F16", {rows, groups}));
+      m.scales = s->data;
+      m.mins = mn->data;
+      w_->mapped_bytes += s->n_bytes + mn->n_bytes;
+    }
+    w_->mapped_bytes += t.n_bytes;
+    return m;
   }
 
   absl::StatusOr<std::vector<float>> Vector(const std::string& name, int64_t n) {
@@ -133,17 +120,19 @@ class Loader {
   }
 
  private:
-  const TensorIndex& index_;
+  const CheckpointIndex& index_;
   ModelWeights* w_;
 };
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadAll(const std::string& model_dir,
                                                       const LoadOptions& options) {
   auto w = std::make_unique<ModelWeights>();
+  w->formats = options.formats;
+  const WeightFormats& f = options.formats;
   MOE_ASSIGN_OR_RETURN(w->config, LoadMixtralConfig(model_dir));
   const MixtralConfig& c = w->config;
-  TensorIndex index;
-  MOE_RETURN_IF_ERROR(index.Open(model_dir, w.get()));
+  CheckpointIndex index;
+  MOE_RETURN_IF_ERROR(index.Open(model_dir, &w->files));
   Loader load(index, w.get());
 
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
@@ -153,11 +142,27 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadAll(const std::string& model_d
   if (options.attention_side) {
     MOE_ASSIGN_OR_RETURN(w->embed, load.Matrix("model.embed_tokens.weight", c.vocab_size, hidden));
     MOE_ASSIGN_OR_RETURN(w->final_norm, load.Vector("model.norm.weight", hidden));
-    if (c.tie_word_embeddings) {
+    // A quantized checkpoint of a tied model keeps the embedding at 16 bits for the lookup and
+    // writes the quantized output layer apart, as lm_head.weight.
+    if (c.tie_word_embeddings && !index.Has("lm_head.weight")) {
       w->lm_head = w->embed;
     } else {
-      MOE_ASSIGN_OR_RETURN(w->lm_head, load.Matrix("lm_head.weight", c.vocab_size, hidden));
+      MOE_ASSIGN_OR_RETURN(
+          w->lm_head, load.QuantizableMatrix("lm_head.weight", c.vocab_size, hidden, f.lm_head));
     }
+  }
+  // Any expert's w1 tells how the checkpoint stores experts (a worker's subset may lack some);
+  // a dtype of no kind of ours fails below, naming the tensor.
+  const SafetensorsTensor* first = nullptr;
+  for (int l = 0; l < c.num_hidden_layers && first == nullptr; ++l) {
+    for (int e = 0; e < c.num_local_experts && first == nullptr; ++e) {
+      const std::string name =
+          absl::StrCat("model.layers.", l, ".block_sparse_moe.experts.", e, ".w1.weight");
+      if (index.Has(name)) first = *index.Get(name);
+    }
+  }
+  if (first != nullptr && StoredDType(*first).has_value()) {
+    w->expert_dtype = kernels::HeldDType(*StoredDType(*first), f.experts);
   }
   w->layers.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int l = 0; l < c.num_hidden_layers; ++l) {
@@ -167,10 +172,16 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadAll(const std::string& model_d
       AttentionLayerWeights& a = layer.attention;
       MOE_ASSIGN_OR_RETURN(a.input_norm, load.Vector(p + "input_layernorm.weight", hidden));
       MOE_ASSIGN_OR_RETURN(a.post_norm, load.Vector(p + "post_attention_layernorm.weight", hidden));
-      MOE_ASSIGN_OR_RETURN(a.q_proj, load.Matrix(p + "self_attn.q_proj.weight", q_rows, hidden));
-      MOE_ASSIGN_OR_RETURN(a.k_proj, load.Matrix(p + "self_attn.k_proj.weight", kv_rows, hidden));
-      MOE_ASSIGN_OR_RETURN(a.v_proj, load.Matrix(p + "self_attn.v_proj.weight", kv_rows, hidden));
-      MOE_ASSIGN_OR_RETURN(a.o_proj, load.Matrix(p + "self_attn.o_proj.weight", hidden, q_rows));
+      const std::string sa = p + "self_attn.";
+      const kernels::WeightFormat fa = f.attention;
+      MOE_ASSIGN_OR_RETURN(a.q_proj,
+                           load.QuantizableMatrix(sa + "q_proj.weight", q_rows, hidden, fa));
+      MOE_ASSIGN_OR_RETURN(a.k_proj,
+                           load.QuantizableMatrix(sa + "k_proj.weight", kv_rows, hidden, fa));
+      MOE_ASSIGN_OR_RETURN(a.v_proj,
+                           load.QuantizableMatrix(sa + "v_proj.weight", kv_rows, hidden, fa));
+      MOE_ASSIGN_OR_RETURN(a.o_proj,
+                           load.QuantizableMatrix(sa + "o_proj.weight", hidden, q_rows, fa));
       MOE_ASSIGN_OR_RETURN(a.router, load.Matrix(p + "block_sparse_moe.gate.weight",
                                                  c.num_local_experts, hidden));
     }
@@ -180,9 +191,12 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadAll(const std::string& model_d
       if (options.owns_expert && !options.owns_expert(l, e)) continue;
       const std::string ep = absl::StrCat(p, "block_sparse_moe.experts.", e, ".");
       ExpertWeights& ew = layer.experts[e];
-      MOE_ASSIGN_OR_RETURN(ew.w1, load.Matrix(ep + "w1.weight", inter, hidden));
-      MOE_ASSIGN_OR_RETURN(ew.w2, load.Matrix(ep + "w2.weight", hidden, inter));
-      MOE_ASSIGN_OR_RETURN(ew.w3, load.Matrix(ep + "w3.weight", inter, hidden));
+      MOE_ASSIGN_OR_RETURN(ew.w1,
+                           load.QuantizableMatrix(ep + "w1.weight", inter, hidden, f.experts));
+      MOE_ASSIGN_OR_RETURN(ew.w2,
+                           load.QuantizableMatrix(ep + "w2.weight", hidden, inter, f.experts));
+      MOE_ASSIGN_OR_RETURN(ew.w3,
+                           load.QuantizableMatrix(ep + "w3.weight", inter, hidden, f.experts));
       layer.owned[e] = true;
     }
   }
@@ -201,14 +215,96 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string
   return w;
 }
 
+int64_t MatrixBytes(const WeightMatrix& w) {
+  if (kernels::IsQuantized(w.dtype)) {
+    return kernels::QuantDataBytes(w.dtype, w.rows, w.cols) +
+           kernels::QuantScaleBytes(w.dtype, w.rows, w.cols);
+  }
+  return w.rows * w.cols * DTypeSize(w.dtype);
+}
+
+namespace {
+
+// The dtype a loaded matrix has once held as `format`, and its bytes then.
+DType Held(const WeightMatrix& w, kernels::WeightFormat format) {
+  return kernels::HeldDType(w.dtype, format);
+}
+int64_t HeldMatrixBytes(const WeightMatrix& w, kernels::WeightFormat format) {
+  return static_cast<int64_t>(static_cast<double>(w.rows) * w.cols *
+                              kernels::BitsPerWeight(Held(w, format), w.cols) / 8);
+}
+
+}  // namespace
+
+int64_t HeldBytes(const ModelWeights& w) {
+  const WeightFormats& f = w.formats;
+  int64_t bytes = 0;
+  if (w.embed.data != nullptr) {
+    bytes += MatrixBytes(w.embed);
+    const bool shared =
+        w.lm_head.data == w.embed.data && f.lm_head == kernels::WeightFormat::kAsStored;
+    if (!shared) bytes += HeldMatrixBytes(w.lm_head, f.lm_head);
+  }
+  for (const LayerWeights& layer : w.layers) {
+    const AttentionLayerWeights& a = layer.attention;
+    if (a.q_proj.data != nullptr) {
+      for (const WeightMatrix* m : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj}) {
+        bytes += HeldMatrixBytes(*m, f.attention);
+      }
+      bytes += a.router.rows * a.router.cols * 4;  // widened to float32 at upload
+    }
+    for (size_t e = 0; e < layer.experts.size(); ++e) {
+      if (!layer.owned[e]) continue;
+      const ExpertWeights& x = layer.experts[e];
+      for (const WeightMatrix* m : {&x.w1, &x.w2, &x.w3}) bytes += HeldMatrixBytes(*m, f.experts);
+    }
+  }
+  return bytes;
+}
+
+std::string DescribeHeldWeights(const ModelWeights& w) {
+  std::vector<std::string> parts;
+  for (const LayerWeights& layer : w.layers) {
+    for (size_t e = 0; e < layer.experts.size(); ++e) {
+      if (layer.owned[e]) {
+        parts.push_back(
+            absl::StrCat("experts ", DTypeName(Held(layer.experts[e].w1, w.formats.experts))));
+        break;
+      }
+    }
+    if (!parts.empty()) break;
+  }
+  if (!w.layers.empty() && w.layers[0].attention.q_proj.data != nullptr) {
+    parts.push_back(absl::StrCat(
+        "attention ", DTypeName(Held(w.layers[0].attention.q_proj, w.formats.attention))));
+  }
+  if (w.lm_head.data != nullptr) {
+    parts.push_back(absl::StrCat("lm_head ", DTypeName(Held(w.lm_head, w.formats.lm_head))));
+  }
+  return parts.empty() ? "nothing" : absl::StrJoin(parts, ", ");
+}
+
 absl::StatusOr<WeightMatrix> UploadWeight(const ModelWeights& weights, const WeightMatrix& loaded,
-                                          kernels::Backend* backend, kernels::WeightUse use) {
-  const int64_t bytes = loaded.rows * loaded.cols * DTypeSize(loaded.dtype);
+                                          kernels::Backend* backend, kernels::WeightUse use,
+                                          kernels::WeightFormat format) {
+  const bool quantized = kernels::IsQuantized(loaded.dtype);
+  const int64_t bytes = quantized ? kernels::QuantDataBytes(loaded.dtype, loaded.rows, loaded.cols)
+                                  : loaded.rows * loaded.cols * DTypeSize(loaded.dtype);
+  // A quantized checkpoint's scales (and minimums, half of the scale bytes) lie apart.
+  const int64_t scale_bytes =
+      quantized ? kernels::QuantScaleBytes(loaded.dtype, loaded.rows, loaded.cols) : 0;
+  const std::pair<const void*, int64_t> parts[] = {
+      {loaded.data, bytes},
+      {loaded.scales, loaded.mins != nullptr ? scale_bytes / 2 : scale_bytes},
+      {loaded.mins, scale_bytes / 2}};
   for (const auto& file : weights.files) file->PopulatePages(loaded.data, bytes);
-  MOE_ASSIGN_OR_RETURN(WeightMatrix uploaded, backend->Upload(loaded, use));
+  MOE_ASSIGN_OR_RETURN(WeightMatrix uploaded, backend->Upload(loaded, use, format));
   if (uploaded.data != loaded.data) {
-    for (const auto& file : weights.files) {
-      if (file->ReleasePages(loaded.data, bytes)) break;
+    for (const auto& [data, n] : parts) {
+      if (data == nullptr) continue;
+      for (const auto& file : weights.files) {
+        if (file->ReleasePages(data, n)) break;
+      }
     }
     return uploaded;
   }

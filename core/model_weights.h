@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "core/config.h"
 #include "core/safetensors.h"
+#include "core/weight_formats.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
 
@@ -42,6 +43,12 @@ struct LayerWeights {
 
 struct ModelWeights {
   MixtralConfig config;
+  // How the tensor classes are to be held (LoadOptions::formats); uploads read it
+  // (UploadWeight's callers: ModelRunner, ExpertHost).
+  WeightFormats formats;
+  // The experts' dtype as held (the checkpoint's, quantized as formats.experts asks), read from
+  // the checkpoint's header even where no expert is loaded (a coordinator's benchmark needs it).
+  DType expert_dtype = DType::kBF16;
   WeightMatrix embed;             // [vocab, hidden] (attention side)
   std::vector<float> final_norm;  // [hidden]
   WeightMatrix lm_head;           // [vocab, hidden]; the embedding when tied
@@ -54,11 +61,17 @@ struct LoadOptions {
   bool attention_side = true;  // embeddings, attention, router, final norm, lm_head
   // Which experts to map; null means all. A worker passes its placement here.
   std::function<bool(int layer, int expert)> owns_expert;
+  // How to hold each tensor class (--quantize). A quantized checkpoint's tensors can only be
+  // held as they are stored: asking for another format is an error here, at load.
+  WeightFormats formats;
 };
 
 // Reads config.json and model.safetensors (or the shards named by model.safetensors.index.json)
 // in model_dir. Every tensor the options ask for must exist with the right shape and a float
-// dtype (F32, BF16, F16); nothing is copied except the small norm vectors.
+// dtype (F32, BF16, F16), or, for the matrices a quantized checkpoint holds (experts, attention
+// projections, lm_head), a quantized format with its scales beside it (kernels/quant.h; written
+// by moe-quantize, see core/quantized_checkpoint.h); nothing is copied except the small norm
+// vectors.
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string& model_dir,
                                                                const LoadOptions& options = {});
 
@@ -67,9 +80,22 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string
 // pages are released, so the checkpoint is not resident twice (they fault back in if read);
 // when the backend reads the mapping in place, every page is read now, so that the tensor is
 // resident before the first request and resident-memory reports mean something.
-absl::StatusOr<WeightMatrix> UploadWeight(const ModelWeights& weights, const WeightMatrix& loaded,
-                                          kernels::Backend* backend,
-                                          kernels::WeightUse use = kernels::WeightUse::kMatMul);
+// format: the class's WeightFormats entry (quantize on the way; kernels::Backend::Upload).
+absl::StatusOr<WeightMatrix> UploadWeight(
+    const ModelWeights& weights, const WeightMatrix& loaded, kernels::Backend* backend,
+    kernels::WeightUse use = kernels::WeightUse::kMatMul,
+    kernels::WeightFormat format = kernels::WeightFormat::kAsStored);
+
+// Bytes of a loaded (row-major) matrix, scales included.
+int64_t MatrixBytes(const WeightMatrix& w);
+
+// Bytes of the loaded weights once held as weights.formats asks (quantized matrices at their
+// formats' bits per weight, scales included, without the kernels' padding to whole panels and
+// blocks; the router widened to float32): about what the weights occupy after upload.
+int64_t HeldBytes(const ModelWeights& weights);
+
+// How the loaded classes are held, e.g. "experts INT4" or "attention INT8, lm_head INT8".
+std::string DescribeHeldWeights(const ModelWeights& weights);
 
 // This process's resident set size in bytes (VmRSS), 0 if unknown.
 int64_t ResidentBytes();

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 
 namespace moe::kernels {
 
@@ -60,7 +61,13 @@ class Backend {
   // longer reads w: the CPU packs weights for MatMul into its kernels' panels (on CPUs with
   // AVX-512; elsewhere, and for kLookup, it returns w itself, a view into the mapped checkpoint);
   // CUDA copies every weight to the device.
-  virtual absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, WeightUse use = WeightUse::kMatMul) = 0;
+  // `format` (kMatMul only) holds a 16/32-bit w quantized (kernels/quant.h): the CPU quantizes
+  // it straight into its quantized panels, so memory peaks at the quantized size. A w that is
+  // already quantized (a quantized checkpoint) is repacked; it cannot change format. CUDA holds
+  // no quantized weights yet and says so.
+  virtual absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w,
+                                              WeightUse use = WeightUse::kMatMul,
+                                              WeightFormat format = WeightFormat::kAsStored) = 0;
   virtual absl::StatusOr<const float*> Upload(const std::vector<float>& v) = 0;
   // Frees the copy Upload made for `uploaded` (what Upload returned); nothing when Upload returned
   // a view. For experts that move to another worker (live re-placement): without it every
@@ -76,7 +83,8 @@ class Backend {
   // dtype first (cuBLAS multiplies like types); the CPU does so for BF16 when made with
   // MatMulNumerics::kRoundActivations on a CPU with AVX512_BF16 (see kernels/ops.h).
   virtual void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y) = 0;
-  // Whether MatMul with weights of this dtype multiplies x rounded to that dtype.
+  // Whether MatMul with weights of this dtype multiplies x rounded to that dtype (quantized
+  // weights always multiply x quantized per row and block: kernels/quant.h).
   virtual bool RoundsActivations(DType weights) const = 0;
   virtual void RmsNorm(const float* x, const float* weight, int64_t m, int64_t n, float eps,
                        float* y) = 0;

@@ -12,7 +12,8 @@ namespace moe::kernels {
 // How a weight matrix's elements lie in memory.
 enum class WeightLayout : uint8_t {
   kRowMajor,   // [rows, cols], as the checkpoint stores it
-  kCpuPanels,  // column panels for the CPU's register-blocked kernels (kernels/cpu/packed_matmul.h)
+  kCpuPanels,  // column panels for the CPU's register-blocked kernels (kernels/cpu/packed_matmul.h,
+               // and kernels/cpu/quant_matmul.h for the quantized formats, scales inside)
 };
 
 // A weight matrix in nn.Linear's orientation: [rows = out, cols = in].
@@ -22,6 +23,9 @@ struct WeightMatrix {
   int64_t rows = 0;
   int64_t cols = 0;
   WeightLayout layout = WeightLayout::kRowMajor;
+  // Row-major quantized formats only (kernels/quant.h): kI8 float32 [rows]; kQ4 F16 [rows, groups].
+  const void* scales = nullptr;
+  const void* mins = nullptr;  // kQ4: F16 [rows, groups]
 };
 
 // Causal grouped-query attention of one sequence's new rows against its KV cache.
@@ -46,8 +50,10 @@ enum class MatMulNumerics : uint8_t {
 
 // y[m, w.rows] = x[m, w.cols] @ w^T, accumulated in float32. Packed weights (kCpuPanels) run the
 // register-blocked kernels, whose rows never depend on m or on each other (batch invariance);
-// row-major weights run the fallback for CPUs without AVX-512: a GEMV for m <= 4, widened tiles
-// and OpenBLAS above, always float32 products.
+// row-major weights run the fallback for CPUs without AVX-512: a GEMV for m <= 4 (and for every m
+// on matrices of at most 256 rows, the router's, which so stay batch invariant), widened tiles
+// and OpenBLAS above, always float32 products. Quantized weights (kernels/quant.h) run
+// kernels/cpu/quant_matmul.h.
 void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y,
             MatMulNumerics numerics = MatMulNumerics::kFloat32);
 

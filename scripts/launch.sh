@@ -3,7 +3,7 @@
 #
 # usage: scripts/launch.sh --model DIR --workers W [--hostfile F] [--placement F] [--threads N]
 #                          [--device cpu|cuda] [--cpu-numerics fast|f32] [--pin-coordinator CPUS]
-#                          [--dry-run]
+#                          [--quantize SPEC] [--dry-run]
 #                          [--] [coordinator arguments...]
 #   e.g. scripts/launch.sh --model models/demo --workers 4 -- --prompt "Hello" --max-new-tokens 16
 #
@@ -34,11 +34,13 @@
 # separate nodes or GPUs, which is where --overlap (two micro-batches in ping-pong) can pay.
 # --device cuda: every rank computes on the GPU its node-local rank names (modulo the node's GPUs).
 # --cpu-numerics: how every rank's CPU products treat activations (the ranks must agree).
+# --quantize SPEC: every rank holds its weights so (int8, int4, or experts=int4,attention=int8,...):
+#   the workers their experts, the coordinator its attention and lm_head (the ranks must agree).
 # Environment: MPIRUN overrides the mpirun binary; BUILD_DIR (default build) holds bin/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BUILD_DIR:-$ROOT/build}/bin
-MODEL="" WORKERS="" HOSTFILE="" PLACEMENT="" THREADS="" DEVICE=cpu NUMERICS=fast DRY=0 PIN=""
+MODEL="" WORKERS="" HOSTFILE="" PLACEMENT="" THREADS="" DEVICE=cpu NUMERICS=fast DRY=0 PIN="" QUANTIZE=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --model) MODEL=$2; shift 2 ;;
@@ -48,10 +50,11 @@ while [[ $# -gt 0 ]]; do
     --threads) THREADS=$2; shift 2 ;;
     --device) DEVICE=$2; shift 2 ;;
     --cpu-numerics) NUMERICS=$2; shift 2 ;;
+    --quantize) QUANTIZE=$2; shift 2 ;;
     --pin-coordinator) PIN=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -122,10 +125,10 @@ PY
   WORKER_THREADS=${THREADS:-$(taskset -c "$REST" nproc)}
 fi
 COORD=(-np 1 "${COORD_PIN[@]}" "$BIN/moe-coordinator" --model "$MODEL" --threads "$COORD_THREADS" --device "$DEVICE"
-       --cpu-numerics "$NUMERICS")
+       --cpu-numerics "$NUMERICS" --quantize "$QUANTIZE")
 [[ -n $PLACEMENT ]] && COORD+=(--placement "$PLACEMENT")
 WORKER=(-np "$WORKERS" "${WORKER_PIN[@]}" "$BIN/moe-worker" --model "$MODEL" --threads "$WORKER_THREADS" --device "$DEVICE"
-        --cpu-numerics "$NUMERICS")
+        --cpu-numerics "$NUMERICS" --quantize "$QUANTIZE")
 CMD=("${MPIRUN:-mpirun}" "${MPI_ARGS[@]}" "${COORD[@]}" "$@" : "${WORKER[@]}")
 echo "launch.sh: ${CMD[*]}" >&2
 [[ $DRY -eq 1 ]] && exit 0

@@ -374,6 +374,14 @@ The trained case `pystd` (the embedded default, `deploy/models/pystd`, trained b
 margin, and `greedy` holds transformers' greedy continuation of each (24 tokens, one full
 forward pass per token) with the top-1/top-2 logit margin of every step.
 
+The quantized cases `pystd_int8` and `pystd_int4` (`--quantize int8` and `int4` on the same model)
+come from `scripts/make_quant_goldens.py BUILD/bin` instead (numpy only): the checkpoint that
+`moe-quantize` writes, dequantized by the format's definition, run through
+`scripts/reference_forward.py` in float64 with every quantized product's activations quantized as
+the kernels do (per row, blocks of 64). Their `golden.json` says so (`quantize`, `reference`) and
+records what the activations' quantization and the format cost against float activations and
+against the 16-bit golden.
+
 ## Files per case (`tests/golden/<case>/`)
 
 | file | content |

@@ -66,14 +66,36 @@ def _rope(x, pos, theta):
     return x * cos + rot * sin
 
 
-def forward(model_dir, ids, window_override="config", return_routing=False):
+def quantize_activations(x, block=64):
+    """x [n, k] as the quantized kernels multiply it (kernels/quant.h): each row in blocks of
+    `block` along k, levels round-half-even(x * (1 / d)) with d = max|x| / 127, all in float32
+    as the engine computes them; returns the dequantized values d * level (float64)."""
+    x32 = np.asarray(x, dtype=np.float32)
+    n, k = x32.shape
+    out = np.empty((n, k), dtype=np.float64)
+    for b0 in range(0, k, block):
+        v = x32[:, b0:b0 + block]
+        d = (np.abs(v).max(axis=1, keepdims=True) / np.float32(127)).astype(np.float32)
+        inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, np.float32(1)), np.float32(0)).astype(np.float32)
+        levels = np.rint((v * inv).astype(np.float32))
+        out[:, b0:b0 + block] = levels.astype(np.float64) * d.astype(np.float64)
+    return out
+
+
+def forward(model_dir, ids, window_override="config", return_routing=False, weights=None,
+            quantized=()):
     """Logits [n, vocab] (float64) for token ids `ids` (positions 0..n-1).
 
     window_override: "config" uses config.json's sliding_window; otherwise
     an int or None replaces it (used to test which window rule matches).
+    weights: {name: float64 array} to use instead of model_dir's model.safetensors (a quantized
+    checkpoint dequantized, say). quantized: the classes ("experts", "attention", "lm_head")
+    whose products take quantize_activations(x) instead of x, as the engine's quantized
+    kernels do.
     """
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
-    W = load_safetensors(os.path.join(model_dir, "model.safetensors"))
+    W = weights if weights is not None else load_safetensors(os.path.join(model_dir, "model.safetensors"))
+    aq = lambda v, cls: quantize_activations(v) if cls in quantized else v  # noqa: E731
     H = cfg["hidden_size"]
     nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or H // nh
@@ -93,9 +115,10 @@ def forward(model_dir, ids, window_override="config", return_routing=False):
     for l in range(cfg["num_hidden_layers"]):
         p = "model.layers.%d." % l
         h = _rms(x, W[p + "input_layernorm.weight"], eps)
-        q = (h @ W[p + "self_attn.q_proj.weight"].T).reshape(n, nh, hd)
-        k = (h @ W[p + "self_attn.k_proj.weight"].T).reshape(n, nkv, hd)
-        v = (h @ W[p + "self_attn.v_proj.weight"].T).reshape(n, nkv, hd)
+        ha = aq(h, "attention")
+        q = (ha @ W[p + "self_attn.q_proj.weight"].T).reshape(n, nh, hd)
+        k = (ha @ W[p + "self_attn.k_proj.weight"].T).reshape(n, nkv, hd)
+        v = (ha @ W[p + "self_attn.v_proj.weight"].T).reshape(n, nkv, hd)
         q, k = _rope(q, pos, theta), _rope(k, pos, theta)
         att = np.empty((n, nh, hd))
         for hh in range(nh):
@@ -105,7 +128,7 @@ def forward(model_dir, ids, window_override="config", return_routing=False):
             s = np.exp(s - s.max(-1, keepdims=True))
             s /= s.sum(-1, keepdims=True)
             att[:, hh, :] = s @ v[:, g, :]
-        x = x + att.reshape(n, nh * hd) @ W[p + "self_attn.o_proj.weight"].T
+        x = x + aq(att.reshape(n, nh * hd), "attention") @ W[p + "self_attn.o_proj.weight"].T
         h = _rms(x, W[p + "post_attention_layernorm.weight"], eps)
         logits = h @ W[p + "block_sparse_moe.gate.weight"].T
         pr = np.exp(logits - logits.max(-1, keepdims=True))
@@ -115,17 +138,18 @@ def forward(model_dir, ids, window_override="config", return_routing=False):
         tw /= tw.sum(-1, keepdims=True)
         routing.append(top)
         moe = np.zeros_like(x)
+        he = aq(h, "experts")
         for t in range(n):
             for j in range(K):
                 e = top[t, j]
                 ep = p + "block_sparse_moe.experts.%d." % e
-                a = W[ep + "w1.weight"] @ h[t]
-                a = a / (1.0 + np.exp(-a)) * (W[ep + "w3.weight"] @ h[t])
-                moe[t] += tw[t, j] * (W[ep + "w2.weight"] @ a)
+                a = W[ep + "w1.weight"] @ he[t]
+                a = a / (1.0 + np.exp(-a)) * (W[ep + "w3.weight"] @ he[t])
+                moe[t] += tw[t, j] * (W[ep + "w2.weight"] @ aq(a[None, :], "experts")[0])
         x = x + moe
     x = _rms(x, W["model.norm.weight"], eps)
-    head = W["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else W["lm_head.weight"]
-    out = x @ head.T
+    head = W["lm_head.weight"] if "lm_head.weight" in W else W["model.embed_tokens.weight"]
+    out = aq(x, "lm_head") @ head.T
     return (out, np.stack(routing)) if return_routing else out
 
 

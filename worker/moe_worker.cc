@@ -52,6 +52,7 @@ int Main(int argc, char** argv) {
   }
   LoadOptions options;
   options.attention_side = false;
+  options.formats = cli::QuantizeFlag();
   options.owns_expert = [&](int layer, int expert) { return placement->Owns(rank, layer, expert); };
   absl::StatusOr<std::unique_ptr<ModelWeights>> weights = LoadModelWeights(model, options);
   if (weights.ok() && ((*weights)->config.num_hidden_layers != placement->n_layers() ||

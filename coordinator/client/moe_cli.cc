@@ -252,6 +252,13 @@ int Info() {
               static_cast<long long>(info.max_position_embeddings()),
               static_cast<long long>(info.sliding_window()), info.rope_theta());
   std::printf("workers: %d\n", info.workers());
+  std::printf("weights: --quantize %s\n",
+              info.quantize().empty() ? "(none: as stored)" : info.quantize().c_str());
+  for (const moe::v1::RankWeights& r : info.ranks()) {
+    std::printf("  rank %d %-11s %8.1f MB held (%s), %8.1f MB mapped, %8.1f MB resident\n",
+                r.rank(), r.role().c_str(), r.held_bytes() / 1e6, r.held_as().c_str(),
+                r.mapped_bytes() / 1e6, r.resident_bytes() / 1e6);
+  }
   for (int l = 0; l < info.placement_size(); ++l) {
     std::printf("  layer %d: expert->rank %s\n", l, absl::StrJoin(info.placement(l).worker_rank(), " ").c_str());
   }

@@ -181,6 +181,16 @@ grpc::Status InferenceService::GetModelInfo(grpc::ServerContext* context, const 
       }
     }
   }
+  info->set_quantize(quantize_);
+  for (const RankWeights& r : ranks_) {
+    moe::v1::RankWeights* out = info->add_ranks();
+    out->set_rank(r.rank);
+    out->set_role(r.rank == 0 ? "coordinator" : "worker");
+    out->set_held_as(r.held_as);
+    out->set_held_bytes(r.held_bytes);
+    out->set_mapped_bytes(r.mapped_bytes);
+    out->set_resident_bytes(r.resident_bytes);
+  }
   const SchedulerStats s = scheduler_->stats();
   info->set_running_sequences(s.running);
   info->set_waiting_requests(s.waiting);

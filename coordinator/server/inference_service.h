@@ -3,19 +3,30 @@
 // protobuf types.
 #pragma once
 
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "coordinator/scheduler.h"
 #include "coordinator/server/server_security.h"
 #include "coordinator/telemetry/request_metrics.h"
 #include "core/config.h"
-#include <functional>
-#include <memory>
-#include <utility>
-
 #include "core/expert_placement.h"
 #include "core/tokenizer.h"
 #include "moe/v1/inference.grpc.pb.h"
 
 namespace moe {
+
+// How one rank holds its weights (its start-up report), for GetModelInfo.
+struct RankWeights {
+  int rank = 0;                // 0: the coordinator
+  std::string held_as;         // e.g. "experts INT4"
+  int64_t held_bytes = 0;      // weight bytes as held
+  int64_t mapped_bytes = 0;    // checkpoint bytes mapped
+  int64_t resident_bytes = 0;  // resident memory after loading
+};
 
 class InferenceService final : public moe::v1::Inference::Service {
  public:
@@ -40,6 +51,13 @@ class InferenceService final : public moe::v1::Inference::Service {
         max_prompt_bytes_(max_prompt_bytes),
         authorizer_(std::move(authorizer)) {}
 
+  // How each rank holds its weights, and the --quantize spec, for GetModelInfo (set before
+  // serving).
+  void set_weights(std::string quantize, std::vector<RankWeights> ranks) {
+    quantize_ = std::move(quantize);
+    ranks_ = std::move(ranks);
+  }
+
   grpc::Status Generate(grpc::ServerContext* context, const moe::v1::GenerateRequest* request,
                         grpc::ServerWriter<moe::v1::GenerateResponse>* writer) override;
   grpc::Status Tokenize(grpc::ServerContext* context, const moe::v1::TokenizeRequest* request,
@@ -62,6 +80,8 @@ class InferenceService final : public moe::v1::Inference::Service {
   Scheduler* scheduler_;
   const Tokenizer* tokenizer_;
   const MixtralConfig* config_;
+  std::string quantize_;
+  std::vector<RankWeights> ranks_;
   PlacementSource placement_;
   RequestMetrics* metrics_;
   int64_t max_prompt_bytes_;

@@ -57,6 +57,7 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
   const CallAuthorizer authorizer(options.security, loopback);
   InferenceService service(&scheduler, tokenizer, &runner->config(), placement_source, &request_metrics,
                            options.max_prompt_bytes, authorizer);
+  service.set_weights(options.quantize, options.rank_weights);
   std::atomic<bool> stopping{false};  // ends WatchLoad streams when serving ends
   std::unique_ptr<TelemetryService> telemetry;
   std::unique_ptr<WorkerTelemetryService> worker_telemetry;

@@ -49,6 +49,10 @@ struct ServeOptions {
   OpenAiServerOptions http;
   std::string http_port_file;
   std::string served_model_name = "moe";
+  // How the ranks hold their weights (their start-up reports) and the --quantize they were
+  // given: GetModelInfo answers with them.
+  std::vector<RankWeights> rank_weights;
+  std::string quantize;
   ChatTemplate chat_template = ChatTemplate::MistralV1();
   // Called once with the bound port when the server accepts calls, before the first step (the
   // coordinator then tells the workers where to report). Not called if the server fails to start.

@@ -3,8 +3,8 @@
 // arithmetic rate). Prints figures and judges nothing.
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <set>
@@ -22,7 +22,9 @@
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/packed_matmul.h"
 #include "kernels/cpu/probes.h"
+#include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/quant.h"
 
 ABSL_FLAG(int, bench_prompt_tokens, 512, "benchmark: prompt length of each sequence");
 ABSL_FLAG(int, bench_decode_tokens, 32, "benchmark: decode steps after the prefill");
@@ -76,26 +78,37 @@ int64_t PeakResidentBytes() {
 }
 
 // The model's weights by role, from the config (so that it holds on a coordinator that maps no
-// expert): parameters and bytes. Experts are taken to share the attention weights' dtype.
+// expert): parameters, and bytes as held (quantized where --quantize or the checkpoint says).
 struct WeightCosts {
   double dense_params = 0;   // attention projections and router, all layers
   double lm_head_params = 0;
   double expert_params = 0;  // one expert of one layer
-  double bytes_per_param = 2;
+  double dense_bytes = 0;    // the attention projections as held, the router in float32
+  double lm_head_bytes = 0;
+  double expert_bytes = 0;  // one expert of one layer, as held
   int layers = 0, top_k = 0, n_experts = 0;
   double attention_width = 0;  // heads * head_dim: attention scores cost 4 * width FLOP per key
 
   explicit WeightCosts(const ModelWeights& w) {
     auto params = [](const WeightMatrix& m) { return static_cast<double>(m.rows * m.cols); };
+    auto bytes = [&](const WeightMatrix& m, kernels::WeightFormat f) {
+      return params(m) * kernels::BitsPerWeight(kernels::HeldDType(m.dtype, f), m.cols) / 8;
+    };
     const MixtralConfig& c = w.config;
     for (const LayerWeights& l : w.layers) {
       const AttentionLayerWeights& a = l.attention;
       dense_params += params(a.q_proj) + params(a.k_proj) + params(a.v_proj) + params(a.o_proj) +
                       params(a.router);
+      for (const WeightMatrix* m : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj}) {
+        dense_bytes += bytes(*m, w.formats.attention);
+      }
+      dense_bytes += 4 * params(a.router);
     }
     lm_head_params = params(w.lm_head);
+    lm_head_bytes = bytes(w.lm_head, w.formats.lm_head);
     expert_params = 3.0 * c.intermediate_size * c.hidden_size;
-    bytes_per_param = DTypeSize(w.layers.empty() ? w.lm_head.dtype : w.layers[0].attention.q_proj.dtype);
+    const int64_t expert_cols = c.hidden_size;  // w1, w3; w2's width differs, its scales hardly
+    expert_bytes = expert_params * kernels::BitsPerWeight(w.expert_dtype, expert_cols) / 8;
     layers = c.num_hidden_layers;
     top_k = c.num_experts_per_tok;
     n_experts = c.num_local_experts;
@@ -104,7 +117,7 @@ struct WeightCosts {
   // Weight bytes one decode step of batch 1 reads: the dense weights, top_k experts per layer,
   // the lm_head.
   double ActiveBytesPerToken() const {
-    return (dense_params + lm_head_params + layers * top_k * expert_params) * bytes_per_param;
+    return dense_bytes + lm_head_bytes + layers * top_k * expert_bytes;
   }
   // FLOP of `tokens` tokens through the layers (2 per weight and token, plus attention scores
   // and weighted values over `keys_per_token` keys on average), and lm_head for `logit_rows`.
@@ -121,6 +134,7 @@ struct MachineLimits {
   const char* peak_name = "";
 };
 
+// dtype: the experts', whose products are most of the work.
 MachineLimits MeasureLimits(kernels::Backend* backend, DType dtype) {
   MachineLimits m;
   const int64_t probe_bytes = int64_t{absl::GetFlag(FLAGS_bandwidth_mib)} << 20;
@@ -133,13 +147,24 @@ MachineLimits MeasureLimits(kernels::Backend* backend, DType dtype) {
   m.bandwidth = kernels::MeasureReadBandwidth(probe_bytes);
   const double bf16 = kernels::MeasureBf16DotPeak(), fma = kernels::MeasureF32FmaPeak();
   const double amx = kernels::MeasureAmxBf16Peak();
-  std::printf("measured with %d threads: memory read bandwidth %.1f GB/s; peak BF16 dot products "
-              "%.0f GFLOP/s (vdpbf16ps)%s, float32 FMA %.0f GFLOP/s (register-only loops)\n",
-              kernels::CpuThreads(), m.bandwidth / 1e9, bf16 / 1e9,
-              amx > 0 ? absl::StrFormat(", AMX tiles %.0f GFLOP/s", amx / 1e9).c_str() : "",
-              fma / 1e9);
-  if (backend->RoundsActivations(dtype) &&
-      kernels::packed::Bf16Products() == kernels::packed::Products::kBf16Amx) {
+  const double int8 = kernels::IsQuantized(dtype) ? kernels::MeasureInt8DotPeak() : 0;
+  std::printf(
+      "measured with %d threads: memory read bandwidth %.1f GB/s; peak BF16 dot products "
+      "%.0f GFLOP/s (vdpbf16ps)%s, float32 FMA %.0f GFLOP/s%s (register-only loops)\n",
+      kernels::CpuThreads(), m.bandwidth / 1e9, bf16 / 1e9,
+      amx > 0 ? absl::StrFormat(", AMX tiles %.0f GFLOP/s", amx / 1e9).c_str() : "", fma / 1e9,
+      int8 > 0 ? absl::StrFormat(", int8 products %.0f GOP/s (vpmaddubsw)", int8 / 1e9).c_str()
+               : "");
+  if (dtype == DType::kQ4) {
+    m.peak = int8;
+    m.peak_name = "int8 product peak";
+  } else if (dtype == DType::kI8) {
+    // Two vpmaddubsw per 32 multiply-adds (probes.h): INT8 weights reach half the instruction's
+    // rate.
+    m.peak = int8 / 2;
+    m.peak_name = "INT8 weights' product peak (half the vpmaddubsw rate)";
+  } else if (backend->RoundsActivations(dtype) &&
+             kernels::packed::Bf16Products() == kernels::packed::Products::kBf16Amx) {
     m.peak = amx;
     m.peak_name = "AMX BF16 peak";
   } else if (backend->RoundsActivations(dtype)) {
@@ -153,7 +178,14 @@ MachineLimits MeasureLimits(kernels::Backend* backend, DType dtype) {
 }
 
 // Which kernels the CPU's products run, and how they multiply.
-std::string DescribeCpuProducts(const kernels::Backend& backend) {
+std::string DescribeCpuProducts(const kernels::Backend& backend, const ModelWeights& weights) {
+  const WeightFormats& f = weights.formats;
+  if (kernels::IsQuantized(weights.expert_dtype) || f.any_quantized()) {
+    return absl::StrCat(
+        kernels::quant::Describe(), " for the quantized classes (", DescribeHeldWeights(weights),
+        "); ", kernels::packed::Available() ? "packed AVX-512 kernels" : "fallback kernels",
+        " for the rest");
+  }
   if (!kernels::packed::Available()) {
     return "fallback kernels (no AVX-512): float32 products, OpenBLAS above 4 rows";
   }
@@ -376,8 +408,7 @@ absl::Status RunBatch(ModelRunner* runner, const WeightCosts& cost, const Machin
   // Per step: the dense weights and lm_head once, each touched expert once.
   const double steps = std::max(1, n_decode);
   const double step_bytes =
-      (cost.dense_params + cost.lm_head_params + run.touched_experts() / steps * cost.expert_params) *
-      cost.bytes_per_param;
+      cost.dense_bytes + cost.lm_head_bytes + run.touched_experts() / steps * cost.expert_bytes;
   const double step_flops = cost.Flops(batch, n_prompt + n_decode / 2.0, batch);
   const double memory_s = step_bytes / limits.bandwidth;
   const double compute_s = limits.peak > 0 ? step_flops / limits.peak : 0;
@@ -426,18 +457,22 @@ absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTi
   kernels::Backend* backend = runner->backend();
   std::printf("attention side computes on: %s\n", backend->Describe().c_str());
   if (backend->host_memory()) {
-    std::printf("CPU products: %s\n", DescribeCpuProducts(*backend).c_str());
+    std::printf("CPU products: %s\n", DescribeCpuProducts(*backend, weights).c_str());
   }
   const WeightCosts cost(weights);
-  const DType dtype = weights.layers.empty() ? weights.lm_head.dtype : weights.layers[0].attention.q_proj.dtype;
-  std::printf("model: %s, weights %s, %.2f GB mapped by this process\n", c.Summary().c_str(),
-              DTypeName(dtype), weights.mapped_bytes / 1e9);
+  const DType dtype = weights.expert_dtype;
+  std::printf("model: %s; held as: %s; %.2f GB mapped, %.2f GB held by this process\n",
+              c.Summary().c_str(), DescribeHeldWeights(weights).c_str(),
+              weights.mapped_bytes / 1e9, HeldBytes(weights) / 1e9);
   // Peak memory now, before the bandwidth probe's buffer and any batch's KV cache.
   std::printf("peak RSS of this process after loading: %.2f GB\n", PeakResidentBytes() / 1e9);
   const MachineLimits limits = MeasureLimits(backend, dtype);
   const double active = cost.ActiveBytesPerToken();
-  std::printf("decode roofline at batch 1: %.2f tokens/s (%.3f GB of active weights per token)\n",
-              limits.bandwidth / active, active / 1e9);
+  std::printf(
+      "decode roofline at batch 1: %.2f tokens/s (%.3f GB of active weights per token: "
+      "experts %.3f, attention and router %.3f, lm_head %.3f)\n",
+      limits.bandwidth / active, active / 1e9, cost.layers * cost.top_k * cost.expert_bytes / 1e9,
+      cost.dense_bytes / 1e9, cost.lm_head_bytes / 1e9);
   for (int batch : batches) {
     MOE_RETURN_IF_ERROR(RunBatch(runner, cost, limits, batch, times, exchange));
   }

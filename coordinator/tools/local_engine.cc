@@ -5,17 +5,21 @@
 namespace moe {
 
 absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Create(
-    const std::string& model_dir, const kernels::DeviceOptions& device, bool timed) {
+    const std::string& model_dir, const kernels::DeviceOptions& device, bool timed,
+    const WeightFormats& formats) {
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend, kernels::MakeBackend(device));
-  return Create(model_dir, std::move(backend), timed);
+  return Create(model_dir, std::move(backend), timed, formats);
 }
 
 absl::StatusOr<std::unique_ptr<LocalEngine>> LocalEngine::Create(
-    const std::string& model_dir, std::unique_ptr<kernels::Backend> backend, bool timed) {
+    const std::string& model_dir, std::unique_ptr<kernels::Backend> backend, bool timed,
+    const WeightFormats& formats) {
   auto e = std::unique_ptr<LocalEngine>(new LocalEngine());
   e->timed_ = timed;
   e->backend_ = std::move(backend);
-  MOE_ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(model_dir));
+  LoadOptions load;
+  load.formats = formats;
+  MOE_ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(model_dir, load));
   const MixtralConfig& c = e->weights_->config;
   e->placement_ = ExpertPlacement::InProcess(c.num_hidden_layers, c.num_local_experts);
   MOE_ASSIGN_OR_RETURN(e->experts_,

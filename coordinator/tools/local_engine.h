@@ -12,6 +12,7 @@
 #include "core/expert_placement.h"
 #include "core/model_weights.h"
 #include "core/op_timer.h"
+#include "core/weight_formats.h"
 #include "kernels/backend.h"
 
 namespace moe {
@@ -20,12 +21,15 @@ class LocalEngine {
  public:
   // Runs on the backend device names (the CPU by default). timed: time every stage into times(),
   // which on a GPU waits for the device after each one, so only the benchmark asks for it.
+  // formats: which tensor classes to hold quantized (--quantize).
   static absl::StatusOr<std::unique_ptr<LocalEngine>> Create(
-      const std::string& model_dir, const kernels::DeviceOptions& device = {}, bool timed = false);
+      const std::string& model_dir, const kernels::DeviceOptions& device = {}, bool timed = false,
+      const WeightFormats& formats = {});
   // The same on a backend already made (the tools make it with cli::MakeBackend, whose errors name
   // their flags).
   static absl::StatusOr<std::unique_ptr<LocalEngine>> Create(
-      const std::string& model_dir, std::unique_ptr<kernels::Backend> backend, bool timed = false);
+      const std::string& model_dir, std::unique_ptr<kernels::Backend> backend, bool timed = false,
+      const WeightFormats& formats = {});
 
   ModelRunner* runner() { return runner_.get(); }
   ExpertExchange* exchange() { return exchange_.get(); }  // the experts, in this process

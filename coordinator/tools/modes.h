@@ -35,6 +35,11 @@ bool GenerateModeRequested();  // --prompt given
 absl::Status RunLogitsMode(ModelRunner* runner);
 bool LogitsModeRequested();  // --tokens or --out given
 
+// --perplexity-file, --ctx, --chunks, --chunk-batch: the mean next-token loss over a text file,
+// by llama-perplexity's protocol (perplexity_mode.cc says how), printed as it goes.
+absl::Status RunPerplexityMode(ModelRunner* runner, const std::string& model_dir);
+bool PerplexityModeRequested();  // --perplexity-file given
+
 // --batch, --bench-prompt-tokens, --bench-decode-tokens, --bandwidth-mib. exchange: the cluster
 // exchange's running sums (null in a single process), reset and printed per phase.
 absl::Status RunBenchMode(ModelRunner* runner, const ModelWeights& weights, OpTimes* times,

@@ -12,7 +12,8 @@ int main(int argc, char** argv) {
                         "[--bench-decode-tokens 32] [--threads N] [--device cpu|cuda] [--cpu-numerics fast|f32]");
   auto backend = cli::MakeBackend(cli::DeviceFlags());
   if (!backend.ok()) return cli::Fail(backend.status());
-  auto engine = LocalEngine::Create(cli::ModelDir(), *std::move(backend), /*timed=*/true);
+  auto engine = LocalEngine::Create(cli::ModelDir(), *std::move(backend), /*timed=*/true,
+                                    cli::QuantizeFlag());
   if (!engine.ok()) return cli::Fail(engine.status());
   auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);
   if (!trace.ok()) return cli::Fail(trace.status());

@@ -10,7 +10,8 @@ int main(int argc, char** argv) {
   cli::Init(argc, argv, "moe-generate --model DIR --prompt TEXT [--max-new-tokens N ...] [--device cpu|cuda]");
   auto backend = cli::MakeBackend(cli::DeviceFlags());
   if (!backend.ok()) return cli::Fail(backend.status());
-  auto engine = LocalEngine::Create(cli::ModelDir(), *std::move(backend));
+  auto engine = LocalEngine::Create(cli::ModelDir(), *std::move(backend), /*timed=*/false,
+                                    cli::QuantizeFlag());
   if (!engine.ok()) return cli::Fail(engine.status());
   auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);
   if (!trace.ok()) return cli::Fail(trace.status());

@@ -11,7 +11,8 @@ int main(int argc, char** argv) {
   if (!cli::LogitsModeRequested()) return cli::Fail(absl::InvalidArgumentError("--tokens is empty"));
   auto backend = cli::MakeBackend(cli::DeviceFlags());
   if (!backend.ok()) return cli::Fail(backend.status());
-  auto engine = LocalEngine::Create(cli::ModelDir(), *std::move(backend));
+  auto engine = LocalEngine::Create(cli::ModelDir(), *std::move(backend), /*timed=*/false,
+                                    cli::QuantizeFlag());
   if (!engine.ok()) return cli::Fail(engine.status());
   auto trace = cli::OpenRoutingTrace((*engine)->runner(), /*placement=*/nullptr);
   if (!trace.ok()) return cli::Fail(trace.status());

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/packed_matmul.h"
+#include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/simd_kernels.h"
 
 namespace moe::kernels {
@@ -61,7 +62,10 @@ class CpuBackendImpl final : public Backend {
     if (bytes > 0 && dst != src) std::memmove(dst, src, bytes);
   }
 
-  absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, WeightUse use) override {
+  absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, WeightUse use,
+                                      WeightFormat format) override {
+    const DType held = HeldDType(w.dtype, format);
+    if (IsQuantized(held)) return UploadQuantized(w, use, held);
     if (use == WeightUse::kLookup) return w;
     WeightMatrix source = w;
     std::unique_ptr<WeightBuffer> widened;
@@ -148,6 +152,34 @@ class CpuBackendImpl final : public Backend {
   absl::Status Sync() override { return absl::OkStatus(); }
 
  private:
+  // A weight held quantized: packed into the quantized kernels' panels, quantized on the way
+  // when it is 16/32-bit.
+  absl::StatusOr<WeightMatrix> UploadQuantized(const WeightMatrix& w, WeightUse use, DType held) {
+    if (use != WeightUse::kMatMul) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a ", w.rows, "x", w.cols, " weight used for ",
+          use == WeightUse::kLookup ? "embedding lookups" : "float32 products (the router)",
+          " cannot be held as ", DTypeName(held)));
+    }
+    if (IsQuantized(w.dtype) && w.dtype != held) {
+      return absl::InvalidArgumentError(absl::StrCat("a weight stored as ", DTypeName(w.dtype),
+                                                     " cannot be held as ", DTypeName(held),
+                                                     ": quantize the 16-bit checkpoint instead"));
+    }
+    if (!quant::Available()) {
+      return absl::FailedPreconditionError(
+          "quantized weights (int8, int4) need a CPU with AVX2, FMA and F16C; this one lacks them");
+    }
+    const size_t bytes = quant::PackedBytes(held, w.rows, w.cols);
+    std::unique_ptr<WeightBuffer> buffer = WeightBuffer::Allocate(bytes);
+    if (buffer == nullptr) return OutOfMemory(w, bytes);
+    const WeightMatrix packed = IsQuantized(w.dtype)
+                                    ? quant::Pack(w, buffer->data())
+                                    : quant::QuantizeAndPack(w, held, buffer->data());
+    Keep(std::move(buffer));
+    return packed;
+  }
+
   static absl::Status OutOfMemory(const WeightMatrix& w, size_t bytes) {
     return absl::ResourceExhaustedError(absl::StrCat("out of memory for a ", w.rows, "x", w.cols,
                                                      " weight's packed copy (", bytes, " bytes)"));

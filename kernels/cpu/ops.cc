@@ -1,6 +1,8 @@
 // The fast CPU versions of kernels/ops.h: the packed AVX-512 kernels for products where the CPU
 // has them, Highway for memory-bound loops, OpenBLAS for attention's products and the fallback
 // products, the shared thread pool for parallelism.
+#include "kernels/ops.h"
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -9,9 +11,10 @@
 #include <vector>
 
 #include "kernels/cpu/packed_matmul.h"
+#include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/simd_kernels.h"
 #include "kernels/cpu/thread_pool.h"
-#include "kernels/ops.h"
+#include "kernels/quant.h"
 
 namespace moe::kernels {
 namespace {
@@ -24,6 +27,11 @@ std::vector<float>& ThreadScratch(size_t n) {
   if (buf.size() < n) buf.resize(n);
   return buf;
 }
+
+// Row-major matrices this small (a router: one row per expert) always take the GEMV, whose rows
+// come out the same for every m: routing then does not depend on which rows share the batch, on
+// CPUs without the packed kernels too. Cheap: such a product is a sliver of a step.
+constexpr int64_t kGemvAlwaysRows = 256;
 
 // Small batches (decode): stream every weight row once, converting on the fly.
 void MatMulGemv(const float* x, int64_t m, const WeightMatrix& w, float* y) {
@@ -76,11 +84,18 @@ void MatMulTiled(const float* x, int64_t m, const WeightMatrix& w, float* y) {
 
 void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y, MatMulNumerics numerics) {
   if (m <= 0 || w.rows <= 0) return;
-  if (w.layout == WeightLayout::kCpuPanels) {
+  if (IsQuantized(w.dtype)) {
+    // Packed by the backend; a row-major quantized matrix (a test's) takes the reference.
+    if (w.layout == WeightLayout::kCpuPanels) {
+      quant::MatMul(x, m, w, y);
+    } else {
+      reference::QuantizedMatMul(x, m, w, y);
+    }
+  } else if (w.layout == WeightLayout::kCpuPanels) {
     packed::MatMul(x, m, w, y,
                    numerics == MatMulNumerics::kRoundActivations ? packed::Bf16Products()
                                                                  : packed::Products::kFloat32);
-  } else if (m <= simd::kMaxGemvRows) {
+  } else if (m <= simd::kMaxGemvRows || w.rows <= kGemvAlwaysRows) {
     MatMulGemv(x, m, w, y);
   } else {
     MatMulTiled(x, m, w, y);
@@ -141,8 +156,40 @@ void Softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
+namespace {
+
+// Decode (a few new rows per sequence): row by row, straight from the cache, one task per KV head
+// and its query heads. Two BLAS calls per head and row cost more than the arithmetic of a row.
+void AttentionFewRows(const float* q, const float* k_cache, const float* v_cache,
+                      const AttentionShape& s, float* out) {
+  const int group = s.n_heads / s.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+  const int64_t q_stride = static_cast<int64_t>(s.n_heads) * s.head_dim;
+  const int64_t kv_stride = static_cast<int64_t>(s.n_kv_heads) * s.head_dim;
+  ParallelFor(s.n_kv_heads, [&](int64_t kvh) {
+    std::vector<float>& scores = ThreadScratch(static_cast<size_t>(s.first_pos + s.n_new));
+    for (int64_t i = 0; i < s.n_new; ++i) {
+      const int64_t pos = s.first_pos + i;
+      const int64_t lo = s.window > 0 ? std::max<int64_t>(0, pos - s.window + 1) : 0;
+      const float* k = k_cache + lo * kv_stride + kvh * s.head_dim;
+      const float* v = v_cache + lo * kv_stride + kvh * s.head_dim;
+      for (int g = 0; g < group; ++g) {
+        const int64_t h = kvh * group + g;
+        simd::AttendRow(q + i * q_stride + h * s.head_dim, k, v, kv_stride, pos - lo + 1,
+                        s.head_dim, scale, scores.data(), out + i * q_stride + h * s.head_dim);
+      }
+    }
+  });
+}
+
+// Rows per sequence up to which AttentionFewRows runs.
+constexpr int64_t kFewRows = 8;
+
+}  // namespace
+
 void Attention(const float* q, const float* k_cache, const float* v_cache,
                const AttentionShape& s, float* out) {
+  if (s.n_new <= kFewRows) return AttentionFewRows(q, k_cache, v_cache, s, out);
   // Query rows go in blocks, each against only the keys some row of the block can see, so the
   // score scratch is at most kQueryBlock x context per thread, however long the prompt.
   constexpr int64_t kQueryBlock = 256;

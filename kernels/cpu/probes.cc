@@ -1,5 +1,7 @@
 #include "kernels/cpu/probes.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <chrono>
 #include <vector>
@@ -54,6 +56,47 @@ __attribute__((target("avx512f"))) float F32FmaLoop(int64_t iterations) {
   __m512 sum = acc[0];
   for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
   return _mm512_cvtss_f32(sum);  // any use of every chain keeps the loop
+}
+
+// The AVX2 versions, for CPUs without AVX-512: float32 FMAs on 8 lanes (16 FLOP), and the
+// quantized kernels' integer product, vpmaddubsw (32 multiply-adds of unsigned x signed bytes
+// into int16 pairs, 64 operations). 12 chains: the 16 registers hold them with the operands.
+constexpr int kAvx2Chains = 12;
+
+__attribute__((target("avx2,fma"))) float F32FmaLoopAvx2(int64_t iterations) {
+  __m256 acc[kAvx2Chains];
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  __m256 a = _mm256_set1_ps(1.0f), b = _mm256_set1_ps(1e-3f);
+  for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kAvx2Chains; ++i) acc[i] = _mm256_fmadd_ps(a, b, acc[i]);
+    __asm__ volatile("" : "+x"(a), "+x"(b));
+  }
+  __m256 sum = acc[0];
+  for (int i = 1; i < kAvx2Chains; ++i) sum = _mm256_add_ps(sum, acc[i]);
+  return _mm256_cvtss_f32(sum);
+}
+
+// Each chain feeds its product back in as the next unsigned operand: distinct operands, so the
+// compiler cannot fold the chains' identical products into one (which measured the adds, not the
+// multiplies), and 12 chains cover the instruction's latency.
+__attribute__((target("avx2"))) float Int8DotLoopAvx2(int64_t iterations) {
+  __m256i x[kAvx2Chains];
+  for (int i = 0; i < kAvx2Chains; ++i) x[i] = _mm256_set1_epi8(static_cast<char>(i + 1));
+  __m256i b = _mm256_set1_epi8(1);
+  for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kAvx2Chains; ++i) x[i] = _mm256_maddubs_epi16(x[i], b);
+    __asm__ volatile("" : "+x"(b));
+  }
+  __m256i sum = x[0];
+  for (int i = 1; i < kAvx2Chains; ++i) sum = _mm256_xor_si256(sum, x[i]);
+  return static_cast<float>(_mm256_extract_epi16(sum, 0));
+}
+
+bool HasAvx2Fma() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0;
 }
 
 // 4 independent tile accumulators (tiles 0-3) fed from tiles 4-7: 4 x 16 x 16 outputs, each a
@@ -114,7 +157,13 @@ double Peak(float (*loop)(int64_t), double flop_per_iteration, int64_t iteration
 
 double MeasureReadBandwidth(int64_t bytes) {
   const int64_t n = bytes / 4;
-  std::vector<float> buf(static_cast<size_t>(n));
+  // In transparent huge pages where the kernel gives them, as the CPU backend holds weights: 4 KiB
+  // pages cost the probe a TLB miss per page that the weights' reads do not pay.
+  void* mapped = ::mmap(nullptr, static_cast<size_t>(n) * 4, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) return 0;
+  ::madvise(mapped, static_cast<size_t>(n) * 4, MADV_HUGEPAGE);
+  float* buf = static_cast<float*>(mapped);
   const int64_t tasks = CpuThreads();
   ParallelFor(tasks, [&](int64_t t) {  // first touch from the threads that will read
     for (int64_t i = t * n / tasks; i < (t + 1) * n / tasks; ++i) buf[i] = 1.0f;
@@ -125,12 +174,13 @@ double MeasureReadBandwidth(int64_t bytes) {
     const auto start = Clock::now();
     ParallelFor(tasks, [&](int64_t t) {
       const int64_t b = t * n / tasks, e = (t + 1) * n / tasks;
-      sums[t] = simd::Sum(buf.data() + b, e - b);
+      sums[t] = simd::Sum(buf + b, e - b);
     });
     best = std::max(best, static_cast<double>(bytes) / Seconds(start, Clock::now()));
   }
   volatile float sink = sums[0];
   (void)sink;
+  ::munmap(mapped, static_cast<size_t>(n) * 4);
   return best;
 }
 
@@ -139,7 +189,11 @@ double MeasureBf16DotPeak() {
   return packed::Available() && packed::HasBf16Dot() ? Peak(Bf16DotLoop, 64 * kChains, kIterations) : 0;
 }
 double MeasureF32FmaPeak() {
-  return packed::Available() ? Peak(F32FmaLoop, 32 * kChains, kIterations) : 0;
+  if (packed::Available()) return Peak(F32FmaLoop, 32 * kChains, kIterations);
+  return HasAvx2Fma() ? Peak(F32FmaLoopAvx2, 16 * kAvx2Chains, kIterations) : 0;
+}
+double MeasureInt8DotPeak() {
+  return HasAvx2Fma() ? Peak(Int8DotLoopAvx2, 64 * kAvx2Chains, kIterations) : 0;
 }
 double MeasureAmxBf16Peak() {
   return packed::HasAmx() ? Peak(AmxLoop, 4 * 16 * 16 * 32 * 2, kAmxIterations) : 0;
@@ -148,6 +202,7 @@ double MeasureAmxBf16Peak() {
 double MeasureBf16DotPeak() { return 0; }
 double MeasureAmxBf16Peak() { return 0; }
 double MeasureF32FmaPeak() { return 0; }
+double MeasureInt8DotPeak() { return 0; }
 #endif
 
 }  // namespace moe::kernels

@@ -8,15 +8,15 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 
 namespace moe::kernels::reference {
 
 void MatMul(const float* x, int64_t m, const WeightMatrix& w, float* y) {
   std::vector<float> row(static_cast<size_t>(w.cols));
-  const int64_t elem = DTypeSize(w.dtype);
   for (int64_t j = 0; j < w.rows; ++j) {
-    ConvertRowToF32Scalar(w.dtype, static_cast<const char*>(w.data) + j * w.cols * elem, w.cols,
-                          row.data());
+    // Quantized weights dequantized exactly; x as it is (not quantized).
+    DequantizeRow(w, j, row.data());
     for (int64_t i = 0; i < m; ++i) {
       double acc = 0;  // double: the reference should be the most accurate party in a comparison
       for (int64_t c = 0; c < w.cols; ++c) acc += static_cast<double>(x[i * w.cols + c]) * row[c];

@@ -1,12 +1,15 @@
 // Compiled once per instruction set by Highway's foreach_target; see simd_kernels.h.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/simd_kernels.cc"
+// clang-format off: foreach_target re-includes this file, so the order is Highway's.
 #include <cmath>
 
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "hwy/cache_control.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "kernels/cpu/simd_kernels.h"
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace moe::kernels::simd {
@@ -100,6 +103,9 @@ void GemvRowsImpl(const float* x, int m, const WeightMatrix& w, int64_t row_begi
     case DType::kF32: return GemvDispatchM<DType::kF32>(x, m, w, row_begin, row_end, y, ldy);
     case DType::kBF16: return GemvDispatchM<DType::kBF16>(x, m, w, row_begin, row_end, y, ldy);
     case DType::kF16: return GemvDispatchM<DType::kF16>(x, m, w, row_begin, row_end, y, ldy);
+    case DType::kI8:
+    case DType::kQ4:
+      break;  // quantized weights take kernels/cpu/quant_matmul.h
   }
 }
 
@@ -117,6 +123,9 @@ void ConvertToF32Impl(DType t, const void* src, int64_t n, float* dst) {
     case DType::kF32: return ConvertTyped<DType::kF32>(src, n, dst);
     case DType::kBF16: return ConvertTyped<DType::kBF16>(src, n, dst);
     case DType::kF16: return ConvertTyped<DType::kF16>(src, n, dst);
+    case DType::kI8:
+    case DType::kQ4:
+      break;  // quantized rows need their scales (DequantizeRow)
   }
 }
 
@@ -159,6 +168,9 @@ float SumImpl(const float* x, int64_t n) {
   auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
   int64_t i = 0;
   for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    // 8 KiB ahead, as the quantized kernels ask for their panels: a probe that read less well
+    // than the kernels would put them above 100% of "the bandwidth".
+    hwy::Prefetch(x + i + 2048);
     a0 = hn::Add(a0, hn::LoadU(df, x + i));
     a1 = hn::Add(a1, hn::LoadU(df, x + i + lanes));
     a2 = hn::Add(a2, hn::LoadU(df, x + i + 2 * lanes));
@@ -167,6 +179,50 @@ float SumImpl(const float* x, int64_t n) {
   float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
   for (; i < n; ++i) sum += x[i];
   return sum;
+}
+
+void AttendRowImpl(const float* q, const float* k, const float* v, int64_t stride, int64_t n_keys,
+                   int64_t d, float scale, float* scores, float* out) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t whole = d / lanes * lanes;
+  float max = -HUGE_VALF;
+  for (int64_t p = 0; p < n_keys; ++p) {
+    const float* kp = k + p * stride;
+    auto acc = hn::Zero(df);
+    for (int64_t i = 0; i < whole; i += lanes)
+      acc = hn::MulAdd(hn::LoadU(df, q + i), hn::LoadU(df, kp + i), acc);
+    float dot = hn::GetLane(hn::SumOfLanes(df, acc));
+    for (int64_t i = whole; i < d; ++i) dot += q[i] * kp[i];
+    scores[p] = dot * scale;
+    max = std::max(max, scores[p]);
+  }
+  const auto vmax = hn::Set(df, max);
+  auto vsum = hn::Zero(df);
+  int64_t p = 0;
+  for (; p + lanes <= n_keys; p += lanes) {
+    // Clamped: Highway's Exp is specified down to about -87, where the weight is 0 anyway.
+    const auto e =
+        hn::Exp(df, hn::Max(hn::Sub(hn::LoadU(df, scores + p), vmax), hn::Set(df, -87.0f)));
+    hn::StoreU(e, df, scores + p);
+    vsum = hn::Add(vsum, e);
+  }
+  float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
+  for (; p < n_keys; ++p) {
+    scores[p] = std::exp(scores[p] - max);
+    sum += scores[p];
+  }
+  const float inverse = 1.0f / sum;
+  for (int64_t i = 0; i < d; ++i) out[i] = 0.0f;
+  for (p = 0; p < n_keys; ++p) {
+    const float* vp = v + p * stride;
+    const float weight = scores[p] * inverse;
+    const auto w = hn::Set(df, weight);
+    for (int64_t i = 0; i < whole; i += lanes) {
+      hn::StoreU(hn::MulAdd(w, hn::LoadU(df, vp + i), hn::LoadU(df, out + i)), df, out + i);
+    }
+    for (int64_t i = whole; i < d; ++i) out[i] += weight * vp[i];
+  }
 }
 
 const char* TargetNameImpl() { return hwy::TargetName(HWY_TARGET); }
@@ -184,6 +240,7 @@ HWY_EXPORT(RmsNormRowImpl);
 HWY_EXPORT(SiluMulImpl);
 HWY_EXPORT(TargetNameImpl);
 HWY_EXPORT(SumImpl);
+HWY_EXPORT(AttendRowImpl);
 
 void GemvRows(const float* x, int m, const WeightMatrix& w, int64_t row_begin, int64_t row_end,
               float* y, int64_t ldy) {
@@ -199,6 +256,10 @@ void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
   HWY_DYNAMIC_DISPATCH(SiluMulImpl)(gate, up, n, out);
 }
 const char* TargetName() { return HWY_DYNAMIC_DISPATCH(TargetNameImpl)(); }
+void AttendRow(const float* q, const float* k, const float* v, int64_t stride, int64_t n_keys,
+               int64_t d, float scale, float* scores, float* out) {
+  HWY_DYNAMIC_DISPATCH(AttendRowImpl)(q, k, v, stride, n_keys, d, scale, scores, out);
+}
 float Sum(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(SumImpl)(x, n); }
 
 }  // namespace moe::kernels::simd

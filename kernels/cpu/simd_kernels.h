@@ -26,6 +26,12 @@ void RmsNormRow(const float* x, const float* weight, int64_t n, float eps, float
 // out[n] = silu(gate[n]) * up[n]
 void SiluMul(const float* gate, const float* up, int64_t n, float* out);
 
+// One query row of one head against n_keys keys: out[d] = softmax(scale * q . k_p) . v_p, with
+// k_p = k + p * stride and v_p likewise (a KV cache's rows for one KV head). scores: [n_keys]
+// scratch.
+void AttendRow(const float* q, const float* k, const float* v, int64_t stride, int64_t n_keys,
+               int64_t d, float scale, float* scores, float* out);
+
 // Sum of x[n] with independent vector accumulators: a read-bandwidth probe for benchmarks.
 float Sum(const float* x, int64_t n);
 

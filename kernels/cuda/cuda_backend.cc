@@ -91,7 +91,15 @@ class CudaBackend final : public Backend {
     }
   }
 
-  absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, WeightUse use) override {
+  absl::StatusOr<WeightMatrix> Upload(const WeightMatrix& w, WeightUse use,
+                                      WeightFormat format) override {
+    if (IsQuantized(HeldDType(w.dtype, format))) {
+      return absl::UnimplementedError(
+          absl::StrCat("the CUDA backend holds no quantized weights yet (asked for ",
+                       DTypeName(HeldDType(w.dtype, format)),
+                       "): run quantized experts on the CPU "
+                       "(--device cpu) or hold them as stored"));
+    }
     WeightMatrix out = w;
     const int64_t n = w.rows * w.cols;
     std::vector<float> widened;

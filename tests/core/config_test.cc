@@ -44,6 +44,32 @@ void ExpectError(std::string json, const std::string& fragment) {
   EXPECT_NE(std::string(c.status().message()).find(fragment), std::string::npos) << c.status();
 }
 
+std::string WithQuantization(const std::string& block) {
+  std::string j = kValid;
+  j.replace(j.rfind('}'), 1, ", \"quantization_config\": " + block + "}");
+  return j;
+}
+
+// moe-quantize's own block loads; another method's (a hub GPTQ checkpoint) or another version
+// of ours is refused up front, saying what it is.
+TEST(ConfigTest, QuantizationConfigMustBeOurs) {
+  EXPECT_TRUE(ParseMixtralConfig(
+                  WithQuantization(
+                      R"({"quant_method": "moe-cluster", "format_version": 1, "group_size": 64})"))
+                  .ok());
+  EXPECT_TRUE(ParseMixtralConfig(WithQuantization("null")).ok());
+  ExpectError(WithQuantization(R"({"quant_method": "gptq", "bits": 4, "group_size": 128})"),
+              "names quant_method 'gptq', which this build cannot load");
+  ExpectError(WithQuantization(R"({"bits": 4})"), "quant_method '(none)'");
+  ExpectError(WithQuantization(R"({"quant_method": 7})"), "quant_method '7'");
+  ExpectError(
+      WithQuantization(R"({"quant_method": "moe-cluster", "format_version": 2, "group_size": 64})"),
+      "is format_version 2, group_size 64; this build reads format_version 1, group_size 64");
+  ExpectError(WithQuantization(R"({"quant_method": "moe-cluster", "format_version": 1})"),
+              "group_size (none)");
+  ExpectError(WithQuantization("[]"), "'quantization_config' must be an object");
+}
+
 std::string Replace(std::string s, const std::string& from, const std::string& to) {
   s.replace(s.find(from), from.size(), to);
   return s;

@@ -9,7 +9,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "core/quantized_checkpoint.h"
 #include "gtest/gtest.h"
+#include "kernels/quant.h"
 #include "nlohmann/json.hpp"
 
 namespace moe {
@@ -52,7 +54,9 @@ void WriteSafetensors(const std::string& path, const TensorMap& tensors) {
   nlohmann::json header = nlohmann::json::object();
   int64_t offset = 0;
   for (const auto& [name, t] : tensors) {
-    int64_t n = t.dtype == "F32" || t.dtype == "I32" ? 4 : 2;
+    int64_t n = t.dtype == "F32" || t.dtype == "I32" ? 4
+                : t.dtype == "I8" || t.dtype == "U8" ? 1
+                                                     : 2;
     for (int64_t d : t.shape) n *= d;
     header[name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + n}}};
     offset += n;
@@ -162,6 +166,99 @@ TEST(ModelWeightsTest, RejectsBrokenCheckpoints) {
   auto w = LoadModelWeights(bad_index);
   ASSERT_FALSE(w.ok());
   EXPECT_NE(std::string(w.status().message()).find("plain file name"), std::string::npos);
+}
+
+// Quantized checkpoints (core/quantized_checkpoint.h) written from a 16-bit one and read back:
+// each class as asked, with its scales beside it, the rest as it was.
+TEST(QuantizedCheckpointTest, WritesAndLoadsEveryClass) {
+  const std::string src = FreshDir("q_src");
+  WriteSafetensors(src + "/model.safetensors", Mixtral());
+  const std::string out = ::testing::TempDir() + "/mw_q_out";
+  QuantizeCheckpointOptions options;
+  options.formats = *ParseWeightFormats("experts=int4,attention=int4,lm_head=int8");
+  ASSERT_TRUE(QuantizeCheckpoint(src, out, options).ok());
+  auto w = LoadModelWeights(out);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const LayerWeights& l1 = (*w)->layers[1];
+  EXPECT_EQ(l1.experts[2].w2.dtype, DType::kQ4);
+  EXPECT_EQ(l1.experts[2].w2.cols, kInter);
+  EXPECT_NE(l1.experts[2].w2.mins, nullptr);
+  EXPECT_EQ(l1.attention.o_proj.dtype, DType::kQ4);
+  EXPECT_EQ(l1.attention.router.dtype, DType::kF32);  // the router stays as stored
+  EXPECT_EQ((*w)->lm_head.dtype, DType::kI8);
+  EXPECT_EQ((*w)->embed.dtype, DType::kF32);
+  EXPECT_EQ((*w)->expert_dtype, DType::kQ4);
+  // Every byte of the source is 0x3f, so each weight is the same value, held exactly.
+  const auto source = LoadModelWeights(src);
+  ASSERT_TRUE(source.ok());
+  std::vector<float> want(kInter), got(kInter);
+  DequantizeRow((*source)->layers[1].experts[2].w2, 3, want.data());
+  DequantizeRow(l1.experts[2].w2, 3, got.data());
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(DescribeHeldWeights(**w), "experts INT4, attention INT4, lm_head INT8");
+  // Held as stored, and asked for another format: refused at load, naming the tensor.
+  LoadOptions as_int8;
+  as_int8.formats = *ParseWeightFormats("experts=int8");
+  auto refused = LoadModelWeights(out, as_int8);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(
+      std::string(refused.status().message()).find("is stored as INT4 and cannot be held as int8"),
+      std::string::npos)
+      << refused.status();
+  // A quantized checkpoint is not quantized again.
+  const absl::Status again = QuantizeCheckpoint(out, out + "2", options);
+  EXPECT_NE(std::string(again.message()).find("is already quantized"), std::string::npos) << again;
+}
+
+TEST(QuantizedCheckpointTest, ShardsAndTiedOutputLayer) {
+  const std::string src = FreshDir("q_tied");
+  std::ofstream(src + "/config.json")
+      << nlohmann::json{{"hidden_size", kHidden},        {"intermediate_size", kInter},
+                        {"num_hidden_layers", kLayers},  {"num_attention_heads", kHeads},
+                        {"num_key_value_heads", kKv},    {"num_local_experts", kExperts},
+                        {"num_experts_per_tok", 2},      {"vocab_size", kVocab},
+                        {"max_position_embeddings", 64}, {"tie_word_embeddings", true}};
+  TensorMap t = Mixtral();
+  t.erase("lm_head.weight");
+  WriteSafetensors(src + "/model.safetensors", t);
+  const std::string out = ::testing::TempDir() + "/mw_q_tied_out";
+  QuantizeCheckpointOptions options;
+  options.formats = *ParseWeightFormats("lm_head=int8");
+  options.shard_bytes = 600;  // a shard every few tensors
+  ASSERT_TRUE(QuantizeCheckpoint(src, out, options).ok());
+  auto w = LoadModelWeights(out);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_GT((*w)->files.size(), 2u);
+  EXPECT_EQ((*w)->embed.dtype, DType::kF32);   // kept for the lookups
+  EXPECT_EQ((*w)->lm_head.dtype, DType::kI8);  // written apart as lm_head.weight
+  EXPECT_EQ((*w)->layers[0].experts[0].w1.dtype, DType::kBF16);
+  std::ifstream config(out + "/config.json");
+  const auto j = nlohmann::json::parse(config);
+  EXPECT_EQ(j["quantization_config"]["lm_head"], "int8");
+  EXPECT_EQ(j["quantization_config"]["experts"], "stored");
+}
+
+TEST(QuantizedCheckpointTest, RejectsBrokenQuantizedTensors) {
+  TensorMap t = Mixtral();
+  const std::string w1 = "model.layers.0.block_sparse_moe.experts.1.w1.weight";
+  t[w1] = {"I8", {kInter, kHidden}};
+  ExpectLoadError("q_noscale", t, "missing tensor '" + w1 + "_scale'");
+  t[w1 + "_scale"] = {"F32", {kInter + 1}};
+  ExpectLoadError("q_badscale", t, "'" + w1 + "_scale' is F32 [13]; expected F32 [12]");
+  t = Mixtral();
+  t[w1] = {"U8", {kInter, kHidden}};  // INT4 holds two levels a byte: [12, 4]
+  t[w1 + "_scale"] = {"F16", {kInter, 1}};
+  t[w1 + "_min"] = {"F16", {kInter, 1}};
+  ExpectLoadError("q_int4_shape", t, "'" + w1 + "' is U8 [12, 8]; expected U8 [12, 4]");
+  // The router and the embedding are never quantized: integers there are refused at load.
+  t = Mixtral();
+  const std::string gate = "model.layers.1.block_sparse_moe.gate.weight";
+  t[gate] = {"I8", {kExperts, kHidden}};
+  t[gate + "_scale"] = {"F32", {kExperts}};
+  ExpectLoadError("q_router", t, "'" + gate + "' has dtype I8; expected F32, BF16 or F16");
+  t = Mixtral();
+  t["model.embed_tokens.weight"] = {"U8", {kVocab, kHidden / 2}};
+  ExpectLoadError("q_embed", t, "'model.embed_tokens.weight' has dtype U8");
 }
 
 }  // namespace

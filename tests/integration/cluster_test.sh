@@ -11,20 +11,22 @@ source "$SRC/tests/integration/test_lib.sh"
 
 # logits_case NAME MODEL WORKERS [PLACEMENT [COORDINATOR-ARGS [TOKENS [LOG-PATTERN]]]]: prefill and
 # incremental, cluster vs single process. TOKENS (--tokens) defaults to the golden's second prompt;
-# LOG-PATTERN, when given, must appear in the cluster's output.
+# LOG-PATTERN, when given, must appear in the cluster's output. QUANTIZE (environment), when set,
+# is both sides' --quantize.
 logits_case() {
   local name=$1 model=$2 workers=$3 placement=${4:-}
   local coord=(${5:-})
   local tokens=${6:-} pattern=${7:-}
   [[ -n $tokens ]] ||
     tokens=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$model/golden.json'))['prompts'][1])))")
-  local extra=()
+  local extra=() quant=()
   [[ -n $placement ]] && extra=(--placement "$placement")
+  [[ -n ${QUANTIZE:-} ]] && quant=(--quantize "$QUANTIZE")
   for mode in prefill incremental; do
     local inc=()
     [[ $mode == incremental ]] && inc=(--incremental)
-    "$BIN/moe-logits" --model "$model" --tokens "$tokens" --out "$WORK/single.npy" "${inc[@]}"
-    if "$LAUNCH" --model "$model" --workers "$workers" "${extra[@]}" -- "${coord[@]}" --tokens "$tokens" \
+    "$BIN/moe-logits" --model "$model" --tokens "$tokens" --out "$WORK/single.npy" "${inc[@]}" "${quant[@]}"
+    if "$LAUNCH" --model "$model" --workers "$workers" "${extra[@]}" "${quant[@]}" -- "${coord[@]}" --tokens "$tokens" \
          --out "$WORK/cluster.npy" "${inc[@]}" >"$WORK/log.txt" 2>&1; then
       if [[ -n $pattern ]] && ! grep -q -- "$pattern" "$WORK/log.txt"; then
         fail "$name W=$workers $mode: the cluster's output lacks '$pattern': $(tail -3 "$WORK/log.txt")"
@@ -81,6 +83,31 @@ logits_case "e8_top2_bf16 4 sequences --overlap on" "$G/e8_top2_bf16" 3 "" "--ov
   "steps ran as two micro-batches"
 logits_case "e8_top2_bf16 4 sequences --overlap on, every expert on both workers" "$G/e8_top2_bf16" 2 \
   "$WORK/replicas-all.json" "--expert-slots 8 --overlap on" "$four" "steps ran as two micro-batches"
+
+# Quantized weights (--quantize): the workers hold their experts quantized, the coordinator its
+# attention and lm_head, and the cluster's logits equal the single process's at the same format
+# (the quantized kernels are batch invariant, so the workers' batches change nothing); with
+# replicas; and from a quantized checkpoint (moe-quantize), whose logits equal quantizing at load.
+for q in int8 int4 "experts=int4,attention=int8,lm_head=stored"; do
+  QUANTIZE=$q logits_case "e8_top2_bf16 --quantize $q" "$G/e8_top2_bf16" 3
+done
+QUANTIZE=int4 logits_case "swa_gqa4 --quantize int4, hot experts replicated" "$G/swa_gqa4" 3 \
+  "$WORK/replicas-hot.json" "--expert-slots 5"
+"$BIN/moe-quantize" --model "$G/e8_top2_bf16" --out "$WORK/e8-int4" --quantize int4 >/dev/null 2>&1
+cp "$G/e8_top2_bf16/golden.json" "$WORK/e8-int4/"
+tokens=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$G/e8_top2_bf16/golden.json'))['prompts'][1])))")
+"$BIN/moe-logits" --model "$G/e8_top2_bf16" --tokens "$tokens" --out "$WORK/at-load.npy" --quantize int4
+if "$LAUNCH" --model "$WORK/e8-int4" --workers 2 -- --tokens "$tokens" --out "$WORK/from-file.npy" \
+     >"$WORK/log.txt" 2>&1 && r=$(compare "$WORK/from-file.npy" "$WORK/at-load.npy" 1e-30); then
+  pass "an INT4 checkpoint through the cluster == quantizing at load in one process ($r)"
+else
+  fail "an INT4 checkpoint through the cluster: ${r:-$(tail -5 "$WORK/log.txt")}"
+fi
+if grep -q "experts INT4" "$WORK/log.txt"; then
+  pass "the start-up table says how each rank holds its weights: $(grep -m1 'experts INT4' "$WORK/log.txt")"
+else
+  fail "the start-up table does not show the workers' INT4 experts: $(head -8 "$WORK/log.txt")"
+fi
 
 # The trained default (deploy/models/pystd) through the cluster: with float32 products every
 # greedy continuation is transformers' own, token for token (tests/golden/pystd/golden.json,
@@ -186,6 +213,12 @@ expect_failure "an unknown exchange" "--exchange must be auto, mpi or nccl, got 
   --model "$M" --workers 2 -- --exchange pigeon --tokens 1,2 --out "$WORK/x.npy"
 expect_failure "ranks that multiply differently" "worker rank 1 runs --cpu-numerics fast, the coordinator f32" \
   --model "$M" --workers 2 -- --cpu-numerics f32 --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "ranks holding the experts differently" "worker rank 1 holds the experts as BF16, the coordinator as INT8" \
+  --model "$M" --workers 2 -- --quantize int8 --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "an unknown --quantize" "unknown weight format 'int3'" \
+  --model "$M" --workers 2 --quantize int3 -- --tokens 1,2 --out "$WORK/x.npy"
+expect_failure "an INT4 checkpoint asked to be INT8" "is stored as INT4 and cannot be held as int8" \
+  --model "$WORK/e8-int4" --workers 2 --quantize int8 -- --tokens 1,2 --out "$WORK/x.npy"
 expect_failure "an unknown --cpu-numerics" "--cpu-numerics must be fast or f32, got 'bf8'" \
   --model "$M" --workers 2 --cpu-numerics bf8 -- --tokens 1,2 --out "$WORK/x.npy"
 

@@ -36,16 +36,18 @@ def tokenize(stub, text):
 
 class Streams:
     """The 16 clients of PROMPTS against `model`, with references from moe-generate alone; each
-    generates 24 + i + extra_tokens tokens."""
+    generates 24 + i + extra_tokens tokens. tool_args: more flags for the references' tools (the
+    cluster's --quantize, say)."""
 
-    def __init__(self, harness, model, extra_tokens=0):
-        self.h, self.model, self.extra_tokens = harness, model, extra_tokens
+    def __init__(self, harness, model, extra_tokens=0, tool_args=()):
+        self.h, self.model, self.extra_tokens, self.tool_args = harness, model, extra_tokens, list(tool_args)
         self.refs = [self.reference(PROMPTS[i], **settings(i, extra_tokens)) for i in range(len(PROMPTS))]
 
     def reference(self, prompt, max_tokens, temperature=0.0, top_p=1.0, top_k=0, seed=0):
         out = self.h.run([os.path.join(self.h.bin, "moe-generate"), "--model", self.model, "--prompt", prompt,
                           "--max-new-tokens", str(max_tokens), "--temperature", str(temperature), "--top-p",
-                          str(top_p), "--top-k", str(top_k), "--seed", str(seed), "--print-ids", "--threads", "1"])
+                          str(top_p), "--top-k", str(top_k), "--seed", str(seed), "--print-ids", "--threads", "1",
+                          *self.tool_args])
         return [int(x) for x in out.strip().split(",") if x]
 
     def near_tie(self, prompt_ids, ref, got):
@@ -57,7 +59,7 @@ class Streams:
             return False
         out = os.path.join(self.h.work, "tie.npy")
         self.h.run([os.path.join(self.h.bin, "moe-logits"), "--model", self.model, "--tokens",
-                    ",".join(map(str, prompt_ids + ref[:k])), "--out", out])
+                    ",".join(map(str, prompt_ids + ref[:k])), "--out", out, *self.tool_args])
         row = np.load(out)[-1]
         gap = abs(float(row[ref[k]]) - float(row[got[k]]))
         print(f"  diverged at token {k}: logits {row[ref[k]]:.6f} vs {row[got[k]]:.6f} (gap {gap:.2e})")

@@ -2,6 +2,8 @@
 // inputs at awkward sizes: the CPU backend always, the CUDA backend when this machine has a GPU
 // (otherwise those cases skip, saying why). Buffers go in and out through the Backend interface
 // itself, so its copies are tested too.
+#include "kernels/backend.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -12,8 +14,9 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/backend.h"
+#include "kernels/cpu/quant_matmul.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 #include "tests/kernels/test_util.h"
 
 namespace moe::kernels {
@@ -97,6 +100,58 @@ TEST_P(BackendTest, MatMulEveryDType) {
       reference::MatMul(x_ref.data(), m, WeightMatrix{DType::kF32, w.f32.data(), rows, cols}, want.data());
       EXPECT_LT(RelErr(Out(y, want.size()), want), 1e-5) << DTypeName(dtype) << " m=" << m;
     }
+  }
+}
+
+// Quantized at upload (WeightFormat): the CPU's product equals the scalar reference of the
+// quantized arithmetic on the same levels, bit for bit; CUDA refuses, saying so; a weight for
+// lookups or float32 products cannot be quantized.
+TEST_P(BackendTest, MatMulQuantizedAtUpload) {
+  if (GetParam() != "cuda" && !quant::Available()) {
+    GTEST_SKIP() << "SKIP: this CPU lacks AVX2/FMA/F16C: no quantized kernels";
+  }
+  const int64_t rows = 45, cols = 197;
+  Weights w = MakeWeights(DType::kBF16, rows, cols, 13);
+  for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+    auto uploaded = b_->Upload(w.matrix, WeightUse::kMatMul, format);
+    if (GetParam() == "cuda") {
+      ASSERT_FALSE(uploaded.ok());
+      EXPECT_NE(std::string(uploaded.status().message()).find("holds no quantized weights"),
+                std::string::npos);
+      continue;
+    }
+    ASSERT_TRUE(uploaded.ok()) << uploaded.status();
+    EXPECT_EQ(uploaded->dtype, HeldDType(DType::kBF16, format));
+    // The levels the upload computed, row-major, for the reference.
+    const DType dtype = uploaded->dtype;
+    std::vector<uint8_t> q(static_cast<size_t>(QuantDataBytes(dtype, rows, cols)));
+    std::vector<float> scales(rows);
+    std::vector<uint16_t> scales16(static_cast<size_t>(rows * QuantGroups(cols))),
+        mins16(scales16.size());
+    WeightMatrix ref{dtype, q.data(), rows, cols};
+    if (dtype == DType::kI8) {
+      QuantizeRowsInt8(w.matrix, 0, rows, reinterpret_cast<int8_t*>(q.data()), scales.data());
+      ref.scales = scales.data();
+    } else {
+      QuantizeRowsInt4(w.matrix, 0, rows, q.data(), scales16.data(), mins16.data());
+      ref.scales = scales16.data();
+      ref.mins = mins16.data();
+    }
+    for (int64_t m : {1, 4, 33}) {
+      const std::vector<float> x = Random(m * cols, 17 + static_cast<uint32_t>(m));
+      float* y = In(std::vector<float>(static_cast<size_t>(m * rows)));
+      b_->MatMul(In(x), m, *uploaded, y);
+      std::vector<float> want(static_cast<size_t>(m * rows));
+      reference::QuantizedMatMul(x.data(), m, ref, want.data());
+      const std::vector<float> got = Out(y, want.size());
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
+          << WeightFormatName(format) << " m=" << m;
+    }
+    b_->FreeWeight(*uploaded);
+  }
+  if (GetParam() != "cuda") {
+    EXPECT_FALSE(b_->Upload(w.matrix, WeightUse::kLookup, WeightFormat::kInt8).ok());
+    EXPECT_FALSE(b_->Upload(w.matrix, WeightUse::kMatMulF32, WeightFormat::kInt4).ok());
   }
 }
 

@@ -157,7 +157,12 @@ INSTANTIATE_TEST_SUITE_P(
                       std::make_tuple(9, 3, 2, 1, 6, 1),
                       // Several query blocks (256 rows each), with and without a window.
                       std::make_tuple(600, 7, 4, 2, 16, 0), std::make_tuple(600, 7, 4, 2, 16, 100),
-                      std::make_tuple(257, 300, 2, 1, 8, 270)));
+                      std::make_tuple(257, 300, 2, 1, 8, 270),
+                      // Decode rows (AttentionFewRows): Mixtral's heads, a window, 8 rows at once.
+                      std::make_tuple(1, 300, 32, 8, 128, 0),
+                      std::make_tuple(1, 300, 32, 8, 128, 57), std::make_tuple(8, 100, 8, 2, 36, 0),
+                      std::make_tuple(8, 100, 8, 2, 36, 20),
+                      std::make_tuple(9, 100, 8, 2, 36, 20)));
 
 TEST(OpsTest, SlidingWindowHidesOldKeys) {
   // With window 2 the last query sees only the last two values: the first value must not leak.
