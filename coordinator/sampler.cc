@@ -6,16 +6,19 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace moe {
 
 absl::Status SamplingParams::Validate() const {
   if (!(temperature >= 0) || !std::isfinite(temperature)) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature must be >= 0, got ", temperature));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("temperature must be >= 0, got %.9g", temperature));
   }
   if (top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", top_k));
   if (!(top_p > 0 && top_p <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", top_p));
+    // Every digit a float holds: a value just past 1 must not print as 1.
+    return absl::InvalidArgumentError(absl::StrFormat("top_p must be in (0, 1], got %.9g", top_p));
   }
   return absl::OkStatus();
 }

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <optional>
@@ -70,6 +71,7 @@ class Loader {
                                                      rows, ", ", cols, "]"));
     }
     w_->mapped_bytes += t->n_bytes;
+    w_->names[t->data] = name;
     return WeightMatrix{dtype, t->data, rows, cols};
   }
 
@@ -103,6 +105,7 @@ class Loader {
       w_->mapped_bytes += s->n_bytes + mn->n_bytes;
     }
     w_->mapped_bytes += t.n_bytes;
+    w_->names[t.data] = name;
     return m;
   }
 
@@ -116,6 +119,7 @@ class Loader {
     }
     std::vector<float> v(static_cast<size_t>(n));
     ConvertRowToF32Scalar(dtype, t->data, n, v.data());
+    MOE_RETURN_IF_ERROR(CheckFinite(name, WeightMatrix{DType::kF32, v.data(), 1, n}));
     return v;
   }
 
@@ -215,6 +219,65 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string
   return w;
 }
 
+namespace {
+
+// The index of the first element of n whose exponent bits are all ones (an infinity or a NaN),
+// or -1. Integer tests on the bits, which the compiler vectorizes: a memory-bound pass.
+template <typename Bits>
+int64_t FirstNonFinite(const void* data, int64_t n, Bits exponent) {
+  const Bits* p = static_cast<const Bits*>(data);
+  constexpr int64_t kChunk = 4096;
+  for (int64_t c = 0; c < n; c += kChunk) {
+    const int64_t end = std::min(n, c + kChunk);
+    bool bad = false;
+    for (int64_t i = c; i < end; ++i) bad |= (p[i] & exponent) == exponent;
+    if (!bad) continue;
+    for (int64_t i = c; i < end; ++i) {
+      if ((p[i] & exponent) == exponent) return i;
+    }
+  }
+  return -1;
+}
+
+int64_t FirstNonFiniteOf(DType dtype, const void* data, int64_t n) {
+  switch (dtype) {
+    case DType::kF32:
+      return FirstNonFinite<uint32_t>(data, n, 0x7f800000u);
+    case DType::kBF16:
+      return FirstNonFinite<uint16_t>(data, n, 0x7f80u);
+    case DType::kF16:
+      return FirstNonFinite<uint16_t>(data, n, 0x7c00u);
+    case DType::kI8:
+    case DType::kQ4:
+      break;
+  }
+  return -1;
+}
+
+}  // namespace
+
+absl::Status CheckFinite(const std::string& name, const WeightMatrix& w) {
+  auto bad = [&](const char* what, int64_t at, int64_t cols) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' holds a NaN or an infinite ", what, " at [", at / cols,
+                     ", ", at % cols, "]: the checkpoint is damaged"));
+  };
+  if (!kernels::IsQuantized(w.dtype)) {
+    const int64_t at = FirstNonFiniteOf(w.dtype, w.data, w.rows * w.cols);
+    return at < 0 ? absl::OkStatus() : bad("weight", at, w.cols);
+  }
+  if (w.dtype == DType::kI8) {
+    const int64_t at = FirstNonFiniteOf(DType::kF32, w.scales, w.rows);
+    return at < 0 ? absl::OkStatus() : bad("scale", at, 1);
+  }
+  const int64_t groups = kernels::QuantGroups(w.cols);
+  for (const void* part : {w.scales, w.mins}) {
+    const int64_t at = FirstNonFiniteOf(DType::kF16, part, w.rows * groups);
+    if (at >= 0) return bad(part == w.scales ? "scale" : "minimum", at, groups);
+  }
+  return absl::OkStatus();
+}
+
 int64_t MatrixBytes(const WeightMatrix& w) {
   if (kernels::IsQuantized(w.dtype)) {
     return kernels::QuantDataBytes(w.dtype, w.rows, w.cols) +
@@ -298,6 +361,10 @@ absl::StatusOr<WeightMatrix> UploadWeight(const ModelWeights& weights, const Wei
       {loaded.scales, loaded.mins != nullptr ? scale_bytes / 2 : scale_bytes},
       {loaded.mins, scale_bytes / 2}};
   for (const auto& file : weights.files) file->PopulatePages(loaded.data, bytes);
+  // Checked while the pages are in, before anything is built from them.
+  const auto name = weights.names.find(loaded.data);
+  MOE_RETURN_IF_ERROR(
+      CheckFinite(name == weights.names.end() ? "(unnamed)" : name->second, loaded));
   MOE_ASSIGN_OR_RETURN(WeightMatrix uploaded, backend->Upload(loaded, use, format));
   if (uploaded.data != loaded.data) {
     for (const auto& [data, n] : parts) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,6 +56,8 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   int64_t mapped_bytes = 0;       // bytes of the tensors this process uses (not the whole files)
   std::vector<std::unique_ptr<SafetensorsFile>> files;  // keep the mappings alive
+  // Each loaded matrix's tensor name, by its data pointer: upload errors name the tensor.
+  std::map<const void*, std::string> names;
 };
 
 struct LoadOptions {
@@ -85,6 +88,11 @@ absl::StatusOr<WeightMatrix> UploadWeight(
     const ModelWeights& weights, const WeightMatrix& loaded, kernels::Backend* backend,
     kernels::WeightUse use = kernels::WeightUse::kMatMul,
     kernels::WeightFormat format = kernels::WeightFormat::kAsStored);
+
+// OK when every weight of the loaded (row-major) matrix is finite (for a quantized one, every
+// scale and minimum); else an error naming the tensor and the first bad element's [row, column]
+// (or the scale's): a NaN or an infinity would silently turn every logit it reaches into NaN.
+absl::Status CheckFinite(const std::string& name, const WeightMatrix& w);
 
 // Bytes of a loaded (row-major) matrix, scales included.
 int64_t MatrixBytes(const WeightMatrix& w);

@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "core/checkpoint_index.h"
 #include "core/config.h"
+#include "core/model_weights.h"
 #include "core/status_macros.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/quant.h"
@@ -328,6 +329,9 @@ absl::Status QuantizeCheckpoint(const std::string& in_dir, const std::string& ou
     const OutTensor& first = plan.tensors[job.outputs[0]];
     ShardFile* shard = shards[first.shard].get();
     if (job.quantize) {
+      MOE_RETURN_IF_ERROR(CheckFinite(
+          job.source_name, kernels::WeightMatrix{job.stored, job.source->data,
+                                                 job.source->shape[0], job.source->shape[1]}));
       Quantize(job, &data, &scales, &mins);
       const std::vector<uint8_t>* parts[] = {&data, &scales, &mins};
       for (size_t i = 0; i < job.outputs.size(); ++i) {

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 
 namespace moe::openai {
@@ -63,7 +65,8 @@ absl::StatusOr<std::optional<int64_t>> Integer(const json& body, const char* key
   if (v->is_number_integer()) return v->get<int64_t>();
   if (v->is_number_float()) {
     const double d = v->get<double>();
-    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return static_cast<int64_t>(d);
+    // Whole values an int64 holds (1e18 included): range checks then report them as sent.
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.2e18) return static_cast<int64_t>(d);
   }
   return FieldError(key, absl::StrCat(key, " must be an integer"));
 }
@@ -307,7 +310,16 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
   }
   if (max_tokens->has_value()) {
     const int64_t n = **max_tokens;
-    r.max_tokens = static_cast<int>(std::clamp<int64_t>(n, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+    // Checked here, as sent: past an int, Request::Validate would see it clamped.
+    if (n < 1) {
+      return FieldError(max_tokens_name, absl::StrCat(max_tokens_name, " must be >= 1, got ", n));
+    }
+    if (n > model.limits.max_tokens) {
+      return FieldError(max_tokens_name,
+                        absl::StrCat(max_tokens_name, " (", n, ") exceeds the server's limit of ",
+                                     model.limits.max_tokens));
+    }
+    r.max_tokens = static_cast<int>(n);
   } else if (chat) {
     // OpenAI's chat default: until the model stops, here within the context and the server's limit.
     const int64_t room = model.config->max_position_embeddings - static_cast<int64_t>(r.prompt.size());
@@ -321,6 +333,10 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
   r.sampling.temperature = static_cast<float>(temperature->value_or(1.0));
   absl::StatusOr<std::optional<double>> top_p = Number(j, "top_p");
   if (!top_p.ok()) return top_p.status();
+  // Checked as sent: 1.0000001 would round to a float that prints as 1.
+  if (const double p = top_p->value_or(1.0); !(p > 0 && p <= 1)) {
+    return FieldError("top_p", absl::StrFormat("top_p must be in (0, 1], got %.10g", p));
+  }
   r.sampling.top_p = static_cast<float>(top_p->value_or(1.0));
   absl::StatusOr<std::optional<int64_t>> top_k = Integer(j, "top_k");
   if (!top_k.ok()) return top_k.status();
@@ -361,7 +377,17 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
   names.sampling_prefix = "";
   names.stop = "stop";
   names.label = "label";
-  if (absl::Status s = r.Validate(*model.config, model.limits, names); !s.ok()) return s;
+  if (absl::Status s = r.Validate(*model.config, model.limits, names); !s.ok()) {
+    // Request::Validate's messages start with the field they are about: that is the param.
+    const std::string message(s.message());
+    for (const char* field : {max_tokens_name, "temperature", "top_k", "top_p", "stop", "label"}) {
+      if (absl::StartsWith(message, field)) return FieldError(field, message);
+    }
+    if (absl::StartsWith(message, "prompt") || absl::StartsWith(message, "the prompt")) {
+      return FieldError(chat ? "messages" : "prompt", message);
+    }
+    return s;
+  }
   return out;
 }
 

@@ -172,8 +172,8 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiSe
 bool OpenAiServer::Authorized(const httplib::Request& req, httplib::Response& res) const {
   if (api_key_.empty()) return true;
   const std::string header = req.get_header_value("Authorization");
-  absl::string_view presented = header;
-  if (absl::ConsumePrefix(&presented, "Bearer ") && ConstantTimeEquals(api_key_, presented)) return true;
+  const absl::string_view presented = BearerCredentials(header);
+  if (!presented.empty() && ConstantTimeEquals(api_key_, presented)) return true;
   WriteError(res, {401, "invalid_request_error",
                    header.empty() ? "this server needs an API key: send \"Authorization: Bearer KEY\""
                                   : "incorrect API key provided",

@@ -137,6 +137,18 @@ bool ConstantTimeEquals(absl::string_view expected, absl::string_view presented)
   return diff == 0;
 }
 
+absl::string_view BearerCredentials(absl::string_view authorization) {
+  constexpr absl::string_view kScheme = "bearer";
+  if (authorization.size() <= kScheme.size() ||
+      !absl::EqualsIgnoreCase(authorization.substr(0, kScheme.size()), kScheme) ||
+      authorization[kScheme.size()] != ' ') {
+    return {};
+  }
+  authorization.remove_prefix(kScheme.size());
+  while (!authorization.empty() && authorization.front() == ' ') authorization.remove_prefix(1);
+  return authorization;
+}
+
 CallAuthorizer::CallAuthorizer(const ServerSecurity& security, bool loopback)
     : require_client_certificate_(!security.client_ca_pem.empty()),
       admin_token_(security.admin_token),
@@ -165,9 +177,9 @@ grpc::Status CallAuthorizer::Check(const grpc::ServerContext& context, CallRole 
                         "administrative calls need the server's admin token as the metadata "
                         "'authorization: Bearer TOKEN' (moe-cli --admin-token-file)");
   }
-  const std::string expected = absl::StrCat("Bearer ", admin_token_);
-  if (!ConstantTimeEquals(expected,
-                          absl::string_view(presented->second.data(), presented->second.size()))) {
+  const absl::string_view credentials = BearerCredentials(
+      absl::string_view(presented->second.data(), presented->second.size()));
+  if (credentials.empty() || !ConstantTimeEquals(admin_token_, credentials)) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "the admin token presented is not the server's");
   }

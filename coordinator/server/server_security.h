@@ -58,6 +58,10 @@ bool IsLoopbackAddress(const std::string& host_port);
 // much of a guess was right.
 bool ConstantTimeEquals(absl::string_view expected, absl::string_view presented);
 
+// The credentials of an "Authorization: Bearer TOKEN" value: the scheme is case-insensitive and
+// may be followed by several spaces (RFC 7235). Empty when the value is not of that form.
+absl::string_view BearerCredentials(absl::string_view authorization);
+
 // What a call does, for CallAuthorizer.
 enum class CallRole {
   kUser,   // generate, tokenize, read the telemetry

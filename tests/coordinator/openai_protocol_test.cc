@@ -132,21 +132,30 @@ TEST(OpenAiParse, RefusalsNameTheField) {
   EXPECT_EQ(Refusal(c, R"({"prompt": [1, -5]})"),
             "400 prompt: prompt must be a string or a list of token ids (integers >= 0)");
   EXPECT_EQ(Refusal(c, R"({})"), "400 prompt: prompt is required");
-  EXPECT_EQ(Refusal(c, R"({"prompt": ""})"), "400 : the prompt is empty");
-  EXPECT_EQ(Refusal(c, R"({"prompt": [1, 99999]})"), "400 : prompt token id 99999 is outside the vocabulary [0, 32000)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": ""})"), "400 prompt: the prompt is empty");
+  EXPECT_EQ(Refusal(c, R"({"prompt": [1, 99999]})"), "400 prompt: prompt token id 99999 is outside the vocabulary [0, 32000)");
   EXPECT_EQ(Refusal(c, absl::StrCat(R"({"prompt": ")", std::string(65, 'x'), R"("})")),
             "400 prompt: prompt holds more than the server's limit of 64 bytes of text (--max-prompt-bytes)");
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "max_tokens": "5"})"), "400 max_tokens: max_tokens must be an integer");
-  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "max_tokens": 0})"), "400 : max_tokens must be >= 1, got 0");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "max_tokens": 0})"), "400 max_tokens: max_tokens must be >= 1, got 0");
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "max_tokens": 101})"),
-            "400 : max_tokens (101) exceeds the server's limit of 100");
-  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "temperature": -1})"), "400 : temperature must be >= 0, got -1");
-  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "top_p": 0})"), "400 : top_p must be in (0, 1], got 0");
+            "400 max_tokens: max_tokens (101) exceeds the server's limit of 100");
+  // Values past an int and past a float's precision are reported as sent.
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "max_tokens": 4294967297})"),
+            "400 max_tokens: max_tokens (4294967297) exceeds the server's limit of 100");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "max_tokens": 1e18})"),
+            "400 max_tokens: max_tokens (1000000000000000000) exceeds the server's limit of 100");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "max_tokens": -4294967297})"),
+            "400 max_tokens: max_tokens must be >= 1, got -4294967297");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "top_p": 1.0000001})"),
+            "400 top_p: top_p must be in (0, 1], got 1.0000001");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "temperature": -1})"), "400 temperature: temperature must be >= 0, got -1");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "top_p": 0})"), "400 top_p: top_p must be in (0, 1], got 0");
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "top_k": -3})"), "400 top_k: top_k must be >= 0 (or -1: no limit), got -3");
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "stop": [1]})"), "400 stop: stop must be a string or a list of strings");
-  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "stop": [""]})"), "400 : stop holds an empty string");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "stop": [""]})"), "400 stop: stop holds an empty string");
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "label": "has space"})"),
-            "400 : label may hold only letters, digits and . _ : - (found byte 0x20)");
+            "400 label: label may hold only letters, digits and . _ : - (found byte 0x20)");
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "stream_options": {"include_usage": true}})"),
             "400 stream_options: stream_options is only allowed with stream: true");
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "stream": "yes"})"), "400 stream: stream must be true or false");

@@ -61,6 +61,8 @@ TEST(RequestTest, NamesTheFieldThatIsWrong) {
   r = Valid();
   r.sampling.top_p = 0;
   EXPECT_EQ(Refusal(r), "sampling.top_p must be in (0, 1], got 0");
+  r.sampling.top_p = 1.0000001f;  // every digit the float holds, not "1"
+  EXPECT_EQ(Refusal(r), "sampling.top_p must be in (0, 1], got 1.00000012");
   r = Valid();
   r.sampling.top_k = -2;
   EXPECT_EQ(Refusal(r), "sampling.top_k must be >= 0, got -2");

@@ -197,10 +197,25 @@ TEST(CallAuthorizerTest, AdministrationNeedsTheTokenOnceOneIsSet) {
     EXPECT_EQ(server.aggregator.Snapshot().epoch, 1u);
     EXPECT_TRUE(ResetLoad(channel, std::string("Bearer ") + kToken).ok());
     EXPECT_EQ(server.aggregator.Snapshot().epoch, 2u);
+    EXPECT_TRUE(ResetLoad(channel, std::string("bearer  ") + kToken).ok());  // RFC 7235
+    EXPECT_EQ(server.aggregator.Snapshot().epoch, 3u);
     // Past the credential check, Rebalance answers for itself (this server cannot re-place).
     EXPECT_EQ(Rebalance(channel, std::string("Bearer ") + kToken).error_code(),
               grpc::StatusCode::UNAVAILABLE);
   }
+}
+
+// The scheme is case-insensitive and may be followed by several spaces (RFC 7235); anything else
+// presents no credentials.
+TEST(BearerCredentialsTest, SchemeIsCaseInsensitive) {
+  EXPECT_EQ(BearerCredentials("Bearer abc"), "abc");
+  EXPECT_EQ(BearerCredentials("bearer abc"), "abc");
+  EXPECT_EQ(BearerCredentials("BEARER   abc"), "abc");
+  EXPECT_EQ(BearerCredentials("Bearer "), "");
+  EXPECT_EQ(BearerCredentials("Bearerabc"), "");
+  EXPECT_EQ(BearerCredentials("Basic abc"), "");
+  EXPECT_EQ(BearerCredentials("abc"), "");
+  EXPECT_EQ(BearerCredentials(""), "");
 }
 
 TEST(CallAuthorizerTest, MutualTlsRefusesCallersWithoutACertificateFromTheCa) {

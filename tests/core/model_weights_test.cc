@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <string>
 
@@ -259,6 +260,36 @@ TEST(QuantizedCheckpointTest, RejectsBrokenQuantizedTensors) {
   t = Mixtral();
   t["model.embed_tokens.weight"] = {"U8", {kVocab, kHidden / 2}};
   ExpectLoadError("q_embed", t, "'model.embed_tokens.weight' has dtype U8");
+}
+
+// Every float dtype's NaN and infinities are found at their [row, column]; quantized matrices
+// are judged by their scales and minimums.
+TEST(CheckFiniteTest, FindsTheFirstNonFiniteElement) {
+  const std::vector<float> f32 = {1, 2, 3, -std::numeric_limits<float>::infinity(), 5, 6};
+  EXPECT_TRUE(CheckFinite("a", WeightMatrix{DType::kF32, f32.data(), 1, 3}).ok());
+  const absl::Status s = CheckFinite("a", WeightMatrix{DType::kF32, f32.data(), 2, 3});
+  EXPECT_NE(std::string(s.message()).find("tensor 'a' holds a NaN or an infinite weight at [1, 0]"),
+            std::string::npos)
+      << s;
+  std::vector<uint16_t> half(9000, 0x3c00);  // 1.0 as F16; 0x3f80 is 1.0 as BF16
+  EXPECT_TRUE(CheckFinite("h", WeightMatrix{DType::kF16, half.data(), 9, 1000}).ok());
+  half[8321] = 0x7e00;  // F16 NaN, past the first chunk
+  EXPECT_NE(std::string(CheckFinite("h", WeightMatrix{DType::kF16, half.data(), 9, 1000}).message())
+                .find("at [8, 321]"),
+            std::string::npos);
+  std::vector<uint16_t> bf16(10, 0x3f80);
+  bf16[4] = 0xff80;  // BF16 -inf
+  EXPECT_FALSE(CheckFinite("b", WeightMatrix{DType::kBF16, bf16.data(), 2, 5}).ok());
+  // INT4: levels are never checked; a NaN minimum is.
+  std::vector<uint8_t> levels(8, 0xff);
+  std::vector<uint16_t> scales(2, 0x3c00), mins(2, 0x3c00);
+  WeightMatrix q4{DType::kQ4, levels.data(), 2, 8};
+  q4.scales = scales.data();
+  q4.mins = mins.data();
+  EXPECT_TRUE(CheckFinite("q", q4).ok());
+  mins[1] = 0x7e00;
+  EXPECT_NE(std::string(CheckFinite("q", q4).message()).find("infinite minimum at [1, 0]"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 
 usage: corrupt_checkpoint.py SRC DST MODE
 MODE: no-config | bad-json | missing-tensor | wrong-shape | wrong-dtype | truncated |
-      offsets-out-of-range | overlapping | absurd-header | zero-length
+      offsets-out-of-range | overlapping | absurd-header | zero-length | nan-weight | inf-norm
 """
 import json
 import os
@@ -67,6 +67,18 @@ def main():
     elif mode == "absurd-header":
         with open(st, "r+b") as f:
             f.write(struct.pack("<Q", 2**62))
+    elif mode in ("nan-weight", "inf-norm"):
+        # A NaN at [3, 5] of one expert's w3, or +inf in a norm vector, as its dtype spells them.
+        name = ("model.layers.1.block_sparse_moe.experts.2.w3.weight" if mode == "nan-weight"
+                else "model.layers.0.post_attention_layernorm.weight")
+        t = header[name]
+        size, nan, inf = {"F32": (4, b"\x00\x00\xc0\x7f", b"\x00\x00\x80\x7f"),
+                          "BF16": (2, b"\xc0\x7f", b"\x80\x7f"),
+                          "F16": (2, b"\x00\x7e", b"\x00\x7c")}[t["dtype"]]
+        index = 3 * t["shape"][1] + 5 if mode == "nan-weight" else 7
+        at = t["data_offsets"][0] + index * size
+        data = data[:at] + (nan if mode == "nan-weight" else inf) + data[at + size:]
+        write(st, header, data)
     elif mode == "zero-length":
         open(st, "wb").close()
     else:

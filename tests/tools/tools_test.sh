@@ -77,7 +77,7 @@ expect_error() {
 }
 
 for mode in no-config bad-json missing-tensor wrong-shape wrong-dtype truncated \
-            offsets-out-of-range overlapping absurd-header zero-length; do
+            offsets-out-of-range overlapping absurd-header zero-length nan-weight inf-norm; do
   "$PY" "$SRC/tests/tools/corrupt_checkpoint.py" "$WORK/tiny" "$WORK/bad-$mode" "$mode"
 done
 L="$BIN/moe-logits"
@@ -104,6 +104,22 @@ expect_error "offsets out of range" "run past the data area" $L --model "$WORK/b
 expect_error "overlapping tensors" "overlap" $L --model "$WORK/bad-overlapping" --tokens 1 --out "$WORK/x.npy"
 expect_error "absurd header length" "absurd" $L --model "$WORK/bad-absurd-header" --tokens 1 --out "$WORK/x.npy"
 expect_error "empty safetensors" "shorter than the 8-byte header" $L --model "$WORK/bad-zero-length" --tokens 1 --out "$WORK/x.npy"
+NAN_TENSOR="tensor 'model.layers.1.block_sparse_moe.experts.2.w3.weight' holds a NaN or an infinite weight at \[3, 5\]"
+expect_error "a NaN weight" "$NAN_TENSOR" $L --model "$WORK/bad-nan-weight" --tokens 1 --out "$WORK/x.npy"
+expect_error "a NaN weight, quantized at load" "$NAN_TENSOR" $L --model "$WORK/bad-nan-weight" --tokens 1 \
+  --out "$WORK/x.npy" --quantize int4
+expect_error "a NaN weight, in generate" "$NAN_TENSOR" "$BIN/moe-generate" --model "$WORK/bad-nan-weight" --prompt hi
+# moe-quantize reports its progress on stderr first: its last line is the error.
+"$BIN/moe-quantize" --model "$WORK/bad-nan-weight" --out "$WORK/nan-int8" --quantize int8 \
+  >/dev/null 2>"$WORK/err.txt"
+rc=$?
+if [[ $rc -eq 1 ]] && tail -n 1 "$WORK/err.txt" | grep -q -- "moe-quantize: error: $NAN_TENSOR"; then
+  pass "a NaN weight, through moe-quantize: $(tail -n 1 "$WORK/err.txt")"
+else
+  fail "a NaN weight, through moe-quantize: rc=$rc, $(tail -n 1 "$WORK/err.txt")"
+fi
+expect_error "an infinite norm" "'model.layers.0.post_attention_layernorm.weight' holds a NaN or an infinite weight at \[0, 7\]" \
+  $L --model "$WORK/bad-inf-norm" --tokens 1 --out "$WORK/x.npy"
 expect_error "token id out of range" "token id 32000 is outside the vocabulary" $L --model "$WORK/tiny" --tokens 1,32000 --out "$WORK/x.npy"
 expect_error "negative token id" "outside the vocabulary" $L --model "$WORK/tiny" --tokens 1,-5 --out "$WORK/x.npy"
 expect_error "non-integer token" "is not an integer" $L --model "$WORK/tiny" --tokens 1,abc --out "$WORK/x.npy"
