@@ -14,6 +14,7 @@ absl::Status CoordinatorOptions::Validate() const {
   if (mode != CoordinatorMode::kServe) return absl::OkStatus();
   if (absl::Status s = serve.scheduler.Validate(); !s.ok()) return s;
   if (absl::Status s = serve.ValidateLimits(); !s.ok()) return s;
+  if (absl::Status s = serve.http.Validate(); !s.ok()) return s;
   if (!(serve.shutdown_grace_seconds >= 0)) {
     return absl::InvalidArgumentError("--shutdown-grace-s must be >= 0");
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -264,9 +265,39 @@ absl::Status ModelRunner::SampleNext(absl::Span<Sampler* const> samplers,
     row_.resize(static_cast<size_t>(vocab));
     b->ToHost(row_.data(), logits_dev_.data() + r * vocab, row_.size() * sizeof(float));
     MOE_RETURN_IF_ERROR(b->Sync());
-    (*tokens)[r] = s->Sample(row_.data(), vocab);
+    const bool finite =
+        k > 0 ? all_finite_[r] != 0
+              : std::all_of(row_.begin(), row_.end(), [](float x) { return std::isfinite(x); });
+    (*tokens)[r] = finite ? s->Sample(row_.data(), vocab) : -1;  // never a made-up token
   }
   return absl::OkStatus();
+}
+
+std::string ModelRunner::DescribeNonFinite(KvCache& cache, int64_t position) {
+  // A layer's keys and values at a position are projections of RMSNorm(its input there); a NaN or
+  // Inf anywhere in that input makes the whole normalized row NaN. So the first layer whose keys or
+  // values there are not finite is the first whose input was not: the layer before made it.
+  const int layers = weights_->config.num_hidden_layers;
+  const int64_t width = cache.row_width();
+  std::vector<float> row(static_cast<size_t>(width));
+  auto finite = [&](const float* dev) {
+    backend_->ToHost(row.data(), dev + position * width, row.size() * sizeof(float));
+    if (!backend_->Sync().ok()) return true;  // cannot tell: say nothing wrong here
+    return std::all_of(row.begin(), row.end(), [](float x) { return std::isfinite(x); });
+  };
+  for (int l = 0; l < layers; ++l) {
+    if (!finite(cache.keys(l)) || !finite(cache.values(l))) {
+      return l == 0 ? "layer 0's keys and values there are already not finite (its attention "
+                      "projections)"
+                    : absl::StrCat("layer ", l - 1,
+                                   " made them: its output there is not finite (layer ", l,
+                                   "'s keys and values are the first that are not)");
+    }
+  }
+  return absl::StrCat(
+      "layer ", layers - 1,
+      " (its attention or experts) or the final norm and lm_head made them: every layer's input "
+      "there is finite");
 }
 
 void ModelRunner::BeginSequence(uint64_t sequence_id, const SequenceInfo& info) {

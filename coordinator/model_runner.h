@@ -51,7 +51,12 @@ class ModelRunner {
   // (null: skip it, tokens[i] = -1). Exactly what each Sampler::Sample gives on the row, but a GPU
   // sends back only each row's best candidates (Backend::TopK), unless a sampler needs the
   // whole row (sampling without top_k) or the row holds a non-finite logit.
+  // A row whose logits are not all finite gets token -1 (never a made-up one): its request must
+  // fail (DescribeNonFinite says where the model went wrong).
   absl::Status SampleNext(absl::Span<Sampler* const> samplers, std::vector<int32_t>* tokens);
+  // Which layer made a sequence's hidden state non-finite at `position` (already run): read back
+  // from its KV cache. For an error message; slow, only on that rare path.
+  std::string DescribeNonFinite(KvCache& cache, int64_t position);
 
   // Micro-batching applies only where the exchange overlaps (ExpertExchange::overlaps) and the
   // step has two chunks or more; the policy decides the rest (coordinator/overlap_policy.h).

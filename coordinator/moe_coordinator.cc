@@ -9,6 +9,7 @@
 // Main reads the flags into CoordinatorOptions and validates them before MPI starts, then
 // StartCluster brings the ranks up (every collective of the start-up, in the workers' order),
 // RunMode runs the mode, and EndCluster shuts the workers down.
+#include <malloc.h>
 #include <mpi.h>
 
 #include <chrono>
@@ -84,7 +85,17 @@ ABSL_FLAG(std::string, http_port_file, "", "serving: write the HTTP API's port t
 ABSL_FLAG(std::string, http_api_key_file, "",
           "serving: a file whose first line is the key HTTP API calls must send as "
           "\"Authorization: Bearer KEY\" (16+ characters); empty: no key asked");
-ABSL_FLAG(int, http_max_threads, 128, "serving: HTTP connections served at once (more wait their turn)");
+ABSL_FLAG(
+    int, http_max_threads, 128,
+    "serving: HTTP generations served at once, each on a thread; complete requests beyond them "
+    "wait their turn without one");
+ABSL_FLAG(int, http_max_connections, 1024,
+          "serving: open connections to the HTTP API at once; more are closed as they arrive");
+ABSL_FLAG(int, http_max_connections_per_client, 128,
+          "serving: open connections to the HTTP API from one client address at once");
+ABSL_FLAG(double, http_request_timeout_s, 30,
+          "serving: an HTTP request's head and body must be in this long after the server starts "
+          "waiting for it (the head within 10 s); trickling bytes does not extend it");
 ABSL_FLAG(std::string, served_model_name, "",
           "serving: the model's name in the HTTP API (/v1/models, requests' \"model\"); default: the "
           "model directory's name");
@@ -183,6 +194,9 @@ absl::StatusOr<CoordinatorOptions> OptionsFromFlags() {
   s.http.listen = absl::GetFlag(FLAGS_http_listen);
   s.http_port_file = absl::GetFlag(FLAGS_http_port_file);
   s.http.max_threads = absl::GetFlag(FLAGS_http_max_threads);
+  s.http.max_connections = absl::GetFlag(FLAGS_http_max_connections);
+  s.http.max_connections_per_client = absl::GetFlag(FLAGS_http_max_connections_per_client);
+  s.http.request_timeout_seconds = absl::GetFlag(FLAGS_http_request_timeout_s);
   if (const std::string key_file = absl::GetFlag(FLAGS_http_api_key_file); !key_file.empty()) {
     absl::StatusOr<std::string> key = ReadTokenFile("--http-api-key-file", key_file);
     if (!key.ok()) return key.status();
@@ -446,6 +460,11 @@ int EndCluster(absl::Status status, const CoordinatorOptions& o, Cluster* cluste
 }
 
 int Main(int argc, char** argv) {
+  // Request bodies (up to megabytes each) come and go with clients: a fixed mmap threshold keeps
+  // glibc from raising it after the first big free, so each of them is returned to the system
+  // when freed instead of lingering in the heap after a burst.
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  mallopt(M_TRIM_THRESHOLD, 1 << 20);
   cli::Init(
       argc, argv,
       "mpirun -np 1 moe-coordinator --model DIR [--placement F] [--expert-slots S] "

@@ -201,7 +201,22 @@ absl::Status Scheduler::Postprocess(const Batch& batch) {
   }
   if (absl::Status sampled = runner_->SampleNext(samplers_, &sampled_); !sampled.ok()) return sampled;
   for (size_t i = 0; i < n; ++i) {
-    if (samplers_[i] != nullptr) Advance(batch.owners[i], sampled_[i]);
+    if (samplers_[i] == nullptr) continue;
+    Sequence* seq = batch.owners[i];
+    if (sampled_[i] >= 0) {
+      Advance(seq, sampled_[i]);
+      continue;
+    }
+    // Non-finite logits: this request fails, naming the layer; the others in the batch go on
+    // (rows do not mix).
+    const int64_t position = seq->cache.length() - 1;
+    StreamEvent failed;
+    failed.error = absl::InternalError(
+        absl::StrCat("the model's logits are not finite (NaN or Inf) at position ", position, ": ",
+                     runner_->DescribeNonFinite(seq->cache, position)));
+    auto handle = seq->handle;
+    Finish(seq);
+    handle->Push(std::move(failed));
   }
   running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
   absl::MutexLock lock(&mu_);

@@ -8,7 +8,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin openssh-client
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev libsentencepiece-dev nlohmann-json3-dev libhwy-dev libcpp-httplib-dev
+  libopenblas-dev libsentencepiece-dev nlohmann-json3-dev libhwy-dev libboost-dev libssl-dev
   prometheus
   python3 python3-numpy python3-grpcio python3-protobuf python3-matplotlib python3-venv python3-wheel
   procps openssl curl

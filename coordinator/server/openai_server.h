@@ -3,32 +3,31 @@
 // events), GET /v1/models, GET /health. Same limits, same queue, same cancellation: a client that
 // disconnects has its request cancelled and its KV cache freed within a step or 100 ms.
 //
-// Thread-safety: handlers run on cpp-httplib's pool (at most max_threads connections at once) and
-// touch only the scheduler's thread-safe side (Submit, handles).
+// Thread-safety: generations run on the HTTP server's handler pool (at most max_threads at once),
+// the rest on its I/O thread; all touch only the scheduler's thread-safe side (Submit, handles).
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "coordinator/http/http_server.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/server/openai_protocol.h"
-#include "coordinator/telemetry/http_listener.h"
 #include "coordinator/telemetry/request_metrics.h"
-
-namespace httplib {
-struct Request;
-struct Response;
-}  // namespace httplib
 
 namespace moe {
 
 struct OpenAiServerOptions {
   std::string listen;           // --http-listen HOST:PORT (port 0 picks a free one)
   std::string api_key;          // --http-api-key-file's first line; "": no key asked
-  int max_threads = 128;        // --http-max-threads: connections served at once (more wait)
+  int max_threads = 128;        // --http-max-threads: generations served at once (more wait)
+  int max_connections = 1024;   // --http-max-connections: open at once (more are closed at accept)
+  int max_connections_per_client = 128;  // --http-max-connections-per-client: from one address
+  double request_timeout_seconds = 30;   // --http-request-timeout-s: head and body in by then
   // HTTPS with the gRPC port's certificate when set (--tls-cert, --tls-key, --tls-client-ca files).
   std::string tls_cert_file;
   std::string tls_key_file;
@@ -46,12 +45,10 @@ class OpenAiServer {
   static absl::StatusOr<std::unique_ptr<OpenAiServer>> Start(const OpenAiServerOptions& options,
                                                              openai::ServedModel model, Scheduler* scheduler,
                                                              RequestMetrics* metrics, HealthCheck health);
-  int port() const { return listener_->port(); }
-  bool https() const { return https_; }
+  int port() const { return http_->port(); }
+  bool https() const { return http_->https(); }
 
  private:
-  struct Stream;  // one streamed response's state
-
   OpenAiServer(openai::ServedModel model, Scheduler* scheduler, RequestMetrics* metrics, HealthCheck health,
                std::string api_key)
       : model_(std::move(model)),
@@ -60,10 +57,13 @@ class OpenAiServer {
         health_(std::move(health)),
         api_key_(std::move(api_key)) {}
 
-  // False (and the 401 written) when an API key is configured and the request lacks it.
-  bool Authorized(const httplib::Request& req, httplib::Response& res) const;
-  void Generate(openai::Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
-  void Fail(httplib::Response& res, const absl::Status& status) const;
+  // The 401 when an API key is configured and the request lacks it (checked on the head, before
+  // the body is read).
+  std::optional<HttpResponse> Unauthorized(const HttpRequest& req) const;
+  void Generate(openai::Endpoint endpoint, const HttpRequest& req, HttpExchange& ex);
+  void Stream(openai::Endpoint endpoint, const openai::ResponseHead& head, RequestHandle& handle,
+              bool include_usage, HttpExchange& ex);
+  void Fail(HttpExchange& ex, const absl::Status& status) const;
   void RecordFinished(const StreamEvent& last) const;
   void RecordFailed(absl::StatusCode code) const;
 
@@ -72,8 +72,7 @@ class OpenAiServer {
   RequestMetrics* const metrics_;
   const HealthCheck health_;
   const std::string api_key_;
-  bool https_ = false;
-  std::unique_ptr<HttpListener> listener_;  // last: stops (and joins the handlers) first
+  std::unique_ptr<HttpServer> http_;  // last: stops (and joins the handlers) first
 };
 
 }  // namespace moe

@@ -3,16 +3,18 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "coordinator/telemetry/load_metrics.h"
 #include "coordinator/telemetry/metrics_server.h"
 #include "coordinator/telemetry/telemetry_service.h"
-#include "grpcpp/grpcpp.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 
 namespace moe {
@@ -241,9 +243,24 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
     server->GetHealthCheckService()->SetServingStatus(false);
     set_health(absl::UnavailableError(lost_reason));
   };
+  // The heartbeat watcher runs off the engine thread: a worker that hangs inside a step (the loop
+  // blocked on it until --worker-timeout-s) is seen lost within the heartbeat bound all the same.
+  // It alone calls check_workers until it is joined.
+  absl::Notification watcher_stop;
+  std::thread watcher;
+  if (options.telemetry != nullptr) {
+    watcher = std::thread([&] {
+      do {
+        check_workers();
+      } while (!watcher_stop.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
+    });
+  }
+  auto stop_watcher = [&] {
+    watcher_stop.Notify();
+    if (watcher.joinable()) watcher.join();
+  };
   absl::Status engine;
   while (!stop->load()) {
-    check_workers();
     // Between steps: a live re-placement advances here (its commit is a step boundary).
     if (options.rebalancer != nullptr) {
       engine = options.rebalancer->Tick();
@@ -253,6 +270,7 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
     engine = scheduler.Step();
     if (!engine.ok()) break;
   }
+  stop_watcher();
   if (options.rebalancer != nullptr) options.rebalancer->Stop(/*cluster_usable=*/engine.ok());
   server->GetHealthCheckService()->SetServingStatus(false);
   set_health(engine.ok() ? absl::UnavailableError("the server is shutting down")

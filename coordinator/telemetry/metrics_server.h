@@ -1,5 +1,5 @@
 // MetricsServer: serves GET /metrics in the Prometheus text format on its own port
-// (--metrics-listen), from a thread of cpp-httplib's. The page is rendered on each scrape.
+// (--metrics-listen), on the hardened HttpServer's I/O thread. The page is rendered on each scrape.
 #pragma once
 
 #include <functional>
@@ -7,21 +7,21 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "coordinator/telemetry/http_listener.h"
+#include "coordinator/http/http_server.h"
 
 namespace moe {
 
 class MetricsServer {
  public:
-  // listen: HOST:PORT (port 0 picks a free one); render: the page, called on the HTTP threads.
+  // listen: HOST:PORT (port 0 picks a free one); render: the page, called on the HTTP I/O thread.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen,
                                                               std::function<std::string()> render);
 
-  int port() const { return listener_->port(); }
+  int port() const { return http_->port(); }
 
  private:
   MetricsServer() = default;
-  std::unique_ptr<HttpListener> listener_;
+  std::unique_ptr<HttpServer> http_;
 };
 
 }  // namespace moe

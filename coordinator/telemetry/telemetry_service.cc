@@ -12,8 +12,17 @@ namespace moe {
 grpc::Status TelemetryService::GetLoad(grpc::ServerContext* context, const moe::v1::GetLoadRequest*,
                                        moe::v1::LoadSnapshot* response) {
   if (grpc::Status denied = authorizer_.Check(*context, CallRole::kUser); !denied.ok()) return denied;
-  *response = LoadSnapshotToProto(aggregator_->Snapshot());
+  *response = Visible(*context, LoadSnapshotToProto(aggregator_->Snapshot()));
   return grpc::Status::OK;
+}
+
+// The workers' host names map the cluster's network for an attacker: only administrators see them.
+moe::v1::LoadSnapshot TelemetryService::Visible(const grpc::ServerContext& context,
+                                                moe::v1::LoadSnapshot s) const {
+  if (!authorizer_.Check(context, CallRole::kAdmin).ok()) {
+    for (moe::v1::WorkerLoad& w : *s.mutable_workers()) w.clear_host();
+  }
+  return s;
 }
 
 grpc::Status TelemetryService::WatchLoad(grpc::ServerContext* context,
@@ -34,7 +43,9 @@ grpc::Status TelemetryService::WatchLoad(grpc::ServerContext* context,
     ~Leave() { n->fetch_sub(1); }
   } leave{&watchers_};
   for (;;) {
-    if (!writer->Write(LoadSnapshotToProto(aggregator_->Snapshot()))) return grpc::Status::OK;  // the client left
+    if (!writer->Write(Visible(*context, LoadSnapshotToProto(aggregator_->Snapshot())))) {
+      return grpc::Status::OK;  // the client left
+    }
     // Sleep in short slices so a leaving client or a server shutdown ends the stream promptly.
     const absl::Time next = absl::Now() + interval;
     while (absl::Now() < next) {

@@ -47,6 +47,9 @@ class TelemetryService final : public moe::v1::Telemetry::Service {
                          moe::v1::RebalanceResponse* response) override;
 
  private:
+  // The snapshot as this caller may see it (workers' host names for administrators only).
+  moe::v1::LoadSnapshot Visible(const grpc::ServerContext& context, moe::v1::LoadSnapshot s) const;
+
   LoadAggregator* aggregator_;
   const std::atomic<bool>* stopping_;
   Rebalancer* rebalancer_;

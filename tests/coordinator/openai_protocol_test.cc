@@ -1,11 +1,13 @@
 // The OpenAI API's JSON (coordinator/server/openai_protocol.h) and the chat template, without HTTP:
 // every field that maps to ours, every one refused by name, the error shape, the response and
 // chunk shapes; the chat template's token ids against Hugging Face's rendering of Mixtral-Instruct's.
+#include "coordinator/server/openai_protocol.h"
+
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "coordinator/server/chat_template.h"
-#include "coordinator/server/openai_protocol.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -164,6 +166,19 @@ TEST(OpenAiParse, RefusalsNameTheField) {
   EXPECT_EQ(Refusal(c, "[1]"), "400 : the body must be a JSON object");
   EXPECT_EQ(Refusal(c, "{\"prompt\": \"\xff\"}"), "400 : the body is not valid JSON (UTF-8)");
   EXPECT_EQ(Refusal(c, std::string(100000, '[')), "400 : the body nests deeper than 32 levels");
+  // Amplification inside the byte limit: refused by shape before a DOM node is built.
+  std::string empties = R"({"prompt": "a", "ignored": [)";
+  for (int i = 0; i < 5000; ++i) empties += i ? ",{}" : "{}";
+  EXPECT_EQ(Refusal(c, empties + "]}"),
+            "400 : the body holds more than 4096 JSON objects and arrays");
+  std::string zeros = R"({"prompt": "a", "ignored": [0)";
+  for (int i = 0; i < (1 << 18); ++i) zeros += ",0";
+  EXPECT_EQ(Refusal(c, zeros + "]}"), "400 : the body holds more than 262144 JSON values");
+  // Brackets and commas inside strings are text, not shape: refused for its length, not its shape.
+  EXPECT_EQ(Refusal(c, absl::StrCat(R"({"prompt": ")", std::string(10000, '{'),
+                                    std::string(300000, ','), R"("})")),
+            "400 prompt: prompt holds more than the server's limit of 64 bytes of text "
+            "(--max-prompt-bytes)");
 }
 
 TEST(OpenAiParse, ChatRefusals) {

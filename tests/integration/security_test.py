@@ -168,6 +168,11 @@ def main():
             check(code == grpc.StatusCode.UNAUTHENTICATED, f"Rebalance with {what}: {code.name}")
         check(telemetry.GetLoad(tpb.GetLoadRequest()).epoch == epoch, "refused resets reset nothing")
         bearer = (("authorization", "Bearer " + token),)
+        hosts = [w.host for w in telemetry.GetLoad(tpb.GetLoadRequest()).workers]
+        admin_hosts = [w.host for w in telemetry.GetLoad(tpb.GetLoadRequest(), metadata=bearer).workers]
+        check(hosts == ["", ""] and all(admin_hosts),
+              f"GetLoad names the workers' hosts to administrators only: {hosts} without the token, "
+              f"{admin_hosts} with it")
         r = telemetry.ResetLoad(tpb.ResetLoadRequest(), metadata=bearer)
         check(r.epoch == epoch + 1, f"ResetLoad with the token: epoch {epoch} -> {r.epoch}")
         code, _ = code_of(lambda: telemetry.Rebalance(tpb.RebalanceRequest(dry_run=True), metadata=bearer))

@@ -3,7 +3,8 @@
 
 usage: corrupt_checkpoint.py SRC DST MODE
 MODE: no-config | bad-json | missing-tensor | wrong-shape | wrong-dtype | truncated |
-      offsets-out-of-range | overlapping | absurd-header | zero-length | nan-weight | inf-norm
+      offsets-out-of-range | overlapping | absurd-header | zero-length | nan-weight | inf-norm |
+      overflow-experts
 """
 import json
 import os
@@ -78,6 +79,18 @@ def main():
         index = 3 * t["shape"][1] + 5 if mode == "nan-weight" else 7
         at = t["data_offsets"][0] + index * size
         data = data[:at] + (nan if mode == "nan-weight" else inf) + data[at + size:]
+        write(st, header, data)
+    elif mode == "overflow-experts":
+        # Finite weights that overflow at run time: every expert of layer 0 at the largest finite
+        # value of its dtype, so layer 0's output is Inf or NaN for every token (refusing them at
+        # load would be wrong: they are legal numbers).
+        size, big = None, None
+        for name, t in header.items():
+            if not name.startswith("model.layers.0.block_sparse_moe.experts."):
+                continue
+            size, big = {"F32": (4, b"\xff\xff\x7f\x7f"), "BF16": (2, b"\x7f\x7f"), "F16": (2, b"\xff\x7b")}[t["dtype"]]
+            lo, hi = t["data_offsets"]
+            data = data[:lo] + big * ((hi - lo) // size) + data[hi:]
         write(st, header, data)
     elif mode == "zero-length":
         open(st, "wb").close()

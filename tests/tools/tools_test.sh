@@ -77,7 +77,7 @@ expect_error() {
 }
 
 for mode in no-config bad-json missing-tensor wrong-shape wrong-dtype truncated \
-            offsets-out-of-range overlapping absurd-header zero-length nan-weight inf-norm; do
+            offsets-out-of-range overlapping absurd-header zero-length nan-weight inf-norm overflow-experts; do
   "$PY" "$SRC/tests/tools/corrupt_checkpoint.py" "$WORK/tiny" "$WORK/bad-$mode" "$mode"
 done
 L="$BIN/moe-logits"
@@ -120,6 +120,10 @@ else
 fi
 expect_error "an infinite norm" "'model.layers.0.post_attention_layernorm.weight' holds a NaN or an infinite weight at \[0, 7\]" \
   $L --model "$WORK/bad-inf-norm" --tokens 1 --out "$WORK/x.npy"
+# Finite weights that overflow at run time: the request fails naming the layer, no token 0 made up.
+expect_error "logits not finite at run time" \
+  "the model's logits are not finite (NaN or Inf) at position [0-9]*: layer 0 made them: its output there is not finite" \
+  "$BIN/moe-generate" --model "$WORK/bad-overflow-experts" --prompt hi --max-new-tokens 4
 expect_error "token id out of range" "token id 32000 is outside the vocabulary" $L --model "$WORK/tiny" --tokens 1,32000 --out "$WORK/x.npy"
 expect_error "negative token id" "outside the vocabulary" $L --model "$WORK/tiny" --tokens 1,-5 --out "$WORK/x.npy"
 expect_error "non-integer token" "is not an integer" $L --model "$WORK/tiny" --tokens 1,abc --out "$WORK/x.npy"
