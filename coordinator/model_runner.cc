@@ -273,6 +273,18 @@ absl::Status ModelRunner::SampleNext(absl::Span<Sampler* const> samplers,
   return absl::OkStatus();
 }
 
+absl::StatusOr<TokenLogprob> ModelRunner::Logprob(int64_t row, int32_t id, int top_n) {
+  if (row < 0 || row >= logit_rows_ready_) {
+    return absl::FailedPreconditionError(absl::StrCat("Logprob asked for row ", row, " of the ",
+                                                      logit_rows_ready_, " logits rows left"));
+  }
+  const int64_t vocab = weights_->config.vocab_size;
+  row_.resize(static_cast<size_t>(vocab));
+  backend_->ToHost(row_.data(), logits_dev_.data() + row * vocab, row_.size() * sizeof(float));
+  MOE_RETURN_IF_ERROR(backend_->Sync());
+  return RowLogprob(row_.data(), vocab, id, top_n);
+}
+
 std::string ModelRunner::DescribeNonFinite(KvCache& cache, int64_t position) {
   // A layer's keys and values at a position are projections of RMSNorm(its input there); a NaN or
   // Inf anywhere in that input makes the whole normalized row NaN. So the first layer whose keys or

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "coordinator/kv_cache.h"
+#include "coordinator/logprobs.h"
 #include "coordinator/moe_routing.h"
 #include "coordinator/overlap_policy.h"
 #include "coordinator/routing_observer.h"
@@ -54,6 +55,9 @@ class ModelRunner {
   // A row whose logits are not all finite gets token -1 (never a made-up one): its request must
   // fail (DescribeNonFinite says where the model went wrong).
   absl::Status SampleNext(absl::Span<Sampler* const> samplers, std::vector<int32_t>* tokens);
+  // The log-probability of `id` under logits row `row` of the last successful Forward (rows as
+  // SampleNext numbers them), with the row's top_n most likely ids (coordinator/logprobs.h).
+  absl::StatusOr<TokenLogprob> Logprob(int64_t row, int32_t id, int top_n);
   // Which layer made a sequence's hidden state non-finite at `position` (already run): read back
   // from its KV cache. For an error message; slow, only on that rare path.
   std::string DescribeNonFinite(KvCache& cache, int64_t position);

@@ -19,6 +19,7 @@ absl::Status RequestLimits::Validate() const {
   if (max_tokens < 1) return absl::InvalidArgumentError("--max-tokens-limit must be >= 1");
   if (max_stop_strings < 0) return absl::InvalidArgumentError("--max-stop-strings must be >= 0");
   if (max_stop_bytes < 1) return absl::InvalidArgumentError("--max-stop-bytes must be >= 1");
+  if (max_stop_token_ids < 0) return absl::InvalidArgumentError("max_stop_token_ids must be >= 0");
   return absl::OkStatus();
 }
 
@@ -53,6 +54,23 @@ absl::Status Request::Validate(const MixtralConfig& config, const RequestLimits&
                                                      " bytes; the server's limit is ",
                                                      limits.max_stop_bytes));
     }
+  }
+  if (static_cast<int64_t>(stop_token_ids.size()) > limits.max_stop_token_ids) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(names.stop_token_ids, " holds ", stop_token_ids.size(),
+                     " ids; the server's limit is ", limits.max_stop_token_ids));
+  }
+  if (absl::Status ids = config.CheckTokenIds(stop_token_ids); !ids.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(names.stop_token_ids, " ", ids.message()));
+  }
+  if (min_tokens < 0 || min_tokens > max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(names.min_tokens, " must be in [0, ",
+                                                   names.max_tokens, " = ", max_tokens, "], got ",
+                                                   min_tokens));
+  }
+  if (logprobs < -1 || logprobs > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        names.logprobs, " must be in [0, ", kMaxTopLogprobs, "] alternatives, got ", logprobs));
   }
   if (absl::Status s = sampling.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(names.sampling_prefix, s.message()));

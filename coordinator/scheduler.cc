@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 
 namespace moe {
 
@@ -31,8 +32,20 @@ Scheduler::Sequence::Sequence(Pending p, KvCache kv, const Tokenizer* tokenizer,
       arrival_steady(p.arrival_steady),
       cache(std::move(kv)),
       sampler(request.sampling),
-      text(tokenizer, request.stop, request.prompt),
+      text(tokenizer, request.stop, request.prompt, request.min_tokens),
       kv_bytes(bytes) {}
+
+void Scheduler::Sequence::PrepareSampler(const MixtralConfig& config) {
+  sampler.SetPrompt(request.prompt);
+  if (request.min_tokens > 0) {
+    // vLLM's min_tokens: every id that would end the sequence, EOS (unless ignored) and the stop
+    // token ids, is banned until then.
+    std::vector<int32_t> ends(request.stop_token_ids);
+    if (!request.ignore_eos)
+      ends.insert(ends.end(), config.eos_token_ids.begin(), config.eos_token_ids.end());
+    sampler.Ban(ends, request.min_tokens);
+  }
+}
 
 absl::Status SchedulerOptions::Validate() const {
   if (max_batch_tokens < 1) return absl::InvalidArgumentError("--max-batch-tokens must be >= 1");
@@ -146,6 +159,8 @@ void Scheduler::AdmitLocked() {
     }
     stats_.kv_bytes_used += bytes;
     running_.push_back(std::make_unique<Sequence>(std::move(p), std::move(cache), tokenizer_, bytes));
+    running_.back()->PrepareSampler(runner_->config());
+    running_.back()->admitted = absl::Now();
     waiting_.pop_front();
   }
   stats_.waiting = static_cast<int>(waiting_.size());
@@ -160,6 +175,8 @@ absl::Status Scheduler::Step() {
   {
     absl::MutexLock lock(&mu_);
     ++stats_.steps;
+    for (const SequenceChunk& chunk : batch.chunks)
+      stats_.tokens += static_cast<int64_t>(chunk.tokens.size());
     stats_.split_steps += runner_->last_micro_batches() == 2;
   }
   return Postprocess(batch);
@@ -179,9 +196,9 @@ Scheduler::Batch Scheduler::Schedule() {
     const size_t left = seq->request.prompt.size() - seq->prefilled;
     if (seq->next_token >= 0 || left == 0 || budget <= 0) continue;
     const size_t n = std::min<size_t>(left, static_cast<size_t>(budget));
-    batch.chunks.push_back({&seq->cache,
-                            absl::MakeConstSpan(seq->request.prompt).subspan(seq->prefilled, n),
-                            false, seq->id, /*prefill=*/true});
+    batch.chunks.push_back(
+        {&seq->cache, absl::MakeConstSpan(seq->request.prompt).subspan(seq->prefilled, n),
+         /*all_logits=*/seq->request.prompt_logprobs, seq->id, /*prefill=*/true});
     batch.owners.push_back(seq.get());
     budget -= static_cast<int64_t>(n);
   }
@@ -190,21 +207,36 @@ Scheduler::Batch Scheduler::Schedule() {
 
 absl::Status Scheduler::Postprocess(const Batch& batch) {
   const size_t n = batch.chunks.size();
-  samplers_.assign(n, nullptr);
+  // One logits row per chunk, or one per token for a chunk that asked for them all (prompt
+  // log-probabilities); only a chunk's last row is sampled.
+  samplers_.clear();
+  last_rows_.assign(n, -1);
   for (size_t i = 0; i < n; ++i) {
+    const SequenceChunk& chunk = batch.chunks[i];
     Sequence* seq = batch.owners[i];
+    const int64_t first_row = static_cast<int64_t>(samplers_.size());
+    samplers_.resize(samplers_.size() + (chunk.all_logits ? chunk.tokens.size() : 1), nullptr);
+    last_rows_[i] = static_cast<int64_t>(samplers_.size()) - 1;
     if (seq->next_token < 0) {
-      seq->prefilled += batch.chunks[i].tokens.size();
+      if (chunk.all_logits) MOE_RETURN_IF_ERROR(GatherPromptLogprobs(seq, chunk, first_row));
+      seq->prefilled += chunk.tokens.size();
       if (seq->prefilled < seq->request.prompt.size()) continue;  // more prompt to come
     }
-    samplers_[i] = &seq->sampler;
+    samplers_[last_rows_[i]] = &seq->sampler;
   }
   if (absl::Status sampled = runner_->SampleNext(samplers_, &sampled_); !sampled.ok()) return sampled;
   for (size_t i = 0; i < n; ++i) {
-    if (samplers_[i] == nullptr) continue;
+    const int64_t row = last_rows_[i];
+    if (samplers_[row] == nullptr) continue;
     Sequence* seq = batch.owners[i];
-    if (sampled_[i] >= 0) {
-      Advance(seq, sampled_[i]);
+    if (const int32_t id = sampled_[row]; id >= 0) {
+      TokenLogprob logprob;
+      if (seq->request.logprobs >= 0) {
+        absl::StatusOr<TokenLogprob> lp = runner_->Logprob(row, id, seq->request.logprobs);
+        if (!lp.ok()) return lp.status();
+        logprob = *std::move(lp);
+      }
+      Advance(seq, id, std::move(logprob));
       continue;
     }
     // Non-finite logits: this request fails, naming the layer; the others in the batch go on
@@ -224,24 +256,50 @@ absl::Status Scheduler::Postprocess(const Batch& batch) {
   return absl::OkStatus();
 }
 
-bool Scheduler::Advance(Sequence* seq, int32_t id) {
-  if (seq->generated++ == 0) seq->first_token = absl::Now();
-  const bool eos = runner_->config().IsEos(id);
+absl::Status Scheduler::GatherPromptLogprobs(Sequence* seq, const SequenceChunk& chunk,
+                                             int64_t first_row) {
+  // Row j holds the logits after the chunk's token j: they predict the prompt's next token, if the
+  // prompt has one (the last prompt position predicts the first generated token instead).
+  const std::vector<int32_t>& prompt = seq->request.prompt;
+  for (size_t j = 0; j < chunk.tokens.size(); ++j) {
+    const size_t target = seq->prefilled + j + 1;
+    if (target >= prompt.size()) break;
+    absl::StatusOr<TokenLogprob> lp = runner_->Logprob(
+        first_row + static_cast<int64_t>(j), prompt[target], std::max(seq->request.logprobs, 0));
+    if (!lp.ok()) return lp.status();
+    seq->prompt_logprobs.push_back(*std::move(lp));
+  }
+  return absl::OkStatus();
+}
+
+bool Scheduler::Advance(Sequence* seq, int32_t id, TokenLogprob logprob) {
   StreamEvent event;
+  if (seq->generated == 0) event.prompt_logprobs = std::move(seq->prompt_logprobs);
+  if (seq->request.logprobs >= 0) event.logprobs.push_back(std::move(logprob));
+  event.sampled_at = absl::Now();
+  if (seq->generated++ == 0) seq->first_token = event.sampled_at;
+  seq->sampler.Accept(id);
+  const Request& r = seq->request;
+  const bool is_eos = runner_->config().IsEos(id);
+  const bool eos = is_eos && !r.ignore_eos;
+  const bool stop_id =
+      std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), id) != r.stop_token_ids.end();
   event.token_ids.push_back(id);
-  if (!eos) event.text = seq->text.Push(id);
-  if (eos || seq->text.stopped() || seq->generated >= seq->request.max_tokens) {
+  // Ending tokens, and EOS even when ignored, have no text.
+  if (!is_eos && !stop_id) event.text = seq->text.Push(id);
+  if (eos || stop_id || seq->text.stopped() || seq->generated >= r.max_tokens) {
     // The finishing token and the last of the text ride on the final event. The held-back tail
     // can itself complete a stop string, so the reason is decided after it.
     event.text += seq->text.Finish();
-    const FinishReason reason = seq->text.stopped() ? FinishReason::kStop
-                                : eos               ? FinishReason::kEos
-                                                    : FinishReason::kLength;
+    const FinishReason reason = seq->text.stopped() || stop_id ? FinishReason::kStop
+                                : eos                          ? FinishReason::kEos
+                                                               : FinishReason::kLength;
     const absl::Time now = absl::Now();
     event.finish = reason;
     event.prompt_tokens = static_cast<int>(seq->request.prompt.size());
     event.generated_tokens = seq->generated;
     event.time_to_first_token_ms = absl::ToDoubleMilliseconds(seq->first_token - seq->arrival);
+    event.queue_ms = absl::ToDoubleMilliseconds(seq->admitted - seq->arrival);
     event.total_ms = absl::ToDoubleMilliseconds(now - seq->arrival);
     // Accounted before the client hears of it, so a GetModelInfo after the stream ends sees it.
     auto handle = seq->handle;
@@ -279,7 +337,9 @@ void Scheduler::FailAll(const absl::Status& status) {
   absl::MutexLock lock(&mu_);
   for (Pending& p : waiting_) p.handle->Push(e);
   waiting_.clear();
-  stats_ = SchedulerStats{0, 0, 0, options_.kv_budget_bytes, stats_.served, stats_.steps, stats_.split_steps};
+  // Nothing runs or waits any more; the counters since start stay.
+  stats_.running = stats_.waiting = 0;
+  stats_.kv_bytes_used = 0;
 }
 
 SchedulerStats Scheduler::stats() const {

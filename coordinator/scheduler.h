@@ -33,11 +33,16 @@ namespace moe {
 struct StreamEvent {
   std::vector<int32_t> token_ids;  // new tokens
   std::string text;                // the text they complete
+  std::vector<TokenLogprob> logprobs;         // of token_ids, when the request asks
+  std::vector<TokenLogprob> prompt_logprobs;  // of the prompt's tokens after the first, on the
+                                              // first event, when the request asks
   FinishReason finish = FinishReason::kNone;
   absl::Status error;              // the request failed (UNAVAILABLE when a worker is lost)
   int prompt_tokens = 0;           // usage, on the last event
   int generated_tokens = 0;
   double time_to_first_token_ms = 0;
+  double queue_ms = -1;   // from arrival to admission into the batch, on the last event
+  absl::Time sampled_at;  // when this event's token was sampled
   double total_ms = 0;
 };
 
@@ -82,6 +87,7 @@ struct SchedulerStats {
   int64_t kv_bytes_budget = 0;
   int64_t served = 0;           // requests finished (any reason) since start
   int64_t steps = 0;            // forward passes since start
+  int64_t tokens = 0;           // tokens through the model since start (prompts and decoded)
   int64_t split_steps = 0;      // of which ran as two micro-batches (--overlap)
 };
 
@@ -125,11 +131,14 @@ class Scheduler {
   };
   struct Sequence {
     Sequence(Pending p, KvCache cache, const Tokenizer* tokenizer, int64_t kv_bytes);
+    // The sampler's view of the request: the prompt for its penalties, min_tokens' bans.
+    void PrepareSampler(const MixtralConfig& config);
     uint64_t id;
     Request request;
     std::shared_ptr<RequestHandle> handle;
     absl::Time arrival;
     double arrival_steady;
+    absl::Time admitted;
     absl::Time first_token;
     KvCache cache;
     Sampler sampler;
@@ -138,6 +147,8 @@ class Scheduler {
     size_t prefilled = 0;        // prompt tokens already in the cache
     int generated = 0;
     int32_t next_token = -1;     // sampled, to be fed at the next step
+    std::vector<TokenLogprob>
+        prompt_logprobs;  // gathered during prefill, sent with the first token
   };
 
   // One step's work: a chunk of tokens per scheduled sequence, in batch order.
@@ -158,8 +169,12 @@ class Scheduler {
   // stream their next token; finished ones leave the batch.
   absl::Status Postprocess(const Batch& batch);
   void DropCancelledWaiting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Streams `id`, the next token of `seq`; returns true when the sequence finished.
-  bool Advance(Sequence* seq, int32_t id);
+  // The log-probabilities of the prompt tokens that a prefill chunk's logits rows predict (rows
+  // first_row.. of the step, one per token of the chunk).
+  absl::Status GatherPromptLogprobs(Sequence* seq, const SequenceChunk& chunk, int64_t first_row);
+  // Streams `id`, the next token of `seq` (with its log-probability when asked); returns true when
+  // the sequence finished.
+  bool Advance(Sequence* seq, int32_t id, TokenLogprob logprob = {});
   // Frees the sequence's KV cache and removes it from running_ (leaves a null to compact).
   void Finish(Sequence* seq);
 
@@ -178,7 +193,8 @@ class Scheduler {
   // Engine thread only.
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<int32_t> sampled_;  // the step's next tokens, reused
-  std::vector<Sampler*> samplers_;
+  std::vector<Sampler*> samplers_;  // [logits rows of the step]
+  std::vector<int64_t> last_rows_;  // [chunks]: each chunk's last logits row
 };
 
 }  // namespace moe

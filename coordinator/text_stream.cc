@@ -5,8 +5,8 @@
 namespace moe {
 
 TextStream::TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop,
-                       const std::vector<int32_t>& prompt)
-    : detok_(tokenizer, prompt) {
+                       const std::vector<int32_t>& prompt, int match_after)
+    : detok_(tokenizer, prompt), unmatched_(match_after) {
   for (std::string& s : stop) {
     if (s.empty()) continue;
     hold_ = std::max(hold_, s.size() - 1);
@@ -16,6 +16,10 @@ TextStream::TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop
 
 std::string TextStream::Push(int token_id) {
   if (stopped_) return "";
+  if (unmatched_ > 0) {  // before min_tokens: nothing is held back, nothing matched
+    --unmatched_;
+    return detok_.Push(token_id);
+  }
   pending_ += detok_.Push(token_id);
   // A stop string that completes now lies within the held-back tail plus the new text.
   size_t first = std::string::npos;

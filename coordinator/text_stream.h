@@ -12,9 +12,11 @@ namespace moe {
 class TextStream {
  public:
   // tokenizer: not owned; stop: strings that end the generation (empty ones are ignored);
-  // prompt: the ids before the generated ones, so the first generated piece keeps its space.
+  // prompt: the ids before the generated ones, so the first generated piece keeps its space;
+  // match_after: stop strings are looked for only in the text of tokens after the first this many
+  // (a request's min_tokens, as vLLM does).
   TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop,
-             const std::vector<int32_t>& prompt = {});
+             const std::vector<int32_t>& prompt = {}, int match_after = 0);
 
   // Adds a generated token; returns the text that may be sent now. Text that could still turn
   // out to start a stop string is held back until it cannot.
@@ -30,6 +32,7 @@ class TextStream {
   size_t hold_ = 0;        // longest stop string - 1
   std::string pending_;    // decoded, not yet returned
   bool stopped_ = false;
+  int unmatched_ = 0;  // tokens still to pass before stop strings count
 };
 
 }  // namespace moe

@@ -11,6 +11,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/flag_spelling.h"
@@ -87,6 +89,21 @@ std::vector<char*> Init(int argc, char** argv, const char* usage) {
   ToolName() = name.substr(name.find_last_of('/') + 1);
   AcceptDashedFlagNames(argc, argv);
   absl::SetProgramUsageMessage(usage);
+  // --help lists the program's own flags and the ones every tool shares (abseil's default matches
+  // flags to a file named after the program: moe-coordinator is moe_coordinator.cc, so nothing
+  // matched), never abseil's own (--flagfile, --fromenv, ...).
+  absl::FlagsUsageConfig help;
+  auto ours = [](absl::string_view file) { return !absl::StrContains(file, "absl/"); };
+  help.contains_help_flags = ours;
+  help.contains_helpshort_flags = ours;
+  help.normalize_filename = [](absl::string_view file) {
+    for (absl::string_view root : {"/coordinator/", "/worker/", "/core/", "/kernels/"}) {
+      if (const size_t at = file.rfind(root); at != absl::string_view::npos)
+        return std::string(file.substr(at + 1));
+    }
+    return std::string(file);
+  };
+  absl::SetFlagsUsageConfig(help);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   // MOE_CPU_AMX=0 keeps the AMX tiles off, to compare the two BF16 paths on one machine.
   if (const char* amx = std::getenv("MOE_CPU_AMX"); amx != nullptr && std::strcmp(amx, "0") == 0) {

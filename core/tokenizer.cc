@@ -165,6 +165,16 @@ std::vector<int> Tokenizer::Encode(const std::string& input, bool add_bos) const
   return ids;
 }
 
+std::string Tokenizer::TokenBytes(int id) const {
+  if (id < 0 || id >= vocab_size()) return "";
+  const SentencePieceModel::Piece& p = model_.pieces[id];
+  using Type = SentencePieceModel::PieceType;
+  if (p.type == Type::kByte) return std::string(1, static_cast<char>(byte_of_[id]));
+  if (p.type == Type::kUnknown) return model_.unk_surface;
+  if (p.type == Type::kControl) return p.text;
+  return absl::StrReplaceAll(p.text, {{"\xE2\x96\x81", " "}});
+}
+
 std::string Tokenizer::Decode(const std::vector<int>& ids) const {
   std::string text;
   std::string bytes;  // a run of byte pieces, decoded together

@@ -26,6 +26,9 @@ class Tokenizer {
   std::vector<int> Encode(const std::string& text, bool add_bos) const;
   // Ids outside the vocabulary are skipped; control tokens (BOS, EOS) decode to nothing.
   std::string Decode(const std::vector<int>& ids) const;
+  // One token's own bytes, as log-probability reports name it: spaces for "▁", a byte piece's
+  // byte (possibly part of a UTF-8 character), a control token's piece ("</s>").
+  std::string TokenBytes(int id) const;
   int vocab_size() const { return static_cast<int>(model_.pieces.size()); }
   bool IsControl(int id) const;  // BOS, EOS: pieces without text
   int bos_id() const { return model_.bos_id; }

@@ -12,6 +12,7 @@
 # the rest; default 0; PIN= runs unpinned), BATCH (1,16,64), PROMPT (32 prompt tokens),
 # DECODE (32 decode steps), CONCURRENCY (1,16,64), REQUESTS (2 per client), MODES ("off on auto"),
 # SERVING (1; 0 skips part 2).
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:?usage: scripts/bench_overlap.sh MODEL_DIR [ROUNDS]}

@@ -11,6 +11,7 @@
 # the environment gives every rank N threads (scripts/launch.sh --threads): on a machine with
 # fewer cores than workers x threads the workers share cores, and a balanced step then cannot
 # finish sooner than an unbalanced one (the cores, not the busiest worker, bound it).
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:?usage: scripts/bench_placement.sh MODEL_DIR WORKERS [SLOTS] [-- BENCH ARGS...]}

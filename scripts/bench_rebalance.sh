@@ -12,6 +12,7 @@
 # SLOTS defaults to ceil(E/W) + 1. THREADS=N gives every rank N threads (scripts/launch.sh
 # --threads); REQUESTS=N requests per client per bench (default 4); TOKENS=N tokens per request
 # (default 32).
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:?usage: scripts/bench_rebalance.sh MODEL_DIR WORKERS [SLOTS]}

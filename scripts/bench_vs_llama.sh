@@ -18,6 +18,7 @@
 # -n 32), and 16 and 64 sequences decoding together (moe-bench --batch 16,64 beside
 # llama-batched-bench's S_TG), with our share of the bandwidth measured in the same run, and our
 # prefill's share of the product peak.
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BUILD_DIR:-$ROOT/build}/bin

@@ -6,6 +6,7 @@
 # its load telemetry (the live view, then the routing trace analysed offline), and shuts the
 # cluster down. The OpenAI-compatible HTTP API runs beside gRPC and answers curl.
 # usage: scripts/demo.sh [PROMPT]   (PROMPT replaces the built-in Python prompts)
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=deploy/models/pystd

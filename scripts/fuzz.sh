@@ -13,6 +13,7 @@
 # leaves the input as build-fuzz/crashes/TARGET-crash-*, replayable with
 # build-fuzz/bin/fuzz_TARGET FILE (or build/bin/fuzz_TARGET FILE, without libFuzzer). Add such an
 # input to tests/fuzz/corpus/TARGET/ once the bug is fixed: ctest's fuzz_corpus_test replays it.
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-15}

@@ -36,6 +36,8 @@
 # --cpu-numerics: how every rank's CPU products treat activations (the ranks must agree).
 # --quantize SPEC: every rank holds its weights so (int8, int4, or experts=int4,attention=int8,...):
 #   the workers their experts, the coordinator its attention and lm_head (the ranks must agree).
+# Signals: SIGTERM, SIGINT (Ctrl-C) or SIGHUP to launch.sh stop the cluster gracefully: they go to
+# the coordinator alone, which drains and ends the workers (mpirun runs in a session of its own).
 # Environment: MPIRUN overrides the mpirun binary; BUILD_DIR (default build) holds bin/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,7 +56,7 @@ while [[ $# -gt 0 ]]; do
     --pin-coordinator) PIN=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) break ;;
   esac
 done
@@ -132,15 +134,18 @@ WORKER=(-np "$WORKERS" "${WORKER_PIN[@]}" "$BIN/moe-worker" --model "$MODEL" --t
 CMD=("${MPIRUN:-mpirun}" "${MPI_ARGS[@]}" "${COORD[@]}" "$@" : "${WORKER[@]}")
 echo "launch.sh: ${CMD[*]}" >&2
 [[ $DRY -eq 1 ]] && exit 0
-[[ -z $HOSTFILE && -z ${SLURM_JOB_ID:-} ]] && exec "${CMD[@]}"
 
-# Across nodes, launch.sh stays as mpirun's minder. mpirun may wait for minutes on a node that
-# vanished (its kill order sits unacknowledged in TCP, where keepalive does not reach): once rank 0
-# (the coordinator, mpirun's own child on this node) has ended, mpirun gets END_GRACE_S more
-# seconds, then is ended; the other nodes' daemons then end their ranks. SIGTERM or SIGINT to
-# launch.sh stops the cluster gracefully: it goes to the coordinator alone (before it runs, to mpirun).
+# launch.sh stays as mpirun's minder, on one node as on several.
+# - SIGTERM or SIGINT to launch.sh (Ctrl-C, or serve.sh's PID: serve.sh execs this script) stops
+#   the cluster gracefully: it goes to the coordinator alone (before it runs, to mpirun), which
+#   drains and then ends the workers. mpirun runs in a session of its own (setsid), so a
+#   terminal's Ctrl-C reaches launch.sh, not mpirun: mpirun would kill every rank ~2 s later.
+# - mpirun may wait for minutes on a node that vanished (its kill order sits unacknowledged in TCP,
+#   where keepalive does not reach): once rank 0 (the coordinator, mpirun's own child on this node)
+#   has ended, mpirun gets END_GRACE_S more seconds, then is ended; the other nodes' daemons then
+#   end their ranks.
 END_GRACE_S=${MOE_END_GRACE_S:-10}
-"${CMD[@]}" &
+setsid "${CMD[@]}" &
 MPIRUN_PID=$!
 # By command line: the ranks' process name (comm) is not their program's.
 coordinator() { pgrep -P "$MPIRUN_PID" -f '/moe-coordinator( |$)' | head -n1; }
@@ -151,6 +156,7 @@ forward() {
 }
 trap 'forward TERM' TERM
 trap 'forward INT' INT
+trap 'forward TERM' HUP  # the terminal closed: mpirun, in its own session, would not hear of it
 seen=0 ended_at=0
 while kill -0 "$MPIRUN_PID" 2>/dev/null; do
   if [[ -n $(coordinator) ]]; then

@@ -4,6 +4,7 @@
 # skewed towards low-numbered experts (--router-skew 2, a Zipf-like preference) so the load view
 # has imbalance to show. Remakes the model when this recipe changes.
 # usage: scripts/make_demo_model.sh [DIR]   (default models/demo; tests make their own copy)
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-models/demo}

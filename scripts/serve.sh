@@ -4,6 +4,7 @@
 # --model models/demo makes the small random, router-skewed model of the balancing benchmarks first.
 # usage: scripts/serve.sh [--model DIR] [--workers W] [--listen HOST:PORT] [--http HOST:PORT]
 #                         [-- more coordinator flags]   (--http "": no HTTP API)
+# The coordinator's flags: build/bin/moe-coordinator --help; the launcher's: scripts/launch.sh --help.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=deploy/models/pystd WORKERS=2 LISTEN=127.0.0.1:50051 HTTP=127.0.0.1:8000
@@ -13,6 +14,7 @@ while [[ $# -gt 0 ]]; do
     --workers) WORKERS=$2; shift 2 ;;
     --listen) LISTEN=$2; shift 2 ;;
     --http) HTTP=$2; shift 2 ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     *) break ;;
   esac

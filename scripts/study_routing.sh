@@ -8,6 +8,7 @@
 #                                 [--max-tokens T] [--concurrency K]
 #   defaults: 4 workers, docs/study, every held-out file, 3000 characters, 64 tokens, 8 at a time
 # Needs a build (scripts/build.sh).
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=deploy/models/pystd WORKERS=4 OUT=docs/study FILES=0 CHARS=3000 TOKENS=64 CONC=8

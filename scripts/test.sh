@@ -3,6 +3,7 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer into build-asan/ and runs them there too
 # (MOE_SKIP_SANITIZERS=1 skips that second pass); between the two, fuzzes the parsers for a bounded
 # time (scripts/fuzz.sh).
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # ctest shows a skipped test or case only as skipped: print why, counted (the GPU tests on a

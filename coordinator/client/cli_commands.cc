@@ -47,20 +47,30 @@ std::string FlagLine(const std::string& dashed) {
 
 const std::vector<Command>& Commands() {
   static const auto* commands = new std::vector<Command>{
-      {"generate", "stream a generation: the text as it arrives, usage and the request id on stderr",
+      {"generate",
+       "stream a generation: the text as it arrives, usage and the request id on stderr",
        "--prompt TEXT | --token-ids 1,2,3 [flags]",
-       {"prompt", "token-ids", "max-tokens", "temperature", "top-p", "top-k", "seed", "stop", "deadline-ms", "ids",
-        "label"}},
+       {"prompt", "token-ids", "max-tokens", "temperature", "top-p", "top-k", "seed", "stop",
+        "repetition-penalty", "frequency-penalty", "presence-penalty", "stop-token-ids",
+        "min-tokens", "ignore-eos", "deadline-ms", "ids", "label"}},
       {"tokenize", "the server's token ids of a text (BOS first)", "--text TEXT", {"text"}},
       {"info", "the model, the workers and their experts, the scheduler now", "", {}},
-      {"bench", "concurrent streaming clients: tokens/s, time to first token, inter-token latency",
+      {"bench",
+       "concurrent streaming clients: tokens/s, time to first token, inter-token latency",
        "[--concurrency 1,4,16,64] [flags]",
        {"concurrency", "requests", "max-tokens", "prompt-tokens", "temperature"}},
-      {"load", "the load telemetry, redrawn like top (or one snapshot with --once)", "[flags]",
+      {"load",
+       "the load telemetry, redrawn like top (or one snapshot with --once)",
+       "[flags]",
        {"interval-ms", "once", "window", "width"}},
-      {"reset-load", "zero the load counters on every rank (an admin call)", "", {"admin-token-file"}},
-      {"rebalance", "plan an expert placement from the load window and move the cluster to it (an admin call)",
-       "[--dry-run] [--force] [--out PLAN.json]", {"dry-run", "force", "out", "admin-token-file"}},
+      {"reset-load",
+       "zero the load counters on every rank (an admin call)",
+       "",
+       {"admin-token-file"}},
+      {"rebalance",
+       "plan an expert placement from the load window and move the cluster to it (an admin call)",
+       "[--dry-run] [--force] [--out PLAN.json]",
+       {"dry-run", "force", "out", "admin-token-file"}},
   };
   return *commands;
 }

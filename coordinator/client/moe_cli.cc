@@ -52,6 +52,15 @@ ABSL_FLAG(double, top_p, 1.0, "generate: nucleus sampling in (0, 1]");
 ABSL_FLAG(int, top_k, 0, "generate: keep the k most likely tokens (0 = all)");
 ABSL_FLAG(uint64_t, seed, 0, "generate: sampling seed");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop strings");
+ABSL_FLAG(double, repetition_penalty, 1.0,
+          "generate: Hugging Face's repetition penalty over prompt and output (> 0; 1 = none)");
+ABSL_FLAG(double, frequency_penalty, 0.0, "generate: OpenAI's frequency penalty in [-2, 2]");
+ABSL_FLAG(double, presence_penalty, 0.0, "generate: OpenAI's presence penalty in [-2, 2]");
+ABSL_FLAG(std::vector<std::string>, stop_token_ids, {},
+          "generate: comma-separated token ids that end the generation (finish reason stop)");
+ABSL_FLAG(int, min_tokens, 0,
+          "generate: no EOS, stop token or stop string before this many tokens");
+ABSL_FLAG(bool, ignore_eos, false, "generate: EOS does not end the generation (fixed-length runs)");
 ABSL_FLAG(int, deadline_ms, 0, "generate: gRPC deadline (0 = none)");
 ABSL_FLAG(bool, ids, false, "generate: print token ids instead of text");
 ABSL_FLAG(std::string, label, "",
@@ -159,7 +168,12 @@ std::string SamplingFlagError() {
   if (!(t >= 0) || !std::isfinite(t)) return "--temperature must be a finite number >= 0 (0 = greedy)";
   if (!(p > 0 && p <= 1)) return "--top-p must be in (0, 1]";
   if (absl::GetFlag(FLAGS_top_k) < 0) return "--top-k must be >= 0 (0 = no limit)";
-  return "";
+  if (absl::GetFlag(FLAGS_min_tokens) < 0) return "--min-tokens must be >= 0";
+  for (const std::string& id : absl::GetFlag(FLAGS_stop_token_ids)) {
+    if (int v; !absl::SimpleAtoi(id, &v))
+      return absl::StrCat("--stop-token-ids: '", id, "' is not an integer");
+  }
+  return "";  // the penalties' ranges: the server's error names them
 }
 
 int Generate() {
@@ -190,6 +204,16 @@ int Generate() {
   s->set_top_k(absl::GetFlag(FLAGS_top_k));
   s->set_seed(absl::GetFlag(FLAGS_seed));
   for (const std::string& stop : absl::GetFlag(FLAGS_stop)) s->add_stop(stop);
+  s->set_repetition_penalty(static_cast<float>(absl::GetFlag(FLAGS_repetition_penalty)));
+  s->set_frequency_penalty(static_cast<float>(absl::GetFlag(FLAGS_frequency_penalty)));
+  s->set_presence_penalty(static_cast<float>(absl::GetFlag(FLAGS_presence_penalty)));
+  for (const std::string& id : absl::GetFlag(FLAGS_stop_token_ids)) {
+    int v = 0;
+    (void)absl::SimpleAtoi(id, &v);  // checked by SamplingFlagError
+    s->add_stop_token_ids(v);
+  }
+  s->set_min_tokens(static_cast<uint32_t>(absl::GetFlag(FLAGS_min_tokens)));
+  s->set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
   req.set_label(absl::GetFlag(FLAGS_label));
   grpc::ClientContext ctx;
   if (absl::GetFlag(FLAGS_deadline_ms) > 0) {

@@ -49,6 +49,12 @@ absl::StatusOr<Request> InferenceService::Translate(const moe::v1::GenerateReque
   r.sampling.top_k = s.top_k();
   r.sampling.top_p = s.has_top_p() ? s.top_p() : 1.0f;
   r.sampling.seed = s.seed();
+  r.sampling.repetition_penalty = s.has_repetition_penalty() ? s.repetition_penalty() : 1.0f;
+  r.sampling.frequency_penalty = s.frequency_penalty();
+  r.sampling.presence_penalty = s.presence_penalty();
+  r.stop_token_ids.assign(s.stop_token_ids().begin(), s.stop_token_ids().end());
+  r.min_tokens = static_cast<int>(std::min<uint32_t>(s.min_tokens(), INT_MAX));
+  r.ignore_eos = s.ignore_eos();
   for (const std::string& stop : s.stop()) {
     if (!IsValidUtf8(stop)) return absl::InvalidArgumentError("sampling.stop holds invalid UTF-8");
     r.stop.push_back(stop);
@@ -64,8 +70,9 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* context,
   const grpc::Status status = Stream(context, request, writer, &last);
   if (metrics_ != nullptr) {
     if (status.ok()) {
-      metrics_->RecordFinished(FinishReasonName(last.finish), last.prompt_tokens, last.generated_tokens,
-                               last.time_to_first_token_ms / 1e3, last.total_ms / 1e3);
+      metrics_->RecordFinished(FinishReasonName(last.finish), last.prompt_tokens,
+                               last.generated_tokens, last.time_to_first_token_ms / 1e3,
+                               last.total_ms / 1e3, last.queue_ms / 1e3);
     } else {
       metrics_->RecordFailed(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())));
     }
@@ -93,12 +100,17 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context,
     return expired ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded")
                    : grpc::Status(grpc::StatusCode::CANCELLED, why);
   };
+  absl::Time previous_token = absl::InfinitePast();
   for (;;) {
     if (context->IsCancelled()) return ended_early("cancelled by the client");
     // Wait wakes the moment the engine pushes an event (the step that made the token has ended);
     // the timeout only bounds how late a client's cancellation is noticed while nothing arrives.
     for (StreamEvent& e : (*handle)->Wait(absl::Milliseconds(20))) {
       if (!e.error.ok()) return ToGrpc(e.error);
+      if (metrics_ != nullptr && previous_token != absl::InfinitePast()) {
+        metrics_->RecordInterToken(absl::ToDoubleSeconds(e.sampled_at - previous_token));
+      }
+      previous_token = e.sampled_at;
       moe::v1::GenerateResponse out;
       out.set_request_id((*handle)->id());
       out.mutable_token_ids()->Add(e.token_ids.begin(), e.token_ids.end());

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -127,28 +128,52 @@ absl::StatusOr<std::vector<int32_t>> TokenIds(const json& list, const char* para
   return ids;
 }
 
-absl::StatusOr<std::vector<int32_t>> PromptIds(const json& body, const ServedModel& model) {
+// The completions prompt: a string, a token-id list, or a list of several of either (each its
+// own sequence). Text is counted against max_prompt_bytes across all of them.
+absl::StatusOr<std::vector<std::vector<int32_t>>> Prompts(const json& body,
+                                                          const ServedModel& model) {
   const json* p = Field(body, "prompt");
   if (p == nullptr) return FieldError("prompt", "prompt is required");
-  const json* one = p;
-  if (p->is_array() && p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array())) one = &(*p)[0];
-  if (one->is_string()) {
-    const std::string& text = one->get_ref<const std::string&>();
-    if (absl::Status s = TextWithin(text, 0, model.max_prompt_bytes, "prompt"); !s.ok()) return s;
-    std::vector<int32_t> ids;
-    if (!text.empty()) {
-      for (int id : model.tokenizer->Encode(text, /*add_bos=*/true)) ids.push_back(id);
+  const bool one_ids =
+      p->is_array() && !p->empty() &&
+      std::all_of(p->begin(), p->end(), [](const json& x) { return x.is_number(); });
+  std::vector<const json*> each;
+  if (p->is_string() || one_ids || (p->is_array() && p->empty())) {
+    each.push_back(p);
+  } else if (p->is_array()) {
+    if (static_cast<int>(p->size()) > kMaxPromptsPerRequest) {
+      return FieldError(
+          "prompt", absl::StrCat("prompt holds ", p->size(), " prompts; the server takes at most ",
+                                 kMaxPromptsPerRequest, " per request"));
     }
-    return ids;
+    for (const json& x : *p) each.push_back(&x);
+  } else {
+    return FieldError("prompt",
+                      "prompt must be a string, a list of token ids, or a list of either");
   }
-  if (one->is_array() && std::all_of(one->begin(), one->end(), [](const json& x) { return x.is_number(); })) {
-    return TokenIds(*one, "prompt");
+  std::vector<std::vector<int32_t>> out;
+  int64_t bytes = 0;
+  for (const json* one : each) {
+    if (one->is_string()) {
+      const std::string& text = one->get_ref<const std::string&>();
+      if (absl::Status s = TextWithin(text, bytes, model.max_prompt_bytes, "prompt"); !s.ok())
+        return s;
+      bytes += static_cast<int64_t>(text.size());
+      std::vector<int32_t> ids;
+      if (!text.empty()) {
+        for (int id : model.tokenizer->Encode(text, /*add_bos=*/true)) ids.push_back(id);
+      }
+      out.push_back(std::move(ids));
+    } else if (one->is_array()) {
+      absl::StatusOr<std::vector<int32_t>> ids = TokenIds(*one, "prompt");
+      if (!ids.ok()) return ids.status();
+      out.push_back(*std::move(ids));
+    } else {
+      return FieldError("prompt",
+                        "prompt must be a string, a list of token ids, or a list of either");
+    }
   }
-  if (p->is_array() && p->size() > 1) {
-    return FieldError("prompt", "prompt holds several prompts; this server takes one per request (send them "
-                                "concurrently: they are batched together)");
-  }
-  return FieldError("prompt", "prompt must be a string, a list of token ids, or a list of one of either");
+  return out;
 }
 
 absl::StatusOr<std::string> MessageContent(const json& content, const std::string& where) {
@@ -293,27 +318,45 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
   }
   const bool chat = endpoint == Endpoint::kChat;
   // What we cannot do, by name.
-  for (absl::Status s : {OnlyDefault(j, "n", 1, "one choice per request"),
-                         OnlyDefault(j, "best_of", 1, "one choice per request"),
-                         OnlyDefault(j, "logprobs", chat ? json(false) : json(0), "no log probabilities"),
-                         OnlyDefault(j, "top_logprobs", 0, "no log probabilities"),
-                         OnlyDefault(j, "echo", false, "the prompt is not echoed"),
-                         OnlyDefault(j, "suffix", "", "no insertion"),
-                         OnlyDefault(j, "presence_penalty", 0, "no penalties"),
-                         OnlyDefault(j, "frequency_penalty", 0, "no penalties"),
-                         OnlyDefault(j, "logit_bias", json::object(), "no logit bias"),
-                         OnlyDefault(j, "tools", json::array(), "no tools"),
-                         OnlyDefault(j, "functions", json::array(), "no tools"),
-                         OnlyDefault(j, "tool_choice", "none", "no tools"),
-                         OnlyDefault(j, "response_format", json{{"type", "text"}}, "text only")}) {
+  for (absl::Status s :
+       {OnlyDefault(j, "n", 1, "one choice per request"),
+        OnlyDefault(j, "best_of", 1, "one choice per request"),
+        OnlyDefault(j, "suffix", "", "no insertion"),
+        OnlyDefault(j, "logit_bias", json::object(), "no logit bias"),
+        // vLLM's extensions that other tools send: refused, not ignored.
+        OnlyDefault(j, "min_p", 0, "no min_p sampling"),
+        OnlyDefault(j, "use_beam_search", false, "no beam search"),
+        OnlyDefault(j, "length_penalty", 1, "no beam search"),
+        OnlyDefault(j, "prompt_logprobs", 0, "no log probabilities"),
+        OnlyDefault(j, "include_stop_str_in_output", false, "stop strings are not returned"),
+        OnlyDefault(j, "skip_special_tokens", true, "special tokens have no text"),
+        OnlyDefault(j, "allowed_token_ids", json::array(), "no token restrictions"),
+        OnlyDefault(j, "bad_words", json::array(), "no token restrictions"),
+        OnlyDefault(j, "truncate_prompt_tokens", 0, "prompts are not truncated"),
+        OnlyDefault(j, "guided_json", json::object(), "no guided decoding"),
+        OnlyDefault(j, "guided_regex", "", "no guided decoding"),
+        OnlyDefault(j, "guided_choice", json::array(), "no guided decoding"),
+        OnlyDefault(j, "guided_grammar", "", "no guided decoding"),
+        OnlyDefault(j, "tools", json::array(), "no tools"),
+        OnlyDefault(j, "functions", json::array(), "no tools"),
+        OnlyDefault(j, "tool_choice", "none", "no tools"),
+        OnlyDefault(j, "response_format", json{{"type", "text"}}, "text only")}) {
     if (!s.ok()) return s;
   }
 
   ParsedRequest out;
   Request& r = out.request;
-  absl::StatusOr<std::vector<int32_t>> ids = chat ? ChatIds(j, model) : PromptIds(j, model);
-  if (!ids.ok()) return ids.status();
-  r.prompt = *std::move(ids);
+  if (chat) {
+    absl::StatusOr<std::vector<int32_t>> ids = ChatIds(j, model);
+    if (!ids.ok()) return ids.status();
+    r.prompt = *std::move(ids);
+  } else {
+    absl::StatusOr<std::vector<std::vector<int32_t>>> prompts = Prompts(j, model);
+    if (!prompts.ok()) return prompts.status();
+    r.prompt = std::move(prompts->front());
+    out.more_prompts.assign(std::make_move_iterator(prompts->begin() + 1),
+                            std::make_move_iterator(prompts->end()));
+  }
 
   const char* max_tokens_name = "max_tokens";
   absl::StatusOr<std::optional<int64_t>> max_tokens = Integer(j, "max_tokens");
@@ -368,6 +411,86 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
   absl::StatusOr<std::vector<std::string>> stop = StopStrings(j);
   if (!stop.ok()) return stop.status();
   r.stop = *std::move(stop);
+  // Penalties: checked as sent, in double, before rounding to float.
+  struct Penalty {
+    const char* name;
+    float* field;
+    double lo, hi;
+    bool lo_open;
+  };
+  for (const Penalty& p :
+       {Penalty{"presence_penalty", &r.sampling.presence_penalty, -2, 2, false},
+        Penalty{"frequency_penalty", &r.sampling.frequency_penalty, -2, 2, false},
+        Penalty{"repetition_penalty", &r.sampling.repetition_penalty, 0, 1e9, true}}) {
+    absl::StatusOr<std::optional<double>> v = Number(j, p.name);
+    if (!v.ok()) return v.status();
+    if (!v->has_value()) continue;
+    const double x = **v;
+    if (!(p.lo_open ? x > p.lo : x >= p.lo) || !(x <= p.hi)) {
+      return FieldError(
+          p.name, p.lo_open ? absl::StrFormat("%s must be > 0 (1: none), got %.10g", p.name, x)
+                            : absl::StrFormat("%s must be in [-2, 2], got %.10g", p.name, x));
+    }
+    *p.field = static_cast<float>(x);
+  }
+  if (const json* ids = Field(j, "stop_token_ids"); ids != nullptr) {
+    if (!ids->is_array())
+      return FieldError("stop_token_ids", "stop_token_ids must be a list of token ids");
+    absl::StatusOr<std::vector<int32_t>> list = TokenIds(*ids, "stop_token_ids");
+    if (!list.ok())
+      return FieldError("stop_token_ids",
+                        "stop_token_ids must be a list of token ids (integers >= 0)");
+    r.stop_token_ids = *std::move(list);
+  }
+  absl::StatusOr<std::optional<int64_t>> min_tokens = Integer(j, "min_tokens");
+  if (!min_tokens.ok()) return min_tokens.status();
+  if (min_tokens->has_value()) {
+    const int64_t n = **min_tokens;
+    if (n < 0 || n > r.max_tokens) {
+      return FieldError("min_tokens", absl::StrCat("min_tokens must be in [0, ", max_tokens_name,
+                                                   " = ", r.max_tokens, "], got ", n));
+    }
+    r.min_tokens = static_cast<int>(n);
+  }
+  absl::StatusOr<bool> ignore_eos = Bool(j, "ignore_eos");
+  if (!ignore_eos.ok()) return ignore_eos.status();
+  r.ignore_eos = *ignore_eos;
+  if (chat) {
+    if (Field(j, "echo") != nullptr)
+      return FieldError("echo", "echo is a completions field; chat has none");
+    absl::StatusOr<bool> logprobs = Bool(j, "logprobs");
+    if (!logprobs.ok()) return logprobs.status();
+    absl::StatusOr<std::optional<int64_t>> top = Integer(j, "top_logprobs");
+    if (!top.ok()) return top.status();
+    if (top->has_value() && !*logprobs) {
+      return FieldError("top_logprobs", "top_logprobs needs logprobs: true");
+    }
+    const int64_t n = top->value_or(0);
+    if (n < 0 || n > kMaxTopLogprobs) {
+      return FieldError("top_logprobs", absl::StrCat("top_logprobs must be in [0, ",
+                                                     kMaxTopLogprobs, "], got ", n));
+    }
+    r.logprobs = *logprobs ? static_cast<int>(n) : -1;
+  } else {
+    if (Field(j, "top_logprobs") != nullptr) {
+      return FieldError("top_logprobs",
+                        "top_logprobs is a chat field; completions take logprobs: N");
+    }
+    absl::StatusOr<std::optional<int64_t>> logprobs = Integer(j, "logprobs");
+    if (!logprobs.ok()) return logprobs.status();
+    if (logprobs->has_value()) {
+      const int64_t n = **logprobs;
+      if (n < 0 || n > kMaxTopLogprobs) {
+        return FieldError("logprobs",
+                          absl::StrCat("logprobs must be in [0, ", kMaxTopLogprobs, "], got ", n));
+      }
+      r.logprobs = static_cast<int>(n);
+    }
+    absl::StatusOr<bool> echo = Bool(j, "echo");
+    if (!echo.ok()) return echo.status();
+    out.echo = *echo;
+    r.prompt_logprobs = out.echo && r.logprobs >= 0;
+  }
   if (const json* label = Field(j, "label"); label != nullptr) {
     if (!label->is_string()) return FieldError("label", "label must be a string");
     r.label = label->get<std::string>();
@@ -391,11 +514,20 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
   names.max_tokens = max_tokens_name;
   names.sampling_prefix = "";
   names.stop = "stop";
+  names.stop_token_ids = "stop_token_ids";
+  names.min_tokens = "min_tokens";
   names.label = "label";
-  if (absl::Status s = r.Validate(*model.config, model.limits, names); !s.ok()) {
+  absl::Status s = r.Validate(*model.config, model.limits, names);
+  for (size_t i = 0; i < out.more_prompts.size() && s.ok(); ++i) {
+    Request other = r;
+    other.prompt = out.more_prompts[i];
+    s = other.Validate(*model.config, model.limits, names);
+  }
+  if (!s.ok()) {
     // Request::Validate's messages start with the field they are about: that is the param.
     const std::string message(s.message());
-    for (const char* field : {max_tokens_name, "temperature", "top_k", "top_p", "stop", "label"}) {
+    for (const char* field : {max_tokens_name, "temperature", "top_k", "top_p", "stop_token_ids",
+                              "stop", "min_tokens", "repetition_penalty", "logprobs", "label"}) {
       if (absl::StartsWith(message, field)) return FieldError(field, message);
     }
     if (absl::StartsWith(message, "prompt") || absl::StartsWith(message, "the prompt")) {
@@ -414,34 +546,209 @@ std::string ResponseId(Endpoint endpoint, uint64_t request_id) {
   return absl::StrCat(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-", request_id);
 }
 
+std::string ResponseId(Endpoint endpoint, const std::string& request_id) {
+  return absl::StrCat(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-", request_id);
+}
+
+namespace {
+
+json LogprobValue(float logprob) { return std::isnan(logprob) ? json(nullptr) : json(logprob); }
+
+json Bytes(const std::string& s) {
+  json out = json::array();
+  for (unsigned char c : s) out.push_back(static_cast<int>(c));
+  return out;
+}
+
+// Completions' legacy shape: parallel lists; top_logprobs maps token text to log-probability
+// (the chosen token's included, as vLLM's); text_offset counts bytes from `offset`.
+json CompletionLogprobs(const std::vector<TokenLogprob>& tokens, const Tokenizer& tokenizer,
+                        size_t offset) {
+  json out = {{"tokens", json::array()},
+              {"token_logprobs", json::array()},
+              {"top_logprobs", json::array()},
+              {"text_offset", json::array()}};
+  for (const TokenLogprob& t : tokens) {
+    const std::string text = tokenizer.TokenBytes(t.id);
+    out["tokens"].push_back(text);
+    out["token_logprobs"].push_back(LogprobValue(t.logprob));
+    if (std::isnan(t.logprob)) {
+      out["top_logprobs"].push_back(nullptr);
+    } else {
+      json top = json::object();
+      for (const auto& [id, lp] : t.top) top.emplace(tokenizer.TokenBytes(id), lp);
+      top.emplace(text, t.logprob);  // no-op when already there
+      out["top_logprobs"].push_back(std::move(top));
+    }
+    out["text_offset"].push_back(offset);
+    offset += text.size();
+  }
+  return out;
+}
+
+// Chat's shape: one object per token, with its bytes and its alternatives.
+json ChatLogprobs(const std::vector<TokenLogprob>& tokens, const Tokenizer& tokenizer) {
+  json content = json::array();
+  for (const TokenLogprob& t : tokens) {
+    const std::string text = tokenizer.TokenBytes(t.id);
+    json top = json::array();
+    for (const auto& [id, lp] : t.top) {
+      const std::string alt = tokenizer.TokenBytes(id);
+      top.push_back({{"token", alt}, {"logprob", lp}, {"bytes", Bytes(alt)}});
+    }
+    content.push_back({{"token", text},
+                       {"logprob", LogprobValue(t.logprob)},
+                       {"bytes", Bytes(text)},
+                       {"top_logprobs", top}});
+  }
+  return {{"content", content}};
+}
+
+json ChoiceJson(Endpoint endpoint, const Choice& c, bool chunk, bool role_chunk,
+                const Tokenizer* tokenizer, size_t text_offset) {
+  json choice = {
+      {"index", c.index}, {"logprobs", nullptr}, {"finish_reason", FinishJson(c.finish)}};
+  if (c.logprobs && tokenizer != nullptr) {
+    choice["logprobs"] = endpoint == Endpoint::kChat
+                             ? ChatLogprobs(c.tokens, *tokenizer)
+                             : CompletionLogprobs(c.tokens, *tokenizer, text_offset);
+  }
+  if (endpoint == Endpoint::kChat) {
+    if (chunk) {
+      json delta = json::object();
+      if (role_chunk) delta["role"] = "assistant";
+      if (role_chunk || !c.text.empty()) delta["content"] = c.text;
+      choice["delta"] = delta;
+    } else {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    }
+  } else {
+    choice["text"] = c.text;
+  }
+  return choice;
+}
+
+}  // namespace
+
+std::string CompletionBody(Endpoint endpoint, const ResponseHead& head,
+                           const std::vector<Choice>& choices, const Usage& usage,
+                           const Tokenizer& tokenizer) {
+  json out = Head(endpoint, head, /*chunk=*/false);
+  out["choices"] = json::array();
+  for (const Choice& c : choices) {
+    out["choices"].push_back(ChoiceJson(endpoint, c, /*chunk=*/false, false, &tokenizer, 0));
+  }
+  out["usage"] = UsageJson(usage);
+  return Dump(out);
+}
+
 std::string CompletionBody(Endpoint endpoint, const ResponseHead& head, const std::string& text,
                            FinishReason finish, const Usage& usage) {
+  Choice c;
+  c.text = text;
+  c.finish = finish;
   json out = Head(endpoint, head, /*chunk=*/false);
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishJson(finish)}};
-  if (endpoint == Endpoint::kChat) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  } else {
-    choice["text"] = text;
-  }
-  out["choices"] = json::array({choice});
+  out["choices"] = json::array({ChoiceJson(endpoint, c, /*chunk=*/false, false, nullptr, 0)});
   out["usage"] = UsageJson(usage);
+  return Dump(out);
+}
+
+std::string StreamChunk(Endpoint endpoint, const ResponseHead& head, const Choice& choice,
+                        bool role_chunk, const Tokenizer& tokenizer) {
+  json out = Head(endpoint, head, /*chunk=*/true);
+  out["choices"] = json::array(
+      {ChoiceJson(endpoint, choice, /*chunk=*/true, role_chunk, &tokenizer, choice.text_offset)});
   return Dump(out);
 }
 
 std::string StreamChunk(Endpoint endpoint, const ResponseHead& head, const std::string& text, FinishReason finish,
                         bool role_chunk) {
+  Choice c;
+  c.text = text;
+  c.finish = finish;
   json out = Head(endpoint, head, /*chunk=*/true);
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishJson(finish)}};
-  if (endpoint == Endpoint::kChat) {
-    json delta = json::object();
-    if (role_chunk) delta["role"] = "assistant";
-    if (role_chunk || !text.empty()) delta["content"] = text;
-    choice["delta"] = delta;
-  } else {
-    choice["text"] = text;
-  }
-  out["choices"] = json::array({choice});
+  out["choices"] = json::array({ChoiceJson(endpoint, c, /*chunk=*/true, role_chunk, nullptr, 0)});
   return Dump(out);
+}
+
+namespace {
+
+absl::StatusOr<json> ParseBody(const std::string& body, const ServedModel& model) {
+  if (absl::Status s = ShapeWithin(body); !s.ok()) return s;
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON (UTF-8)");
+  if (!j.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
+  if (const json* name = Field(j, "model");
+      name != nullptr && (!name->is_string() || *name != model.id)) {
+    absl::Status s = absl::NotFoundError(
+        absl::StrCat("the model does not exist; this server serves `", model.id, "`"));
+    s.SetPayload(kParamPayload, absl::Cord("model"));
+    return s;
+  }
+  return j;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> TokenizeResponse(const std::string& body, const ServedModel& model) {
+  absl::StatusOr<json> j = ParseBody(body, model);
+  if (!j.ok()) return j.status();
+  std::vector<int32_t> ids;
+  if (Field(*j, "messages") != nullptr) {
+    absl::StatusOr<std::vector<int32_t>> chat = ChatIds(*j, model);
+    if (!chat.ok()) return chat.status();
+    ids = *std::move(chat);
+  } else {
+    const json* prompt = Field(*j, "prompt");
+    if (prompt == nullptr || !prompt->is_string())
+      return FieldError("prompt", "prompt must be a string");
+    const std::string& text = prompt->get_ref<const std::string&>();
+    if (absl::Status s = TextWithin(text, 0, model.max_prompt_bytes, "prompt"); !s.ok()) return s;
+    const json* special = Field(*j, "add_special_tokens");
+    if (special != nullptr && !special->is_boolean()) {
+      return FieldError("add_special_tokens", "add_special_tokens must be true or false");
+    }
+    const bool bos = special == nullptr || special->get<bool>();
+    if (!text.empty() || bos) {
+      for (int id : model.tokenizer->Encode(text, bos)) ids.push_back(id);
+    }
+  }
+  absl::StatusOr<bool> strs = Bool(*j, "return_token_strs");
+  if (!strs.ok()) return strs.status();
+  json out = {{"tokens", ids},
+              {"count", ids.size()},
+              {"max_model_len", model.config->max_position_embeddings}};
+  if (*strs) {
+    json pieces = json::array();
+    for (int32_t id : ids) pieces.push_back(model.tokenizer->TokenBytes(id));
+    out["token_strs"] = std::move(pieces);
+  }
+  return Dump(out);
+}
+
+absl::StatusOr<std::string> DetokenizeResponse(const std::string& body, const ServedModel& model) {
+  absl::StatusOr<json> j = ParseBody(body, model);
+  if (!j.ok()) return j.status();
+  const json* tokens = Field(*j, "tokens");
+  if (tokens == nullptr || !tokens->is_array())
+    return FieldError("tokens", "tokens must be a list of token ids");
+  absl::StatusOr<std::vector<int32_t>> ids = TokenIds(*tokens, "tokens");
+  if (!ids.ok()) return FieldError("tokens", "tokens must be a list of token ids (integers >= 0)");
+  if (absl::Status s = model.config->CheckTokenIds(*ids); !s.ok()) {
+    return FieldError("tokens", absl::StrCat("tokens ", s.message()));
+  }
+  return Dump({{"prompt", model.tokenizer->Decode(std::vector<int>(ids->begin(), ids->end()))}});
+}
+
+std::string ClientRequestId(const std::string& header) {
+  if (header.empty() || header.size() > 128) return "";
+  for (char c : header) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != ':' &&
+        c != '-') {
+      return "";
+    }
+  }
+  return header;
 }
 
 std::string UsageChunk(Endpoint endpoint, const ResponseHead& head, const Usage& usage) {

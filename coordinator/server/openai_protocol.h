@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "coordinator/logprobs.h"
 #include "coordinator/request.h"
 #include "coordinator/server/chat_template.h"
 #include "core/config.h"
@@ -48,20 +49,40 @@ struct ServedModel {
 
 struct ParsedRequest {
   Request request;             // tokens, sampling, max_tokens, stop, label: validated
+  // Completions may send several prompts at once: each is a sequence of its own (the others are
+  // `request` with these prompts, validated too), answered as choices 0, 1, ... in order.
+  std::vector<std::vector<int32_t>> more_prompts;
+  bool echo = false;  // completions: the prompt's text (and log-probabilities) first
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
 };
+// Prompts one completions request may hold.
+inline constexpr int kMaxPromptsPerRequest = 64;
 
 // POST /v1/completions and /v1/chat/completions. The fields that map to ours: model (must be the
-// served one when given), prompt (a string, one token-id list, or a list of one of either) or
-// messages, max_tokens (max_completion_tokens for chat), temperature, top_p, top_k (an
-// extension), seed, stop, n = 1, stream, stream_options.include_usage, user (ignored), label (an
-// extension: the telemetry's workload label). Fields we cannot honour (n > 1, logprobs, echo,
-// penalties, logit_bias, tools, suffix) are refused by name rather than silently ignored; fields
+// served one when given), prompt (a string, a token-id list, or a list of up to
+// kMaxPromptsPerRequest of either) or messages, max_tokens (max_completion_tokens for chat),
+// temperature, top_p, seed, stop, presence_penalty, frequency_penalty, logprobs (completions:
+// 0..20 alternatives; chat: true, with top_logprobs 0..20), echo (completions), n = 1, stream,
+// stream_options.include_usage, user (ignored); vLLM's extensions top_k, repetition_penalty,
+// stop_token_ids, min_tokens, ignore_eos; label (ours: the telemetry's workload label). Fields we
+// cannot honour (n > 1, logit_bias, tools, suffix, and vLLM's min_p, beam search,
+// prompt_logprobs, guided decoding, ...) are refused by name rather than silently ignored; fields
 // we do not know are ignored, as OpenAI's server does. OpenAI's defaults: temperature 1, top_p 1,
 // a random seed; max_tokens 16 for completions, the rest of the context (within the server's
 // limit) for chat. Errors carry the field in kParamPayload; the Request is validated.
 absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string& body, const ServedModel& model);
+
+// One choice of a response: its text and how it ended; with `logprobs`, its tokens'
+// log-probabilities in order (an echoed prompt's first, the first of them without one).
+struct Choice {
+  int index = 0;
+  std::string text;
+  FinishReason finish = FinishReason::kNone;
+  bool logprobs = false;
+  std::vector<TokenLogprob> tokens;
+  size_t text_offset = 0;  // a streamed chunk's: the bytes of the choice's tokens before its own
+};
 
 // Usage as OpenAI counts it.
 struct Usage {
@@ -79,6 +100,8 @@ struct ResponseHead {
   std::string model;
 };
 std::string ResponseId(Endpoint endpoint, uint64_t request_id);
+std::string ResponseId(Endpoint endpoint,
+                       const std::string& request_id);  // a client's X-Request-Id
 // The whole (non-streamed) response.
 std::string CompletionBody(Endpoint endpoint, const ResponseHead& head, const std::string& text,
                            FinishReason finish, const Usage& usage);
@@ -86,8 +109,25 @@ std::string CompletionBody(Endpoint endpoint, const ResponseHead& head, const st
 // the role (role_chunk, with empty content); finish != kNone marks the last chunk of text.
 std::string StreamChunk(Endpoint endpoint, const ResponseHead& head, const std::string& text, FinishReason finish,
                         bool role_chunk = false);
+// The same with several choices and log-probabilities: completions' {tokens, token_logprobs,
+// top_logprobs, text_offset} (top_logprobs hold the chosen token beside the top ones, as vLLM's),
+// chat's {content: [{token, logprob, bytes, top_logprobs}]}; token strings are the tokenizer's.
+std::string CompletionBody(Endpoint endpoint, const ResponseHead& head,
+                           const std::vector<Choice>& choices, const Usage& usage,
+                           const Tokenizer& tokenizer);
+std::string StreamChunk(Endpoint endpoint, const ResponseHead& head, const Choice& choice,
+                        bool role_chunk, const Tokenizer& tokenizer);
 // The chunk stream_options.include_usage asks for: no choices, the usage.
 std::string UsageChunk(Endpoint endpoint, const ResponseHead& head, const Usage& usage);
+// vLLM's POST /tokenize: {"prompt": text, "add_special_tokens": true} or {"messages": [...]} (the
+// chat template's ids) -> {"tokens": [...], "count": n, "max_model_len": m}, and
+// "token_strs" with "return_token_strs": true. POST /detokenize: {"tokens": [...]} ->
+// {"prompt": text}. Errors as ParseRequest's.
+absl::StatusOr<std::string> TokenizeResponse(const std::string& body, const ServedModel& model);
+absl::StatusOr<std::string> DetokenizeResponse(const std::string& body, const ServedModel& model);
+// A client's X-Request-Id as ours may use it: up to 128 bytes of [A-Za-z0-9._:-]; "" otherwise.
+std::string ClientRequestId(const std::string& header);
+
 // GET /v1/models (list) and /v1/models/{id} (one).
 std::string ModelObject(const ServedModel& model);
 std::string ModelList(const ServedModel& model);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <limits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -41,9 +42,9 @@ absl::Status OpenAiServerOptions::Validate() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiServerOptions& options,
-                                                                   openai::ServedModel model, Scheduler* scheduler,
-                                                                   RequestMetrics* metrics, HealthCheck health) {
+absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(
+    const OpenAiServerOptions& options, openai::ServedModel model, Scheduler* scheduler,
+    RequestMetrics* metrics, HealthCheck health, PrometheusPage prometheus) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   std::unique_ptr<OpenAiServer> server(
       new OpenAiServer(std::move(model), scheduler, metrics, std::move(health), options.api_key));
@@ -94,6 +95,31 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiSe
          }
          ex.Respond(Json(200, openai::ModelObject(self->model_)));
        }});
+  // vLLM's tokenizer endpoints (tools that have no tokenizer of their own ask these) and version.
+  for (const auto& [path, respond] : {std::pair{"/tokenize", &openai::TokenizeResponse},
+                                      std::pair{"/detokenize", &openai::DetokenizeResponse}}) {
+    routes.push_back({"POST", path, /*blocks=*/true, /*has_body=*/true,
+                      [self, respond = respond](const HttpRequest& req, HttpExchange& ex) {
+                        absl::StatusOr<std::string> body = respond(req.body, self->model_);
+                        if (!body.ok())
+                          return ex.Respond(Error(openai::ErrorFromStatus(body.status())));
+                        ex.Respond(Json(200, *std::move(body)));
+                      }});
+  }
+  // The Prometheus page where scrapers and benchmark tools look first (the --metrics-listen port
+  // serves the same page). On the I/O thread, like /health, and open like it.
+  if (prometheus) {
+    routes.push_back(
+        {"GET", "/metrics", false, false, [prometheus](const HttpRequest&, HttpExchange& ex) {
+           HttpResponse r;
+           r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+           r.body = prometheus();
+           ex.Respond(std::move(r));
+         }});
+  }
+  routes.push_back({"GET", "/version", false, false, [](const HttpRequest&, HttpExchange& ex) {
+                      ex.Respond(Json(200, nlohmann::json{{"version", MOE_VERSION}}.dump()));
+                    }});
   // Unauthenticated, for load balancers and orchestrators: 200 while the cluster can serve. On the
   // I/O thread: it answers however busy the generation threads are.
   routes.push_back({"GET", "/health", false, false, [self](const HttpRequest&, HttpExchange& ex) {
@@ -111,7 +137,11 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiSe
 }
 
 std::optional<HttpResponse> OpenAiServer::Unauthorized(const HttpRequest& req) const {
-  if (api_key_.empty() || req.path == "/health") return std::nullopt;
+  // Probes, scrapers and the version need no key (as vLLM's).
+  if (api_key_.empty() || req.path == "/health" || req.path == "/metrics" ||
+      req.path == "/version") {
+    return std::nullopt;
+  }
   const std::string header = req.Header("Authorization");
   const absl::string_view presented = BearerCredentials(header);
   if (!presented.empty() && ConstantTimeEquals(api_key_, presented)) return std::nullopt;
@@ -130,87 +160,193 @@ void OpenAiServer::Fail(HttpExchange& ex, const absl::Status& status) const {
 void OpenAiServer::RecordFinished(const StreamEvent& last) const {
   if (metrics_ == nullptr) return;
   metrics_->RecordFinished(FinishReasonName(last.finish), last.prompt_tokens, last.generated_tokens,
-                           last.time_to_first_token_ms / 1e3, last.total_ms / 1e3);
+                           last.time_to_first_token_ms / 1e3, last.total_ms / 1e3,
+                           last.queue_ms / 1e3);
 }
 
 void OpenAiServer::RecordFailed(absl::StatusCode code) const {
   if (metrics_ != nullptr) metrics_->RecordFailed(absl::StatusCodeToString(code));
 }
 
+namespace {
+
+// The gap since the sequence's previous token, for the inter-token histogram.
+void RecordGap(RequestMetrics* metrics, const StreamEvent& e, absl::Time* previous) {
+  if (metrics != nullptr && *previous != absl::InfinitePast()) {
+    metrics->RecordInterToken(absl::ToDoubleSeconds(e.sampled_at - *previous));
+  }
+  *previous = e.sampled_at;
+}
+
+// A sequence's events into its choice: text, and log-probabilities when asked (the prompt's, which
+// come with the first event, before the generated tokens').
+void AddToChoice(const StreamEvent& e, openai::Choice* choice) {
+  choice->text += e.text;
+  if (!choice->logprobs) return;
+  choice->tokens.insert(choice->tokens.end(), e.prompt_logprobs.begin(), e.prompt_logprobs.end());
+  choice->tokens.insert(choice->tokens.end(), e.logprobs.begin(), e.logprobs.end());
+}
+
+}  // namespace
+
 void OpenAiServer::Generate(Endpoint endpoint, const HttpRequest& req, HttpExchange& ex) {
   absl::StatusOr<openai::ParsedRequest> parsed = openai::ParseRequest(endpoint, req.body, model_);
   if (!parsed.ok()) return Fail(ex, parsed.status());
-  absl::StatusOr<std::shared_ptr<RequestHandle>> handle = scheduler_->Submit(std::move(parsed->request));
-  if (!handle.ok()) return Fail(ex, handle.status());
-  const openai::ResponseHead head{openai::ResponseId(endpoint, (*handle)->id()),
-                                  static_cast<int64_t>(std::time(nullptr)), model_.id};
-  if (parsed->stream) return Stream(endpoint, head, **handle, parsed->include_usage, ex);
-
-  std::string text;
-  for (;;) {
-    std::vector<StreamEvent> events = (*handle)->Wait(kClientCheck);
-    for (StreamEvent& e : events) {
-      if (!e.error.ok()) return Fail(ex, e.error);
-      text += e.text;
-      if (e.finish == FinishReason::kNone) continue;
-      RecordFinished(e);
-      HttpResponse r = Json(200, openai::CompletionBody(endpoint, head, text, e.finish,
-                                                        {e.prompt_tokens, e.generated_tokens}));
-      r.headers.emplace_back("X-Request-Id", absl::StrCat((*handle)->id()));
-      return ex.Respond(std::move(r));
-    }
-    if (ex.ClientGone()) {  // one poll(2) per step or per kClientCheck: cheap beside a step
-      (*handle)->Cancel();  // nobody will read the answer: free the batch slot and the KV cache now
-      RecordFailed(absl::StatusCode::kCancelled);
-      return ex.Respond(
-          Json(499, ""));  // nginx's "client closed request"; never seen by the client
+  // Each prompt is a sequence of its own; submitted together, they run in the same batches.
+  std::vector<Request> requests(1 + parsed->more_prompts.size(), parsed->request);
+  for (size_t i = 1; i < requests.size(); ++i)
+    requests[i].prompt = std::move(parsed->more_prompts[i - 1]);
+  std::vector<openai::Choice> choices(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    openai::Choice& c = choices[i];
+    c.index = static_cast<int>(i);
+    c.logprobs = requests[i].logprobs >= 0;
+    if (!parsed->echo) continue;
+    const std::vector<int32_t>& prompt = requests[i].prompt;
+    c.text = model_.tokenizer->Decode(std::vector<int>(prompt.begin(), prompt.end()));
+    if (requests[i].prompt_logprobs) {
+      TokenLogprob first;  // nothing before it to predict it
+      first.id = prompt.front();
+      first.logprob = std::numeric_limits<float>::quiet_NaN();
+      c.tokens.push_back(std::move(first));
     }
   }
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  for (Request& r : requests) {
+    absl::StatusOr<std::shared_ptr<RequestHandle>> handle = scheduler_->Submit(std::move(r));
+    if (!handle.ok()) {
+      for (auto& h : handles) h->Cancel();
+      return Fail(ex, handle.status());
+    }
+    handles.push_back(*std::move(handle));
+  }
+  // A client's X-Request-Id names the response (and comes back in the header); else our number.
+  const std::string client_id = openai::ClientRequestId(req.Header("X-Request-Id"));
+  const std::string request_id =
+      client_id.empty() ? absl::StrCat(handles.front()->id()) : client_id;
+  const openai::ResponseHead head{openai::ResponseId(endpoint, request_id),
+                                  static_cast<int64_t>(std::time(nullptr)), model_.id};
+  if (parsed->stream) {
+    return Stream(endpoint, head, request_id, handles, std::move(choices), parsed->include_usage,
+                  ex);
+  }
+
+  openai::Usage usage;
+  // Each sequence's last token, for the inter-token gaps.
+  std::vector<absl::Time> previous(handles.size(), absl::InfinitePast());
+  // One sequence after the other: the others' events wait in their handles meanwhile.
+  for (size_t i = 0; i < handles.size(); ++i) {
+    for (bool finished = false; !finished;) {
+      std::vector<StreamEvent> events = handles[i]->Wait(kClientCheck);
+      for (StreamEvent& e : events) {
+        if (!e.error.ok()) {
+          for (auto& h : handles) h->Cancel();
+          return Fail(ex, e.error);
+        }
+        RecordGap(metrics_, e, &previous[i]);
+        AddToChoice(e, &choices[i]);
+        if (e.finish == FinishReason::kNone) continue;
+        RecordFinished(e);
+        choices[i].finish = e.finish;
+        usage.prompt_tokens += e.prompt_tokens;
+        usage.completion_tokens += e.generated_tokens;
+        finished = true;
+      }
+      // One poll(2) per step or per kClientCheck: cheap. Nobody will read the answer: free the
+      // KV cache now. 499 is nginx's "client closed request", never seen by the client.
+      if (!finished && ex.ClientGone()) {
+        for (auto& h : handles) h->Cancel();
+        RecordFailed(absl::StatusCode::kCancelled);
+        return ex.Respond(Json(499, ""));
+      }
+    }
+  }
+  HttpResponse r =
+      Json(200, openai::CompletionBody(endpoint, head, choices, usage, *model_.tokenizer));
+  r.headers.emplace_back("X-Request-Id", request_id);
+  return ex.Respond(std::move(r));
 }
 
 void OpenAiServer::Stream(Endpoint endpoint, const openai::ResponseHead& head,
-                          RequestHandle& handle, bool include_usage, HttpExchange& ex) {
+                          const std::string& request_id,
+                          const std::vector<std::shared_ptr<RequestHandle>>& handles,
+                          std::vector<openai::Choice> choices, bool include_usage,
+                          HttpExchange& ex) {
   // Whatever ends the response early (the client gone or too slow, the server stopping) stops
   // the generation too.
   auto gone = [&] {
-    handle.Cancel();
+    for (auto& h : handles) h->Cancel();
     RecordFailed(absl::StatusCode::kCancelled);
   };
   auto write = [&ex](const std::string& data) { return ex.Write(Event(data)); };
-  if (!ex.StartStream(
-          200, "text/event-stream",
-          {{"Cache-Control", "no-cache"}, {"X-Request-Id", absl::StrCat(handle.id())}})) {
+  if (!ex.StartStream(200, "text/event-stream",
+                      {{"Cache-Control", "no-cache"}, {"X-Request-Id", request_id}})) {
     return gone();
   }
-  // OpenAI's first chat chunk names the role, before any token.
-  if (endpoint == Endpoint::kChat &&
-      !write(openai::StreamChunk(endpoint, head, "", FinishReason::kNone, /*role_chunk=*/true))) {
-    return gone();
-  }
-  for (;;) {
-    std::vector<StreamEvent> events = handle.Wait(kClientCheck);
-    if (ex.ClientGone()) return gone();  // one poll(2): cheap beside a step
-    for (StreamEvent& e : events) {
-      if (!e.error.ok()) {
-        // Headers are out with 200: the error travels as an event, as OpenAI's streams carry them.
-        RecordFailed(e.error.code());
-        write(openai::ErrorFromStatus(e.error).Body());
-        return ex.EndStream();
-      }
-      if (!e.text.empty() &&
-          !write(openai::StreamChunk(endpoint, head, e.text, FinishReason::kNone))) {
-        return gone();
-      }
-      if (e.finish == FinishReason::kNone) continue;
-      RecordFinished(e);
-      const openai::Usage usage{e.prompt_tokens, e.generated_tokens};
-      if (write(openai::StreamChunk(endpoint, head, "", e.finish)) &&
-          (!include_usage || write(openai::UsageChunk(endpoint, head, usage)))) {
-        ex.Write("data: [DONE]\n\n");
-      }
-      return ex.EndStream();
+  const Tokenizer& tokenizer = *model_.tokenizer;
+  std::vector<size_t> offsets(choices.size(), 0);  // bytes of each choice's tokens sent so far
+  auto send = [&](size_t i, openai::Choice piece, bool role_chunk) {
+    piece.text_offset = offsets[i];
+    for (const TokenLogprob& t : piece.tokens) offsets[i] += tokenizer.TokenBytes(t.id).size();
+    return write(openai::StreamChunk(endpoint, head, piece, role_chunk, tokenizer));
+  };
+  // OpenAI's first chat chunk names the role, before any token; an echoed prompt comes first.
+  for (size_t i = 0; i < choices.size(); ++i) {
+    openai::Choice first = choices[i];
+    first.logprobs = false;  // the prompt's log-probabilities come with its first event
+    first.tokens.clear();
+    if (endpoint == Endpoint::kChat || !first.text.empty()) {
+      if (!send(i, first, /*role_chunk=*/endpoint == Endpoint::kChat)) return gone();
     }
   }
+  openai::Usage usage;
+  // Each sequence's last token, for the inter-token gaps.
+  std::vector<absl::Time> previous(handles.size(), absl::InfinitePast());
+  std::vector<bool> finished(handles.size(), false);
+  size_t left = handles.size();
+  // One sequence waits for its next step; several are polled in turn, briefly each.
+  const absl::Duration wait = handles.size() == 1 ? kClientCheck : absl::Milliseconds(2);
+  while (left > 0) {
+    for (size_t i = 0; i < handles.size(); ++i) {
+      if (finished[i]) continue;
+      std::vector<StreamEvent> events = handles[i]->Wait(wait);
+      if (ex.ClientGone()) return gone();  // one poll(2): cheap beside a step
+      for (StreamEvent& e : events) {
+        if (!e.error.ok()) {
+          // Headers are out with 200: the error travels as an event, as OpenAI's streams carry
+          // them.
+          for (auto& h : handles) h->Cancel();
+          RecordFailed(e.error.code());
+          write(openai::ErrorFromStatus(e.error).Body());
+          return ex.EndStream();
+        }
+        openai::Choice piece;
+        piece.index = choices[i].index;
+        piece.logprobs = choices[i].logprobs;
+        if (piece.logprobs && !choices[i].tokens.empty()) {  // the echoed prompt's first token
+          piece.tokens = std::move(choices[i].tokens);
+          choices[i].tokens.clear();
+        }
+        RecordGap(metrics_, e, &previous[i]);
+        AddToChoice(e, &piece);
+        if ((!piece.text.empty() || !piece.tokens.empty()) && !send(i, std::move(piece), false))
+          return gone();
+        if (e.finish == FinishReason::kNone) continue;
+        RecordFinished(e);
+        usage.prompt_tokens += e.prompt_tokens;
+        usage.completion_tokens += e.generated_tokens;
+        openai::Choice last;
+        last.index = choices[i].index;
+        last.finish = e.finish;
+        if (!send(i, std::move(last), false)) return gone();
+        finished[i] = true;
+        --left;
+      }
+    }
+  }
+  if (!include_usage || write(openai::UsageChunk(endpoint, head, usage)))
+    ex.Write("data: [DONE]\n\n");
+  return ex.EndStream();
 }
 
 }  // namespace moe

@@ -40,11 +40,13 @@ class OpenAiServer {
  public:
   // OK while the cluster can serve; else why not (a lost worker, shutting down): /health's answer.
   using HealthCheck = std::function<absl::Status()>;
+  // The Prometheus text /metrics serves (none: no /metrics route).
+  using PrometheusPage = std::function<std::string()>;
 
   // Nothing is owned; the scheduler and metrics (may be null) must outlive the server.
-  static absl::StatusOr<std::unique_ptr<OpenAiServer>> Start(const OpenAiServerOptions& options,
-                                                             openai::ServedModel model, Scheduler* scheduler,
-                                                             RequestMetrics* metrics, HealthCheck health);
+  static absl::StatusOr<std::unique_ptr<OpenAiServer>> Start(
+      const OpenAiServerOptions& options, openai::ServedModel model, Scheduler* scheduler,
+      RequestMetrics* metrics, HealthCheck health, PrometheusPage prometheus = nullptr);
   int port() const { return http_->port(); }
   bool https() const { return http_->https(); }
 
@@ -61,8 +63,12 @@ class OpenAiServer {
   // the body is read).
   std::optional<HttpResponse> Unauthorized(const HttpRequest& req) const;
   void Generate(openai::Endpoint endpoint, const HttpRequest& req, HttpExchange& ex);
-  void Stream(openai::Endpoint endpoint, const openai::ResponseHead& head, RequestHandle& handle,
-              bool include_usage, HttpExchange& ex);
+  // One request's sequences (a choice each), streamed as their tokens come; `choices` start as
+  // the echoed prompts (or empty).
+  void Stream(openai::Endpoint endpoint, const openai::ResponseHead& head,
+              const std::string& request_id,
+              const std::vector<std::shared_ptr<RequestHandle>>& handles,
+              std::vector<openai::Choice> choices, bool include_usage, HttpExchange& ex);
   void Fail(HttpExchange& ex, const absl::Status& status) const;
   void RecordFinished(const StreamEvent& last) const;
   void RecordFailed(absl::StatusCode code) const;

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "coordinator/telemetry/load_metrics.h"
 #include "coordinator/telemetry/metrics_server.h"
+#include "coordinator/telemetry/process_metrics.h"
 #include "coordinator/telemetry/telemetry_service.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -91,26 +92,39 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
     builder.RegisterService(worker_telemetry.get());
   }
 
+  // The Prometheus page: on --metrics-listen's port, and at /metrics of the HTTP API.
+  auto prometheus_page = [&] {
+    PrometheusText page;
+    const SchedulerStats stats = scheduler.stats();
+    // Counters since the server started (the load counters below restart at ResetLoad).
+    page.Family("moe_steps_total", "counter", "Forward steps (batches) since the server started.");
+    page.Sample("moe_steps_total", static_cast<double>(stats.steps));
+    page.Family("moe_tokens_total", "counter",
+                "Tokens through the model (prompt and generated) since the server started.");
+    page.Sample("moe_tokens_total", static_cast<double>(stats.tokens));
+    page.Family("moe_requests_running", "gauge", "Requests in the running batch.");
+    page.Sample("moe_requests_running", stats.running);
+    page.Family("moe_requests_waiting", "gauge", "Requests waiting for admission.");
+    page.Sample("moe_requests_waiting", stats.waiting);
+    page.Family("moe_kv_cache_bytes", "gauge",
+                "KV cache bytes reserved by running requests (state=used) and the budget.");
+    page.Sample("moe_kv_cache_bytes", {{"state", "used"}},
+                static_cast<double>(stats.kv_bytes_used));
+    page.Sample("moe_kv_cache_bytes", {{"state", "budget"}},
+                static_cast<double>(stats.kv_bytes_budget));
+    page.Family("moe_overlapped_steps_total", "counter",
+                "Forward steps run as two micro-batches in ping-pong (--overlap), since the server "
+                "started.");
+    page.Sample("moe_overlapped_steps_total", static_cast<double>(stats.split_steps));
+    request_metrics.Render(&page);
+    if (options.telemetry != nullptr) RenderLoadMetrics(options.telemetry->Snapshot(), &page);
+    RenderProcessMetrics(MOE_VERSION, &page);
+    return page.text();
+  };
   // Prometheus first: a bad --metrics-listen fails before anything else listens.
   std::unique_ptr<MetricsServer> metrics;
   if (!options.metrics_listen.empty()) {
-    auto started = MetricsServer::Start(options.metrics_listen, [&] {
-      PrometheusText page;
-      const SchedulerStats stats = scheduler.stats();
-      page.Family("moe_requests_running", "gauge", "Requests in the running batch.");
-      page.Sample("moe_requests_running", stats.running);
-      page.Family("moe_requests_waiting", "gauge", "Requests waiting for admission.");
-      page.Sample("moe_requests_waiting", stats.waiting);
-      page.Family("moe_kv_cache_bytes", "gauge", "KV cache bytes reserved by running requests (state=used) and the budget.");
-      page.Sample("moe_kv_cache_bytes", {{"state", "used"}}, static_cast<double>(stats.kv_bytes_used));
-      page.Sample("moe_kv_cache_bytes", {{"state", "budget"}}, static_cast<double>(stats.kv_bytes_budget));
-      page.Family("moe_overlapped_steps_total", "counter",
-                  "Forward steps run as two micro-batches in ping-pong (--overlap), since the server started.");
-      page.Sample("moe_overlapped_steps_total", static_cast<double>(stats.split_steps));
-      request_metrics.Render(&page);
-      if (options.telemetry != nullptr) RenderLoadMetrics(options.telemetry->Snapshot(), &page);
-      return page.text();
-    });
+    auto started = MetricsServer::Start(options.metrics_listen, prometheus_page);
     if (!started.ok()) return started.status();
     metrics = *std::move(started);
   }
@@ -132,10 +146,13 @@ absl::Status Serve(ModelRunner* runner, const Tokenizer* tokenizer, const Expert
     model.max_prompt_bytes = options.max_prompt_bytes;
     model.chat = options.chat_template;
     model.created = static_cast<int64_t>(absl::ToUnixSeconds(absl::Now()));
-    auto started = OpenAiServer::Start(options.http, std::move(model), &scheduler, &request_metrics, [&] {
-      absl::MutexLock lock(&health_mu);
-      return health;
-    });
+    auto started = OpenAiServer::Start(
+        options.http, std::move(model), &scheduler, &request_metrics,
+        [&] {
+          absl::MutexLock lock(&health_mu);
+          return health;
+        },
+        prometheus_page);
     if (!started.ok()) return started.status();
     http = *std::move(started);
   }

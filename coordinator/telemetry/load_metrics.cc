@@ -18,11 +18,7 @@ void ImbalanceSamples(const LoadImbalance& x, const std::string& scope, const st
 }  // namespace
 
 void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
-  out->Family("moe_steps_total", "counter", "Forward steps (batches) since the last load reset.");
-  out->Sample("moe_steps_total", static_cast<double>(s.steps));
-  out->Family("moe_tokens_total", "counter", "Tokens through the model (prompt and generated) since the last load reset.");
-  out->Sample("moe_tokens_total", static_cast<double>(s.tokens));
-
+  // Steps and tokens as counters come from the scheduler (they must not restart at ResetLoad).
   out->Family("moe_expert_tokens_total", "counter",
               "Token-choices routed to each expert (a top-k token counts once per chosen expert).");
   for (const LayerLoad& l : s.layers) {

@@ -4,6 +4,7 @@
 #include "coordinator/server/openai_protocol.h"
 
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -102,6 +103,31 @@ TEST(OpenAiParse, OpenAiDefaults) {
   EXPECT_EQ(vllm->request.max_tokens, 3);
 }
 
+TEST(OpenAiParse, PenaltiesAndEndingExtensions) {
+  auto r = Parse(Endpoint::kCompletions, {{"prompt", "Hi"},
+                                          {"max_tokens", 8},
+                                          {"presence_penalty", 0.5},
+                                          {"frequency_penalty", -1.25},
+                                          {"repetition_penalty", 1.1},
+                                          {"stop_token_ids", {13, 2}},
+                                          {"min_tokens", 3},
+                                          {"ignore_eos", true},
+                                          {"min_p", 0},
+                                          {"skip_special_tokens", true}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->request.sampling.presence_penalty, 0.5f);
+  EXPECT_EQ(r->request.sampling.frequency_penalty, -1.25f);
+  EXPECT_EQ(r->request.sampling.repetition_penalty, 1.1f);
+  EXPECT_EQ(r->request.stop_token_ids, (std::vector<int32_t>{13, 2}));
+  EXPECT_EQ(r->request.min_tokens, 3);
+  EXPECT_TRUE(r->request.ignore_eos);
+  auto plain = Parse(Endpoint::kChat, {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->request.sampling.has_penalties());
+  EXPECT_EQ(plain->request.min_tokens, 0);
+  EXPECT_FALSE(plain->request.ignore_eos);
+}
+
 TEST(OpenAiParse, PromptForms) {
   auto ids = Parse(Endpoint::kCompletions, {{"prompt", {1, 15043, 3186}}});
   ASSERT_TRUE(ids.ok()) << ids.status();
@@ -112,6 +138,46 @@ TEST(OpenAiParse, PromptForms) {
   auto one = Parse(Endpoint::kCompletions, {{"prompt", {"Hi"}}});
   ASSERT_TRUE(one.ok());
   EXPECT_EQ(one->request.prompt, Parse(Endpoint::kCompletions, {{"prompt", "Hi"}})->request.prompt);
+  EXPECT_TRUE(one->more_prompts.empty());
+  // Several prompts: each a sequence of its own, with the same settings.
+  auto several = Parse(Endpoint::kCompletions,
+                       {{"prompt", json::array({json("Hi"), json({1, 2, 3}), json("Hi")})}});
+  ASSERT_TRUE(several.ok()) << several.status();
+  EXPECT_EQ(several->request.prompt, one->request.prompt);
+  ASSERT_EQ(several->more_prompts.size(), 2u);
+  EXPECT_EQ(several->more_prompts[0], (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(several->more_prompts[1], one->request.prompt);
+}
+
+TEST(OpenAiParse, LogprobsAndEcho) {
+  auto plain = Parse(Endpoint::kCompletions, {{"prompt", "Hi"}});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->request.logprobs, -1);
+  EXPECT_FALSE(plain->echo || plain->request.prompt_logprobs);
+  auto lm_eval = Parse(Endpoint::kCompletions, {{"prompt", {{1, 15043}, {1, 3186}}},
+                                                {"max_tokens", 1},
+                                                {"logprobs", 1},
+                                                {"echo", true},
+                                                {"temperature", 0}});
+  ASSERT_TRUE(lm_eval.ok()) << lm_eval.status();
+  EXPECT_EQ(lm_eval->request.logprobs, 1);
+  EXPECT_TRUE(lm_eval->echo && lm_eval->request.prompt_logprobs);
+  auto echo_only = Parse(Endpoint::kCompletions, {{"prompt", "Hi"}, {"echo", true}});
+  ASSERT_TRUE(echo_only.ok());
+  EXPECT_TRUE(echo_only->echo && !echo_only->request.prompt_logprobs);
+  auto zero = Parse(Endpoint::kCompletions, {{"prompt", "Hi"}, {"logprobs", 0}});
+  ASSERT_TRUE(zero.ok());
+  EXPECT_EQ(zero->request.logprobs, 0);  // the chosen token's, no alternatives
+  auto chat = Parse(Endpoint::kChat, {{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+                                      {"logprobs", true},
+                                      {"top_logprobs", 3}});
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_EQ(chat->request.logprobs, 3);
+  EXPECT_FALSE(chat->request.prompt_logprobs);
+  auto chat_off = Parse(Endpoint::kChat, {{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+                                          {"logprobs", false}});
+  ASSERT_TRUE(chat_off.ok());
+  EXPECT_EQ(chat_off->request.logprobs, -1);
 }
 
 TEST(OpenAiParse, RefusalsNameTheField) {
@@ -119,18 +185,59 @@ TEST(OpenAiParse, RefusalsNameTheField) {
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "model": "gpt-4"})"),
             "404 model: the model `gpt-4` does not exist; this server serves `tiny`");
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "n": 2})"), "400 n: n is not supported by this server (one choice per request)");
-  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "logprobs": 3})"),
-            "400 logprobs: logprobs is not supported by this server (no log probabilities)");
-  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "echo": true})"), "400 echo: echo is not supported by this server (the prompt is not echoed)");
-  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "presence_penalty": 0.5})"),
-            "400 presence_penalty: presence_penalty is not supported by this server (no penalties)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "logprobs": 21})"),
+            "400 logprobs: logprobs must be in [0, 20], got 21");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "logprobs": true})"),
+            "400 logprobs: logprobs must be an integer");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "top_logprobs": 2})"),
+            "400 top_logprobs: top_logprobs is a chat field; completions take logprobs: N");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "echo": 1})"), "400 echo: echo must be true or false");
+  EXPECT_EQ(Refusal(Endpoint::kChat,
+                    R"({"messages": [{"role": "user", "content": "a"}], "top_logprobs": 2})"),
+            "400 top_logprobs: top_logprobs needs logprobs: true");
+  EXPECT_EQ(
+      Refusal(
+          Endpoint::kChat,
+          R"({"messages": [{"role": "user", "content": "a"}], "logprobs": true, "top_logprobs": 30})"),
+      "400 top_logprobs: top_logprobs must be in [0, 20], got 30");
+  EXPECT_EQ(
+      Refusal(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "a"}], "echo": true})"),
+      "400 echo: echo is a completions field; chat has none");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "presence_penalty": 2.5})"),
+            "400 presence_penalty: presence_penalty must be in [-2, 2], got 2.5");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "frequency_penalty": -3})"),
+            "400 frequency_penalty: frequency_penalty must be in [-2, 2], got -3");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "repetition_penalty": 0})"),
+            "400 repetition_penalty: repetition_penalty must be > 0 (1: none), got 0");
+  EXPECT_EQ(
+      Refusal(c, R"({"prompt": "a", "stop_token_ids": [2, 32000]})"),
+      "400 stop_token_ids: stop_token_ids token id 32000 is outside the vocabulary [0, 32000)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "stop_token_ids": 2})"),
+            "400 stop_token_ids: stop_token_ids must be a list of token ids");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "max_tokens": 4, "min_tokens": 5})"),
+            "400 min_tokens: min_tokens must be in [0, max_tokens = 4], got 5");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "ignore_eos": 1})"),
+            "400 ignore_eos: ignore_eos must be true or false");
+  // vLLM's extensions we do not honour are refused, not ignored.
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "min_p": 0.1})"),
+            "400 min_p: min_p is not supported by this server (no min_p sampling)");
+  EXPECT_EQ(
+      Refusal(c, R"({"prompt": "a", "use_beam_search": true})"),
+      "400 use_beam_search: use_beam_search is not supported by this server (no beam search)");
+  EXPECT_EQ(
+      Refusal(c, R"({"prompt": "a", "guided_choice": ["x"]})"),
+      "400 guided_choice: guided_choice is not supported by this server (no guided decoding)");
   EXPECT_EQ(Refusal(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "a"}], "tools": [{"type": "function"}]})"),
             "400 tools: tools is not supported by this server (no tools)");
-  EXPECT_EQ(Refusal(c, R"({"prompt": ["a", "b"]})"),
-            "400 prompt: prompt holds several prompts; this server takes one per request (send them concurrently: "
-            "they are batched together)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": ["a", 5]})"),
+            "400 prompt: prompt must be a string, a list of token ids, or a list of either");
+  EXPECT_EQ(Refusal(c, R"({"prompt": ["a", ""]})"), "400 prompt: the prompt is empty");
+  EXPECT_EQ(Refusal(c, R"({"prompt": ["a", [1, 99999]]})"),
+            "400 prompt: prompt token id 99999 is outside the vocabulary [0, 32000)");
+  EXPECT_EQ(Refusal(c, json({{"prompt", std::vector<std::string>(65, "a")}}).dump()),
+            "400 prompt: prompt holds 65 prompts; the server takes at most 64 per request");
   EXPECT_EQ(Refusal(c, R"({"prompt": {"a": 1}})"),
-            "400 prompt: prompt must be a string, a list of token ids, or a list of one of either");
+            "400 prompt: prompt must be a string, a list of token ids, or a list of either");
   EXPECT_EQ(Refusal(c, R"({"prompt": [1, -5]})"),
             "400 prompt: prompt must be a string or a list of token ids (integers >= 0)");
   EXPECT_EQ(Refusal(c, R"({})"), "400 prompt: prompt is required");
@@ -295,6 +402,96 @@ TEST(OpenAiResponses, Shapes) {
   EXPECT_EQ(models["object"], "list");
   EXPECT_EQ(models["data"][0]["id"], "tiny");
   EXPECT_EQ(models["data"][0]["max_model_len"], 128);
+}
+
+TEST(OpenAiTokenizer, TokenizeAndDetokenize) {
+  Fixture f;
+  const std::vector<int> ids = Tok().Encode("Hello world", true);
+  auto t = openai::TokenizeResponse(R"({"prompt": "Hello world"})", f.model);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(json::parse(*t), (json{{"tokens", ids}, {"count", 3}, {"max_model_len", 128}}));
+  auto bare = openai::TokenizeResponse(R"({"prompt": "Hello world", "add_special_tokens": false,
+                                          "return_token_strs": true})",
+                                       f.model);
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  EXPECT_EQ(json::parse(*bare)["tokens"], json(std::vector<int>(ids.begin() + 1, ids.end())));
+  EXPECT_EQ(json::parse(*bare)["token_strs"], (json{" Hello", " world"}));
+  auto chat =
+      openai::TokenizeResponse(R"({"messages": [{"role": "user", "content": "Hi"}]})", f.model);
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_EQ(json::parse(*chat)["tokens"],
+            json(Parse(Endpoint::kChat, {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}})
+                     ->request.prompt));
+  auto d = openai::DetokenizeResponse(json({{"tokens", ids}}).dump(), f.model);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(json::parse(*d), (json{{"prompt", "Hello world"}}));
+  for (const auto& [body, want] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"prompt": 5})", "prompt must be a string"},
+           {R"({"prompt": "a", "model": "gpt-4"})",
+            "the model does not exist; this server serves `tiny`"},
+           {R"({"prompt": "a", "add_special_tokens": "no"})",
+            "add_special_tokens must be true or false"}}) {
+    auto r = openai::TokenizeResponse(body, f.model);
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_EQ(r.status().message(), want);
+  }
+  for (const auto& [body, want] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"tokens": "1,2"})", "tokens must be a list of token ids"},
+           {R"({"tokens": [1, -2]})", "tokens must be a list of token ids (integers >= 0)"},
+           {R"({"tokens": [1, 32000]})",
+            "tokens token id 32000 is outside the vocabulary [0, 32000)"}}) {
+    auto r = openai::DetokenizeResponse(body, f.model);
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_EQ(r.status().message(), want);
+  }
+}
+
+TEST(OpenAiTokenizer, ClientRequestIds) {
+  EXPECT_EQ(openai::ClientRequestId("eval-42:a.b_c"), "eval-42:a.b_c");
+  EXPECT_EQ(openai::ClientRequestId(""), "");
+  EXPECT_EQ(openai::ClientRequestId("has space"), "");
+  EXPECT_EQ(openai::ClientRequestId("quote\""), "");
+  EXPECT_EQ(openai::ClientRequestId(std::string(129, 'a')), "");
+  EXPECT_EQ(openai::ClientRequestId(std::string(128, 'a')), std::string(128, 'a'));
+  EXPECT_EQ(openai::ResponseId(Endpoint::kChat, "abc"), "chatcmpl-abc");
+}
+
+TEST(OpenAiResponses, LogprobsShapes) {
+  const Tokenizer& tok = Tok();
+  const std::vector<int> ids = tok.Encode("Hello world", true);  // <s> ▁Hello ▁world
+  ASSERT_EQ(ids.size(), 3u);
+  openai::Choice c;
+  c.index = 1;
+  c.text = "Hello world";
+  c.finish = FinishReason::kLength;
+  c.logprobs = true;
+  c.tokens.push_back(
+      {ids[1], std::numeric_limits<float>::quiet_NaN(), {}});  // an echoed first token
+  c.tokens.push_back({ids[2], -1.5f, {{ids[1], -0.25f}}});
+  const json text = json::parse(
+      openai::CompletionBody(Endpoint::kCompletions, {"cmpl-1", 1, "tiny"}, {c}, {2, 1}, tok));
+  const json& lp = text["choices"][0]["logprobs"];
+  EXPECT_EQ(text["choices"][0]["index"], 1);
+  EXPECT_EQ(lp["tokens"], (json{" Hello", " world"}));  // pieces, "▁" as a space
+  EXPECT_EQ(lp["token_logprobs"], (json{nullptr, -1.5}));
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  EXPECT_EQ(lp["top_logprobs"][1],
+            (json{{" Hello", -0.25}, {" world", -1.5}}));  // the chosen one beside the top
+  EXPECT_EQ(lp["text_offset"], (json{0, 6}));
+  const json chat = json::parse(
+      openai::CompletionBody(Endpoint::kChat, {"chatcmpl-1", 1, "tiny"}, {c}, {2, 1}, tok));
+  const json& content = chat["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 2u);
+  EXPECT_EQ(content[1]["token"], " world");
+  EXPECT_EQ(content[1]["logprob"], -1.5);
+  EXPECT_EQ(content[1]["bytes"], (json{32, 119, 111, 114, 108, 100}));
+  EXPECT_EQ(
+      content[1]["top_logprobs"][0],
+      (json{{"token", " Hello"}, {"logprob", -0.25}, {"bytes", {32, 72, 101, 108, 108, 111}}}));
+  c.logprobs = false;
+  EXPECT_TRUE(json::parse(openai::CompletionBody(Endpoint::kCompletions, {"cmpl-1", 1, "tiny"}, {c},
+                                                 {2, 1}, tok))["choices"][0]["logprobs"]
+                  .is_null());
 }
 
 }  // namespace

@@ -154,5 +154,112 @@ TEST(SamplerTest, ValidatesParameters) {
   EXPECT_FALSE(p.Validate().ok());
 }
 
+// The penalties as Hugging Face (RepetitionPenaltyLogitsProcessor) and OpenAI (the formula in its
+// API reference) write them, in double: the plain reference the sampler's processing must match.
+std::vector<float> ReferencePenalties(const std::vector<float>& logits,
+                                      const std::vector<int32_t>& prompt,
+                                      const std::vector<int32_t>& output, const SamplingParams& p) {
+  std::vector<double> x(logits.begin(), logits.end());
+  std::set<int32_t> seen(prompt.begin(), prompt.end());
+  seen.insert(output.begin(), output.end());
+  for (int32_t id : seen)
+    x[id] = x[id] < 0 ? x[id] * p.repetition_penalty : x[id] / p.repetition_penalty;
+  std::map<int32_t, int> counts;
+  for (int32_t id : output) ++counts[id];
+  for (const auto& [id, c] : counts)
+    x[id] -= c * double{p.frequency_penalty} + double{p.presence_penalty};
+  return std::vector<float>(x.begin(), x.end());
+}
+
+TEST(SamplerTest, PenaltiesEqualTheReferenceFormulas) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const int64_t vocab = 300;
+  struct Case {
+    float repetition, frequency, presence, temperature;
+  };
+  int compared = 0;
+  for (const Case& c :
+       {Case{1.3f, 0, 0, 0}, Case{0.7f, 0, 0, 0}, Case{1, 0.5f, 0, 0}, Case{1, 0, 1.5f, 0},
+        Case{1, -0.8f, -1.0f, 0}, Case{1.2f, 0.4f, 0.6f, 0}, Case{1.1f, 0.3f, 0.2f, 0.9f}}) {
+    SamplingParams p;
+    p.repetition_penalty = c.repetition;
+    p.frequency_penalty = c.frequency;
+    p.presence_penalty = c.presence;
+    p.temperature = c.temperature;
+    p.seed = 17;
+    ASSERT_TRUE(p.Validate().ok());
+    SamplingParams plain = p;  // the same draw on the reference's logits, without processing
+    plain.repetition_penalty = 1;
+    plain.frequency_penalty = plain.presence_penalty = 0;
+    Sampler s(p), reference(plain);
+    ASSERT_TRUE(s.processes_logits());
+    EXPECT_EQ(s.CandidatesNeeded(vocab), 0);  // the whole row, even greedy
+    const std::vector<int32_t> prompt = {1, 5, 5, 9, 40, 41};
+    s.SetPrompt(prompt);
+    std::vector<int32_t> output;
+    for (int step = 0; step < 60; ++step) {
+      // Few distinct logits so penalised tokens keep competing: repeats happen.
+      std::vector<float> logits(vocab);
+      for (float& v : logits) v = normal(rng);
+      for (int id : {5, 9, 40, 41, 100, 101}) logits[id] = 4.0f + 0.01f * id;
+      const std::vector<float> want = ReferencePenalties(logits, prompt, output, p);
+      const int got = s.Sample(logits.data(), vocab);
+      ASSERT_EQ(got, reference.Sample(want.data(), vocab))
+          << "case " << compared / 60 << " step " << step;
+      s.Accept(got);
+      output.push_back(got);
+      ++compared;
+    }
+    // The penalties bit: no case is greedy on the unpenalised maximum all along.
+    EXPECT_GT(std::set<int32_t>(output.begin(), output.end()).size(), 1u);
+  }
+  EXPECT_EQ(compared, 7 * 60);
+}
+
+TEST(SamplerTest, BansHoldUntilEnoughTokens) {
+  const std::vector<float> logits = {0.0f, 3.0f, 2.5f, 1.0f};
+  Sampler s({});
+  EXPECT_FALSE(s.processes_logits());
+  const std::vector<int32_t> banned = {1};
+  s.Ban(banned, 2);
+  EXPECT_TRUE(s.processes_logits());
+  EXPECT_EQ(s.CandidatesNeeded(4), 0);
+  EXPECT_EQ(s.Sample(logits.data(), 4), 2);
+  s.Accept(2);
+  EXPECT_EQ(s.Sample(logits.data(), 4), 2);
+  s.Accept(2);
+  EXPECT_FALSE(s.processes_logits());  // two tokens: the ban is over
+  EXPECT_EQ(s.CandidatesNeeded(4), 1);
+  EXPECT_EQ(s.Sample(logits.data(), 4), 1);
+  // A banned +inf logit is not chosen; a NaN elsewhere is still never chosen.
+  Sampler t({});
+  t.Ban(banned, 1);
+  const std::vector<float> odd = {std::numeric_limits<float>::quiet_NaN(),
+                                  std::numeric_limits<float>::infinity(), -1.0f, 0.5f};
+  EXPECT_EQ(t.Sample(odd.data(), 4), 3);
+}
+
+TEST(SamplerTest, ValidatesPenalties) {
+  for (float bad : {0.0f, -1.0f, std::numeric_limits<float>::infinity(),
+                    std::numeric_limits<float>::quiet_NaN()}) {
+    SamplingParams p;
+    p.repetition_penalty = bad;
+    EXPECT_FALSE(p.Validate().ok()) << bad;
+  }
+  for (float bad : {-2.01f, 2.01f, std::numeric_limits<float>::quiet_NaN()}) {
+    SamplingParams p;
+    p.frequency_penalty = bad;
+    EXPECT_FALSE(p.Validate().ok()) << bad;
+    p = {};
+    p.presence_penalty = bad;
+    EXPECT_FALSE(p.Validate().ok()) << bad;
+  }
+  SamplingParams p;
+  p.frequency_penalty = p.presence_penalty = -2.0f;
+  p.repetition_penalty = 0.01f;
+  EXPECT_TRUE(p.Validate().ok());
+}
+
 }  // namespace
 }  // namespace moe

@@ -335,6 +335,23 @@ TEST(TextStreamTest, EarliestOfSeveralStopStrings) {
   EXPECT_EQ(out, "how ");
 }
 
+TEST(TextStreamTest, StopStringsMatchOnlyAfterMinTokens) {
+  auto t = Tokenizer::Load(MOE_TOKENIZER_PATH);
+  ASSERT_TRUE(t.ok());
+  const std::vector<int> ids = (*t)->Encode("are you? yes, are you?", false);
+  const std::vector<int> first = (*t)->Encode("are you?", false);
+  ASSERT_EQ(std::vector<int>(ids.begin(), ids.begin() + first.size()), first);
+  TextStream s(t->get(), {"are"}, {},
+               static_cast<int>(first.size()));  // min_tokens: the first "are you?"
+  std::string out;
+  for (int id : ids) {
+    out += s.Push(id);
+    if (s.stopped()) break;
+  }
+  EXPECT_TRUE(s.stopped());
+  EXPECT_EQ(out + s.Finish(), "are you? yes, ");
+}
+
 TEST(TextStreamTest, StopStringsAndCharacters) {
   auto t = Tokenizer::Load(MOE_TOKENIZER_PATH);
   ASSERT_TRUE(t.ok());

@@ -252,9 +252,14 @@ alive() {
 # run_and_disrupt NAME BOUND ACTION EXPECT: a long generation, disrupted once running; the whole job must end
 # (EXPECT: a line of its stderr, or its exit code)
 # within BOUND seconds of the disruption with a non-zero exit, leaving no rank behind.
+# The model is one of its own with steps of ~2 ms: $WORK/gen makes its 6000 tokens in 0.4 s on a
+# fast host, over before any disruption.
+"$PY" "$SRC/scripts/make_model.py" --out "$WORK/slow" --vocab 32000 --hidden 512 --intermediate 1024 \
+  --layers 4 --heads 8 --kv-heads 2 --experts 4 --top-k 2 --max-pos 8192 --dtype bf16 --seed 5 \
+  --tokenizer "$SRC/core/tokenizer/tokenizer.model" >/dev/null
 run_and_disrupt() {
   local name=$1 bound=$2 action=$3 expect=$4
-  "$LAUNCH" --model "$WORK/gen" --workers 2 -- --worker-timeout-s 2 --prompt "Once upon a time" \
+  "$LAUNCH" --model "$WORK/slow" --workers 2 -- --worker-timeout-s 2 --prompt "Once upon a time" \
     --max-new-tokens 6000 >"$WORK/out.txt" 2>"$WORK/log.txt" &
   local launcher=$!
   local worker="" coordinator="" tries=0
@@ -266,8 +271,8 @@ run_and_disrupt() {
   done
   sleep 1
   # Anchored: mpirun's own command line names both programs too.
-  worker=$(pgrep -f "^[^ ]*moe-worker --model $WORK/gen" | head -1)
-  coordinator=$(pgrep -f "^[^ ]*moe-coordinator --model $WORK/gen" | head -1)
+  worker=$(pgrep -f "^[^ ]*moe-worker --model $WORK/slow" | head -1)
+  coordinator=$(pgrep -f "^[^ ]*moe-coordinator --model $WORK/slow" | head -1)
   if [[ -z $worker || -z $coordinator ]]; then
     fail "$name: the cluster was not running after $((tries / 10 + 1)) s: $(tail -3 "$WORK/log.txt")"
     kill -KILL $launcher 2>/dev/null
@@ -299,7 +304,7 @@ run_and_disrupt() {
     fail "$name: the coordinator was still running after ${bound} s, or the job after 60 s more"
     kill -CONT "$worker" 2>/dev/null
     kill -KILL $launcher 2>/dev/null
-    pkill -KILL -f "model $WORK/gen" 2>/dev/null
+    pkill -KILL -f "model $WORK/slow" 2>/dev/null
     wait $launcher 2>/dev/null
     return
   fi
@@ -307,9 +312,9 @@ run_and_disrupt() {
   local rc=$?
   kill -CONT "$worker" 2>/dev/null
   sleep 0.5
-  if pgrep -f "model $WORK/gen" >/dev/null; then
-    fail "$name: ranks left behind: $(pgrep -af "model $WORK/gen")"
-    pkill -KILL -f "model $WORK/gen"
+  if pgrep -f "model $WORK/slow" >/dev/null; then
+    fail "$name: ranks left behind: $(pgrep -af "model $WORK/slow")"
+    pkill -KILL -f "model $WORK/slow"
   elif [[ $rc -ne 0 ]] && { [[ $rc == "$expect" ]] || grep -a -q -- "$expect" "$WORK/log.txt"; }; then
     pass "$name: the coordinator ended ~${elapsed} s after it, the job with exit $rc: $(grep -a -m1 -- "$expect" "$WORK/log.txt" | cut -c1-160)"
   else

@@ -70,6 +70,29 @@ class Harness:
         return Cluster(self, workers, server_flags, model, credentials, host, launch, env)
 
 
+def job_pids(model):
+    """mpirun and the ranks of a cluster: every process run with --model MODEL (mpirun runs in a
+    session of its own, out of launch.sh's process group)."""
+    want, pids = [b"--model", model.encode()], []
+    for d in os.listdir("/proc"):
+        try:
+            args = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0") if d.isdigit() else []
+        except OSError:
+            continue
+        if any(args[i:i + 2] == want for i in range(len(args) - 1)):
+            pids.append(int(d))
+    return pids
+
+
+def kill_job(model):
+    """SIGKILL to whatever is left of a cluster of MODEL (a test's clean-up)."""
+    for pid in job_pids(model):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Cluster:
     """The cluster under scripts/launch.sh, serving on an ephemeral loopback port."""
 
@@ -104,6 +127,7 @@ class Cluster:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        kill_job(self.model)
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
         if self.proc.poll() is None:
@@ -112,8 +136,7 @@ class Cluster:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                self.kill()
         self.channel.close()
         self.log.close()
         return self.proc.returncode

@@ -11,18 +11,25 @@ official `openai` Python package from PyPI (pinned in requirements-test.txt, ins
 - errors in OpenAI's shape with the right status: unknown model 404 (model_not_found), bad
   fields 400 naming the param, an unknown path 404;
 - a client that disconnects (streamed or not) has its request cancelled: no sequence running and
-  no KV cache held within a second;
-- curl: a whole response, an SSE stream ending in [DONE], an error status.
+  no KV cache held within a second, well short of its 900 tokens (its label's count);
+- curl: a whole response, an SSE stream ending in [DONE], an error status;
+- vLLM's /tokenize, /detokenize and /version; a client's X-Request-Id echoed and naming the
+  response; /metrics on the API port with vLLM's histograms and the process collector, and step
+  and token counters that ResetLoad leaves;
+- SSE chunks a step apart (on a cluster of its own with ~2 ms steps); SIGINT to serve.sh
+  mid-stream ends the stream with [DONE] and serve.sh with 0.
 
 usage: openai_test.py BIN_DIR SOURCE_DIR WORK_DIR PYTHON_STUBS_DIR   (runs itself under .venv-test)
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 BIN, SRC, WORK, STUBS = sys.argv[1:5]
 VENV = os.environ.get("MOE_TEST_VENV", os.path.join(SRC, ".venv-test"))
@@ -39,6 +46,8 @@ sys.path.insert(0, STUBS)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Harness, generate  # noqa: E402
 from moe.v1 import inference_pb2 as pb  # noqa: E402
+from moe.v1 import telemetry_pb2 as tpb  # noqa: E402
+from moe.v1 import telemetry_pb2_grpc as tpbg  # noqa: E402
 from streams import BATCH_INVARIANT  # noqa: E402
 
 MODEL = os.path.join(WORK, "model")
@@ -70,6 +79,42 @@ def curl(*args):
                        text=True, env=dict(os.environ, no_proxy="*"))
     body, _, code = p.stdout.rpartition("\n")
     return int(code or 0), body
+
+
+def sse_gaps():
+    """Each token's chunk leaves as its step ends (no buffering, no compression): a lone stream's
+    chunks arrive spread out, not in clumps. As telemetry_test's gRPC check: on a cluster of its
+    own, one worker and a model whose decode step takes about 2 ms (on 2 cores shared with the
+    ranks a client falls behind 0.3 ms steps by itself), read off the socket with nothing else to
+    do. A descheduled client can still clump one stream, so up to three are tried."""
+    model = os.path.join(WORK, "stream-model")
+    h.make_model(model, seed=6, hidden=512, intermediate=1024, layers=4, heads=8, experts=4)
+    port_file = os.path.join(WORK, "stream-http-port")
+    c = h.cluster(1, "--http-listen", "127.0.0.1:0", "--http-port-file", port_file, model=model)
+    try:
+        port = int(h.wait_for(lambda: os.path.exists(port_file) and open(port_file).read().strip(), "the port"))
+        tries = []
+        for _ in range(3):
+            s = raw_post(port, "/v1/completions", {"prompt": "Streaming, one token at a time", "max_tokens": 96,
+                                                    "temperature": 0, "stream": True})
+            arrivals, data = [], b""
+            while b"[DONE]" not in data:
+                got = s.recv(65536)
+                if not got:
+                    break
+                data += got
+                # Each chunk with text that this read brought, all at this moment.
+                arrivals += [time.perf_counter()] * (got.count(b'"text":"') - got.count(b'"text":""'))
+            s.close()
+            gaps = sorted(b - a for a, b in zip(arrivals, arrivals[1:]))
+            clumped = sum(g < 1e-4 for g in gaps) / max(1, len(gaps))
+            tries.append(f"{len(arrivals)} chunks, median gap {1e3 * gaps[len(gaps) // 2]:.2f} ms, "
+                         f"{100 * clumped:.0f}% under 0.1 ms")
+            if len(arrivals) >= 80 and clumped < 0.25:
+                break
+        check(len(arrivals) >= 80 and clumped < 0.25, f"SSE chunks arrive a step apart: {'; '.join(tries)}")
+    finally:
+        c.stop()
 
 
 def main():
@@ -111,20 +156,6 @@ def main():
               and len({ch.id for ch in chunks}) == 1,
               f"completions.create(stream=True): {len(chunks)} chunks, the same text, finish last, usage last")
 
-        # Each token's chunk leaves as its step ends (no buffering, no compression): a lone stream's
-        # chunks arrive spread out, not in clumps. Up to three streams: a descheduled client can
-        # clump one by itself.
-        tries = []
-        for _ in range(3):
-            arrivals = [time.perf_counter() for ch in client.completions.create(
-                model="model", prompt=prompt, max_tokens=96, temperature=0, stream=True) if ch.choices and ch.choices[0].text]
-            gaps = sorted(b - a for a, b in zip(arrivals, arrivals[1:]))
-            clumped = sum(g < 1e-4 for g in gaps) / max(1, len(gaps))
-            tries.append(f"{len(arrivals)} chunks, median gap {1e3 * gaps[len(gaps) // 2]:.2f} ms, "
-                         f"{100 * clumped:.0f}% under 0.1 ms")
-            if len(arrivals) >= 80 and clumped < 0.25:
-                break
-        check(len(arrivals) >= 80 and clumped < 0.25, f"SSE chunks arrive a step apart: {'; '.join(tries)}")
 
         # Seeded sampling: the HTTP port and the gRPC port give the same text for the same settings.
         sampled = dict(max_tokens=16, temperature=0.9, top_p=0.95, seed=77)
@@ -220,30 +251,130 @@ def main():
         code, body = curl(f"{base}/completions", "-d", "{\"prompt\": ")
         check(code == 400 and "not valid JSON" in body, f"curl, a truncated body: {code} {body}")
 
+        # vLLM's tokenizer endpoints and /version; a client's X-Request-Id names its response.
+        root = f"http://127.0.0.1:{port}"
+        code, body = curl(f"{root}/tokenize", "-d", json.dumps({"prompt": prompt}))
+        ids = json.loads(body)["tokens"] if code == 200 else None
+        want_ids = list(c.stub.Tokenize(pb.TokenizeRequest(text=prompt.encode(), add_bos=True)).ids)
+        check(ids == want_ids and json.loads(body)["count"] == len(want_ids), f"POST /tokenize: {code} {body}")
+        code, body = curl(f"{root}/detokenize", "-d", json.dumps({"tokens": want_ids}))
+        check(code == 200 and json.loads(body) == {"prompt": prompt}, f"POST /detokenize: {code} {body}")
+        code, body = curl(f"{root}/version")
+        check(code == 200 and json.loads(body)["version"].count(".") == 2, f"GET /version: {code} {body}")
+        req = urllib.request.Request(f"{base}/completions", headers={"Content-Type": "application/json",
+                                                                     "X-Request-Id": "eval-7"},
+                                     data=json.dumps({"prompt": prompt, "max_tokens": 2}).encode())
+        with urllib.request.urlopen(req, timeout=60) as r:
+            rid, out = r.headers.get("X-Request-Id"), json.load(r)
+        check(rid == "eval-7" and out["id"] == "cmpl-eval-7", f"X-Request-Id: echoed ({rid}), the response's id "
+              f"{out['id']}")
+
+        # Prometheus on the API port: vLLM's histograms, the process, counters that ResetLoad leaves.
+        def scrape():
+            code, body = curl(f"{root}/metrics")
+            samples = {}
+            for line in body.splitlines() if code == 200 else []:
+                if line and not line.startswith("#"):
+                    name, _, value = line.rpartition(" ")
+                    samples[name] = float(value)
+            return samples
+        before = scrape()
+        families = ["moe_inter_token_latency_seconds_count", "moe_request_queue_time_seconds_count",
+                "moe_request_prefill_time_seconds_count", "moe_request_decode_time_seconds_count",
+                "moe_request_prompt_tokens_count", "moe_request_generation_tokens_count",
+                "process_resident_memory_bytes", "moe_steps_total", "moe_tokens_total"]
+        check(all(before.get(k, 0) > 0 for k in families) and before.get('moe_build_info{version="0.1.0"}') == 1
+              and before.get('moe_time_to_first_token_seconds_bucket{le="0.001"}') is not None,
+              f"GET /metrics on the API port: {', '.join(f'{k} {before.get(k)}' for k in families)}")
+        tpbg.TelemetryStub(c.channel).ResetLoad(tpb.ResetLoadRequest())
+        after = scrape()
+        check(after.get("moe_steps_total", 0) >= before["moe_steps_total"] > 0
+              and after.get("moe_tokens_total", 0) >= before["moe_tokens_total"],
+              f"ResetLoad leaves the step and token counters: {before.get('moe_steps_total')} -> "
+              f"{after.get('moe_steps_total')}")
+
         # Clients that leave: their requests stop and free the KV cache.
         for stream in (True, False):
+            label = f"leaves-{'streaming' if stream else 'whole'}"
             s = raw_post(port, "/v1/completions", {"prompt": prompt, "max_tokens": 900, "temperature": 0,
-                                                    "stream": stream})
+                                                    "stream": stream, "label": label})
             if stream:
                 got_data = b""
                 while b"data: " not in got_data:
                     got_data += s.recv(4096)
             else:
-                h.wait_for(lambda: info(c.stub).running_sequences == 1, "the whole request running")
+                # 900 tokens take ~0.3 s on a fast machine: poll often.
+                deadline = time.time() + 20
+                while info(c.stub).running_sequences != 1 and time.time() < deadline:
+                    time.sleep(0.002)
             t0 = time.time()
             s.close()
             h.wait_idle(c.stub, f"a {'streaming' if stream else 'non-streaming'} client disconnects mid-generation",
                         timeout=2.0)
-            check(time.time() - t0 < 2.0, "cancelled well before its 900 tokens would have finished")
+            labels = {l.label: l for l in tpbg.TelemetryStub(c.channel).GetLoad(tpb.GetLoadRequest()).labels}
+            left = labels.get(label)
+            check(time.time() - t0 < 2.0 and left is not None and left.generated_tokens < 450,
+                  f"cancelled well before its 900 tokens would have finished "
+                  f"({left.generated_tokens if left else '?'} generated)")
 
         # The server still serves after all of that.
         r = client.completions.create(model="model", prompt=prompt, max_tokens=12, temperature=0)
-        check(r.choices[0].text == want, "the server serves as before after the errors and disconnects")
+        check(r.choices[0].text == want, f"the server serves as before after the errors and disconnects "
+              f"({r.choices[0].text!r})")
         t0 = time.time()
         check(c.stop() == 0, f"SIGTERM: the job exits 0 ({time.time() - t0:.1f} s)")
     finally:
         c.kill()
+    sse_gaps()
+    serve_sh_interrupted()
     sys.exit(h.finish())
+
+
+def serve_sh_interrupted():
+    """SIGINT to scripts/serve.sh's own PID (where a terminal's Ctrl-C lands: serve.sh execs
+    launch.sh, and mpirun runs in a session of its own) while a stream runs: the coordinator drains,
+    the stream ends with [DONE], and serve.sh exits 0."""
+    from harness import kill_job
+    port_file = os.path.join(WORK, "serve-http-port")
+    log_path = os.path.join(WORK, "serve-sh.log")
+    with open(log_path, "w") as log:
+        p = subprocess.Popen([os.path.join(SRC, "scripts/serve.sh"), "--model", MODEL, "--workers", "2", "--listen",
+                              "127.0.0.1:0", "--http", "127.0.0.1:0", "--", "--http-port-file", port_file],
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             env=dict(os.environ, BUILD_DIR=os.path.dirname(BIN)))
+    try:
+        port = int(h.wait_for(lambda: os.path.exists(port_file) and open(port_file).read().strip(),
+                              "serve.sh's HTTP port file", timeout=60) or 0)
+        if not port:
+            return
+        s = raw_post(port, "/v1/completions", {"prompt": "The quick brown fox", "max_tokens": 400,
+                                               "temperature": 0, "stream": True})
+        got = b""
+        while b"data: " not in got:
+            got += s.recv(4096)
+        os.kill(p.pid, signal.SIGINT)
+        t0 = time.time()
+        s.settimeout(60)
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            got += data
+        s.close()
+        rc = p.wait(60)
+        tail = got.rstrip()[-40:]
+        check(rc == 0 and b"data: [DONE]" in got[-60:],
+              f"SIGINT to serve.sh mid-stream: the stream ends with [DONE] ({tail!r}), serve.sh exits {rc} "
+              f"{time.time() - t0:.1f} s later")
+        log = open(log_path).read()
+        check("server stopped" in log, "serve.sh's log has the coordinator's graceful stop line")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        check(False, f"SIGINT to serve.sh mid-stream: {type(e).__name__}: {e}; log: {open(log_path).read()[-400:]}")
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        kill_job(MODEL)
 
 
 if __name__ == "__main__":

@@ -311,9 +311,7 @@ def main():
                 os.kill(worker, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        if c.proc.poll() is None:
-            os.killpg(c.proc.pid, signal.SIGKILL)
-            c.proc.wait()
+        c.kill()
 
     # A worker killed (kill -9) while requests stream: its report stream closes with its process, so
     # every client gets UNAVAILABLE naming the rank at once, and the coordinator's log names it,

@@ -8,6 +8,7 @@
 #include "coordinator/client/load_view.h"
 #include "coordinator/telemetry/imbalance.h"
 #include "coordinator/telemetry/load_metrics.h"
+#include "coordinator/telemetry/process_metrics.h"
 #include "coordinator/telemetry/prometheus_text.h"
 #include "coordinator/telemetry/request_metrics.h"
 #include "gmock/gmock.h"
@@ -71,6 +72,56 @@ TEST(PrometheusTextTest, HistogramIsCumulative) {
   EXPECT_THAT(t.text(), HasSubstr("moe_generated_tokens_total 4\n"));
   // (0.2 - 0.02) / 2 = 0.09 s per token after the first; a 1-token request has no such time.
   EXPECT_THAT(t.text(), HasSubstr("moe_time_per_output_token_seconds_count 1\n"));
+}
+
+TEST(PrometheusTextTest, VllmHistogramSet) {
+  RequestMetrics m;
+  // Arrived, queued 0.5 ms, first token at 3 ms, last at 10 ms; 40 prompt tokens, 8 generated.
+  m.RecordFinished("length", 40, 8, 0.003, 0.010, 0.0005);
+  m.RecordInterToken(0.0008);
+  m.RecordInterToken(0.002);
+  PrometheusText t;
+  m.Render(&t);
+  const std::string& text = t.text();
+  // Buckets from 1 ms: sub-5 ms times are told apart.
+  EXPECT_THAT(text, HasSubstr("moe_time_to_first_token_seconds_bucket{le=\"0.001\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("moe_time_to_first_token_seconds_bucket{le=\"0.005\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("moe_request_queue_time_seconds_bucket{le=\"0.001\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("moe_request_prefill_time_seconds_bucket{le=\"0.001\"} 0\n"));
+  EXPECT_THAT(text,
+              HasSubstr("moe_request_prefill_time_seconds_bucket{le=\"0.0025\"} 1\n"));  // 2.5 ms
+  EXPECT_THAT(text, HasSubstr("moe_request_decode_time_seconds_bucket{le=\"0.01\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("moe_request_decode_time_seconds_bucket{le=\"0.005\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("moe_inter_token_latency_seconds_bucket{le=\"0.001\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("moe_inter_token_latency_seconds_count 2\n"));
+  EXPECT_THAT(text, HasSubstr("moe_request_prompt_tokens_bucket{le=\"20\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("moe_request_prompt_tokens_bucket{le=\"50\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("moe_request_generation_tokens_bucket{le=\"10\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("moe_request_generation_tokens_sum 8\n"));
+  // Without a queue time (unknown), no queue or prefill sample.
+  RequestMetrics unknown;
+  unknown.RecordFinished("eos", 4, 2, 0.1, 0.2);
+  PrometheusText u;
+  unknown.Render(&u);
+  EXPECT_THAT(u.text(), HasSubstr("moe_request_queue_time_seconds_count 0\n"));
+}
+
+TEST(PrometheusTextTest, ProcessMetrics) {
+  PrometheusText t;
+  RenderProcessMetrics("1.2.3", &t);
+  const std::string& text = t.text();
+  for (const char* family :
+       {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+        "process_start_time_seconds", "process_max_fds", "process_virtual_memory_bytes"}) {
+    EXPECT_THAT(text, HasSubstr(std::string("# TYPE ") + family)) << family;
+  }
+  EXPECT_THAT(text, HasSubstr("moe_build_info{version=\"1.2.3\"} 1\n"));
+  // This test's own resident memory: more than a megabyte, less than a terabyte.
+  const size_t at = text.find("\nprocess_resident_memory_bytes ");
+  ASSERT_NE(at, std::string::npos);
+  const double rss = std::stod(text.substr(at + 31));
+  EXPECT_GT(rss, 1e6);
+  EXPECT_LT(rss, 1e12);
 }
 
 TEST(PrometheusTextTest, LoadMetricsKeepEachFamilyContiguous) {

@@ -225,5 +225,26 @@ printf 'def f():\n    return 1\n' >"$WORK/short.txt"
 expect_error "moe-perplexity on too short a text" "fewer than one chunk" "$BIN/moe-perplexity" \
   --model "$WORK/tiny" --perplexity-file "$WORK/short.txt" --ctx 64
 
+# --help: every program lists its own flags (abseil matched none of them by file name before), and
+# every script prints its usage and starts nothing.
+for prog in moe-coordinator moe-worker moe-generate moe-logits moe-bench moe-devices moe-perplexity \
+            moe-plan-placement moe-quantize; do
+  n=$("$BIN/$prog" --help 2>&1 | grep -c '^    --')
+  if (( n >= 5 )) && "$BIN/$prog" --help 2>&1 | grep -q -- '--threads'; then
+    pass "$prog --help lists its flags ($n)"
+  else
+    fail "$prog --help lists $n flags"
+  fi
+done
+for script in "$SRC"/scripts/*.sh; do
+  [[ $(basename "$script") == background_cluster.sh ]] && continue  # sourced by the bench scripts
+  if out=$(MPIRUN=false timeout 10 "$script" --help 2>&1) && [[ $(wc -l <<<"$out") -ge 2 ]] \
+     && ! grep -q -i "^launch.sh: \|error" <<<"$out"; then
+    pass "$(basename "$script") --help prints its usage"
+  else
+    fail "$(basename "$script") --help: $(head -c 300 <<<"$out")"
+  fi
+done
+
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]

@@ -92,15 +92,23 @@ class Chunk:
 _FINISH = {_pb.FINISH_REASON_EOS: "eos", _pb.FINISH_REASON_LENGTH: "length", _pb.FINISH_REASON_STOP: "stop"}
 
 
+def _repeated(fd) -> bool:
+    # protobuf 26+ has FieldDescriptor.is_repeated; 7.x dropped `label`, which 3.x/4.x only have.
+    is_repeated = getattr(fd, "is_repeated", None)
+    if is_repeated is not None:
+        return is_repeated() if callable(is_repeated) else bool(is_repeated)
+    return fd.label == fd.LABEL_REPEATED
+
+
 def to_python(message):
     """A protobuf message as plain Python: dicts of the set fields (by the proto's names), lists,
     ints (int64s stay ints, unlike json_format), floats, strings."""
     out = {}
     for fd, value in message.ListFields():
         if fd.message_type is not None:
-            out[fd.name] = [to_python(v) for v in value] if fd.label == fd.LABEL_REPEATED else to_python(value)
+            out[fd.name] = [to_python(v) for v in value] if _repeated(fd) else to_python(value)
         else:
-            out[fd.name] = list(value) if fd.label == fd.LABEL_REPEATED else value
+            out[fd.name] = list(value) if _repeated(fd) else value
     return out
 
 
