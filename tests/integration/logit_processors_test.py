@@ -38,40 +38,55 @@ check = h.check
 _calls = [0]
 
 
-def last_logits(ids):
-    """The logits after `ids`, from the single-process dump."""
+def last_logits(sequences):
+    """The logits after each of `sequences`, from the single-process dump (run as one batch: each
+    row is what the sequence alone gives)."""
     out = os.path.join(WORK, "logits.npy")
-    h.run([os.path.join(BIN, "moe-logits"), "--model", MODEL, "--tokens", ",".join(map(str, ids)), "--out", out,
-           "--threads", "1"])
+    h.run([os.path.join(BIN, "moe-logits"), "--model", MODEL, "--tokens",
+           ";".join(",".join(map(str, ids)) for ids in sequences), "--out", out, "--threads", "1"])
     _calls[0] += 1
-    return np.load(out)[-1].astype(np.float32)
+    rows = np.load(out)
+    return [rows[end].astype(np.float32) for end in np.cumsum([len(ids) for ids in sequences]) - 1]
 
 
-def reference(repetition_penalty=1.0, frequency_penalty=0.0, presence_penalty=0.0, min_tokens=0,
-              stop_token_ids=(), ignore_eos=False, eos=(2,)):
-    """Greedy decoding with the processors as defined, in the sampler's float32 arithmetic."""
-    out = []
+def next_token(x, out, repetition_penalty=1.0, frequency_penalty=0.0, presence_penalty=0.0, min_tokens=0,
+               stop_token_ids=(), ignore_eos=False, eos=(2,)):
+    """The greedy token after processing logits x as defined, in the sampler's float32 arithmetic,
+    and why the sequence ends with it ("" if it goes on)."""
     rp, fp, pp = np.float32(repetition_penalty), np.float32(frequency_penalty), np.float32(presence_penalty)
-    while len(out) < MAX_TOKENS:
-        x = last_logits(PROMPT + out)
-        if rp != 1:
-            for t in set(PROMPT) | set(out):  # Hugging Face: each token seen, once
-                x[t] = x[t] / rp if x[t] > 0 else x[t] * rp
-        counts = {}
-        for t in out:
-            counts[t] = counts.get(t, 0) + 1
-        for t, c in counts.items():  # OpenAI: over the output
-            x[t] = x[t] - (np.float32(c) * fp + pp)
-        if len(out) < min_tokens:  # vLLM: nothing that ends the sequence before min_tokens
-            for t in list(stop_token_ids) + ([] if ignore_eos else list(eos)):
-                x[t] = -np.inf
-        t = int(np.argmax(x))
-        out.append(t)
-        if t in stop_token_ids:
-            return out, "stop"
-        if t in eos and not ignore_eos:
-            return out, "eos"
-    return out, "length"
+    if rp != 1:
+        for t in set(PROMPT) | set(out):  # Hugging Face: each token seen, once
+            x[t] = x[t] / rp if x[t] > 0 else x[t] * rp
+    counts = {}
+    for t in out:
+        counts[t] = counts.get(t, 0) + 1
+    for t, c in counts.items():  # OpenAI: over the output
+        x[t] = x[t] - (np.float32(c) * fp + pp)
+    if len(out) < min_tokens:  # vLLM: nothing that ends the sequence before min_tokens
+        for t in list(stop_token_ids) + ([] if ignore_eos else list(eos)):
+            x[t] = -np.inf
+    t = int(np.argmax(x))
+    if t in stop_token_ids:
+        return t, "stop"
+    if t in eos and not ignore_eos:
+        return t, "eos"
+    return t, "length" if len(out) + 1 == MAX_TOKENS else ""
+
+
+def references(*cases):
+    """Greedy decoding of each case (next_token's keyword arguments), all cases a step at a time:
+    [(token ids, finish reason)]."""
+    outs, ends = [[] for _ in cases], [""] * len(cases)
+    while not all(ends):
+        going = [i for i, end in enumerate(ends) if not end]
+        for i, x in zip(going, last_logits([PROMPT + outs[i] for i in going])):
+            t, ends[i] = next_token(x, outs[i], **cases[i])
+            outs[i].append(t)
+    return list(zip(outs, ends))
+
+
+def reference(**case):
+    return references(case)[0]
 
 
 FINISH = {pb.FINISH_REASON_EOS: "eos", pb.FINISH_REASON_LENGTH: "length", pb.FINISH_REASON_STOP: "stop"}
@@ -111,7 +126,7 @@ def main():
             "stop_token_ids": dict(stop_token_ids=[plain[3]]),
             "min_tokens 6 + stop_token_ids": dict(min_tokens=6, stop_token_ids=[plain[1], plain[2]]),
         }
-        wants = {name: reference(**fields) for name, fields in cases.items()}
+        wants = dict(zip(cases, references(*cases.values())))
         for name, (ids, why) in wants.items():
             check(ids != plain, f"reference '{name}' differs from plain greedy: {ids} ({why})")
         port = int(h.wait_for(lambda: os.path.exists(port_file) and open(port_file).read().strip(), "HTTP port"))
