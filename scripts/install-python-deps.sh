@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Python packages the tests take from PyPI (tests/integration/requirements-test.txt:
-# the official `openai` client, which Debian 12 does not package) into .venv-test/ (ignored by
-# git), over Debian's python3 and its packages (grpcio, numpy), and downloads the newest protobuf
+# the official `openai` client, lm-eval and transformers' tokenizers, which Debian 12 does not
+# package) into .venv-test/ (ignored by git), over Debian's python3 and its packages (grpcio,
+# scipy), and downloads the newest protobuf
 # wheel (tests/integration/requirements-client-protobuf.txt) into .venv-test/wheels for
 # python_client_test to install offline. Every wheel is pinned by its
 # sha256 (--require-hashes), so what is installed is exactly what was pinned whoever serves it.
@@ -19,9 +20,12 @@ if [[ -x $VENV/bin/python ]] && cat "$REQUIREMENTS" "$WHEELS" | cmp -s - "$VENV/
 fi
 rm -rf "$VENV"
 /usr/bin/python3 -m venv --system-site-packages "$VENV"
-pip_pinned() {
-  local PIP=("$VENV/bin/python" -m pip "$@" --quiet --disable-pip-version-check --only-binary=:all:
-             --require-hashes)
+pip_pinned() {  # pip_pinned COMMAND [ARGS]
+  # The arguments last: a --no-binary there must follow --only-binary=:all:, which would clear it.
+  local command=$1
+  shift
+  local PIP=("$VENV/bin/python" -m pip "$command" --quiet --disable-pip-version-check --only-binary=:all:
+             --require-hashes "$@")
   if ! "${PIP[@]}" 2>"$VENV/pip.log"; then
     # Behind a TLS-intercepting proxy whose CA this machine does not trust (a fresh machine in a
     # sandboxed network), pip cannot verify pypi.org. The hashes still pin every byte, so the
@@ -36,7 +40,9 @@ pip_pinned() {
     fi
   fi
 }
-pip_pinned install -r "$REQUIREMENTS"
+# sqlitedict and word2number (lm-eval's) exist only as sdists: built here with Debian's setuptools
+# and wheel rather than an isolated build environment fetched unpinned.
+pip_pinned install -r "$REQUIREMENTS" --no-binary sqlitedict,word2number --no-build-isolation
 pip_pinned download --no-deps --dest "$VENV/wheels" -r "$WHEELS"
 cat "$REQUIREMENTS" "$WHEELS" > "$VENV/.requirements"
 echo "install-python-deps.sh: installed $REQUIREMENTS into $VENV, $WHEELS into $VENV/wheels"

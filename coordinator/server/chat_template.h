@@ -33,6 +33,9 @@ class ChatTemplate {
   // Errors: an unknown flag value, an unreadable or malformed tokenizer_config.json.
   static absl::StatusOr<ChatTemplate> ForModel(const std::string& flag, const std::string& model_dir);
   static ChatTemplate MistralV1() { return ChatTemplate(ChatTemplateKind::kMistralV1, ""); }
+  // Mixtral-8x7B-Instruct-v0.1's Jinja text of that template, as moe-export-tokenizer writes it
+  // into a tokenizer_config.json (ForModel recognises it).
+  static const std::string& MistralV1Jinja();
 
   ChatTemplateKind kind() const { return kind_; }
   const char* name() const;                                  // "mistral-v1", "none"

@@ -319,8 +319,7 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
   const bool chat = endpoint == Endpoint::kChat;
   // What we cannot do, by name.
   for (absl::Status s :
-       {OnlyDefault(j, "n", 1, "one choice per request"),
-        OnlyDefault(j, "best_of", 1, "one choice per request"),
+       {OnlyDefault(j, "best_of", 1, "no server-side ranking of choices"),
         OnlyDefault(j, "suffix", "", "no insertion"),
         OnlyDefault(j, "logit_bias", json::object(), "no logit bias"),
         // vLLM's extensions that other tools send: refused, not ignored.
@@ -497,6 +496,16 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
   }
   if (const json* user = Field(j, "user"); user != nullptr && !user->is_string()) {
     return FieldError("user", "user must be a string");
+  }
+
+  absl::StatusOr<std::optional<int64_t>> n = Integer(j, "n");
+  if (!n.ok()) return n.status();
+  out.n = static_cast<int>(std::clamp<int64_t>(n->value_or(1), 0, kMaxChoicesPerRequest + 1));
+  const int64_t prompts = 1 + static_cast<int64_t>(out.more_prompts.size());
+  if (out.n < 1 || prompts * out.n > kMaxChoicesPerRequest) {
+    return FieldError("n", absl::StrCat("n must be >= 1 with prompts x n <= ",
+                                        kMaxChoicesPerRequest, " (", prompts, " prompt",
+                                        prompts == 1 ? "" : "s", ", n = ", n->value_or(1), ")"));
   }
 
   absl::StatusOr<bool> stream = Bool(j, "stream");

@@ -52,21 +52,25 @@ struct ParsedRequest {
   // Completions may send several prompts at once: each is a sequence of its own (the others are
   // `request` with these prompts, validated too), answered as choices 0, 1, ... in order.
   std::vector<std::vector<int32_t>> more_prompts;
+  // OpenAI's n: choices per prompt, indexed prompt * n + j; choice j samples with seed + j.
+  int n = 1;
   bool echo = false;  // completions: the prompt's text (and log-probabilities) first
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
 };
-// Prompts one completions request may hold.
+// Prompts one completions request may hold, and choices (prompts x n) any request may ask for.
 inline constexpr int kMaxPromptsPerRequest = 64;
+inline constexpr int kMaxChoicesPerRequest = 64;
 
 // POST /v1/completions and /v1/chat/completions. The fields that map to ours: model (must be the
 // served one when given), prompt (a string, a token-id list, or a list of up to
 // kMaxPromptsPerRequest of either) or messages, max_tokens (max_completion_tokens for chat),
 // temperature, top_p, seed, stop, presence_penalty, frequency_penalty, logprobs (completions:
-// 0..20 alternatives; chat: true, with top_logprobs 0..20), echo (completions), n = 1, stream,
+// 0..20 alternatives; chat: true, with top_logprobs 0..20), echo (completions), n (choices per
+// prompt, prompts x n <= kMaxChoicesPerRequest), stream,
 // stream_options.include_usage, user (ignored); vLLM's extensions top_k, repetition_penalty,
 // stop_token_ids, min_tokens, ignore_eos; label (ours: the telemetry's workload label). Fields we
-// cannot honour (n > 1, logit_bias, tools, suffix, and vLLM's min_p, beam search,
+// cannot honour (best_of, logit_bias, tools, suffix, and vLLM's min_p, beam search,
 // prompt_logprobs, guided decoding, ...) are refused by name rather than silently ignored; fields
 // we do not know are ignored, as OpenAI's server does. OpenAI's defaults: temperature 1, top_p 1,
 // a random seed; max_tokens 16 for completions, the rest of the context (within the server's

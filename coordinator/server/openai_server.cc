@@ -192,10 +192,19 @@ void AddToChoice(const StreamEvent& e, openai::Choice* choice) {
 void OpenAiServer::Generate(Endpoint endpoint, const HttpRequest& req, HttpExchange& ex) {
   absl::StatusOr<openai::ParsedRequest> parsed = openai::ParseRequest(endpoint, req.body, model_);
   if (!parsed.ok()) return Fail(ex, parsed.status());
-  // Each prompt is a sequence of its own; submitted together, they run in the same batches.
-  std::vector<Request> requests(1 + parsed->more_prompts.size(), parsed->request);
-  for (size_t i = 1; i < requests.size(); ++i)
-    requests[i].prompt = std::move(parsed->more_prompts[i - 1]);
+  // Each choice is a sequence of its own: n per prompt, the j-th sampling with seed + j (the same
+  // seed would give n copies of one text); submitted together, they run in the same batches.
+  std::vector<Request> requests;
+  std::vector<bool> counts_prompt;  // OpenAI's usage counts a prompt once, however many choices
+  for (size_t p = 0; p <= parsed->more_prompts.size(); ++p) {
+    for (int j = 0; j < parsed->n; ++j) {
+      Request r = parsed->request;
+      if (p > 0) r.prompt = parsed->more_prompts[p - 1];
+      r.sampling.seed += static_cast<uint64_t>(j);
+      requests.push_back(std::move(r));
+      counts_prompt.push_back(j == 0);
+    }
+  }
   std::vector<openai::Choice> choices(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {
     openai::Choice& c = choices[i];
@@ -227,8 +236,8 @@ void OpenAiServer::Generate(Endpoint endpoint, const HttpRequest& req, HttpExcha
   const openai::ResponseHead head{openai::ResponseId(endpoint, request_id),
                                   static_cast<int64_t>(std::time(nullptr)), model_.id};
   if (parsed->stream) {
-    return Stream(endpoint, head, request_id, handles, std::move(choices), parsed->include_usage,
-                  ex);
+    return Stream(endpoint, head, request_id, handles, std::move(choices), counts_prompt,
+                  parsed->include_usage, ex);
   }
 
   openai::Usage usage;
@@ -248,7 +257,7 @@ void OpenAiServer::Generate(Endpoint endpoint, const HttpRequest& req, HttpExcha
         if (e.finish == FinishReason::kNone) continue;
         RecordFinished(e);
         choices[i].finish = e.finish;
-        usage.prompt_tokens += e.prompt_tokens;
+        if (counts_prompt[i]) usage.prompt_tokens += e.prompt_tokens;
         usage.completion_tokens += e.generated_tokens;
         finished = true;
       }
@@ -270,7 +279,8 @@ void OpenAiServer::Generate(Endpoint endpoint, const HttpRequest& req, HttpExcha
 void OpenAiServer::Stream(Endpoint endpoint, const openai::ResponseHead& head,
                           const std::string& request_id,
                           const std::vector<std::shared_ptr<RequestHandle>>& handles,
-                          std::vector<openai::Choice> choices, bool include_usage,
+                          std::vector<openai::Choice> choices,
+                          const std::vector<bool>& counts_prompt, bool include_usage,
                           HttpExchange& ex) {
   // Whatever ends the response early (the client gone or too slow, the server stopping) stops
   // the generation too.
@@ -333,7 +343,7 @@ void OpenAiServer::Stream(Endpoint endpoint, const openai::ResponseHead& head,
           return gone();
         if (e.finish == FinishReason::kNone) continue;
         RecordFinished(e);
-        usage.prompt_tokens += e.prompt_tokens;
+        if (counts_prompt[i]) usage.prompt_tokens += e.prompt_tokens;
         usage.completion_tokens += e.generated_tokens;
         openai::Choice last;
         last.index = choices[i].index;

@@ -68,7 +68,8 @@ class OpenAiServer {
   void Stream(openai::Endpoint endpoint, const openai::ResponseHead& head,
               const std::string& request_id,
               const std::vector<std::shared_ptr<RequestHandle>>& handles,
-              std::vector<openai::Choice> choices, bool include_usage, HttpExchange& ex);
+              std::vector<openai::Choice> choices, const std::vector<bool>& counts_prompt,
+              bool include_usage, HttpExchange& ex);
   void Fail(HttpExchange& ex, const absl::Status& status) const;
   void RecordFinished(const StreamEvent& last) const;
   void RecordFailed(absl::StatusCode code) const;

@@ -147,6 +147,11 @@ TEST(OpenAiParse, PromptForms) {
   ASSERT_EQ(several->more_prompts.size(), 2u);
   EXPECT_EQ(several->more_prompts[0], (std::vector<int32_t>{1, 2, 3}));
   EXPECT_EQ(several->more_prompts[1], one->request.prompt);
+  EXPECT_EQ(several->n, 1);
+  auto n =
+      Parse(Endpoint::kCompletions, {{"prompt", json::array({json("Hi"), json("Hi")})}, {"n", 32}});
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(n->n, 32);
 }
 
 TEST(OpenAiParse, LogprobsAndEcho) {
@@ -184,7 +189,13 @@ TEST(OpenAiParse, RefusalsNameTheField) {
   const Endpoint c = Endpoint::kCompletions;
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "model": "gpt-4"})"),
             "404 model: the model `gpt-4` does not exist; this server serves `tiny`");
-  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "n": 2})"), "400 n: n is not supported by this server (one choice per request)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": "a", "n": 0})"),
+            "400 n: n must be >= 1 with prompts x n <= 64 (1 prompt, n = 0)");
+  EXPECT_EQ(Refusal(c, R"({"prompt": ["a", "b"], "n": 33})"),
+            "400 n: n must be >= 1 with prompts x n <= 64 (2 prompts, n = 33)");
+  EXPECT_EQ(
+      Refusal(c, R"({"prompt": "a", "best_of": 2})"),
+      "400 best_of: best_of is not supported by this server (no server-side ranking of choices)");
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "logprobs": 21})"),
             "400 logprobs: logprobs must be in [0, 20], got 21");
   EXPECT_EQ(Refusal(c, R"({"prompt": "a", "logprobs": true})"),

@@ -4,7 +4,8 @@ official `openai` Python package from PyPI (pinned in requirements-test.txt, ins
 
 - /v1/models lists the served model; /health answers;
 - completions.create, whole and streamed, gives moe-generate's text for the same greedy request,
-  with usage and finish_reason; a seeded sampled request gives the gRPC port's text for it;
+  with usage and finish_reason; a seeded sampled request gives the gRPC port's text for it, and
+  with n = 3 each choice j the text for seed + j (streamed too, over 2 prompts);
 - chat.completions.create, whole and streamed (role chunk, deltas, finish, usage chunk), gives the
   gRPC port's text for the prompt the Mixtral-Instruct template makes;
 - 8 concurrent streams through the same scheduler each get their single-process text;
@@ -164,6 +165,26 @@ def main():
         _, grpc_text, _ = generate(c.stub, prompt, timeout=60, **sampled)
         check(r1.choices[0].text == r2.choices[0].text == grpc_text,
               f"a seeded sampled completion repeats and equals the gRPC port's: {grpc_text!r}")
+        # n: choice j samples with seed + j, so each is the gRPC port's text for that seed; the
+        # prompt counts once in the usage. Streamed, each choice's chunks carry its index.
+        several = client.completions.create(model="model", prompt=prompt, n=3, **sampled)
+        grpc_n = [generate(c.stub, prompt, timeout=60, **dict(sampled, seed=77 + j)) for j in range(3)]
+        want_n = [text for _, text, _ in grpc_n]
+        check([ch.index for ch in several.choices] == [0, 1, 2] and [ch.text for ch in several.choices] == want_n
+              and len(set(want_n)) > 1 and several.usage.prompt_tokens == r1.usage.prompt_tokens
+              and several.usage.completion_tokens == sum(len(ids) for ids, _, _ in grpc_n),
+              f"n=3: choices 0..2, the gRPC port's texts for seeds 77, 78, 79, the prompt counted once "
+              f"({several.usage})")
+        streamed = {}
+        for ch in client.completions.create(model="model", prompt=[prompt, prompt], n=2, stream=True, **sampled):
+            for choice in ch.choices:
+                streamed[choice.index] = streamed.get(choice.index, "") + choice.text
+        check(streamed == {0: want_n[0], 1: want_n[1], 2: want_n[0], 3: want_n[1]},
+              "2 prompts x n=2, streamed: choices indexed prompt * n + j, each its seed's text")
+        chat_n = client.chat.completions.create(model="model", messages=[{"role": "user", "content": "Hi"}], n=2,
+                                                max_tokens=6, temperature=0)
+        check(len(chat_n.choices) == 2 and chat_n.choices[0].message.content == chat_n.choices[1].message.content,
+              "chat n=2 at temperature 0: two choices, the same greedy text")
         tk = client.completions.create(model="model", prompt=prompt, max_tokens=8, temperature=0.8, seed=3,
                                        extra_body={"top_k": 1})
         check(tk.choices[0].text == reference_text(prompt, 8), "top_k (an extension) = 1 is greedy")
@@ -223,8 +244,9 @@ def main():
         e = error_of(lambda: client.completions.create(model="model", prompt="a", max_tokens=0))
         check(isinstance(e, openai.BadRequestError) and "max_tokens must be >= 1" in e.body.get("message", "")
               and e.body.get("type") == "invalid_request_error", f"max_tokens 0: {type(e).__name__} {e.body if e else None}")
-        e = error_of(lambda: client.completions.create(model="model", prompt="a", max_tokens=2, n=2))
-        check(isinstance(e, openai.BadRequestError) and e.body.get("param") == "n", f"n=2: {e.body if e else None}")
+        e = error_of(lambda: client.completions.create(model="model", prompt=["a"] * 8, max_tokens=2, n=9))
+        check(isinstance(e, openai.BadRequestError) and e.body.get("param") == "n",
+              f"8 prompts x n=9 > 64 choices: {e.body if e else None}")
         e = error_of(lambda: client.chat.completions.create(model="model", max_tokens=2, messages=[
             {"role": "assistant", "content": "first"}]))
         check(isinstance(e, openai.BadRequestError) and e.body.get("param") == "messages",
