@@ -155,6 +155,19 @@ struct WindowLoad {
 
 // The coordinator's whole picture at one moment: what GetLoad, WatchLoad, moe-cli load and the
 // Prometheus endpoint show.
+// What /metrics exports as counters (*_total): LoadSnapshot's since-reset figures summed over
+// every reset since start, so they never go down. A worker's figures lose only what it counted
+// after its last report before a reset (at most one report interval).
+struct LoadCounters {
+  std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert]
+  std::vector<int64_t> locality_pairs;              // [layer]
+  std::vector<double> straggler_seconds;            // [layer]
+  double exchange_seconds = 0;
+  int64_t exchanges = 0;
+  std::vector<WorkerLoad> workers;  // [num_workers]: rank and the counting fields only
+  std::vector<LabelLoad> labels;    // requests, prompt and generated tokens (no expert_tokens)
+};
+
 struct LoadSnapshot {
   uint32_t epoch = 0;         // 1 at start, +1 per ResetLoad
   double uptime_seconds = 0;  // since the aggregator was made
@@ -182,6 +195,7 @@ struct LoadSnapshot {
   PlacementInfo placement;      // not reset by ResetLoad
   std::vector<LabelLoad> labels;  // by first appearance since reset
   WindowLoad window;
+  LoadCounters lifetime;  // since start, whatever the resets
 };
 
 }  // namespace moe

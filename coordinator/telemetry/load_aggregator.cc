@@ -19,6 +19,58 @@ LoadAggregatorOptions WithClock(LoadAggregatorOptions options) {
   return options;
 }
 
+// Adds the counting figures of `s` (since its reset) into `into`, sized to `s` on first use.
+// Labels past LabelLoads::kMaxLabels distinct ones (over all epochs) count under "(other)".
+void AddCounters(const LoadSnapshot& s, LoadCounters* into) {
+  into->expert_tokens.resize(s.layers.size());
+  into->locality_pairs.resize(s.layers.size(), 0);
+  into->straggler_seconds.resize(s.layers.size(), 0.0);
+  for (size_t l = 0; l < s.layers.size(); ++l) {
+    const LayerLoad& layer = s.layers[l];
+    into->expert_tokens[l].resize(layer.expert_tokens.size(), 0);
+    for (size_t e = 0; e < layer.expert_tokens.size(); ++e)
+      into->expert_tokens[l][e] += layer.expert_tokens[e];
+    into->locality_pairs[l] += layer.locality.pairs;
+    into->straggler_seconds[l] += layer.straggler_seconds;
+  }
+  into->exchange_seconds += s.exchange_seconds;
+  into->exchanges += s.exchanges;
+  into->workers.resize(s.workers.size());
+  for (size_t w = 0; w < s.workers.size(); ++w) {
+    const WorkerLoad& from = s.workers[w];
+    WorkerLoad& to = into->workers[w];
+    to.rank = from.rank;
+    to.routed_tokens += from.routed_tokens;
+    to.reported_tokens += from.reported_tokens;
+    to.exchanges += from.exchanges;
+    to.compute_seconds += from.compute_seconds;
+    to.exchange_wait_seconds += from.exchange_wait_seconds;
+    to.idle_seconds += from.idle_seconds;
+    to.bytes_in += from.bytes_in;
+    to.bytes_out += from.bytes_out;
+  }
+  for (const LabelLoad& from : s.labels) {
+    auto it = std::find_if(into->labels.begin(), into->labels.end(),
+                           [&](const LabelLoad& l) { return l.label == from.label; });
+    if (it == into->labels.end()) {
+      if (static_cast<int>(into->labels.size()) >= LabelLoads::kMaxLabels) {
+        it = std::find_if(into->labels.begin(), into->labels.end(),
+                          [](const LabelLoad& l) { return l.label == LabelLoads::kOther; });
+      }
+      if (it == into->labels.end()) {
+        into->labels.push_back(LabelLoad{});
+        it = into->labels.end() - 1;
+        it->label = static_cast<int>(into->labels.size()) > LabelLoads::kMaxLabels
+                        ? LabelLoads::kOther
+                        : from.label;
+      }
+    }
+    it->requests += from.requests;
+    it->prompt_tokens += from.prompt_tokens;
+    it->generated_tokens += from.generated_tokens;
+  }
+}
+
 }  // namespace
 
 LoadAggregator::LoadAggregator(LoadAggregatorOptions options)
@@ -129,6 +181,8 @@ std::vector<std::vector<double>> LoadAggregator::WindowLoads() const {
 }
 
 void LoadAggregator::ApplyResetLocked() {
+  // The counters go on from what this epoch counted (in the constructor, nothing).
+  if (!expert_tokens_.empty()) AddCounters(SnapshotLocked(), &before_reset_);
   const size_t cells = static_cast<size_t>(options_.n_layers) * options_.n_experts;
   const size_t layers = static_cast<size_t>(options_.n_layers);
   reset_pending_ = false;
@@ -310,9 +364,16 @@ absl::Status LoadAggregator::OnWorkerReport(const WorkerReport& report, uint64_t
 }
 
 LoadSnapshot LoadAggregator::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  LoadSnapshot s = SnapshotLocked();
+  s.lifetime = before_reset_;
+  AddCounters(s, &s.lifetime);
+  return s;
+}
+
+LoadSnapshot LoadAggregator::SnapshotLocked() const {
   const int L = options_.n_layers, E = options_.n_experts, k = options_.top_k, W = n_workers_;
   LoadSnapshot s;
-  absl::MutexLock lock(&mu_);
   const double now = Now();
   s.epoch = epoch_.load();
   s.uptime_seconds = now - start_;

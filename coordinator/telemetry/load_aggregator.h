@@ -114,6 +114,7 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver, public P
   };
 
   void ApplyResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  LoadSnapshot SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   double Now() const { return options_.now_seconds(); }
   bool AliveLocked(const WorkerState& w, double now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -138,6 +139,7 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver, public P
   std::vector<int64_t> pairs_ ABSL_GUARDED_BY(mu_);     // [layers]
   std::vector<int64_t> repeats_ ABSL_GUARDED_BY(mu_);   // [layers]
   std::vector<int64_t> overlaps_ ABSL_GUARDED_BY(mu_);  // [layers]
+  LoadCounters before_reset_ ABSL_GUARDED_BY(mu_);  // the counters of the epochs before this one
   absl::flat_hash_map<uint64_t, Previous> previous_ ABSL_GUARDED_BY(mu_);
   std::vector<double> straggler_ ABSL_GUARDED_BY(mu_);  // [layers]
   double exchange_seconds_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,6 +1,7 @@
 #include "coordinator/telemetry/load_metrics.h"
 
 #include <string>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 
@@ -19,12 +20,16 @@ void ImbalanceSamples(const LoadImbalance& x, const std::string& scope, const st
 
 void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
   // Steps and tokens as counters come from the scheduler (they must not restart at ResetLoad).
+  // Counters (*_total) come from s.lifetime: ResetLoad starts the snapshot's figures afresh, not
+  // these. What a reset starts afresh is in GetLoad and in the gauges.
+  const LoadCounters& total = s.lifetime;
   out->Family("moe_expert_tokens_total", "counter",
               "Token-choices routed to each expert (a top-k token counts once per chosen expert).");
-  for (const LayerLoad& l : s.layers) {
-    for (size_t e = 0; e < l.expert_tokens.size(); ++e) {
-      out->Sample("moe_expert_tokens_total", {{"layer", absl::StrCat(l.layer)}, {"expert", absl::StrCat(e)}},
-                  static_cast<double>(l.expert_tokens[e]));
+  for (size_t l = 0; l < total.expert_tokens.size(); ++l) {
+    for (size_t e = 0; e < total.expert_tokens[l].size(); ++e) {
+      out->Sample("moe_expert_tokens_total",
+                  {{"layer", absl::StrCat(l)}, {"expert", absl::StrCat(e)}},
+                  static_cast<double>(total.expert_tokens[l][e]));
     }
   }
   out->Family("moe_expert_window_tokens", "gauge",
@@ -58,8 +63,9 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
   out->Append(cv);
 
   out->Family("moe_locality_pairs_total", "counter", "Consecutive token pairs (same sequence) compared for temporal locality.");
-  for (const LayerLoad& l : s.layers) {
-    out->Sample("moe_locality_pairs_total", {{"layer", absl::StrCat(l.layer)}}, static_cast<double>(l.locality.pairs));
+  for (size_t l = 0; l < total.locality_pairs.size(); ++l) {
+    out->Sample("moe_locality_pairs_total", {{"layer", absl::StrCat(l)}},
+                static_cast<double>(total.locality_pairs[l]));
   }
   out->Family("moe_locality_ratio", "gauge",
               "Temporal locality: share of consecutive token pairs whose first choice repeats "
@@ -92,8 +98,7 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
     int64_t LabelLoad::*value;
   };
   const LabelFamily label_families[] = {
-      {"moe_label_requests_total", "Requests admitted since the last load reset, by workload label.",
-       &LabelLoad::requests},
+      {"moe_label_requests_total", "Requests admitted, by workload label.", &LabelLoad::requests},
       {"moe_label_prompt_tokens_total", "Prompt tokens of those requests, by workload label.",
        &LabelLoad::prompt_tokens},
       {"moe_label_generated_tokens_total", "Tokens routed while decoding, by workload label.",
@@ -101,7 +106,7 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
   };
   for (const LabelFamily& f : label_families) {
     out->Family(f.name, "counter", f.help);
-    for (const LabelLoad& l : s.labels) {
+    for (const LabelLoad& l : total.labels) {
       out->Sample(f.name, {{"label", l.label}}, static_cast<double>(l.*f.value));
     }
   }
@@ -109,13 +114,14 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
   if (s.num_workers == 0) return;
   out->Family("moe_straggler_seconds_total", "counter",
               "Per exchange, the slowest worker's expert time minus the mean over workers, summed.");
-  for (const LayerLoad& l : s.layers) {
-    out->Sample("moe_straggler_seconds_total", {{"layer", absl::StrCat(l.layer)}}, l.straggler_seconds);
+  for (size_t l = 0; l < total.straggler_seconds.size(); ++l) {
+    out->Sample("moe_straggler_seconds_total", {{"layer", absl::StrCat(l)}},
+                total.straggler_seconds[l]);
   }
   out->Family("moe_exchange_seconds_total", "counter", "Coordinator wall time inside expert exchanges.");
-  out->Sample("moe_exchange_seconds_total", s.exchange_seconds);
+  out->Sample("moe_exchange_seconds_total", total.exchange_seconds);
   out->Family("moe_exchanges_total", "counter", "Expert exchanges (one per layer per step).");
-  out->Sample("moe_exchanges_total", static_cast<double>(s.exchanges));
+  out->Sample("moe_exchanges_total", static_cast<double>(total.exchanges));
   out->Family("moe_window_straggler_seconds", "gauge",
               "moe_straggler_seconds_total over the sliding window, all layers.");
   out->Sample("moe_window_straggler_seconds", s.window.straggler_seconds);
@@ -152,7 +158,8 @@ void RenderLoadMetrics(const LoadSnapshot& s, PrometheusText* out) {
   };
   for (const WorkerFamily& f : families) {
     out->Family(f.name, f.type, f.help);
-    for (const WorkerLoad& w : s.workers) {
+    const bool counter = std::string_view(f.type) == "counter";
+    for (const WorkerLoad& w : counter ? total.workers : s.workers) {
       out->Sample(f.name, {{"worker", absl::StrCat(w.rank)}}, f.value(w));
     }
   }

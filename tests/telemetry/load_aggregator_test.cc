@@ -458,5 +458,37 @@ TEST(LoadAggregatorTest, LabelsAreBounded) {
   EXPECT_EQ(f.agg->Snapshot().labels[1].generated_tokens, 1);
 }
 
+// The counters /metrics exports go on across resets (and a re-placement's epoch): each epoch's
+// figures added to those before it, while the snapshot's own start afresh.
+TEST(LoadAggregatorTest, LifetimeCountersNeverGoDown) {
+  Fixture f;
+  f.agg->OnSequenceStart(1, Info("chat", 1, 8));
+  f.Step({{1, 0, 1, true}}, {Choices({{0, 1}}), Choices({{2, 3}})});
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 1, 1, 2)).ok());
+  f.agg->Reset();
+  f.agg->OnSequenceStart(2, Info("chat", 2, 8));
+  f.Step({{2, 0, 1, true}, {2, 1, 2, true}},
+         {Choices({{0, 2}, {0, 3}}), Choices({{1, 0}, {1, 0}})});
+  ASSERT_TRUE(f.agg->OnWorkerReport(Report(1, 2, 2, 3)).ok());
+  const LoadSnapshot s = f.agg->Snapshot();
+  EXPECT_EQ(s.layers[0].expert_tokens, (std::vector<int64_t>{2, 0, 1, 1}));  // since the reset
+  const LoadCounters& total = s.lifetime;
+  ASSERT_EQ(total.expert_tokens.size(), 2u);
+  EXPECT_EQ(total.expert_tokens[0], (std::vector<int64_t>{3, 1, 1, 1}));
+  EXPECT_EQ(total.expert_tokens[1], (std::vector<int64_t>{2, 2, 1, 1}));
+  EXPECT_EQ(total.exchanges, s.exchanges);  // no worker answered an exchange here
+  ASSERT_EQ(total.workers.size(), 2u);
+  EXPECT_EQ(total.workers[0].rank, 1);
+  EXPECT_EQ(total.workers[0].reported_tokens, 2 + 3);  // epoch 1's report, then epoch 2's
+  // Rank 1 hosts experts 0-1: epoch 1 sent it 1 + 1 choices (layers 0, 1), epoch 2 sent 2 + 4.
+  EXPECT_EQ(total.workers[0].routed_tokens, 2 + 6);
+  ASSERT_EQ(total.labels.size(), 1u);
+  EXPECT_EQ(total.labels[0].label, "chat");
+  EXPECT_EQ(total.labels[0].requests, 2);
+  EXPECT_EQ(total.labels[0].prompt_tokens, 3);
+  ASSERT_EQ(s.labels.size(), 1u);
+  EXPECT_EQ(s.labels[0].requests, 1);
+}
+
 }  // namespace
 }  // namespace moe

@@ -142,11 +142,23 @@ TEST(PrometheusTextTest, LoadMetricsKeepEachFamilyContiguous) {
   s.window.steps = 4;
   s.window.straggler_seconds = 0.5;
   s.window.locality.set_overlap_ratio = 0.25;
+  // The counters since start: more than since the last reset.
+  s.lifetime.expert_tokens = {{100, 101, 102}, {110, 111, 112}};
+  s.lifetime.locality_pairs = {7, 7};
+  s.lifetime.workers.resize(2);
+  s.lifetime.workers[0].rank = 1;
+  s.lifetime.workers[1].rank = 2;
+  s.lifetime.workers[1].routed_tokens = 99;
+  s.lifetime.labels.push_back(LabelLoad{"chat", 4, 40, 20, {}});
+  s.lifetime.labels.push_back(LabelLoad{"", 1, 5, 2, {}});
   PrometheusText t;
   RenderLoadMetrics(s, &t);
-  EXPECT_THAT(t.text(), HasSubstr("moe_expert_tokens_total{layer=\"1\",expert=\"2\"} 12\n"));
-  EXPECT_THAT(t.text(), HasSubstr("moe_label_requests_total{label=\"chat\"} 3\n"));
-  EXPECT_THAT(t.text(), HasSubstr("moe_label_prompt_tokens_total{label=\"chat\"} 30\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_expert_tokens_total{layer=\"1\",expert=\"2\"} 112\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_expert_window_tokens{layer=\"1\",expert=\"2\"} 2\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_locality_pairs_total{layer=\"1\"} 7\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_worker_routed_tokens_total{worker=\"2\"} 99\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_label_requests_total{label=\"chat\"} 4\n"));
+  EXPECT_THAT(t.text(), HasSubstr("moe_label_prompt_tokens_total{label=\"chat\"} 40\n"));
   EXPECT_THAT(t.text(), HasSubstr("moe_label_generated_tokens_total{label=\"\"} 2\n"));
   EXPECT_THAT(t.text(), HasSubstr("moe_window_steps 4\n"));
   EXPECT_THAT(t.text(), HasSubstr("moe_window_straggler_seconds 0.5\n"));
