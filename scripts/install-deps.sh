@@ -12,8 +12,7 @@ PACKAGES=(
   libopenblas-dev libsentencepiece-dev nlohmann-json3-dev libhwy-dev libboost-dev libssl-dev
   prometheus
   python3 python3-numpy python3-grpcio python3-protobuf python3-matplotlib python3-venv python3-wheel
-  python3-scipy python3-lxml python3-attr python3-yaml python3-dateutil python3-tz python3-six
-  python3-packaging python3-pygments python3-setuptools
+  python3-lxml python3-yaml python3-dateutil python3-tz python3-six python3-setuptools
   procps openssl curl
   iproute2 slurmctld slurmd slurm-client munge
   clang libclang-rt-14-dev
