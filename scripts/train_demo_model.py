@@ -18,8 +18,9 @@ What it does, in order:
   2. tokenizes each file as BOS + text + EOS with the Mixtral tokenizer (core/tokenizer);
   3. trains from a fixed seed on random windows of the training stream: AdamW, warm-up then
      cosine decay, bfloat16 autocast where the CPU has it; the loss is the language-model loss plus
-     router_aux_loss_coef x the load-balancing loss, exactly as MixtralForCausalLM computes it
-     (output_router_logits=True);
+     router_aux_loss_coef x the Switch load-balancing loss Mixtral trains with, per layer (each
+     layer's experts balanced; --aux-loss pooled is transformers' form over all layers' tokens,
+     which balances only the layer-summed load), on windows as long as the context served;
   4. measures held-out loss and perplexity on every held-out token, and a bigram baseline
      (Witten-Bell smoothing over an add-one unigram, no tuning) on the same split;
   5. writes DIR/config.json, DIR/model.safetensors (BF16, the original Mixtral tensor names:
@@ -81,14 +82,21 @@ def parse_args(argv):
     p.add_argument("--max-pos", type=int, default=2048, help="max_position_embeddings in config.json")
     p.add_argument("--rope-theta", type=float, default=1e6)
     p.add_argument("--aux-loss-coef", type=float, default=0.02, help="router_aux_loss_coef (Mixtral-8x7B's)")
-    p.add_argument("--seq", type=int, default=512, help="training window, tokens")
-    p.add_argument("--batch", type=int, default=8, help="windows per step")
-    p.add_argument("--steps", type=int, default=1800, help="about 50 minutes on 2 cores with bf16 (AMX)")
+    p.add_argument("--aux-loss", choices=("per-layer", "pooled"), default="per-layer",
+                   help="the Switch load-balancing loss per layer, averaged (each layer's experts balanced), "
+                        "or transformers' over all layers' tokens pooled (only the layer-summed load balanced)")
+    p.add_argument("--seq", type=int, default=2048, help="training window, tokens: the context served")
+    p.add_argument("--batch", type=int, default=4, help="windows per step")
+    p.add_argument("--steps", type=int, default=900, help="7.4M tokens at the defaults")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations")
     p.add_argument("--eval-windows", type=int, default=24, help="held-out windows per interim evaluation")
+    p.add_argument("--init", default="", help="continue from this checkpoint (its BF16 weights; a fresh optimizer) "
+                                             "instead of a random initialisation: e.g. a longer context or "
+                                             "another balancing loss on a trained model; its training.json is "
+                                             "kept in the record as the earlier phase")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--no-bf16", action="store_true", help="train in float32 even where bf16 autocast works")
@@ -201,6 +209,45 @@ def evaluate(model, stream, seq, max_windows, autocast):
     return total / max(count, 1)
 
 
+def switch_balancing_loss(router_logits, top_k, per_layer):
+    """The Switch Transformer load-balancing loss Mixtral trains with, E * sum_e f_e * P_e (f_e: the
+    share of token-choices routed to expert e, P_e: its mean router probability), 1 when balanced.
+    per_layer: computed for each layer and averaged, so every layer's own experts are balanced;
+    else over all layers' tokens pooled, as transformers' load_balancing_loss_func does, which
+    only balances the layer-summed load."""
+    def loss(logits):  # [tokens, E]
+        probs = torch.softmax(logits.float(), dim=-1)
+        chosen = torch.nn.functional.one_hot(torch.topk(probs, top_k, dim=-1).indices, probs.shape[-1]).float()
+        f = chosen.mean(dim=(0, 1))
+        return probs.shape[-1] * torch.sum(f * probs.mean(dim=0))
+    if per_layer:
+        return torch.stack([loss(layer) for layer in router_logits]).mean()
+    return loss(torch.cat(list(router_logits), dim=0))
+
+
+def context_evaluation(model, stream, long_seq, short_seq, max_windows, autocast):
+    """Mean loss of the same held-out tokens scored in one long context and in fresh short windows:
+    each long window's tokens after its first short window, once with everything before them in
+    the long context, once with only their own short window before them."""
+    model.eval()
+    long_total = short_total = 0.0
+    count = 0
+    n = min((len(stream) - 1) // long_seq, max_windows)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        for w in range(n):
+            x = torch.from_numpy(stream[w * long_seq:(w + 1) * long_seq + 1].astype(np.int64))[None]
+            logits = model(input_ids=x[:, :-1], output_router_logits=False).logits.float()
+            long_total += float(torch.nn.functional.cross_entropy(logits[0, short_seq:], x[0, short_seq + 1:],
+                                                                  reduction="sum"))
+            for start in range(short_seq, long_seq, short_seq):
+                y = x[:, start:start + short_seq + 1]
+                logits = model(input_ids=y[:, :-1], output_router_logits=False).logits.float()
+                short_total += float(torch.nn.functional.cross_entropy(logits[0], y[0, 1:], reduction="sum"))
+            count += long_seq - short_seq
+    model.train()
+    return long_total / max(count, 1), short_total / max(count, 1)
+
+
 def mixtral_state_dict(model, layers, experts, dtype):
     """The trained weights under the original Mixtral checkpoint names, per expert, in `dtype`."""
     out = {}
@@ -265,7 +312,15 @@ def main(argv=None):
     print(f"bigram baseline: held-out perplexity {bigram:.2f}", flush=True)
 
     config = make_config(a)
-    model = MixtralForCausalLM(config)
+    earlier = None
+    if a.init:
+        model = MixtralForCausalLM.from_pretrained(a.init, config=config, dtype=torch.float32)
+        with open(os.path.join(a.init, "training.json")) as f:
+            earlier = json.load(f)
+        earlier = {k: earlier[k] for k in ("training", "results", "versions", "command") if k in earlier}
+        print(f"continuing from {a.init} ({earlier.get('training', {}).get('tokens_seen', 0):,} tokens seen)", flush=True)
+    else:
+        model = MixtralForCausalLM(config)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -293,8 +348,8 @@ def main(argv=None):
             out = model(input_ids=x[:, :-1])
             logits = out.logits.float()
             lm = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
-            aux = out.aux_loss.float()
-            loss = lm + a.aux_loss_coef * aux  # MixtralForCausalLM's own sum, with the shift made here
+            aux = switch_balancing_loss(out.router_logits, a.top_k, a.aux_loss == "per-layer")
+            loss = lm + a.aux_loss_coef * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -325,6 +380,10 @@ def main(argv=None):
     log["bigram_perplexity"] = bigram
     print(f"held out, all {n_windows} windows: loss {final:.4f}, perplexity {math.exp(final):.2f} "
           f"(bigram {bigram:.2f})", flush=True)
+    # Does more context help? The same tokens in one max_pos context and in fresh 512-token windows.
+    context_long, context_short = context_evaluation(model, test, min(a.max_pos, a.seq), 512, 48, autocast)
+    print(f"held out, the same tokens: loss {context_long:.4f} in {min(a.max_pos, a.seq)}-token contexts, "
+          f"{context_short:.4f} in fresh 512-token windows", flush=True)
 
     # The checkpoint, in Hugging Face's original Mixtral layout, BF16.
     os.makedirs(a.out, exist_ok=True)
@@ -374,6 +433,7 @@ def main(argv=None):
                                                  "num_experts_per_tok", "vocab_size", "max_position_embeddings",
                                                  "rope_theta", "tie_word_embeddings", "router_aux_loss_coef")}},
         "training": {"steps": a.steps, "batch": a.batch, "seq": a.seq, "tokens_seen": tokens_seen,
+                     "aux_loss": f"Switch load balancing, {a.aux_loss}",
                      "epochs": tokens_seen / len(train), "lr": a.lr, "warmup": a.warmup,
                      "schedule": "linear warm-up, cosine to 10%", "optimizer": "AdamW(0.9, 0.95)",
                      "weight_decay": a.weight_decay, "grad_clip": 1.0, "seed": a.seed,
@@ -382,7 +442,10 @@ def main(argv=None):
         "results": {"held_out_loss": final, "held_out_perplexity": math.exp(final),
                     "held_out_perplexity_bf16_checkpoint": math.exp(bf16_loss),
                     "bigram_perplexity": bigram, "checkpoint_logit_check_max_abs_diff": diff,
+                    "context_check": {"long_context": min(a.max_pos, a.seq), "short_window": 512,
+                                      "loss_long_context": context_long, "loss_short_windows": context_short},
                     "greedy_samples": samples},
+        "earlier_phase": earlier,
         "log": log,
         "versions": dict(versions, python=platform.python_version(), machine=platform.processor() or platform.machine()),
         "command": " ".join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
