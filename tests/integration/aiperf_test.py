@@ -20,16 +20,12 @@ import time
 import urllib.request
 
 BIN, SRC, WORK, STUBS = sys.argv[1:5]
-VENV = os.path.abspath(os.environ.get("MOE_TEST_VENV", os.path.join(SRC, ".venv-test")))
-VENV_PY = os.path.join(VENV, "bin", "python")
-if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
-    if not os.path.exists(VENV_PY):
-        print(f"FAIL: {VENV_PY} is missing: run scripts/install-python-deps.sh (the test's PyPI packages)")
-        sys.exit(1)
-    os.execv(VENV_PY, [VENV_PY] + sys.argv)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_venv import reexec_under_test_venv  # noqa: E402
+
+VENV = reexec_under_test_venv(SRC)
 
 sys.path.insert(0, STUBS)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Harness  # noqa: E402
 
 MODEL = os.path.join(SRC, "deploy/models/pystd")
@@ -45,7 +41,7 @@ def aiperf(port, name, *args):
            "--request-timeout-seconds", "60", "--artifact-dir", out, *args]
     # Not HF_HUB_OFFLINE: aiperf 0.13 then looks a local tokenizer directory up in the hub's cache.
     # A directory never touches the network.
-    env = dict(os.environ, no_proxy="127.0.0.1,localhost", AIPERF_DEV_MODE="0")
+    env = dict(os.environ, no_proxy="127.0.0.1,localhost")
     start = time.monotonic()
     with open(os.path.join(WORK, f"{name}.log"), "w") as log:
         p = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300, cwd=WORK)

@@ -22,16 +22,13 @@ import sys
 import time
 
 BIN, SRC, WORK, STUBS = sys.argv[1:5]
-VENV = os.path.abspath(os.environ.get("MOE_TEST_VENV", os.path.join(SRC, ".venv-test")))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_venv import reexec_under_test_venv  # noqa: E402
+
+VENV = reexec_under_test_venv(SRC)
 VENV_PY = os.path.join(VENV, "bin", "python")
-if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
-    if not os.path.exists(VENV_PY):
-        print(f"FAIL: {VENV_PY} is missing: run scripts/install-python-deps.sh (the test's PyPI packages)")
-        sys.exit(1)
-    os.execv(VENV_PY, [VENV_PY] + sys.argv)
 
 sys.path.insert(0, STUBS)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Harness  # noqa: E402
 
 MODEL = os.path.join(SRC, "deploy/models/pystd")

@@ -33,18 +33,14 @@ import time
 import urllib.request
 
 BIN, SRC, WORK, STUBS = sys.argv[1:5]
-VENV = os.environ.get("MOE_TEST_VENV", os.path.join(SRC, ".venv-test"))
-VENV_PY = os.path.join(VENV, "bin", "python")
-if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
-    if not os.path.exists(VENV_PY):
-        print(f"FAIL: {VENV_PY} is missing: run scripts/install-python-deps.sh (the test's PyPI packages)")
-        sys.exit(1)
-    os.execv(VENV_PY, [VENV_PY] + sys.argv)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_venv import reexec_under_test_venv  # noqa: E402
+
+reexec_under_test_venv(SRC)
 
 import openai  # noqa: E402
 
 sys.path.insert(0, STUBS)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Harness, generate  # noqa: E402
 from moe.v1 import inference_pb2 as pb  # noqa: E402
 from moe.v1 import telemetry_pb2 as tpb  # noqa: E402

@@ -27,13 +27,10 @@ import subprocess
 import sys
 
 BIN, SRC, WORK = sys.argv[1:4]
-VENV = os.path.abspath(os.environ.get("MOE_TEST_VENV", os.path.join(SRC, ".venv-test")))
-VENV_PY = os.path.join(VENV, "bin", "python")
-if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
-    if not os.path.exists(VENV_PY):
-        print(f"FAIL: {VENV_PY} is missing: run scripts/install-python-deps.sh (the test's PyPI packages)")
-        sys.exit(1)
-    os.execv(VENV_PY, [VENV_PY] + sys.argv)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from test_venv import reexec_under_test_venv  # noqa: E402
+
+reexec_under_test_venv(SRC)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
