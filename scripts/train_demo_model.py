@@ -210,8 +210,9 @@ def evaluate(model, stream, seq, max_windows, autocast):
 
 
 def switch_balancing_loss(router_logits, top_k, per_layer):
-    """The Switch Transformer load-balancing loss Mixtral trains with, E * sum_e f_e * P_e (f_e: the
-    share of token-choices routed to expert e, P_e: its mean router probability), 1 when balanced.
+    """The Switch Transformer load-balancing loss Mixtral trains with, k * E * sum_e f_e * P_e (f_e:
+    the share of token-choices routed to expert e, P_e: its mean router probability), k when
+    balanced: transformers' scale, so that router_aux_loss_coef means what it means there.
     per_layer: computed for each layer and averaged, so every layer's own experts are balanced;
     else over all layers' tokens pooled, as transformers' load_balancing_loss_func does, which
     only balances the layer-summed load."""
@@ -219,7 +220,7 @@ def switch_balancing_loss(router_logits, top_k, per_layer):
         probs = torch.softmax(logits.float(), dim=-1)
         chosen = torch.nn.functional.one_hot(torch.topk(probs, top_k, dim=-1).indices, probs.shape[-1]).float()
         f = chosen.mean(dim=(0, 1))
-        return probs.shape[-1] * torch.sum(f * probs.mean(dim=0))
+        return top_k * probs.shape[-1] * torch.sum(f * probs.mean(dim=0))
     if per_layer:
         return torch.stack([loss(layer) for layer in router_logits]).mean()
     return loss(torch.cat(list(router_logits), dim=0))
