@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Python packages the tests take from PyPI (tests/integration/requirements-test.txt:
-# the official `openai` client, lm-eval and transformers' tokenizers, which Debian 12 does not
-# package) into .venv-test/ (ignored by git), over Debian's python3 and its packages (grpcio,
-# scipy), and downloads the newest protobuf
+# the official `openai` client, lm-eval, aiperf and transformers' tokenizers, which Debian 12 does
+# not package) into .venv-test/ (ignored by git), over Debian's python3 and its packages (grpcio,
+# lxml, yaml), and downloads the newest protobuf
 # wheel (tests/integration/requirements-client-protobuf.txt) into .venv-test/wheels for
 # python_client_test to install offline. Every wheel is pinned by its
 # sha256 (--require-hashes), so what is installed is exactly what was pinned whoever serves it.
