@@ -12,9 +12,7 @@ absl::Status CoordinatorOptions::Validate() const {
   if (expert_slots < 0) return absl::InvalidArgumentError("--expert-slots must be >= 0");
   if (overlap.min_tokens < 2) return absl::InvalidArgumentError("--overlap-min-tokens must be >= 2");
   if (mode != CoordinatorMode::kServe) return absl::OkStatus();
-  if (absl::Status s = serve.scheduler.Validate(); !s.ok()) return s;
-  if (absl::Status s = serve.ValidateLimits(); !s.ok()) return s;
-  if (absl::Status s = serve.http.Validate(); !s.ok()) return s;
+  if (absl::Status s = serve.Validate(); !s.ok()) return s;
   if (!(serve.shutdown_grace_seconds >= 0)) {
     return absl::InvalidArgumentError("--shutdown-grace-s must be >= 0");
   }

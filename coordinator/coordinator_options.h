@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "coordinator/model_runner.h"
-#include "coordinator/server/serve.h"
+#include "coordinator/serve.h"
 #include "core/transport_choice.h"
 #include "core/weight_formats.h"
 #include "kernels/backend.h"

@@ -22,7 +22,7 @@
 #include "coordinator/coordinator_options.h"
 #include "coordinator/model_runner.h"
 #include "coordinator/rebalancer.h"
-#include "coordinator/server/serve.h"
+#include "coordinator/serve.h"
 #include "coordinator/telemetry/load_aggregator.h"
 #include "coordinator/tools/modes.h"
 #include "core/cli.h"
@@ -380,17 +380,20 @@ absl::Status RunMode(const CoordinatorOptions& o, Cluster* cluster) {
     case CoordinatorMode::kServe: {
       MOE_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
                            Tokenizer::Load(cli::DefaultTokenizerPath(o.model_dir)));
-      ServeOptions serve = o.serve;
-      serve.quantize = o.formats.any_quantized() ? FormatSpec(o.formats) : "";
-      serve.rank_weights = cluster->rank_weights;
-      serve.telemetry = cluster->telemetry.get();
-      serve.rebalancer = cluster->rebalancer.get();
-      serve.worker_token = cluster->worker_token;
-      serve.on_listening = [&](int port) {
+      ServeParts parts;
+      parts.runner = runner;
+      parts.tokenizer = tokenizer.get();
+      parts.placement = &*cluster->placement;
+      parts.quantize = o.formats.any_quantized() ? FormatSpec(o.formats) : "";
+      parts.rank_weights = cluster->rank_weights;
+      parts.telemetry = cluster->telemetry.get();
+      parts.rebalancer = cluster->rebalancer.get();
+      parts.worker_token = cluster->worker_token;
+      parts.on_listening = [&](int port) {
         cluster->SendEndpoint(WorkerTelemetryAddress(o, port), o.telemetry_interval_ms,
                               o.serve.security.LeafCertificatePem());
       };
-      const absl::Status served = Serve(runner, tokenizer.get(), &*cluster->placement, serve, &g_stop);
+      const absl::Status served = Serve(o.serve, std::move(parts), g_stop);
       if (served.ok() && g_stop.load()) {
         std::fprintf(stderr, "moe-coordinator: stopped by signal %d\n", g_signal.load());
       }

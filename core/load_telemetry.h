@@ -1,6 +1,6 @@
 // Load telemetry as plain data: what a worker reports and what the coordinator's snapshot holds.
 // The engine, the aggregator, the recorder and the Prometheus page use these; only the gRPC layer
-// (coordinator/telemetry/telemetry_proto.*, worker/telemetry_reporter.*) turns them into the
+// (coordinator/server/telemetry_proto.*, worker/telemetry_reporter.*) turns them into the
 // moe.v1 messages of proto/moe/v1/telemetry.proto, which has one field for each field here.
 //
 // Units: token counts are token-choices (a token routed to its top-k experts counts once for each

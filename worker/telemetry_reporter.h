@@ -20,7 +20,7 @@
 namespace moe {
 
 // Every field of the report, one for one (the coordinator reads it back with
-// WorkerReportFromProto in coordinator/telemetry/telemetry_proto.h).
+// WorkerReportFromProto in coordinator/server/telemetry_proto.h).
 moe::v1::WorkerReport WorkerReportToProto(const WorkerReport& report);
 
 class TelemetryReporter {

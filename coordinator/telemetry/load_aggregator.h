@@ -45,7 +45,7 @@ struct LoadAggregatorOptions {
   std::function<double()> now_seconds;         // monotonic clock; default steady_clock (tests fake it)
 };
 
-class LoadAggregator : public RoutingObserver, public ExchangeObserver, public PeerLiveness {
+class LoadAggregator : public RoutingObserver, public ExchangeObserver, public WorkerHeartbeats {
  public:
   explicit LoadAggregator(LoadAggregatorOptions options);
 
@@ -70,7 +70,7 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver, public P
   // Ranks whose heartbeat is lost: they reported once and then went silent for three report
   // intervals (at least a second), or their stream ended. A rank that has not reported yet is not
   // lost (it is starting). Ascending.
-  std::vector<int> LostWorkers() const;
+  std::vector<int> LostWorkers() const override;
   // PeerLiveness for the exchange: Unavailable once a rank that reported has had its report
   // stream end without a new one (a killed process's socket closes at once; a live worker whose
   // stream broke reconnects within an interval). Silence alone is not proof: a busy or stopped

@@ -5,8 +5,8 @@
 #include <fstream>
 #include <memory>
 
+#include "coordinator/server/telemetry_service.h"
 #include "coordinator/telemetry/load_aggregator.h"
-#include "coordinator/telemetry/telemetry_service.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/coordinator/test_certificates.h"

@@ -161,7 +161,8 @@ EXCHANGE = re.compile(r"prefill exchange per layer: ([\d.]+) ms wall = ([\d.]+) 
 
 
 def bench(hosts, label):
-    """(transfer and waiting ms per layer, MB sent, MB received) of a prefill through the cluster."""
+    """(wall ms, transfer and waiting ms per layer, MB sent, MB received) of a prefill through the
+    cluster."""
     p = hosts.launch(MODEL, 2, ["--bench", "--bench-prompt-tokens", "256", "--bench-decode-tokens", "4",
                                 "--threads", "1"])
     m = EXCHANGE.search(p.stdout)
@@ -170,14 +171,19 @@ def bench(hosts, label):
         return None
     print(f"  {label}: {m.group(0)}")
     wall, experts, transfer, sent, received = map(float, m.groups())
-    return transfer, sent, received
+    return wall, transfer, sent, received
 
 
 def network_shapes(hosts):
     """The exchange under a bandwidth cap on the coordinator's link, which every row crosses (out to
     the workers, back with their results). The link is full duplex and the coordinator sends to one
     worker while another answers, so the bytes need at least max(sent, received) / rate and at
-    most (sent + received) / rate."""
+    most (sent + received) / rate.
+
+    The lower bound holds the exchange's wall time: every byte crosses the link within it, however
+    experts and transfers overlap. "Transfer and waiting" (wall minus the slowest worker's experts)
+    undercounts the wire time when a worker computes while another's rows are still on it, so under
+    load it can fall below the bound on a correct system; it is held to the upper bound only."""
     base = bench(hosts, "unshaped")
     if base is None:
         return
@@ -188,12 +194,12 @@ def network_shapes(hosts):
     finally:
         hosts.net.unshape(0)
     if shaped is not None:
-        transfer, sent, received = shaped
+        wall, transfer, sent, received = shaped
         low, high = (max(sent, received) * 8e3 / rate_mbit, (sent + received) * 8e3 / rate_mbit)  # MB -> ms
-        check(0.85 * low <= transfer <= high + 5 * base[0],
-              f"exchange at {rate_mbit} Mbit/s: {transfer:.2f} ms per layer of transfer and waiting for "
-              f"{sent:.3f} MB out and {received:.3f} MB back; the bytes and the rate predict {low:.2f}-{high:.2f} ms "
-              f"({transfer / low:.2f}x the full-duplex bound); unshaped {base[0]:.2f} ms")
+        check(0.85 * low <= wall and transfer <= high + 5 * base[1],
+              f"exchange at {rate_mbit} Mbit/s: {wall:.2f} ms per layer in all, {transfer:.2f} ms of it transfer and "
+              f"waiting, for {sent:.3f} MB out and {received:.3f} MB back; the bytes and the rate predict "
+              f"{low:.2f}-{high:.2f} ms ({wall / low:.2f}x the full-duplex bound); unshaped {base[1]:.2f} ms")
     why = hosts.net.delay(0, "50us")
     if why is not None:
         print(f"SKIP: multinode_test added latency: tc netem is not available here ({why})")
@@ -203,8 +209,8 @@ def network_shapes(hosts):
     finally:
         hosts.net.unshape(0)
     if delayed is not None:
-        check(delayed[0] > base[0], f"exchange with 50 us added each way: {delayed[0]:.2f} ms per layer vs "
-                                    f"{base[0]:.2f} ms without")
+        check(delayed[1] > base[1], f"exchange with 50 us added each way: {delayed[1]:.2f} ms per layer vs "
+                                    f"{base[1]:.2f} ms without")
 
 
 def link_cut(hosts):

@@ -2,6 +2,7 @@
 // and the load view (the routing trace has routing_trace_test.cc).
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/str_split.h"
@@ -11,6 +12,7 @@
 #include "coordinator/telemetry/process_metrics.h"
 #include "coordinator/telemetry/prometheus_text.h"
 #include "coordinator/telemetry/request_metrics.h"
+#include "coordinator/telemetry/server_metrics.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/load_recorder.h"
@@ -122,6 +124,47 @@ TEST(PrometheusTextTest, ProcessMetrics) {
   const double rss = std::stod(text.substr(at + 31));
   EXPECT_GT(rss, 1e6);
   EXPECT_LT(rss, 1e12);
+}
+
+// The whole page: the engine's counters and gauges, the request histograms, the load families only
+// when telemetry is on, and the process collector; each family once.
+TEST(PrometheusTextTest, ServerPageHasEveryPart) {
+  SchedulerStats stats;
+  stats.steps = 12;
+  stats.tokens = 345;
+  stats.split_steps = 2;
+  stats.running = 3;
+  stats.waiting = 1;
+  stats.kv_bytes_used = 4096;
+  stats.kv_bytes_budget = 1 << 20;
+  RequestMetrics requests;
+  requests.RecordFinished("length", 5, 7, 0.01, 0.2);
+  const std::string without_load = RenderServerMetrics(stats, requests, nullptr, "9.9");
+  for (const char* sample :
+       {"moe_steps_total 12\n", "moe_tokens_total 345\n", "moe_overlapped_steps_total 2\n",
+        "moe_requests_running 3\n", "moe_requests_waiting 1\n",
+        "moe_kv_cache_bytes{state=\"used\"} 4096\n",
+        "moe_kv_cache_bytes{state=\"budget\"} 1048576\n", "moe_build_info{version=\"9.9\"} 1\n",
+        "# TYPE process_cpu_seconds_total counter\n"}) {
+    EXPECT_THAT(without_load, HasSubstr(sample)) << sample;
+  }
+  EXPECT_THAT(without_load, HasSubstr("moe_request_generation_tokens_sum 7\n"));
+  EXPECT_THAT(without_load, Not(HasSubstr("moe_expert_tokens_total")));
+  LoadSnapshot load;
+  load.num_workers = 1;
+  load.layers.emplace_back().expert_tokens = {4, 6};
+  load.lifetime.expert_tokens = {{4, 6}};
+  load.workers.emplace_back().rank = 1;
+  load.lifetime.workers.emplace_back().rank = 1;
+  const std::string with_load = RenderServerMetrics(stats, requests, &load, "9.9");
+  EXPECT_THAT(with_load, HasSubstr("moe_expert_tokens_total{layer=\"0\",expert=\"1\"} 6\n"));
+  std::istringstream lines(with_load);
+  std::set<std::string> families;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("# TYPE ", 0) != 0) continue;
+    const std::string family = line.substr(7, line.find(' ', 7) - 7);
+    EXPECT_TRUE(families.insert(family).second) << family << " twice";
+  }
 }
 
 TEST(PrometheusTextTest, LoadMetricsKeepEachFamilyContiguous) {

@@ -1,7 +1,7 @@
 // The telemetry structs and their moe.v1 messages: every field crosses the wire, under its own
 // name, with its value. The worker's report goes out through worker/telemetry_reporter.h and comes
-// back through coordinator/telemetry/telemetry_proto.h, as it does in the cluster.
-#include "coordinator/telemetry/telemetry_proto.h"
+// back through coordinator/server/telemetry_proto.h, as it does in the cluster.
+#include "coordinator/server/telemetry_proto.h"
 
 #include <string>
 #include <vector>

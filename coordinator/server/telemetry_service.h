@@ -18,8 +18,8 @@ namespace moe {
 // Bounds on WatchLoad: each stream takes a snapshot (under the lock the engine takes every layer)
 // every interval.
 struct WatchLimits {
-  int max_streams = 16;        // more at once get RESOURCE_EXHAUSTED
-  int min_interval_ms = 200;   // shorter intervals are raised to this
+  int max_streams = 16;       // more at once get RESOURCE_EXHAUSTED
+  int min_interval_ms = 200;  // shorter intervals are raised to this
 };
 
 class TelemetryService final : public moe::v1::Telemetry::Service {

@@ -1,11 +1,11 @@
-#include "coordinator/telemetry/metrics_server.h"
+#include "coordinator/server/metrics_server.h"
 
 #include <utility>
 
 namespace moe {
 
-absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& listen,
-                                                                    std::function<std::string()> render) {
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
+    const std::string& listen, std::function<std::string()> render) {
   HttpServerOptions options;
   options.listen = listen;
   options.flag = "--metrics-listen";

@@ -1,17 +1,18 @@
-#include "coordinator/telemetry/telemetry_service.h"
+#include "coordinator/server/telemetry_service.h"
 
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "coordinator/telemetry/telemetry_proto.h"
+#include "coordinator/server/telemetry_proto.h"
 
 namespace moe {
 
 grpc::Status TelemetryService::GetLoad(grpc::ServerContext* context, const moe::v1::GetLoadRequest*,
                                        moe::v1::LoadSnapshot* response) {
-  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kUser); !denied.ok()) return denied;
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kUser); !denied.ok())
+    return denied;
   *response = Visible(*context, LoadSnapshotToProto(aggregator_->Snapshot()));
   return grpc::Status::OK;
 }
@@ -28,10 +29,12 @@ moe::v1::LoadSnapshot TelemetryService::Visible(const grpc::ServerContext& conte
 grpc::Status TelemetryService::WatchLoad(grpc::ServerContext* context,
                                          const moe::v1::WatchLoadRequest* request,
                                          grpc::ServerWriter<moe::v1::LoadSnapshot>* writer) {
-  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kUser); !denied.ok()) return denied;
-  const absl::Duration interval = absl::Milliseconds(
-      request->interval_ms() == 0 ? 1000
-                                  : std::max<int64_t>(request->interval_ms(), watch_.min_interval_ms));
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kUser); !denied.ok())
+    return denied;
+  const absl::Duration interval =
+      absl::Milliseconds(request->interval_ms() == 0
+                             ? 1000
+                             : std::max<int64_t>(request->interval_ms(), watch_.min_interval_ms));
   if (watchers_.fetch_add(1) >= watch_.max_streams) {
     watchers_.fetch_sub(1);
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -58,9 +61,11 @@ grpc::Status TelemetryService::WatchLoad(grpc::ServerContext* context,
   }
 }
 
-grpc::Status TelemetryService::ResetLoad(grpc::ServerContext* context, const moe::v1::ResetLoadRequest*,
+grpc::Status TelemetryService::ResetLoad(grpc::ServerContext* context,
+                                         const moe::v1::ResetLoadRequest*,
                                          moe::v1::ResetLoadResponse* response) {
-  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kAdmin); !denied.ok()) return denied;
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kAdmin); !denied.ok())
+    return denied;
   response->set_epoch(aggregator_->Reset());
   return grpc::Status::OK;
 }
@@ -74,14 +79,17 @@ grpc::StatusCode ToGrpcCode(absl::StatusCode code) { return static_cast<grpc::St
 grpc::Status TelemetryService::Rebalance(grpc::ServerContext* context,
                                          const moe::v1::RebalanceRequest* request,
                                          moe::v1::RebalanceResponse* response) {
-  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kAdmin); !denied.ok()) return denied;
+  if (grpc::Status denied = authorizer_.Check(*context, CallRole::kAdmin); !denied.ok())
+    return denied;
   if (rebalancer_ == nullptr) {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "this server cannot change its expert placement");
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "this server cannot change its expert placement");
   }
   RebalanceOutcome outcome;
   if (request->dry_run()) {
     absl::StatusOr<RebalancePlan> plan = rebalancer_->Plan(request->force());
-    if (!plan.ok()) return grpc::Status(ToGrpcCode(plan.status().code()), std::string(plan.status().message()));
+    if (!plan.ok())
+      return grpc::Status(ToGrpcCode(plan.status().code()), std::string(plan.status().message()));
     outcome.plan = *std::move(plan);
   } else {
     // The client's deadline, or a generous default: loading 8x7B experts from disk takes a while.
@@ -89,7 +97,8 @@ grpc::Status TelemetryService::Rebalance(grpc::ServerContext* context,
                                     ? absl::Now() + absl::Minutes(10)
                                     : absl::FromChrono(context->deadline());
     absl::StatusOr<RebalanceOutcome> done = rebalancer_->Request(request->force(), deadline);
-    if (!done.ok()) return grpc::Status(ToGrpcCode(done.status().code()), std::string(done.status().message()));
+    if (!done.ok())
+      return grpc::Status(ToGrpcCode(done.status().code()), std::string(done.status().message()));
     outcome = *std::move(done);
   }
   const RebalancePlan& plan = outcome.plan;
@@ -111,16 +120,20 @@ grpc::Status TelemetryService::Rebalance(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerTelemetryService::StreamReports(grpc::ServerContext* context,
-                                                   grpc::ServerReader<moe::v1::WorkerReport>* reader,
-                                                   moe::v1::WorkerReportAck*) {
+grpc::Status WorkerTelemetryService::StreamReports(
+    grpc::ServerContext* context, grpc::ServerReader<moe::v1::WorkerReport>* reader,
+    moe::v1::WorkerReportAck*) {
   const auto presented = context->client_metadata().find(kWorkerTokenHeader);
-  if (presented == context->client_metadata().end() || !ConstantTimeEquals(token_, absl::string_view(presented->second.data(), presented->second.size()))) {
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "worker reports need the cluster's token");
+  if (presented == context->client_metadata().end() ||
+      !ConstantTimeEquals(token_,
+                          absl::string_view(presented->second.data(), presented->second.size()))) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "worker reports need the cluster's token");
   }
   {
     absl::MutexLock lock(&mu_);
-    if (cancelled_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
+    if (cancelled_)
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
     open_.insert(context);
   }
   grpc::Status status = grpc::Status::OK;
@@ -129,9 +142,10 @@ grpc::Status WorkerTelemetryService::StreamReports(grpc::ServerContext* context,
   const uint64_t stream = next_stream_.fetch_add(1) + 1;
   while (reader->Read(&report)) {
     if (rank == 0) rank = report.rank();
-    absl::Status taken = report.rank() == rank
-                             ? aggregator_->OnWorkerReport(WorkerReportFromProto(report), stream)
-                             : absl::InvalidArgumentError("a report stream speaks for one rank only");
+    absl::Status taken =
+        report.rank() == rank
+            ? aggregator_->OnWorkerReport(WorkerReportFromProto(report), stream)
+            : absl::InvalidArgumentError("a report stream speaks for one rank only");
     if (!taken.ok()) {
       status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(taken.message()));
       break;

@@ -1,4 +1,4 @@
-#include "coordinator/telemetry/telemetry_proto.h"
+#include "coordinator/server/telemetry_proto.h"
 
 namespace moe {
 namespace {
