@@ -114,7 +114,9 @@ fi
 # made by scripts/make_goldens.py); with the default numerics it equals the single process.
 P=$SRC/deploy/models/pystd
 for i in 0 1 2; do
-  text=$("$PY" -c "import json,sys; sys.stdout.write(json.load(open('$G/pystd/golden.json'))['prompt_texts'][$i])")
+  # The x keeps a prompt's trailing newline, which $(...) would strip.
+  text=$("$PY" -c "import json,sys; sys.stdout.write(json.load(open('$G/pystd/golden.json'))['prompt_texts'][$i] + 'x')")
+  text=${text%x}
   want=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$G/pystd/golden.json'))['greedy'][$i]['tokens'])))")
   n=$(awk -F, '{print NF}' <<<"$want")
   got=$("$LAUNCH" --model "$P" --workers 2 --cpu-numerics f32 -- --prompt "$text" --max-new-tokens "$n" \
