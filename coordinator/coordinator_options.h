@@ -6,10 +6,10 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "coordinator/model_runner.h"
+#include "coordinator/inference/model_runner.h"
 #include "coordinator/serve.h"
-#include "core/transport_choice.h"
-#include "core/weight_formats.h"
+#include "core/exchange/transport_choice.h"
+#include "core/model/weight_formats.h"
 #include "kernels/backend.h"
 
 namespace moe {

@@ -10,7 +10,6 @@
 // StartCluster brings the ranks up (every collective of the start-up, in the workers' order),
 // RunMode runs the mode, and EndCluster shuts the workers down.
 #include <malloc.h>
-#include <mpi.h>
 
 #include <chrono>
 #include <csignal>
@@ -20,17 +19,19 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/coordinator_options.h"
-#include "coordinator/model_runner.h"
-#include "coordinator/rebalancer.h"
+#include "coordinator/engine/rebalancer.h"
+#include "coordinator/inference/model_runner.h"
 #include "coordinator/serve.h"
 #include "coordinator/telemetry/load_aggregator.h"
 #include "coordinator/tools/modes.h"
-#include "core/cli.h"
-#include "core/cluster_exchange.h"
-#include "core/cluster_setup.h"
-#include "core/data_plane.h"
-#include "core/op_timer.h"
-#include "core/status_macros.h"
+#include "core/base/op_timer.h"
+#include "core/base/status_macros.h"
+#include "core/cli/cli.h"
+#include "core/exchange/cluster_exchange.h"
+#include "core/mpi/cluster_setup.h"
+#include "core/mpi/data_plane_setup.h"
+#include "core/mpi/mpi_job.h"
+#include "core/mpi/mpi_messenger.h"
 
 ABSL_FLAG(std::string, placement, "",
           "JSON expert placement file (default: contiguous blocks of experts per worker)");
@@ -230,8 +231,11 @@ struct Cluster {
   int n_ranks = 0;
   // The placement as every rank received it; its failure means the workers have already left.
   absl::StatusOr<ExpertPlacement> placement = absl::UnknownError("not shared yet");
+  // The placement in force (the start-up one until a re-placement commits).
+  std::unique_ptr<PlacementRegistry> placements;
   std::unique_ptr<ModelWeights> weights;
   std::unique_ptr<kernels::Backend> backend;
+  std::unique_ptr<Messenger> messenger;  // MPI: the control messages, and rows on host memory
   std::unique_ptr<DataPlane> plane;
   ExchangeObservers exchange_observers;  // the exchange's: telemetry and the routing trace
   std::unique_ptr<LoadAggregator> telemetry;
@@ -310,13 +314,15 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
   // 3. The data plane, agreed by every rank. With none (its set-up failed) the shutdown still
   // goes over MPI.
   std::string transport_note;
-  absl::StatusOr<std::unique_ptr<DataPlane>> data_plane =
-      ConnectDataPlane(o.exchange, cluster->backend.get(), &transport_note);
+  cluster->messenger = NewMpiMessenger();
+  absl::StatusOr<std::unique_ptr<DataPlane>> data_plane = ConnectDataPlane(
+      o.exchange, cluster->backend.get(), cluster->messenger.get(), &transport_note);
   if (data_plane.ok()) {
     std::printf("moe-coordinator: exchange rows over %s\n", transport_note.c_str());
     std::fflush(stdout);
   }
-  cluster->plane = data_plane.ok() ? *std::move(data_plane) : NewMpiDataPlane();
+  cluster->plane =
+      data_plane.ok() ? *std::move(data_plane) : NewHostDataPlane(cluster->messenger.get());
 
   // 4. Load telemetry (serving only): fed by the routing and the exchanges, and by the workers'
   // reports once they know where to send them.
@@ -339,13 +345,16 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
   exchange.worker_timeout_seconds = o.worker_timeout_seconds;
   exchange.stop_requested = o.mode == CoordinatorMode::kServe ? nullptr : &g_stop;
   exchange.observer = &cluster->exchange_observers;  // the trace joins it once it is open (6.)
+  cluster->placements = PlacementRegistry::Borrowing(&*cluster->placement);
   if (cluster->telemetry != nullptr) {
+    cluster->placements->Subscribe(cluster->telemetry.get());
     cluster->exchange_observers.Add(cluster->telemetry.get());
     exchange.telemetry_epoch = cluster->telemetry->epoch();
     exchange.liveness = cluster->telemetry.get();
   }
-  cluster->exchange = std::make_unique<ClusterExchange>(&*cluster->placement, cluster->plane.get(),
-                                                        cluster->backend.get(), exchange);
+  cluster->exchange =
+      std::make_unique<ClusterExchange>(cluster->placements.get(), cluster->messenger.get(),
+                                        cluster->plane.get(), cluster->backend.get(), exchange);
   if (absl::Status s = CheckRankReports(reports); !s.ok()) return s;
   if (!data_plane.ok()) return data_plane.status();
   cluster->weights = *std::move(weights);
@@ -368,7 +377,7 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
     rebalance.threshold = o.rebalance_threshold;
     rebalance.slots_per_worker = expert_slots;
     cluster->rebalancer = std::make_unique<Rebalancer>(
-        cluster->telemetry.get(), cluster->exchange.get(), n_workers,
+        cluster->telemetry.get(), cluster->exchange.get(), cluster->placements.get(), n_workers,
         cluster->weights->config.num_local_experts, rebalance);
   }
   return absl::OkStatus();
@@ -383,7 +392,7 @@ absl::Status RunMode(const CoordinatorOptions& o, Cluster* cluster) {
       ServeParts parts;
       parts.runner = runner;
       parts.tokenizer = tokenizer.get();
-      parts.placement = &*cluster->placement;
+      parts.placements = cluster->placements.get();
       parts.quantize = o.formats.any_quantized() ? FormatSpec(o.formats) : "";
       parts.rank_weights = cluster->rank_weights;
       parts.telemetry = cluster->telemetry.get();
@@ -422,7 +431,7 @@ absl::Status RunMode(const CoordinatorOptions& o, Cluster* cluster) {
 int EndCluster(absl::Status status, const CoordinatorOptions& o, Cluster* cluster) {
   if (!cluster->placement.ok()) {  // the workers left when the placement failed
     cli::Fail(status);
-    MPI_Finalize();
+    FinishMpiJob();
     return 1;
   }
   cluster->SendEndpoint("", o.telemetry_interval_ms);
@@ -439,14 +448,14 @@ int EndCluster(absl::Status status, const CoordinatorOptions& o, Cluster* cluste
   }
   if (absl::IsUnavailable(status) || absl::IsInternal(status)) {
     std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    AbortMpiJob(1);
   }
   if (cluster->exchange != nullptr) {
     if (absl::Status left = cluster->exchange->Shutdown(); !left.ok()) {
       // A worker that cannot take part in the shutdown would hold MPI_Finalize forever.
       std::fprintf(stderr, "moe-coordinator: %s; aborting the job\n", std::string(left.message()).c_str());
       std::fflush(stderr);
-      MPI_Abort(MPI_COMM_WORLD, 1);
+      AbortMpiJob(1);
     }
   }
   // Every worker acknowledged; should one still stall the finalize (stopped in between), the job
@@ -458,7 +467,7 @@ int EndCluster(absl::Status status, const CoordinatorOptions& o, Cluster* cluste
     std::_Exit(1);
   }).detach();
   cluster->plane.reset();
-  MPI_Finalize();
+  FinishMpiJob();
   return code;
 }
 
@@ -478,15 +487,13 @@ int Main(int argc, char** argv) {
   const absl::StatusOr<CoordinatorOptions> options = OptionsFromFlags();
   if (!options.ok()) return cli::Fail(options.status());
 
-  int provided = 0, rank = 0, size = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const MpiJob job = StartMpiJob(&argc, &argv);
+  const int rank = job.rank, size = job.size;
   if (rank != 0 || size < 2) {
     cli::Fail(absl::FailedPreconditionError(
         rank != 0 ? "moe-coordinator must be rank 0: list it first in the mpirun command"
                   : "no workers: launch at least one moe-worker after the coordinator (see scripts/launch.sh)"));
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    AbortMpiJob(1);
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

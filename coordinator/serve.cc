@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "coordinator/cluster_health.h"
-#include "coordinator/engine.h"
+#include "coordinator/engine/cluster_health.h"
+#include "coordinator/engine/engine.h"
 #include "coordinator/telemetry/server_metrics.h"
 
 namespace moe {
@@ -29,14 +29,11 @@ absl::Status Serve(const ServeOptions& options, ServeParts parts, const std::ato
   borrowed.tokenizer = parts.tokenizer;
   borrowed.config = &parts.runner->config();
   borrowed.limits = options.scheduler.limits;
-  // The placement in force: the telemetry's, which follows live re-placements; else the fixed one.
-  borrowed.placement = [telemetry = parts.telemetry, placement = parts.placement] {
-    if (telemetry != nullptr)
-      return std::make_pair(telemetry->placement(), telemetry->placement_epoch());
-    return std::make_pair(placement == nullptr ? nullptr
-                                               : std::shared_ptr<const ExpertPlacement>(
-                                                     placement, [](const ExpertPlacement*) {}),
-                          1u);
+  // The placement in force, as the registry holds it.
+  borrowed.placement = [placements = parts.placements] {
+    if (placements == nullptr) return std::make_pair(std::shared_ptr<const ExpertPlacement>(), 1u);
+    const PlacementRegistry::InForce now = placements->current();
+    return std::make_pair(now.placement, now.epoch);
   };
   borrowed.request_metrics = &request_metrics;
   borrowed.telemetry = parts.telemetry;

@@ -8,13 +8,13 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "coordinator/model_runner.h"
-#include "coordinator/rebalancer.h"
-#include "coordinator/scheduler.h"
+#include "coordinator/engine/rebalancer.h"
+#include "coordinator/inference/model_runner.h"
+#include "coordinator/inference/scheduler.h"
 #include "coordinator/server/listeners.h"
 #include "coordinator/telemetry/load_aggregator.h"
-#include "core/expert_placement.h"
-#include "core/tokenizer.h"
+#include "core/model/tokenizer.h"
+#include "core/placement/placement_registry.h"
 
 namespace moe {
 
@@ -31,7 +31,7 @@ struct ServeOptions : ListenerOptions {
 struct ServeParts {
   ModelRunner* runner = nullptr;
   const Tokenizer* tokenizer = nullptr;
-  const ExpertPlacement* placement = nullptr;  // the placement at start (may be null)
+  const PlacementRegistry* placements = nullptr;  // the placement in force (may be null)
   // Load telemetry and the workers' heartbeats (may be null: neither).
   LoadAggregator* telemetry = nullptr;
   std::string worker_token;          // what worker report streams must present

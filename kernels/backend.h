@@ -169,7 +169,7 @@ class BackendArray {
   int64_t capacity_ = 0;
 };
 
-// Which backend a process runs on. The programs fill it from their flags (core/cli.h).
+// Which backend a process runs on. The programs fill it from their flags (core/cli/cli.h).
 struct DeviceOptions {
   std::string device = "cpu";  // "cpu" or "cuda"
   int cuda_device = -1;        // >= 0: that GPU; -1: local_rank modulo the GPUs present

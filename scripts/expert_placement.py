@@ -2,7 +2,7 @@
 """Expert placements as the coordinator reads them (deploy/placement.example.json: one rank or a
 list of replicas per expert, for every layer or per layer) and the runtime's split rule over
 replicas, replayed on a routing trace: what a trace's worker load would have been under another
-placement (core/expert_placement.h and coordinator/moe_routing.h are the C++ originals).
+placement (core/placement/expert_placement.h and coordinator/inference/moe_routing.h are the C++ originals).
 
     import routing_trace as rt, expert_placement as ep
     t = rt.load("run.trace")

@@ -19,7 +19,7 @@ import transformers
 from transformers import LlamaTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = os.path.join(ROOT, "core/tokenizer/tokenizer.model")
+MODEL = os.path.join(ROOT, "core/model/tokenizer/tokenizer.model")
 OUT = os.path.join(ROOT, "tests/golden/chat/mistral_v1.json")
 
 # Mixtral-8x7B-Instruct-v0.1's tokenizer_config.json "chat_template" (Mistral's v1 template).

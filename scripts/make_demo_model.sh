@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-models/demo}
 ARGS=(--out "$OUT" --vocab 32000 --hidden 256 --intermediate 512 --layers 4 --heads 8 --kv-heads 2
   --experts 8 --top-k 2 --sliding-window 256 --dtype bf16 --seed 1 --router-skew 2
-  --tokenizer core/tokenizer/tokenizer.model)
+  --tokenizer core/model/tokenizer/tokenizer.model)
 RECIPE="${ARGS[*]}"
 if [[ -f $OUT/model.safetensors && "$(cat "$OUT/RECIPE" 2>/dev/null)" == "$RECIPE" ]]; then
   exit 0

@@ -10,7 +10,7 @@ For each format this script
   1. writes the quantized checkpoint with the engine's own moe-quantize (the levels and scales the
      engine computes when it quantizes at load: the same code),
   2. reads it back with its own parser and dequantizes it by the format's written definition
-     (core/quantized_checkpoint.h), independently of the C++ loader,
+     (core/model/quantized_checkpoint.h), independently of the C++ loader,
   3. runs scripts/reference_forward.py (float64 numpy, checked against transformers by
      make_goldens.py) on the dequantized weights, twice: with the activations of every quantized
      product quantized as the kernels do (per row, blocks of 64, round half to even: the golden),

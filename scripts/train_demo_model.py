@@ -15,7 +15,7 @@ What it does, in order:
   1. lists the corpus (*.py under each --corpus directory, without tests and caches), records each
      file's sha256 and a hash of the whole list, and splits it by file: a file whose path hashes to
      0 mod 20 is held out (about 5% of the files; code of a module never leaks across the split);
-  2. tokenizes each file as BOS + text + EOS with the Mixtral tokenizer (core/tokenizer);
+  2. tokenizes each file as BOS + text + EOS with the Mixtral tokenizer (core/model/tokenizer);
   3. trains from a fixed seed on random windows of the training stream: AdamW, warm-up then
      cosine decay, bfloat16 autocast where the CPU has it; the loss is the language-model loss plus
      router_aux_loss_coef x the Switch load-balancing loss Mixtral trains with, per layer (each
@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_model  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-TOKENIZER = os.path.join(ROOT, "core", "tokenizer", "tokenizer.model")
+TOKENIZER = os.path.join(ROOT, "core", "model", "tokenizer", "tokenizer.model")
 PINNED = {"torch": "2.15.0", "transformers": "5.24.0", "sentencepiece": "0.2.3"}
 BOS, EOS = 1, 2
 HELD_OUT_MODULUS = 20

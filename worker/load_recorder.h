@@ -10,9 +10,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
-#include "core/exchange_telemetry.h"
-#include "core/expert_placement.h"
-#include "core/load_telemetry.h"
+#include "core/exchange/exchange_telemetry.h"
+#include "core/exchange/load_telemetry.h"
+#include "core/placement/expert_placement.h"
 
 namespace moe {
 

@@ -1,6 +1,5 @@
 // moe-worker: ranks 1..W of the cluster. Loads only the experts the coordinator's placement gives
 // it (every layer) and answers forward steps until the coordinator shuts it down.
-#include <mpi.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -8,12 +7,14 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
-#include "core/cli.h"
-#include "core/cluster_setup.h"
-#include "core/cluster_exchange.h"
-#include "core/data_plane.h"
-#include "core/expert_host.h"
-#include "core/expert_reloader.h"
+#include "core/cli/cli.h"
+#include "core/exchange/expert_host.h"
+#include "core/mpi/cluster_setup.h"
+#include "core/mpi/data_plane_setup.h"
+#include "core/mpi/mpi_job.h"
+#include "core/mpi/mpi_messenger.h"
+#include "worker/expert_reloader.h"
+#include "worker/expert_server.h"
 #include "worker/load_recorder.h"
 #include "worker/telemetry_reporter.h"
 
@@ -33,12 +34,10 @@ class RefusingRunner : public ExpertRunner {
 
 int Main(int argc, char** argv) {
   cli::Init(argc, argv, "mpirun -np 1 moe-coordinator ... : -np W moe-worker --model DIR [--threads N]");
-  int provided = 0, rank = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const int rank = StartMpiJob(&argc, &argv).rank;
   if (rank == 0) {
     cli::Fail(absl::FailedPreconditionError("moe-worker cannot be rank 0: list moe-coordinator first"));
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    AbortMpiJob(1);
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
@@ -47,7 +46,7 @@ int Main(int argc, char** argv) {
 
   absl::StatusOr<ExpertPlacement> placement = SharePlacement(nullptr);
   if (!placement.ok()) {  // the coordinator reports it
-    MPI_Finalize();
+    FinishMpiJob();
     return 1;
   }
   LoadOptions options;
@@ -82,13 +81,15 @@ int Main(int argc, char** argv) {
       device.cpu_numerics));
   // The data plane, as the coordinator decides; it reports a failure, and this rank then refuses
   // work and answers the shutdown over MPI.
-  absl::StatusOr<std::unique_ptr<DataPlane>> data_plane =
-      ConnectDataPlane(Transport::kAuto, host != nullptr ? backend.get() : nullptr);
+  const std::unique_ptr<Messenger> messenger = NewMpiMessenger();
+  absl::StatusOr<std::unique_ptr<DataPlane>> data_plane = ConnectDataPlane(
+      Transport::kAuto, host != nullptr ? backend.get() : nullptr, messenger.get());
   if (!data_plane.ok()) {
     host.reset();  // before the weights it reads
     if (weights.ok()) weights = data_plane.status();
   }
-  std::unique_ptr<DataPlane> plane = data_plane.ok() ? std::move(*data_plane) : NewMpiDataPlane();
+  std::unique_ptr<DataPlane> plane =
+      data_plane.ok() ? std::move(*data_plane) : NewHostDataPlane(messenger.get());
 
   // Load telemetry: counted by the serving loop, streamed by a thread of its own (serving only).
   const TelemetryEndpoint endpoint = ShareTelemetryEndpoint({});
@@ -101,10 +102,10 @@ int Main(int argc, char** argv) {
   }
 
   ExpertServeOptions serve;
-  serve.rank = rank;
   serve.placement = &*placement;
   serve.stop_requested = &g_stop;
   serve.observer = &recorder;
+  serve.messenger = messenger.get();
   serve.data = plane.get();
   serve.backend = backend.get();
   // Live re-placement: new experts load from this rank's own checkpoint in the background.
@@ -127,9 +128,9 @@ int Main(int argc, char** argv) {
   if (!status.ok()) {
     cli::Fail(status);
     std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    AbortMpiJob(1);
   }
-  MPI_Finalize();
+  FinishMpiJob();
   return weights.ok() ? 0 : 1;
 }
 

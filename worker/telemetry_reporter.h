@@ -12,8 +12,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "core/mpi/cluster_setup.h"
 #include "grpcpp/grpcpp.h"
-#include "core/cluster_setup.h"
 #include "moe/v1/telemetry.grpc.pb.h"
 #include "worker/load_recorder.h"
 

@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -35,11 +35,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
-#include "core/flag_spelling.h"
-#include "grpcpp/grpcpp.h"
 #include "coordinator/client/cli_commands.h"
 #include "coordinator/client/client_channel.h"
 #include "coordinator/client/load_view.h"
+#include "core/cli/flag_spelling.h"
+#include "grpcpp/grpcpp.h"
 #include "moe/v1/inference.grpc.pb.h"
 #include "moe/v1/telemetry.grpc.pb.h"
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/tokenizer.h"
+#include "core/model/tokenizer.h"
 
 namespace moe {
 

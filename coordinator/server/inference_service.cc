@@ -4,7 +4,7 @@
 #include <climits>
 
 #include "absl/strings/str_cat.h"
-#include "core/utf8.h"
+#include "core/model/utf8.h"
 
 namespace moe {
 namespace {

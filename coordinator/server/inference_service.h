@@ -9,12 +9,12 @@
 #include <utility>
 #include <vector>
 
-#include "coordinator/scheduler.h"
+#include "coordinator/inference/scheduler.h"
 #include "coordinator/server/server_security.h"
 #include "coordinator/telemetry/request_metrics.h"
-#include "core/config.h"
-#include "core/expert_placement.h"
-#include "core/tokenizer.h"
+#include "core/model/config.h"
+#include "core/model/tokenizer.h"
+#include "core/placement/expert_placement.h"
 #include "moe/v1/inference.grpc.pb.h"
 
 namespace moe {

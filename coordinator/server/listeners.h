@@ -11,8 +11,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "coordinator/rebalancer.h"
-#include "coordinator/scheduler.h"
+#include "coordinator/engine/rebalancer.h"
+#include "coordinator/inference/scheduler.h"
 #include "coordinator/server/chat_template.h"
 #include "coordinator/server/inference_service.h"
 #include "coordinator/server/metrics_server.h"

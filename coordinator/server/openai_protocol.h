@@ -7,11 +7,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "coordinator/logprobs.h"
-#include "coordinator/request.h"
+#include "coordinator/inference/logprobs.h"
+#include "coordinator/inference/request.h"
 #include "coordinator/server/chat_template.h"
-#include "core/config.h"
-#include "core/tokenizer.h"
+#include "core/model/config.h"
+#include "core/model/tokenizer.h"
 
 namespace moe::openai {
 

@@ -15,7 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "coordinator/http/http_server.h"
-#include "coordinator/scheduler.h"
+#include "coordinator/inference/scheduler.h"
 #include "coordinator/server/openai_protocol.h"
 #include "coordinator/telemetry/request_metrics.h"
 

@@ -4,7 +4,7 @@
 // The port carries three kinds of calls. Users: moe.v1.Inference and the read side of
 // moe.v1.Telemetry (GetLoad, WatchLoad). Administrators: ResetLoad and Rebalance, which change
 // what every user sees. Workers: moe.v1.WorkerTelemetry, authenticated by the cluster's token
-// (core/cluster_setup.h), never by this class. Zero configuration (loopback, no flags) serves
+// (core/mpi/cluster_setup.h), never by this class. Zero configuration (loopback, no flags) serves
 // plaintext and lets any local caller administer.
 #pragma once
 

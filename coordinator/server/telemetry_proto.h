@@ -1,9 +1,9 @@
-// The coordinator's side of the telemetry wire format: its plain structs (core/load_telemetry.h)
-// to and from the moe.v1 messages. Only the gRPC services call these; the worker's side of the
-// report lives in worker/telemetry_reporter.h.
+// The coordinator's side of the telemetry wire format: its plain structs
+// (core/exchange/load_telemetry.h) to and from the moe.v1 messages. Only the gRPC services call
+// these; the worker's side of the report lives in worker/telemetry_reporter.h.
 #pragma once
 
-#include "core/load_telemetry.h"
+#include "core/exchange/load_telemetry.h"
 #include "moe/v1/telemetry.pb.h"
 
 namespace moe {

@@ -104,7 +104,7 @@ grpc::Status TelemetryService::Rebalance(grpc::ServerContext* context,
   const RebalancePlan& plan = outcome.plan;
   response->set_applied(outcome.applied);
   response->set_skipped(plan.skipped);
-  response->set_placement_epoch(aggregator_->placement_epoch());
+  response->set_placement_epoch(rebalancer_->placements().epoch());
   response->set_balancedness_before(plan.balancedness_before);
   response->set_predicted_balancedness(plan.predicted_balancedness);
   response->set_moved_slots(plan.moved_slots);

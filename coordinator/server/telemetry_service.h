@@ -7,10 +7,10 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
-#include "coordinator/rebalancer.h"
+#include "coordinator/engine/rebalancer.h"
 #include "coordinator/server/server_security.h"
 #include "coordinator/telemetry/load_aggregator.h"
-#include "core/cluster_setup.h"
+#include "core/mpi/cluster_setup.h"
 #include "moe/v1/telemetry.grpc.pb.h"
 
 namespace moe {

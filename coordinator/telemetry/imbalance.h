@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
-#include "core/load_telemetry.h"
+#include "core/exchange/load_telemetry.h"
 
 namespace moe {
 

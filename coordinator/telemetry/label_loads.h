@@ -12,9 +12,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/types/span.h"
-#include "coordinator/moe_routing.h"
-#include "coordinator/routing_observer.h"
-#include "core/load_telemetry.h"
+#include "coordinator/inference/moe_routing.h"
+#include "coordinator/inference/routing_observer.h"
+#include "core/exchange/load_telemetry.h"
 
 namespace moe {
 

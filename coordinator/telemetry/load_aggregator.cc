@@ -93,16 +93,21 @@ LoadAggregator::LoadAggregator(LoadAggregatorOptions options)
   epoch_ = 1;
 }
 
-void LoadAggregator::SwitchPlacement(std::shared_ptr<const ExpertPlacement> next, Rearrangement done) {
+void LoadAggregator::OnPlacementCommitted(const std::shared_ptr<const ExpertPlacement>& placement,
+                                          uint32_t epoch) {
   absl::MutexLock lock(&mu_);
-  placement_ = std::move(next);
+  placement_ = placement;
   for (int l = 0; l < placement_->n_layers(); ++l) placement_info_.slots[l] = placement_->slots(l);
-  placement_info_.epoch = done.epoch;
+  placement_info_.epoch = epoch;
+  ApplyResetLocked();
+}
+
+void LoadAggregator::RecordRearrangement(Rearrangement done) {
+  absl::MutexLock lock(&mu_);
   ++placement_info_.rearrangements;
   placement_info_.in_progress = false;
   placement_info_.has_last = true;
   placement_info_.last = std::move(done);
-  ApplyResetLocked();
 }
 
 void LoadAggregator::RecordFailedRearrangement(Rearrangement failed) {
@@ -111,12 +116,6 @@ void LoadAggregator::RecordFailedRearrangement(Rearrangement failed) {
   placement_info_.in_progress = false;
   placement_info_.has_last = true;
   placement_info_.last = std::move(failed);
-}
-
-void LoadAggregator::SetLastRearrangement(Rearrangement last) {
-  absl::MutexLock lock(&mu_);
-  placement_info_.has_last = true;
-  placement_info_.last = std::move(last);
 }
 
 void LoadAggregator::SetRearrangementInProgress(bool in_progress) {
@@ -160,11 +159,6 @@ std::vector<int> LoadAggregator::LostWorkers() const {
     if (workers_[r].received_at >= 0 && !AliveLocked(workers_[r], now)) lost.push_back(r);
   }
   return lost;
-}
-
-uint32_t LoadAggregator::placement_epoch() const {
-  absl::MutexLock lock(&mu_);
-  return placement_info_.epoch;
 }
 
 std::vector<std::vector<double>> LoadAggregator::WindowLoads() const {

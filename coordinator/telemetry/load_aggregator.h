@@ -5,8 +5,9 @@
 //    it per workload label (the sequences' starts say which request has which);
 //  - every exchange (an ExchangeObserver): the straggler cost, from each worker's compute time;
 //  - the workers' own reports, arriving over gRPC (OnWorkerReport).
-// Snapshot() turns them into the LoadSnapshot (core/load_telemetry.h) that GetLoad, WatchLoad,
-// moe-cli load and the Prometheus endpoint all show; the gRPC service converts it to protobuf.
+// Snapshot() turns them into the LoadSnapshot (core/exchange/load_telemetry.h) that GetLoad,
+// WatchLoad, moe-cli load and the Prometheus endpoint all show; the gRPC service converts it to
+// protobuf.
 //
 // Threads: OnStepBegin/OnForward/OnStepEnd/OnExchange/OnSequenceStart/OnSequenceEnd come from the
 // engine thread; OnWorkerReport, Snapshot and Reset from gRPC threads. One mutex, held for
@@ -23,14 +24,15 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
-#include "coordinator/moe_routing.h"
-#include "coordinator/routing_observer.h"
+#include "coordinator/inference/moe_routing.h"
+#include "coordinator/inference/routing_observer.h"
 #include "coordinator/telemetry/label_loads.h"
 #include "coordinator/telemetry/load_window.h"
-#include "core/exchange_telemetry.h"
-#include "core/expert_placement.h"
-#include "core/load_telemetry.h"
-#include "core/peer_liveness.h"
+#include "core/exchange/exchange_telemetry.h"
+#include "core/exchange/load_telemetry.h"
+#include "core/exchange/peer_liveness.h"
+#include "core/placement/expert_placement.h"
+#include "core/placement/placement_registry.h"
 
 namespace moe {
 
@@ -45,7 +47,10 @@ struct LoadAggregatorOptions {
   std::function<double()> now_seconds;         // monotonic clock; default steady_clock (tests fake it)
 };
 
-class LoadAggregator : public RoutingObserver, public ExchangeObserver, public WorkerHeartbeats {
+class LoadAggregator : public RoutingObserver,
+                       public ExchangeObserver,
+                       public WorkerHeartbeats,
+                       public PlacementRegistry::Subscriber {
  public:
   explicit LoadAggregator(LoadAggregatorOptions options);
 
@@ -82,17 +87,19 @@ class LoadAggregator : public RoutingObserver, public ExchangeObserver, public W
   uint32_t Reset();
   LoadSnapshot Snapshot() const;
 
-  // Live re-placement (the Rebalancer, on the engine thread, between steps). SwitchPlacement makes
-  // `next` the placement counted against and starts a new telemetry epoch at once, atomically:
-  // per-worker counts mean something under one placement only, and worker reports still
-  // counting the old one (an older epoch) are kept for liveness alone. `done` is recorded as the
-  // latest re-placement; RecordFailedRearrangement records one that failed.
-  void SwitchPlacement(std::shared_ptr<const ExpertPlacement> next, Rearrangement done);
+  // Live re-placement. A commit of the placement registry (subscribed; the engine thread, between
+  // steps, before any worker switches) makes `placement` the one counted against and starts a new
+  // telemetry epoch at once, atomically: per-worker counts mean something under one placement
+  // only, and worker reports still counting the old one (an older epoch) are kept for liveness
+  // alone. The Rebalancer then records the move (RecordRearrangement), or one that failed
+  // (RecordFailedRearrangement).
+  void OnPlacementCommitted(const std::shared_ptr<const ExpertPlacement>& placement,
+                            uint32_t epoch) override;
+  void RecordRearrangement(Rearrangement done);
   void RecordFailedRearrangement(Rearrangement failed);
   void SetRearrangementInProgress(bool in_progress);
-  void SetLastRearrangement(Rearrangement last);  // the same one, with its final times
+  // The placement it counts against: the registry's, as of the last commit it was told of.
   std::shared_ptr<const ExpertPlacement> placement() const;
-  uint32_t placement_epoch() const;
   // [layer][expert] token-choices in the sliding window: what the planner balances.
   std::vector<std::vector<double>> WindowLoads() const;
 

@@ -5,7 +5,7 @@
 #pragma once
 
 #include "coordinator/telemetry/prometheus_text.h"
-#include "core/load_telemetry.h"
+#include "core/exchange/load_telemetry.h"
 
 namespace moe {
 

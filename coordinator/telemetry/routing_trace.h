@@ -15,10 +15,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "coordinator/routing_observer.h"
-#include "core/config.h"
-#include "core/exchange_telemetry.h"
-#include "core/expert_placement.h"
+#include "coordinator/inference/routing_observer.h"
+#include "core/exchange/exchange_telemetry.h"
+#include "core/model/config.h"
+#include "core/placement/expert_placement.h"
 
 namespace moe {
 

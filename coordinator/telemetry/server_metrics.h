@@ -5,10 +5,10 @@
 
 #include <string>
 
-#include "coordinator/scheduler.h"
+#include "coordinator/inference/scheduler.h"
 #include "coordinator/telemetry/prometheus_text.h"
 #include "coordinator/telemetry/request_metrics.h"
-#include "core/load_telemetry.h"
+#include "core/exchange/load_telemetry.h"
 
 namespace moe {
 

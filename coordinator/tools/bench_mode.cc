@@ -18,7 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "coordinator/tools/modes.h"
-#include "core/status_macros.h"
+#include "core/base/status_macros.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/packed_matmul.h"
 #include "kernels/cpu/probes.h"

@@ -5,11 +5,11 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "coordinator/generation.h"
+#include "coordinator/inference/generation.h"
 #include "coordinator/tools/modes.h"
-#include "core/cli.h"
-#include "core/status_macros.h"
-#include "core/tokenizer.h"
+#include "core/base/status_macros.h"
+#include "core/cli/cli.h"
+#include "core/model/tokenizer.h"
 
 ABSL_FLAG(std::string, prompt, "", "prompt text; BOS is prepended");
 ABSL_FLAG(int, max_new_tokens, 64, "most tokens to generate");

@@ -1,6 +1,6 @@
 #include "coordinator/tools/local_engine.h"
 
-#include "core/status_macros.h"
+#include "core/base/status_macros.h"
 
 namespace moe {
 

@@ -6,13 +6,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "coordinator/model_runner.h"
-#include "core/expert_exchange.h"
-#include "core/expert_host.h"
-#include "core/expert_placement.h"
-#include "core/model_weights.h"
-#include "core/op_timer.h"
-#include "core/weight_formats.h"
+#include "coordinator/inference/model_runner.h"
+#include "core/base/op_timer.h"
+#include "core/exchange/expert_exchange.h"
+#include "core/exchange/expert_host.h"
+#include "core/model/model_weights.h"
+#include "core/model/weight_formats.h"
+#include "core/placement/expert_placement.h"
 #include "kernels/backend.h"
 
 namespace moe {

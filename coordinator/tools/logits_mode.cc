@@ -9,8 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "coordinator/tools/modes.h"
-#include "core/npy.h"
-#include "core/status_macros.h"
+#include "core/base/status_macros.h"
+#include "core/model/npy.h"
 
 ABSL_FLAG(std::string, tokens, "",
           "comma-separated token ids, e.g. 1,415,2936 (no BOS is added); several sequences, run "

@@ -9,11 +9,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "coordinator/model_runner.h"
+#include "coordinator/inference/model_runner.h"
 #include "coordinator/telemetry/routing_trace.h"
-#include "core/exchange_telemetry.h"
-#include "core/model_weights.h"
-#include "core/op_timer.h"
+#include "core/base/op_timer.h"
+#include "core/exchange/exchange_telemetry.h"
+#include "core/model/model_weights.h"
 
 namespace moe::cli {
 

@@ -2,9 +2,9 @@
 // one or several batch sizes, with a per-op breakdown, peak memory, and every figure next to this
 // machine's measured memory bandwidth and peak arithmetic rate. A benchmark program, not a test:
 // it prints figures and judges nothing.
-#include "core/cli.h"
 #include "coordinator/tools/local_engine.h"
 #include "coordinator/tools/modes.h"
+#include "core/cli/cli.h"
 
 int main(int argc, char** argv) {
   using namespace moe;

@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "core/cli.h"
-#include "core/data_plane.h"
+#include "core/cli/cli.h"
+#include "core/mpi/data_plane_setup.h"
 #include "kernels/backend.h"
 
 ABSL_FLAG(bool, count, false, "print only the number of CUDA devices");

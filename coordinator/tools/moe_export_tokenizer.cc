@@ -10,10 +10,10 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/server/chat_template.h"
-#include "core/cli.h"
-#include "core/config.h"
-#include "core/hf_tokenizer.h"
-#include "core/status_macros.h"
+#include "core/base/status_macros.h"
+#include "core/cli/cli.h"
+#include "core/model/config.h"
+#include "core/model/hf_tokenizer.h"
 
 ABSL_FLAG(std::string, out, "", "directory to write into (default: --model)");
 ABSL_FLAG(bool, force, false, "overwrite tokenizer.json / tokenizer_config.json already there");

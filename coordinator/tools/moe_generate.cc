@@ -1,9 +1,9 @@
 // moe-generate: generates text from a prompt with the whole model in this process, streaming it
 // to stdout as it is produced.
 #include "absl/flags/flag.h"
-#include "core/cli.h"
 #include "coordinator/tools/local_engine.h"
 #include "coordinator/tools/modes.h"
+#include "core/cli/cli.h"
 
 int main(int argc, char** argv) {
   using namespace moe;

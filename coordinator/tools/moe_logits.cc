@@ -1,9 +1,9 @@
 // moe-logits: writes the float32 logits of a token sequence as a NumPy .npy file [n_tokens, vocab],
 // computed as one prefill or (--incremental) one token at a time through the KV cache. This is how
 // other implementations check the engine: its flags and output format are a stable interface.
-#include "core/cli.h"
 #include "coordinator/tools/local_engine.h"
 #include "coordinator/tools/modes.h"
+#include "core/cli/cli.h"
 
 int main(int argc, char** argv) {
   using namespace moe;

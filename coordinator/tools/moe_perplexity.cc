@@ -3,7 +3,7 @@
 // accuracy figure beside llama.cpp's for the same text.
 #include "coordinator/tools/local_engine.h"
 #include "coordinator/tools/modes.h"
-#include "core/cli.h"
+#include "core/cli/cli.h"
 
 int main(int argc, char** argv) {
   using namespace moe;

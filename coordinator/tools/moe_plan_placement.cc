@@ -12,11 +12,11 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "coordinator/placement_planner.h"
+#include "coordinator/placement/placement_planner.h"
 #include "coordinator/telemetry/routing_trace_reader.h"
-#include "core/cli.h"
-#include "core/expert_placement.h"
-#include "core/status_macros.h"
+#include "core/base/status_macros.h"
+#include "core/cli/cli.h"
+#include "core/placement/expert_placement.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, loads, "",

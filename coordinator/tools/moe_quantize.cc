@@ -1,13 +1,13 @@
-// moe-quantize: writes a quantized copy of a checkpoint (core/quantized_checkpoint.h), so that
-// every later start reads the weights at their quantized size instead of quantizing 16-bit
+// moe-quantize: writes a quantized copy of a checkpoint (core/model/quantized_checkpoint.h), so
+// that every later start reads the weights at their quantized size instead of quantizing 16-bit
 // weights again: moe-quantize --model models/slice --out models/slice-int4 --quantize int4.
 #include <chrono>
 #include <cstdio>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
-#include "core/cli.h"
-#include "core/quantized_checkpoint.h"
+#include "core/cli/cli.h"
+#include "core/model/quantized_checkpoint.h"
 
 ABSL_FLAG(std::string, out, "", "directory to write the quantized checkpoint into");
 ABSL_FLAG(double, shard_gb, 4.0, "start a new safetensors shard past this many GB");

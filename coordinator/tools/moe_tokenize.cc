@@ -9,8 +9,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
-#include "core/cli.h"
-#include "core/tokenizer.h"
+#include "core/cli/cli.h"
+#include "core/model/tokenizer.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(bool, bos, false, "put the BOS id first");

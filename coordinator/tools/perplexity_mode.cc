@@ -13,9 +13,9 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/tools/modes.h"
-#include "core/cli.h"
-#include "core/status_macros.h"
-#include "core/tokenizer.h"
+#include "core/base/status_macros.h"
+#include "core/cli/cli.h"
+#include "core/model/tokenizer.h"
 
 ABSL_FLAG(std::string, perplexity_file, "",
           "measure perplexity over this text file (llama-perplexity's protocol; see --ctx)");

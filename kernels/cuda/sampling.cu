@@ -1,6 +1,6 @@
 // The GPU's part of sampling: per row of logits, the k best candidates in the sampler's order, so
 // only k values and ids per sequence cross to the host instead of the whole vocabulary. The host
-// then draws from them exactly as from the full row (coordinator/sampler.h).
+// then draws from them exactly as from the full row (coordinator/inference/sampler.h).
 #include <math.h>
 
 #include "kernels/cuda/cuda_kernels.h"

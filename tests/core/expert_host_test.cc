@@ -1,10 +1,10 @@
 // ExpertHost: each slot runs its logical expert's weights, and a layout that does not fit the
 // model, the placement or the experts loaded here is refused before any math.
-#include "core/expert_host.h"
+#include "core/exchange/expert_host.h"
 
 #include <random>
-#include <thread>
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 

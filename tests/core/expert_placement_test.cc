@@ -1,9 +1,9 @@
 // Placement as physical slots, and the layout checks both sides of the exchange make.
-#include "core/expert_placement.h"
+#include "core/placement/expert_placement.h"
 
 #include <string>
 
-#include "core/expert_layout.h"
+#include "core/placement/expert_layout.h"
 #include "gtest/gtest.h"
 
 namespace moe {

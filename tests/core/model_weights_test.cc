@@ -1,5 +1,5 @@
 // Loading checkpoints: whole, a subset of experts, sharded, and every way a checkpoint can be wrong.
-#include "core/model_weights.h"
+#include "core/model/model_weights.h"
 
 #include <sys/stat.h>
 
@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "core/quantized_checkpoint.h"
+#include "core/model/quantized_checkpoint.h"
 #include "gtest/gtest.h"
 #include "kernels/quant.h"
 #include "nlohmann/json.hpp"
@@ -169,8 +169,8 @@ TEST(ModelWeightsTest, RejectsBrokenCheckpoints) {
   EXPECT_NE(std::string(w.status().message()).find("plain file name"), std::string::npos);
 }
 
-// Quantized checkpoints (core/quantized_checkpoint.h) written from a 16-bit one and read back:
-// each class as asked, with its scales beside it, the rest as it was.
+// Quantized checkpoints (core/model/quantized_checkpoint.h) written from a 16-bit one and read
+// back: each class as asked, with its scales beside it, the rest as it was.
 TEST(QuantizedCheckpointTest, WritesAndLoadsEveryClass) {
   const std::string src = FreshDir("q_src");
   WriteSafetensors(src + "/model.safetensors", Mixtral());

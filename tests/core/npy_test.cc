@@ -1,6 +1,6 @@
 // The .npy reader: a round trip, and hostile headers refused without overflow or a huge
 // allocation.
-#include "core/npy.h"
+#include "core/model/npy.h"
 
 #include <cstdio>
 #include <fstream>

@@ -1,6 +1,6 @@
 // The safetensors reader against valid, truncated and hostile files: every bad header must be a
 // clean error, never an out-of-bounds read (the sanitizer build runs these too).
-#include "core/safetensors.h"
+#include "core/model/safetensors.h"
 
 #include <cstring>
 #include <fstream>

@@ -1,6 +1,6 @@
-// The worker's checks of the exchange's control messages (core/step_messages.h), including the
-// hostile values a fuzzer would try: negative or overflowing counts, wrong labels, huge tables.
-#include "core/step_messages.h"
+// The worker's checks of the exchange's control messages (core/exchange/step_messages.h), including
+// the hostile values a fuzzer would try: negative or overflowing counts, wrong labels, huge tables.
+#include "core/exchange/step_messages.h"
 
 #include <climits>
 #include <cstdint>

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "core/tokenizer.h"
+#include "core/model/tokenizer.h"
 #include "gtest/gtest.h"
 #include "tests/core/spm_reference.h"
 

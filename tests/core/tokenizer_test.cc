@@ -1,6 +1,6 @@
 // The bundled Mixtral tokenizer against the reference encodings Mistral AI and Hugging Face give,
 // and streaming detokenisation of multi-byte characters.
-#include "core/tokenizer.h"
+#include "core/model/tokenizer.h"
 
 #include "gtest/gtest.h"
 

@@ -1,4 +1,4 @@
-#include "core/transport_choice.h"
+#include "core/exchange/transport_choice.h"
 
 #include <cstring>
 #include <string>

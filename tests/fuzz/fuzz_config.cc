@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "core/config.h"
+#include "core/model/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto parsed = moe::ParseMixtralConfig(std::string(reinterpret_cast<const char*>(data), size));

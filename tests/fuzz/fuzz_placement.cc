@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "core/expert_placement.h"
+#include "core/placement/expert_placement.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 4) return 0;

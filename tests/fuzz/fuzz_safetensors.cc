@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "core/safetensors.h"
+#include "core/model/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto file = moe::SafetensorsFile::FromBuffer(data, static_cast<int64_t>(size), "fuzz");

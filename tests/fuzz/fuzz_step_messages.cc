@@ -1,13 +1,13 @@
-// Fuzz target: the control messages a worker receives (core/step_messages.h): a step header, then
-// a forward step's counts and slot ids, or a placement command's slot table, checked as
-// ServeExperts checks them. An accepted layout must describe exactly the rows it was sent.
+// Fuzz target: the control messages a worker receives (core/exchange/step_messages.h): a step
+// header, then a forward step's counts and slot ids, or a placement command's slot table, checked
+// as ServeExperts checks them. An accepted layout must describe exactly the rows it was sent.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
-#include "core/step_messages.h"
+#include "core/exchange/step_messages.h"
 
 namespace {
 

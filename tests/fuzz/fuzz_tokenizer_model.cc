@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string>
 
-#include "core/sentencepiece_model.h"
-#include "core/tokenizer.h"
+#include "core/model/sentencepiece_model.h"
+#include "core/model/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto model = moe::ParseSentencePieceModel(std::string(reinterpret_cast<const char*>(data), size));

@@ -61,7 +61,7 @@ def seeds_config():
 def seeds_tokenizer_model():
     """The real model cut to its first pieces (specials, the 256 byte pieces, the first merges)
     with its trainer and normalizer specs: small enough to fuzz fast, still a working tokenizer."""
-    real = open(os.path.join(SRC, "core", "tokenizer", "tokenizer.model"), "rb").read()
+    real = open(os.path.join(SRC, "core", "model", "tokenizer", "tokenizer.model"), "rb").read()
     parts = [(f.number, real[f.start:f.end]) for f in fields(real, "tokenizer.model")]
     pieces = [raw for field, raw in parts if field == 1]
     rest = b"".join(raw for field, raw in parts if field != 1)
@@ -88,7 +88,7 @@ def seeds_placement():
         shaped(2, 8, 4, 0, '{"layers": [[1, 1, 2, 2, 3, 3, 4, 4],\n[1, 1, 2, 2, 3, 3, 2, 1]]}\n'))
 
 
-# The StepHeader as the wire carries it (core/step_messages.h): 52 bytes of fields, 56 with padding.
+# The StepHeader as the wire carries it (core/exchange/step_messages.h): 52 bytes of fields, 56 with padding.
 STEP = struct.Struct("<IiqiiqqIII4x")
 STEP_MAGIC, FORWARD, BEGIN_PLACEMENT = 0x4d6f4553, 1, 3
 

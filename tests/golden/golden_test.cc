@@ -17,7 +17,7 @@
 
 #include "absl/strings/match.h"
 #include "coordinator/tools/local_engine.h"
-#include "core/npy.h"
+#include "core/model/npy.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/thread_pool.h"
 #include "nlohmann/json.hpp"

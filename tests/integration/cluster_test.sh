@@ -139,7 +139,7 @@ done
 # Generation: the same text as the single-process tool, greedy and seeded.
 "$PY" "$SRC/scripts/make_model.py" --out "$WORK/gen" --vocab 32000 --hidden 64 --intermediate 96 \
   --layers 3 --heads 4 --kv-heads 2 --experts 8 --top-k 2 --max-pos 8192 --dtype bf16 --seed 5 \
-  --tokenizer "$SRC/core/tokenizer/tokenizer.model" >/dev/null
+  --tokenizer "$SRC/core/model/tokenizer/tokenizer.model" >/dev/null
 for args in "--max-new-tokens 24" "--max-new-tokens 24 --temperature 0.9 --top-p 0.9 --top-k 40 --seed 3"; do
   single=$("$BIN/moe-generate" --model "$WORK/gen" --prompt "The quick brown fox" $args)
   cluster=$("$LAUNCH" --model "$WORK/gen" --workers 3 -- --prompt "The quick brown fox" $args 2>/dev/null \
@@ -202,7 +202,7 @@ expect_failure "a negative slot budget" "--expert-slots must be >= 0" \
   --model "$M" --workers 2 -- --expert-slots -1 --tokens 1,2 --out "$WORK/x.npy"
 expect_failure "more workers than experts" "9 workers for 8 experts" \
   --model "$M" --workers 9 -- --tokens 1,2 --out "$WORK/x.npy"
-"$PY" "$SRC/tests/tools/corrupt_checkpoint.py" "$WORK/gen" "$WORK/broken-expert" wrong-shape
+"$PY" "$SRC/tests/coordinator/tools/corrupt_checkpoint.py" "$WORK/gen" "$WORK/broken-expert" wrong-shape
 expect_failure "a worker's expert is broken" "worker rank 1: .*experts.1.w2.weight" \
   --model "$WORK/broken-expert" --workers 4 -- --tokens 1,2 --out "$WORK/x.npy"
 expect_failure "bad token through the cluster" "token id 99999 is outside the vocabulary" \
@@ -258,7 +258,7 @@ alive() {
 # fast host, over before any disruption.
 "$PY" "$SRC/scripts/make_model.py" --out "$WORK/slow" --vocab 32000 --hidden 512 --intermediate 1024 \
   --layers 4 --heads 8 --kv-heads 2 --experts 4 --top-k 2 --max-pos 8192 --dtype bf16 --seed 5 \
-  --tokenizer "$SRC/core/tokenizer/tokenizer.model" >/dev/null
+  --tokenizer "$SRC/core/model/tokenizer/tokenizer.model" >/dev/null
 run_and_disrupt() {
   local name=$1 bound=$2 action=$3 expect=$4
   "$LAUNCH" --model "$WORK/slow" --workers 2 -- --worker-timeout-s 2 --prompt "Once upon a time" \

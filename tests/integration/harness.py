@@ -57,7 +57,7 @@ class Harness:
         flags.update(shape)
         args = [a for k, v in flags.items() for a in (f"--{k.replace('_', '-')}", str(v))]
         self.run(["/usr/bin/python3", os.path.join(self.src, "scripts/make_model.py"), "--out", out, *args,
-                  "--seed", str(seed), "--tokenizer", os.path.join(self.src, "core/tokenizer/tokenizer.model")])
+                  "--seed", str(seed), "--tokenizer", os.path.join(self.src, "core/model/tokenizer/tokenizer.model")])
 
     @staticmethod
     def run(cmd, **kw):

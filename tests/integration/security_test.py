@@ -93,7 +93,7 @@ def main():
     run([PY, os.path.join(SRC, "scripts/make_model.py"), "--out", MODEL, "--vocab", "32000", "--hidden", "64",
          "--intermediate", "96", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--experts", "8",
          "--top-k", "2", "--max-pos", "1024", "--dtype", "bf16", "--seed", "11",
-         "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+         "--tokenizer", os.path.join(SRC, "core/model/tokenizer/tokenizer.model")])
     streams = Streams(harness, MODEL)
     prompt = "Tell me about the sea"
     reference = streams.reference(prompt, 12)

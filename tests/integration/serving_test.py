@@ -65,7 +65,7 @@ def main():
     run([PY, os.path.join(SRC, "scripts/make_model.py"), "--out", MODEL, "--vocab", "32000", "--hidden", "64",
          "--intermediate", "96", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--experts", "8",
          "--top-k", "2", "--max-pos", "1024", "--dtype", "bf16", "--seed", "11",
-         "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+         "--tokenizer", os.path.join(SRC, "core/model/tokenizer/tokenizer.model")])
     streams = Streams(harness, MODEL)
 
     # W=4: 16 concurrent clients with every step run whole (--overlap off), and again with every
@@ -178,7 +178,7 @@ def main():
     run([PY, os.path.join(SRC, "scripts/make_model.py"), "--out", slow, "--vocab", "32000", "--hidden", "512",
          "--intermediate", "1024", "--layers", "4", "--heads", "8", "--kv-heads", "2", "--experts", "8",
          "--top-k", "2", "--max-pos", "4096", "--dtype", "bf16", "--seed", "12",
-         "--tokenizer", os.path.join(SRC, "core/tokenizer/tokenizer.model")])
+         "--tokenizer", os.path.join(SRC, "core/model/tokenizer/tokenizer.model")])
 
     # Cancellation, deadline and graceful shutdown. Each long request would take seconds; the
     # server must be idle again well before that.
