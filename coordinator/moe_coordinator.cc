@@ -238,6 +238,7 @@ struct Cluster {
   std::unique_ptr<Messenger> messenger;  // MPI: the control messages, and rows on host memory
   std::unique_ptr<DataPlane> plane;
   ExchangeObservers exchange_observers;  // the exchange's: telemetry and the routing trace
+  std::unique_ptr<WorkerLiveness> liveness;  // serving only: from the workers' report streams
   std::unique_ptr<LoadAggregator> telemetry;
   std::unique_ptr<ClusterExchange> exchange;
   std::unique_ptr<Rebalancer> rebalancer;  // serving only
@@ -336,6 +337,8 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
     t.expert_slots = expert_slots;
     t.window_seconds = o.load_window_seconds;
     t.report_interval_seconds = o.telemetry_interval_ms / 1e3;
+    cluster->liveness = std::make_unique<WorkerLiveness>(n_workers, t.report_interval_seconds);
+    t.liveness = cluster->liveness.get();
     cluster->telemetry = std::make_unique<LoadAggregator>(std::move(t));
   }
 
@@ -350,7 +353,7 @@ absl::Status StartCluster(const CoordinatorOptions& o, Cluster* cluster) {
     cluster->placements->Subscribe(cluster->telemetry.get());
     cluster->exchange_observers.Add(cluster->telemetry.get());
     exchange.telemetry_epoch = cluster->telemetry->epoch();
-    exchange.liveness = cluster->telemetry.get();
+    exchange.liveness = cluster->liveness.get();
   }
   cluster->exchange =
       std::make_unique<ClusterExchange>(cluster->placements.get(), cluster->messenger.get(),
@@ -396,6 +399,7 @@ absl::Status RunMode(const CoordinatorOptions& o, Cluster* cluster) {
       parts.quantize = o.formats.any_quantized() ? FormatSpec(o.formats) : "";
       parts.rank_weights = cluster->rank_weights;
       parts.telemetry = cluster->telemetry.get();
+      parts.liveness = cluster->liveness.get();
       parts.rebalancer = cluster->rebalancer.get();
       parts.worker_token = cluster->worker_token;
       parts.on_listening = [&](int port) {

@@ -22,7 +22,7 @@ absl::Status Serve(const ServeOptions& options, ServeParts parts, const std::ato
   // Declared in this order so that the listeners, which borrow the rest, go first.
   Engine engine(parts.runner, parts.tokenizer, options.scheduler, parts.rebalancer);
   RequestMetrics request_metrics;
-  ClusterHealth health(parts.telemetry, engine.scheduler());
+  ClusterHealth health(parts.liveness, engine.scheduler());
 
   ListenerParts borrowed;
   borrowed.scheduler = engine.scheduler();
@@ -37,6 +37,7 @@ absl::Status Serve(const ServeOptions& options, ServeParts parts, const std::ato
   };
   borrowed.request_metrics = &request_metrics;
   borrowed.telemetry = parts.telemetry;
+  borrowed.liveness = parts.liveness;
   borrowed.worker_token = parts.worker_token;
   borrowed.rebalancer = parts.rebalancer;
   borrowed.rank_weights = std::move(parts.rank_weights);

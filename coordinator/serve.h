@@ -32,8 +32,9 @@ struct ServeParts {
   ModelRunner* runner = nullptr;
   const Tokenizer* tokenizer = nullptr;
   const PlacementRegistry* placements = nullptr;  // the placement in force (may be null)
-  // Load telemetry and the workers' heartbeats (may be null: neither).
+  // Load telemetry and the workers' lives (may be null: neither; both or neither).
   LoadAggregator* telemetry = nullptr;
+  WorkerLiveness* liveness = nullptr;
   std::string worker_token;          // what worker report streams must present
   Rebalancer* rebalancer = nullptr;  // live re-placement (may be null)
   std::vector<RankWeights> rank_weights;

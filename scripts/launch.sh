@@ -5,7 +5,7 @@
 #                          [--device cpu|cuda] [--cpu-numerics fast|f32] [--pin-coordinator CPUS]
 #                          [--quantize SPEC] [--dry-run]
 #                          [--] [coordinator arguments...]
-#   e.g. scripts/launch.sh --model models/demo --workers 4 -- --prompt "Hello" --max-new-tokens 16
+#   e.g. scripts/launch.sh --model models/demo --workers 4 -- --prompt "Hello" --max-tokens 16
 #
 # Flags it gives mpirun, and why:
 #   --allow-run-as-root     only when run as root (containers, CI): Open MPI refuses root otherwise

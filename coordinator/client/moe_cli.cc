@@ -39,28 +39,15 @@
 #include "coordinator/client/client_channel.h"
 #include "coordinator/client/load_view.h"
 #include "core/cli/flag_spelling.h"
+#include "core/cli/sampling_flags.h"
 #include "grpcpp/grpcpp.h"
+#include "moe/v1/admin.grpc.pb.h"
 #include "moe/v1/inference.grpc.pb.h"
 #include "moe/v1/telemetry.grpc.pb.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "server address HOST:PORT");
 ABSL_FLAG(std::string, prompt, "", "generate: prompt text (BOS is prepended by the server)");
 ABSL_FLAG(std::string, token_ids, "", "generate: prompt as comma-separated token ids instead");
-ABSL_FLAG(int, max_tokens, 32, "generate/bench: tokens to generate");
-ABSL_FLAG(double, temperature, 0.0, "generate/bench: 0 = greedy");
-ABSL_FLAG(double, top_p, 1.0, "generate: nucleus sampling in (0, 1]");
-ABSL_FLAG(int, top_k, 0, "generate: keep the k most likely tokens (0 = all)");
-ABSL_FLAG(uint64_t, seed, 0, "generate: sampling seed");
-ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop strings");
-ABSL_FLAG(double, repetition_penalty, 1.0,
-          "generate: Hugging Face's repetition penalty over prompt and output (> 0; 1 = none)");
-ABSL_FLAG(double, frequency_penalty, 0.0, "generate: OpenAI's frequency penalty in [-2, 2]");
-ABSL_FLAG(double, presence_penalty, 0.0, "generate: OpenAI's presence penalty in [-2, 2]");
-ABSL_FLAG(std::vector<std::string>, stop_token_ids, {},
-          "generate: comma-separated token ids that end the generation (finish reason stop)");
-ABSL_FLAG(int, min_tokens, 0,
-          "generate: no EOS, stop token or stop string before this many tokens");
-ABSL_FLAG(bool, ignore_eos, false, "generate: EOS does not end the generation (fixed-length runs)");
 ABSL_FLAG(int, deadline_ms, 0, "generate: gRPC deadline (0 = none)");
 ABSL_FLAG(bool, ids, false, "generate: print token ids instead of text");
 ABSL_FLAG(std::string, label, "",
@@ -161,28 +148,14 @@ const char* ReasonName(moe::v1::FinishReason r) {
   }
 }
 
-// The sampling flags, checked before anything is sent (the server checks them again).
-std::string SamplingFlagError() {
-  if (absl::GetFlag(FLAGS_max_tokens) < 1) return "--max-tokens must be at least 1";
-  const double t = absl::GetFlag(FLAGS_temperature), p = absl::GetFlag(FLAGS_top_p);
-  if (!(t >= 0) || !std::isfinite(t)) return "--temperature must be a finite number >= 0 (0 = greedy)";
-  if (!(p > 0 && p <= 1)) return "--top-p must be in (0, 1]";
-  if (absl::GetFlag(FLAGS_top_k) < 0) return "--top-k must be >= 0 (0 = no limit)";
-  if (absl::GetFlag(FLAGS_min_tokens) < 0) return "--min-tokens must be >= 0";
-  for (const std::string& id : absl::GetFlag(FLAGS_stop_token_ids)) {
-    if (int v; !absl::SimpleAtoi(id, &v))
-      return absl::StrCat("--stop-token-ids: '", id, "' is not an integer");
-  }
-  return "";  // the penalties' ranges: the server's error names them
-}
-
 int Generate() {
   const std::string ids = absl::GetFlag(FLAGS_token_ids);
   if (ids.empty() == absl::GetFlag(FLAGS_prompt).empty()) {
     return Usage(ids.empty() ? "generate needs --prompt TEXT or --token-ids 1,2,3 (moe-cli generate --help)"
                              : "generate takes --prompt or --token-ids, not both");
   }
-  if (std::string e = SamplingFlagError(); !e.empty()) return Usage(e);
+  const absl::StatusOr<moe::cli::SamplingFlags> flags = moe::cli::SamplingFromFlags();
+  if (!flags.ok()) return Usage(std::string(flags.status().message()));
   if (absl::GetFlag(FLAGS_deadline_ms) < 0) return Usage("--deadline-ms must be >= 0 (0 = none)");
   auto stub = Connect();
   moe::v1::GenerateRequest req;
@@ -198,22 +171,18 @@ int Generate() {
     req.set_text(absl::GetFlag(FLAGS_prompt));
   }
   moe::v1::SamplingParams* s = req.mutable_sampling();
-  s->set_max_tokens(static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_max_tokens))));
-  s->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
-  s->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
-  s->set_top_k(absl::GetFlag(FLAGS_top_k));
-  s->set_seed(absl::GetFlag(FLAGS_seed));
-  for (const std::string& stop : absl::GetFlag(FLAGS_stop)) s->add_stop(stop);
-  s->set_repetition_penalty(static_cast<float>(absl::GetFlag(FLAGS_repetition_penalty)));
-  s->set_frequency_penalty(static_cast<float>(absl::GetFlag(FLAGS_frequency_penalty)));
-  s->set_presence_penalty(static_cast<float>(absl::GetFlag(FLAGS_presence_penalty)));
-  for (const std::string& id : absl::GetFlag(FLAGS_stop_token_ids)) {
-    int v = 0;
-    (void)absl::SimpleAtoi(id, &v);  // checked by SamplingFlagError
-    s->add_stop_token_ids(v);
-  }
-  s->set_min_tokens(static_cast<uint32_t>(absl::GetFlag(FLAGS_min_tokens)));
-  s->set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
+  s->set_max_tokens(static_cast<uint32_t>(flags->max_tokens));
+  s->set_temperature(static_cast<float>(flags->temperature));
+  s->set_top_p(static_cast<float>(flags->top_p));
+  s->set_top_k(flags->top_k);
+  s->set_seed(flags->seed);
+  for (const std::string& stop : flags->stop) s->add_stop(stop);
+  s->set_repetition_penalty(static_cast<float>(flags->repetition_penalty));
+  s->set_frequency_penalty(static_cast<float>(flags->frequency_penalty));
+  s->set_presence_penalty(static_cast<float>(flags->presence_penalty));
+  for (int32_t id : flags->stop_token_ids) s->add_stop_token_ids(id);
+  s->set_min_tokens(static_cast<uint32_t>(flags->min_tokens));
+  s->set_ignore_eos(flags->ignore_eos);
   req.set_label(absl::GetFlag(FLAGS_label));
   grpc::ClientContext ctx;
   if (absl::GetFlag(FLAGS_deadline_ms) > 0) {
@@ -306,7 +275,8 @@ int Bench() {
   if (!concurrency.ok()) return Usage(std::string(concurrency.status().message()));
   if (absl::GetFlag(FLAGS_requests) < 1) return Usage("--requests must be at least 1");
   if (absl::GetFlag(FLAGS_prompt_tokens) < 1) return Usage("--prompt-tokens must be at least 1");
-  if (std::string e = SamplingFlagError(); !e.empty()) return Usage(e);
+  const absl::StatusOr<moe::cli::SamplingFlags> flags = moe::cli::SamplingFromFlags();
+  if (!flags.ok()) return Usage(std::string(flags.status().message()));
   auto stub = Connect();
   moe::v1::ModelInfo info;
   {
@@ -314,12 +284,13 @@ int Bench() {
     const grpc::Status s = stub->GetModelInfo(&ctx, moe::v1::GetModelInfoRequest(), &info);
     if (!s.ok()) return Fail("info", s);
   }
-  std::printf("server %s: %d layers, hidden %lld, %d experts top-%d, %d workers; max_tokens %d, "
-              "prompt %d random tokens, temperature %g\n",
-              absl::GetFlag(FLAGS_server).c_str(), info.num_hidden_layers(),
-              static_cast<long long>(info.hidden_size()), info.num_local_experts(),
-              info.num_experts_per_tok(), info.workers(), absl::GetFlag(FLAGS_max_tokens),
-              absl::GetFlag(FLAGS_prompt_tokens), absl::GetFlag(FLAGS_temperature));
+  std::printf(
+      "server %s: %d layers, hidden %lld, %d experts top-%d, %d workers; max_tokens %d, "
+      "prompt %d random tokens, temperature %g\n",
+      absl::GetFlag(FLAGS_server).c_str(), info.num_hidden_layers(),
+      static_cast<long long>(info.hidden_size()), info.num_local_experts(),
+      info.num_experts_per_tok(), info.workers(), flags->max_tokens,
+      absl::GetFlag(FLAGS_prompt_tokens), flags->temperature);
   std::printf("%8s %9s %10s %14s %14s %14s %14s %8s\n", "clients", "requests", "tokens/s",
               "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "errors");
   for (const int n : *concurrency) {
@@ -338,8 +309,8 @@ int Bench() {
           for (int i = 1; i < absl::GetFlag(FLAGS_prompt_tokens); ++i) {
             req.mutable_token_ids()->add_ids(static_cast<int>(3 + rng() % (info.vocab_size() - 3)));
           }
-          req.mutable_sampling()->set_max_tokens(static_cast<uint32_t>(absl::GetFlag(FLAGS_max_tokens)));
-          req.mutable_sampling()->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
+          req.mutable_sampling()->set_max_tokens(static_cast<uint32_t>(flags->max_tokens));
+          req.mutable_sampling()->set_temperature(static_cast<float>(flags->temperature));
           grpc::ClientContext ctx;
           const auto sent = Clock::now();
           auto reader = stub->Generate(&ctx, req);
@@ -441,7 +412,7 @@ int ResetLoad() {
 
 // Plans a placement from the server's load window and (unless --dry-run) moves the cluster to it.
 int Rebalance() {
-  auto stub = moe::v1::Telemetry::NewStub(Channel());
+  auto stub = moe::v1::Admin::NewStub(Channel());
   grpc::ClientContext context;
   moe::AddAdminToken(g_security, &context);
   moe::v1::RebalanceRequest request;

@@ -88,11 +88,14 @@ absl::StatusOr<std::unique_ptr<Listeners>> Listeners::Start(const ListenerOption
   l->quota_->SetMaxThreads(options.max_handler_threads);
   builder.SetResourceQuota(*l->quota_);
   builder.RegisterService(l->inference_.get());
+  l->admin_ = std::make_unique<AdminService>(p.rebalancer, authorizer);
+  builder.RegisterService(l->admin_.get());
   if (p.telemetry != nullptr) {
     l->telemetry_ = std::make_unique<TelemetryService>(
-        p.telemetry, &l->stopping_, p.rebalancer,
+        p.telemetry, &l->stopping_,
         WatchLimits{options.max_watch_streams, options.min_watch_interval_ms}, authorizer);
-    l->worker_telemetry_ = std::make_unique<WorkerTelemetryService>(p.telemetry, p.worker_token);
+    l->worker_telemetry_ =
+        std::make_unique<WorkerTelemetryService>(p.telemetry, p.liveness, p.worker_token);
     builder.RegisterService(l->telemetry_.get());
     builder.RegisterService(l->worker_telemetry_.get());
   }
@@ -110,8 +113,8 @@ absl::StatusOr<std::unique_ptr<Listeners>> Listeners::Start(const ListenerOption
   }
   l->SetServing(true);
 
-  std::printf("moe-coordinator: serving moe.v1.Inference%s on %s:%d (%s)\n",
-              p.telemetry != nullptr ? " and moe.v1.Telemetry" : "", HostOf(options.listen).c_str(),
+  std::printf("moe-coordinator: serving moe.v1.Inference%s and moe.v1.Admin on %s:%d (%s)\n",
+              p.telemetry != nullptr ? ", moe.v1.Telemetry" : "", HostOf(options.listen).c_str(),
               l->port_,
               !options.security.tls()                  ? "plaintext"
               : options.security.client_ca_pem.empty() ? "TLS"

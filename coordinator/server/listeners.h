@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "coordinator/engine/rebalancer.h"
 #include "coordinator/inference/scheduler.h"
+#include "coordinator/server/admin_service.h"
 #include "coordinator/server/chat_template.h"
 #include "coordinator/server/inference_service.h"
 #include "coordinator/server/metrics_server.h"
@@ -64,6 +65,7 @@ struct ListenerParts {
   // Load telemetry (may be null): moe.v1.Telemetry for users and moe.v1.WorkerTelemetry for the
   // workers' reports, whose streams must present worker_token.
   LoadAggregator* telemetry = nullptr;
+  WorkerLiveness* liveness = nullptr;  // the workers' lives, which their report streams feed
   std::string worker_token;
   Rebalancer* rebalancer = nullptr;  // the Rebalance RPC (may be null)
   // How the ranks hold their weights (their start-up reports) and the --quantize they were given:
@@ -98,6 +100,7 @@ class Listeners {
   ListenerParts parts_;
   std::atomic<bool> stopping_{false};  // ends WatchLoad streams when serving ends
   std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<AdminService> admin_;
   std::unique_ptr<TelemetryService> telemetry_;
   std::unique_ptr<WorkerTelemetryService> worker_telemetry_;
   std::unique_ptr<MetricsServer> metrics_;

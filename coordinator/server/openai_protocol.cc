@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace moe::openai {
@@ -301,12 +302,10 @@ ApiError ErrorFromStatus(const absl::Status& status) {
   return e;
 }
 
-absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string& body, const ServedModel& model) {
-  if (absl::Status s = ShapeWithin(body); !s.ok()) return s;
-  const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON (UTF-8)");
-  if (!j.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
+namespace {
 
+// The model named (if any) is the one served, and nothing is asked that this server cannot do.
+absl::Status CheckModelAndUnsupported(const json& j, const ServedModel& model) {
   if (const json* name = Field(j, "model"); name != nullptr) {
     if (!name->is_string()) return FieldError("model", "model must be a string");
     if (name->get<std::string>() != model.id) {
@@ -316,7 +315,6 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
       return s;
     }
   }
-  const bool chat = endpoint == Endpoint::kChat;
   // What we cannot do, by name.
   for (absl::Status s :
        {OnlyDefault(j, "best_of", 1, "no server-side ranking of choices"),
@@ -343,8 +341,13 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
     if (!s.ok()) return s;
   }
 
-  ParsedRequest out;
-  Request& r = out.request;
+  return absl::OkStatus();
+}
+
+// The prompt (completions: one or several; chat: the messages through the chat template).
+absl::Status ParsePrompts(const json& j, bool chat, const ServedModel& model,
+                          ParsedRequest* parsed) {
+  Request& r = parsed->request;
   if (chat) {
     absl::StatusOr<std::vector<int32_t>> ids = ChatIds(j, model);
     if (!ids.ok()) return ids.status();
@@ -353,10 +356,18 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
     absl::StatusOr<std::vector<std::vector<int32_t>>> prompts = Prompts(j, model);
     if (!prompts.ok()) return prompts.status();
     r.prompt = std::move(prompts->front());
-    out.more_prompts.assign(std::make_move_iterator(prompts->begin() + 1),
-                            std::make_move_iterator(prompts->end()));
+    parsed->more_prompts.assign(std::make_move_iterator(prompts->begin() + 1),
+                                std::make_move_iterator(prompts->end()));
   }
 
+  return absl::OkStatus();
+}
+
+// max_tokens (chat: or max_completion_tokens), with OpenAI's defaults; returns the field's name
+// as sent, for later messages. REQUIRES: the prompt parsed (chat's default depends on it).
+absl::StatusOr<const char*> ParseMaxTokens(const json& j, bool chat, const ServedModel& model,
+                                           Request* request) {
+  Request& r = *request;
   const char* max_tokens_name = "max_tokens";
   absl::StatusOr<std::optional<int64_t>> max_tokens = Integer(j, "max_tokens");
   if (!max_tokens.ok()) return max_tokens.status();
@@ -385,6 +396,12 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
     r.max_tokens = 16;  // OpenAI's completions default
   }
 
+  return max_tokens_name;
+}
+
+// temperature, top_p, top_k, seed and the penalties.
+absl::Status ParseSampling(const json& j, Request* request) {
+  Request& r = *request;
   absl::StatusOr<std::optional<double>> temperature = Number(j, "temperature");
   if (!temperature.ok()) return temperature.status();
   r.sampling.temperature = static_cast<float>(temperature->value_or(1.0));
@@ -407,9 +424,6 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
   r.sampling.seed = seed->has_value() ? static_cast<uint64_t>(**seed)
                                       : (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
 
-  absl::StatusOr<std::vector<std::string>> stop = StopStrings(j);
-  if (!stop.ok()) return stop.status();
-  r.stop = *std::move(stop);
   // Penalties: checked as sent, in double, before rounding to float.
   struct Penalty {
     const char* name;
@@ -432,6 +446,16 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
     }
     *p.field = static_cast<float>(x);
   }
+  return absl::OkStatus();
+}
+
+// What ends a generation: stop strings and token ids, min_tokens, ignore_eos. REQUIRES:
+// max_tokens parsed (min_tokens is bounded by it).
+absl::Status ParseEnds(const json& j, const char* max_tokens_name, Request* request) {
+  Request& r = *request;
+  absl::StatusOr<std::vector<std::string>> stop = StopStrings(j);
+  if (!stop.ok()) return stop.status();
+  r.stop = *std::move(stop);
   if (const json* ids = Field(j, "stop_token_ids"); ids != nullptr) {
     if (!ids->is_array())
       return FieldError("stop_token_ids", "stop_token_ids must be a list of token ids");
@@ -454,6 +478,12 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
   absl::StatusOr<bool> ignore_eos = Bool(j, "ignore_eos");
   if (!ignore_eos.ok()) return ignore_eos.status();
   r.ignore_eos = *ignore_eos;
+  return absl::OkStatus();
+}
+
+// Log-probabilities: chat's logprobs + top_logprobs, completions' logprobs: N and echo.
+absl::Status ParseLogprobs(const json& j, bool chat, ParsedRequest* parsed) {
+  Request& r = parsed->request;
   if (chat) {
     if (Field(j, "echo") != nullptr)
       return FieldError("echo", "echo is a completions field; chat has none");
@@ -487,9 +517,16 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
     }
     absl::StatusOr<bool> echo = Bool(j, "echo");
     if (!echo.ok()) return echo.status();
-    out.echo = *echo;
-    r.prompt_logprobs = out.echo && r.logprobs >= 0;
+    parsed->echo = *echo;
+    r.prompt_logprobs = parsed->echo && r.logprobs >= 0;
   }
+  return absl::OkStatus();
+}
+
+// label and user, choices per prompt (n), streaming and its options.
+absl::Status ParseChoicesAndStream(const json& j, ParsedRequest* parsed) {
+  Request& r = parsed->request;
+  ParsedRequest& out = *parsed;
   if (const json* label = Field(j, "label"); label != nullptr) {
     if (!label->is_string()) return FieldError("label", "label must be a string");
     r.label = label->get<std::string>();
@@ -519,6 +556,13 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
     out.include_usage = *usage;
   }
 
+  return absl::OkStatus();
+}
+
+// Request::Validate on every prompt, its message's field named as the API spells it.
+absl::Status ValidateParsed(const ParsedRequest& out, bool chat, const char* max_tokens_name,
+                            const ServedModel& model) {
+  const Request& r = out.request;
   RequestFieldNames names;
   names.max_tokens = max_tokens_name;
   names.sampling_prefix = "";
@@ -544,6 +588,27 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string&
     }
     return s;
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, const std::string& body,
+                                           const ServedModel& model) {
+  if (absl::Status s = ShapeWithin(body); !s.ok()) return s;
+  const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON (UTF-8)");
+  if (!j.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
+  const bool chat = endpoint == Endpoint::kChat;
+  MOE_RETURN_IF_ERROR(CheckModelAndUnsupported(j, model));
+  ParsedRequest out;
+  MOE_RETURN_IF_ERROR(ParsePrompts(j, chat, model, &out));
+  MOE_ASSIGN_OR_RETURN(const char* max_tokens_name, ParseMaxTokens(j, chat, model, &out.request));
+  MOE_RETURN_IF_ERROR(ParseSampling(j, &out.request));
+  MOE_RETURN_IF_ERROR(ParseEnds(j, max_tokens_name, &out.request));
+  MOE_RETURN_IF_ERROR(ParseLogprobs(j, chat, &out));
+  MOE_RETURN_IF_ERROR(ParseChoicesAndStream(j, &out));
+  MOE_RETURN_IF_ERROR(ValidateParsed(out, chat, max_tokens_name, model));
   return out;
 }
 

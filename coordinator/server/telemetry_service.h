@@ -7,9 +7,9 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
-#include "coordinator/engine/rebalancer.h"
 #include "coordinator/server/server_security.h"
 #include "coordinator/telemetry/load_aggregator.h"
+#include "coordinator/telemetry/worker_liveness.h"
 #include "core/mpi/cluster_setup.h"
 #include "moe/v1/telemetry.grpc.pb.h"
 
@@ -25,15 +25,12 @@ struct WatchLimits {
 class TelemetryService final : public moe::v1::Telemetry::Service {
  public:
   // aggregator: not owned. stopping: when it becomes true, WatchLoad streams end (server
-  // shutdown); may be null.
-  // rebalancer: not owned; null: Rebalance answers UNAVAILABLE. authorizer: who may read
-  // (GetLoad, WatchLoad) and who may administer (ResetLoad, Rebalance); the default lets all.
+  // shutdown); may be null. authorizer: who may read (GetLoad, WatchLoad) and who may administer
+  // (ResetLoad); the default lets all.
   TelemetryService(LoadAggregator* aggregator, const std::atomic<bool>* stopping,
-                   Rebalancer* rebalancer = nullptr, WatchLimits watch = {},
-                   CallAuthorizer authorizer = {})
+                   WatchLimits watch = {}, CallAuthorizer authorizer = {})
       : aggregator_(aggregator),
         stopping_(stopping),
-        rebalancer_(rebalancer),
         watch_(watch),
         authorizer_(std::move(authorizer)) {}
 
@@ -43,8 +40,6 @@ class TelemetryService final : public moe::v1::Telemetry::Service {
                          grpc::ServerWriter<moe::v1::LoadSnapshot>* writer) override;
   grpc::Status ResetLoad(grpc::ServerContext* context, const moe::v1::ResetLoadRequest* request,
                          moe::v1::ResetLoadResponse* response) override;
-  grpc::Status Rebalance(grpc::ServerContext* context, const moe::v1::RebalanceRequest* request,
-                         moe::v1::RebalanceResponse* response) override;
 
  private:
   // The snapshot as this caller may see it (workers' host names for administrators only).
@@ -52,7 +47,6 @@ class TelemetryService final : public moe::v1::Telemetry::Service {
 
   LoadAggregator* aggregator_;
   const std::atomic<bool>* stopping_;
-  Rebalancer* rebalancer_;
   const WatchLimits watch_;
   const CallAuthorizer authorizer_;
   std::atomic<int> watchers_{0};
@@ -61,9 +55,10 @@ class TelemetryService final : public moe::v1::Telemetry::Service {
 class WorkerTelemetryService final : public moe::v1::WorkerTelemetry::Service {
  public:
   // Streams must carry `token` in the kWorkerTokenHeader metadata; each stream speaks for the
-  // rank of its first report only, and a report the aggregator refuses ends the stream.
-  WorkerTelemetryService(LoadAggregator* aggregator, std::string token)
-      : aggregator_(aggregator), token_(std::move(token)) {}
+  // rank of its first report only, and a report the aggregator refuses ends the stream. A stream
+  // that ends tells `liveness` (not owned) its worker is lost.
+  WorkerTelemetryService(LoadAggregator* aggregator, WorkerLiveness* liveness, std::string token)
+      : aggregator_(aggregator), liveness_(liveness), token_(std::move(token)) {}
   grpc::Status StreamReports(grpc::ServerContext* context,
                              grpc::ServerReader<moe::v1::WorkerReport>* reader,
                              moe::v1::WorkerReportAck* response) override;
@@ -72,6 +67,7 @@ class WorkerTelemetryService final : public moe::v1::WorkerTelemetry::Service {
 
  private:
   LoadAggregator* aggregator_;
+  WorkerLiveness* liveness_;
   const std::string token_;
   absl::Mutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;

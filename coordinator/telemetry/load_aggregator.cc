@@ -128,39 +128,6 @@ std::shared_ptr<const ExpertPlacement> LoadAggregator::placement() const {
   return placement_;
 }
 
-bool LoadAggregator::AliveLocked(const WorkerState& w, double now) const {
-  // Three intervals, but not less than a second: a loaded host may delay a thread that long.
-  const double stale_after = std::max(3 * options_.report_interval_seconds, 1.0);
-  return w.received_at >= 0 && !w.stream_ended && now - w.received_at < stale_after;
-}
-
-void LoadAggregator::OnWorkerStreamEnded(int rank) {
-  absl::MutexLock lock(&mu_);
-  if (rank >= 1 && rank <= n_workers_) workers_[rank].stream_ended = true;
-}
-
-absl::Status LoadAggregator::CheckAlive(int rank) const {
-  absl::MutexLock lock(&mu_);
-  if (rank < 1 || rank > n_workers_) return absl::OkStatus();
-  const WorkerState& w = workers_[rank];
-  if (w.received_at >= 0 && w.stream_ended) {
-    return absl::UnavailableError(absl::StrCat("worker rank ", rank,
-                                               " is gone: its telemetry stream closed (the process "
-                                               "or its host died, or the network to it failed)"));
-  }
-  return absl::OkStatus();
-}
-
-std::vector<int> LoadAggregator::LostWorkers() const {
-  std::vector<int> lost;
-  absl::MutexLock lock(&mu_);
-  const double now = Now();
-  for (int r = 1; r <= n_workers_; ++r) {
-    if (workers_[r].received_at >= 0 && !AliveLocked(workers_[r], now)) lost.push_back(r);
-  }
-  return lost;
-}
-
 std::vector<std::vector<double>> LoadAggregator::WindowLoads() const {
   const int L = options_.n_layers, E = options_.n_experts;
   std::vector<std::vector<double>> loads(static_cast<size_t>(L), std::vector<double>(static_cast<size_t>(E), 0.0));
@@ -346,14 +313,13 @@ absl::Status LoadAggregator::OnWorkerReport(const WorkerReport& report, uint64_t
     }
   }
   WorkerState& w = workers_[rank];
-  if (w.received_at >= 0 && stream == w.stream && report.sequence <= w.last.sequence) {
+  if (w.reports > 0 && stream == w.stream && report.sequence <= w.last.sequence) {
     return absl::OkStatus();  // stale
   }
   w.last = report;
   w.stream = stream;
-  w.received_at = Now();
-  w.stream_ended = false;
   ++w.reports;
+  if (options_.liveness != nullptr) options_.liveness->OnReport(rank);
   return absl::OkStatus();
 }
 
@@ -448,13 +414,16 @@ LoadSnapshot LoadAggregator::SnapshotLocked() const {
     w.rank = r;
     w.routed_tokens = routed[r];
     w.reports = state.reports;
-    w.seconds_since_report = state.received_at >= 0 ? now - state.received_at : -1;
-    w.alive = AliveLocked(state, now);
+    if (options_.liveness != nullptr) {
+      const WorkerLiveness::State life = options_.liveness->state(r);
+      w.seconds_since_report = life.seconds_since_report;
+      w.alive = life.alive;
+    }
     w.host = state.last.host;
-    w.placement_epoch = state.received_at >= 0 ? state.last.placement_epoch : 0;
+    w.placement_epoch = state.reports > 0 ? state.last.placement_epoch : 0;
     // A report from before the reset describes steps that no longer count: the worker has run
     // nothing in this epoch yet (its first step in it would have moved its report to it).
-    if (state.received_at < 0 || state.last.epoch != epoch) continue;
+    if (state.reports == 0 || state.last.epoch != epoch) continue;
     const WorkerReport& rep = state.last;
     int64_t tokens = 0;
     for (const ExpertLoad& e : rep.experts) tokens += e.tokens;

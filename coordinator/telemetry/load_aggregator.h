@@ -28,9 +28,9 @@
 #include "coordinator/inference/routing_observer.h"
 #include "coordinator/telemetry/label_loads.h"
 #include "coordinator/telemetry/load_window.h"
+#include "coordinator/telemetry/worker_liveness.h"
 #include "core/exchange/exchange_telemetry.h"
 #include "core/exchange/load_telemetry.h"
-#include "core/exchange/peer_liveness.h"
 #include "core/placement/expert_placement.h"
 #include "core/placement/placement_registry.h"
 
@@ -45,11 +45,13 @@ struct LoadAggregatorOptions {
   double window_seconds = 60;                  // the sliding window (--load-window-s)
   double report_interval_seconds = 0.5;        // workers' report interval (heartbeat)
   std::function<double()> now_seconds;         // monotonic clock; default steady_clock (tests fake it)
+  // Told of every report accepted, and read for the snapshot's per-worker liveness (not owned;
+  // null: workers show as never alive).
+  WorkerLiveness* liveness = nullptr;
 };
 
 class LoadAggregator : public RoutingObserver,
                        public ExchangeObserver,
-                       public WorkerHeartbeats,
                        public PlacementRegistry::Subscriber {
  public:
   explicit LoadAggregator(LoadAggregatorOptions options);
@@ -68,19 +70,6 @@ class LoadAggregator : public RoutingObserver,
   // stream: which report stream it came on (the service numbers them). Sequence numbers order
   // reports within one stream only, so a forged stream cannot push them past the real worker's.
   absl::Status OnWorkerReport(const WorkerReport& report, uint64_t stream = 0);
-
-  // A worker's report stream ended (its process or host is gone, or the stream broke): the worker
-  // counts as lost at once, not three intervals later, until its next report.
-  void OnWorkerStreamEnded(int rank);
-  // Ranks whose heartbeat is lost: they reported once and then went silent for three report
-  // intervals (at least a second), or their stream ended. A rank that has not reported yet is not
-  // lost (it is starting). Ascending.
-  std::vector<int> LostWorkers() const override;
-  // PeerLiveness for the exchange: Unavailable once a rank that reported has had its report
-  // stream end without a new one (a killed process's socket closes at once; a live worker whose
-  // stream broke reconnects within an interval). Silence alone is not proof: a busy or stopped
-  // worker is left to the exchange's timeout.
-  absl::Status CheckAlive(int rank) const override;
 
   // Zeroes everything now if no step is running, else when the running one ends; returns the new
   // epoch. Workers follow when their next step header carries it.
@@ -114,16 +103,13 @@ class LoadAggregator : public RoutingObserver,
   };
   struct WorkerState {
     WorkerReport last;
-    double received_at = -1;  // Now() when `last` arrived; -1: no report yet
-    int64_t reports = 0;
-    bool stream_ended = false;  // since the last report
-    uint64_t stream = 0;        // the stream `last` came on
+    int64_t reports = 0;  // accepted; 0: `last` is empty
+    uint64_t stream = 0;  // the stream `last` came on
   };
 
   void ApplyResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   LoadSnapshot SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   double Now() const { return options_.now_seconds(); }
-  bool AliveLocked(const WorkerState& w, double now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const LoadAggregatorOptions options_;
   const int n_workers_;

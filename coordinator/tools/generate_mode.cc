@@ -9,16 +9,10 @@
 #include "coordinator/tools/modes.h"
 #include "core/base/status_macros.h"
 #include "core/cli/cli.h"
+#include "core/cli/sampling_flags.h"
 #include "core/model/tokenizer.h"
 
 ABSL_FLAG(std::string, prompt, "", "prompt text; BOS is prepended");
-ABSL_FLAG(int, max_new_tokens, 64, "most tokens to generate");
-ABSL_FLAG(double, temperature, 0.0, "0 = greedy; else sample from softmax(logits / T)");
-ABSL_FLAG(double, top_p, 1.0, "nucleus sampling: keep the fewest tokens reaching this probability");
-ABSL_FLAG(int, top_k, 0, "keep only the k most likely tokens (0 = all)");
-ABSL_FLAG(uint64_t, seed, 0, "random seed for sampling; same seed, same text");
-ABSL_FLAG(std::vector<std::string>, stop, {},
-          "stop strings, comma-separated: generation ends before the first one (not printed)");
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer.model (default: the model's, else the bundled one)");
 ABSL_FLAG(bool, stats, false, "print timing to stderr at the end");
 ABSL_FLAG(int, prefill_chunk, 512, "prompt tokens per forward step (bounds one step's work)");
@@ -43,15 +37,23 @@ absl::Status RunGenerateMode(ModelRunner* runner, const std::string& model_dir) 
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty (--prompt)");
   Request request;
   for (int id : tokenizer->Encode(prompt, /*add_bos=*/true)) request.prompt.push_back(id);
-  request.max_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  request.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
-  request.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
-  request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
-  request.sampling.seed = absl::GetFlag(FLAGS_seed);
-  request.stop = absl::GetFlag(FLAGS_stop);
-  // The command line has no server limit: the model's context bounds max_new_tokens.
+  MOE_ASSIGN_OR_RETURN(const SamplingFlags flags, SamplingFromFlags());
+  request.max_tokens = flags.max_tokens;
+  request.sampling.temperature = static_cast<float>(flags.temperature);
+  request.sampling.top_p = static_cast<float>(flags.top_p);
+  request.sampling.top_k = flags.top_k;
+  request.sampling.seed = flags.seed;
+  request.sampling.repetition_penalty = static_cast<float>(flags.repetition_penalty);
+  request.sampling.frequency_penalty = static_cast<float>(flags.frequency_penalty);
+  request.sampling.presence_penalty = static_cast<float>(flags.presence_penalty);
+  request.stop = flags.stop;
+  request.stop_token_ids = flags.stop_token_ids;
+  request.min_tokens = flags.min_tokens;
+  request.ignore_eos = flags.ignore_eos;
+  // The command line has no server limit: the model's context bounds max_tokens.
   const RequestLimits limits{request.max_tokens};
-  MOE_RETURN_IF_ERROR(request.Validate(config, limits, RequestFieldNames{"max_new_tokens", "", "stop"}));
+  MOE_RETURN_IF_ERROR(request.Validate(
+      config, limits, RequestFieldNames{"max_tokens", "", "stop", "stop_token_ids", "min_tokens"}));
 
   const bool print_ids = absl::GetFlag(FLAGS_print_ids);
   const size_t prompt_tokens = request.prompt.size();

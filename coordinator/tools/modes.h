@@ -26,7 +26,7 @@ absl::StatusOr<std::unique_ptr<RoutingTraceWriter>> OpenRoutingTrace(
     ModelRunner* runner, const ExpertPlacement* placement,
     ExchangeObservers* exchange_observers = nullptr);
 
-// --prompt, --max-new-tokens, --temperature, --top-p, --top-k, --seed, --tokenizer, --stats.
+// --prompt, --max-tokens, --temperature, --top-p, --top-k, --seed, --tokenizer, --stats.
 // Streams text to stdout.
 absl::Status RunGenerateMode(ModelRunner* runner, const std::string& model_dir);
 bool GenerateModeRequested();  // --prompt given

@@ -7,7 +7,8 @@
 
 int main(int argc, char** argv) {
   using namespace moe;
-  cli::Init(argc, argv, "moe-generate --model DIR --prompt TEXT [--max-new-tokens N ...] [--device cpu|cuda]");
+  cli::Init(argc, argv,
+            "moe-generate --model DIR --prompt TEXT [--max-tokens N ...] [--device cpu|cuda]");
   auto backend = cli::MakeBackend(cli::DeviceFlags());
   if (!backend.ok()) return cli::Fail(backend.status());
   auto engine = LocalEngine::Create(cli::ModelDir(), *std::move(backend), /*timed=*/false,

@@ -14,7 +14,7 @@
 
 namespace moe::cli {
 
-// Parses absl flags after rewriting "--max-new-tokens=3" to "--max_new_tokens=3", so the
+// Parses absl flags after rewriting "--max-tokens=3" to "--max_tokens=3", so the
 // documented dash spellings and abseil's underscore names both work. A value that itself starts
 // with "--" must be attached with '='. Re-executes once first if OpenBLAS needs its core type set
 // (see below), reads MOE_CPU_AMX, and sizes the CPU thread pool from --threads. Returns the

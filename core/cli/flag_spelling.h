@@ -1,5 +1,5 @@
-// One flag spelling for every program: "--max-new-tokens=3" is read as abseil's
-// "--max_new_tokens=3". Only the name is rewritten; a value that itself starts with "--" must be
+// One flag spelling for every program: "--max-tokens=3" is read as abseil's
+// "--max_tokens=3". Only the name is rewritten; a value that itself starts with "--" must be
 // attached with '='.
 #pragma once
 

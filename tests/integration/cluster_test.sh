@@ -119,15 +119,15 @@ for i in 0 1 2; do
   text=${text%x}
   want=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$G/pystd/golden.json'))['greedy'][$i]['tokens'])))")
   n=$(awk -F, '{print NF}' <<<"$want")
-  got=$("$LAUNCH" --model "$P" --workers 2 --cpu-numerics f32 -- --prompt "$text" --max-new-tokens "$n" \
+  got=$("$LAUNCH" --model "$P" --workers 2 --cpu-numerics f32 -- --prompt "$text" --max-tokens "$n" \
           --print-ids 2>"$WORK/log.txt" | tail -1)
   if [[ "$got" == "$want" ]]; then
     pass "pystd greedy $i through the cluster (W=2, f32) == transformers ($n tokens)"
   else
     fail "pystd greedy $i through the cluster: got [$got], transformers [$want]; $(tail -3 "$WORK/log.txt")"
   fi
-  single=$("$BIN/moe-generate" --model "$P" --prompt "$text" --max-new-tokens "$n" --print-ids | tail -1)
-  cluster=$("$LAUNCH" --model "$P" --workers 3 -- --prompt "$text" --max-new-tokens "$n" --print-ids \
+  single=$("$BIN/moe-generate" --model "$P" --prompt "$text" --max-tokens "$n" --print-ids | tail -1)
+  cluster=$("$LAUNCH" --model "$P" --workers 3 -- --prompt "$text" --max-tokens "$n" --print-ids \
               2>/dev/null | tail -1)
   if [[ -n $single && "$single" == "$cluster" ]]; then
     pass "pystd greedy $i through the cluster (W=3, default numerics) == single process"
@@ -140,7 +140,7 @@ done
 "$PY" "$SRC/scripts/make_model.py" --out "$WORK/gen" --vocab 32000 --hidden 64 --intermediate 96 \
   --layers 3 --heads 4 --kv-heads 2 --experts 8 --top-k 2 --max-pos 8192 --dtype bf16 --seed 5 \
   --tokenizer "$SRC/core/model/tokenizer/tokenizer.model" >/dev/null
-for args in "--max-new-tokens 24" "--max-new-tokens 24 --temperature 0.9 --top-p 0.9 --top-k 40 --seed 3"; do
+for args in "--max-tokens 24" "--max-tokens 24 --temperature 0.9 --top-p 0.9 --top-k 40 --seed 3"; do
   single=$("$BIN/moe-generate" --model "$WORK/gen" --prompt "The quick brown fox" $args)
   cluster=$("$LAUNCH" --model "$WORK/gen" --workers 3 -- --prompt "The quick brown fox" $args 2>/dev/null \
             | grep -v -e '^moe-coordinator:' -e '^  ')
@@ -151,9 +151,9 @@ for args in "--max-new-tokens 24" "--max-new-tokens 24 --temperature 0.9 --top-p
   fi
 done
 # ... and with replicas (greedy: every step's split differs from the last).
-single=$("$BIN/moe-generate" --model "$WORK/gen" --prompt "The quick brown fox" --max-new-tokens 24)
+single=$("$BIN/moe-generate" --model "$WORK/gen" --prompt "The quick brown fox" --max-tokens 24)
 cluster=$("$LAUNCH" --model "$WORK/gen" --workers 3 --placement "$WORK/replicas-hot.json" -- \
-            --prompt "The quick brown fox" --max-new-tokens 24 2>/dev/null \
+            --prompt "The quick brown fox" --max-tokens 24 2>/dev/null \
           | grep -v -e '^moe-coordinator:' -e '^  ')
 if [[ -n $single && "$single" == "$cluster" ]]; then
   pass "generation through the cluster with replicas == single process (greedy)"
@@ -262,7 +262,7 @@ alive() {
 run_and_disrupt() {
   local name=$1 bound=$2 action=$3 expect=$4
   "$LAUNCH" --model "$WORK/slow" --workers 2 -- --worker-timeout-s 2 --prompt "Once upon a time" \
-    --max-new-tokens 6000 >"$WORK/out.txt" 2>"$WORK/log.txt" &
+    --max-tokens 6000 >"$WORK/out.txt" 2>"$WORK/log.txt" &
   local launcher=$!
   local worker="" coordinator="" tries=0
   # Wait until every rank has started (MPI_Init done, placement printed; a slow host may take

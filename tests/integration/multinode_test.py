@@ -42,6 +42,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from moe.v1 import inference_pb2 as pb  # noqa: E402
 from moe.v1 import telemetry_pb2 as tpb  # noqa: E402
+from moe.v1 import admin_pb2_grpc as apbg  # noqa: E402
 from moe.v1 import telemetry_pb2_grpc as tpbg  # noqa: E402
 from harness import Harness  # noqa: E402
 from streams import Streams  # noqa: E402
@@ -126,6 +127,7 @@ def serving(hosts):
         streams = Streams(h, MODEL)
         streams.run_clients(c, "across hosts")
         tel = tpbg.TelemetryStub(c.channel)
+        admin = apbg.AdminStub(c.channel)
         s = h.wait_for(lambda: (lambda s: s if all(w.alive and w.reported_tokens == w.routed_tokens > 0
                                                    for w in s.workers) else None)(tel.GetLoad(tpb.GetLoadRequest())),
                        "the workers' reports over the network")
@@ -137,7 +139,7 @@ def serving(hosts):
         result = {}
 
         def rebalance():
-            result["r"] = tel.Rebalance(tpb.RebalanceRequest(force=True), timeout=60,
+            result["r"] = admin.Rebalance(tpb.RebalanceRequest(force=True), timeout=60,
                                         metadata=(("authorization", "Bearer " + token),))
         streams.run_clients(c, "re-placement across hosts", during=rebalance)
         r = result.get("r")

@@ -49,9 +49,9 @@ for model in e8_top2_bf16 swa_gqa4 f16_tied; do
 done
 
 M=$G/e8_top2_bf16
-single=$("$BIN/moe-generate" --model "$M" --device cuda --prompt "The quick brown fox" --max-new-tokens 24)
+single=$("$BIN/moe-generate" --model "$M" --device cuda --prompt "The quick brown fox" --max-tokens 24)
 "$LAUNCH" --model "$M" --workers $W --device cuda -- --prompt "The quick brown fox" \
-  --max-new-tokens 24 >"$WORK/gen.txt" 2>"$WORK/log.txt"
+  --max-tokens 24 >"$WORK/gen.txt" 2>"$WORK/log.txt"
 cluster=$(grep -v -e '^moe-coordinator:' -e '^  ' "$WORK/gen.txt")
 if [[ -n $single && "$single" == "$cluster" ]] && grep -q "exchange rows over NCCL.*auto" "$WORK/gen.txt"; then
   pass "auto picks NCCL; greedy generation through it == single-process CUDA"
@@ -82,7 +82,7 @@ fi
 
 # A worker killed mid-generation: the NCCL transfers' deadline ends the job, no hang.
 "$LAUNCH" --model "$M" --workers $W --device cuda -- --worker-timeout-s 2 --prompt "Once upon a time" \
-  --max-new-tokens 6000 >"$WORK/out.txt" 2>"$WORK/log.txt" &
+  --max-tokens 6000 >"$WORK/out.txt" 2>"$WORK/log.txt" &
 launcher=$!
 tries=0
 while ! grep -a -q "exchange rows over" "$WORK/out.txt" 2>/dev/null && [[ $tries -lt 1200 ]]; do

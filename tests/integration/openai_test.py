@@ -53,7 +53,7 @@ check = h.check
 
 
 def reference_text(prompt, max_tokens):
-    out = h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt, "--max-new-tokens",
+    out = h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt, "--max-tokens",
                  str(max_tokens), "--threads", "1"])
     return out[:-1] if out.endswith("\n") else out  # moe-generate prints the continuation and a newline
 

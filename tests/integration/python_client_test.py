@@ -90,7 +90,7 @@ def main():
               f"{p.stderr.strip()[-300:] or 'ok'}")
     vpy = venvs["debian"]
     want = h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", "The quick brown fox",
-                  "--max-new-tokens", "12", "--print-ids", "--threads", "1"]).strip()
+                  "--max-tokens", "12", "--print-ids", "--threads", "1"]).strip()
     want_ids = [int(x) for x in want.split(",") if x]
     c = h.cluster(2, model=MODEL)
     try:

@@ -33,6 +33,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from moe.v1 import inference_pb2 as pb  # noqa: E402
 from moe.v1 import telemetry_pb2 as tpb  # noqa: E402
+from moe.v1 import admin_pb2_grpc as apbg  # noqa: E402
 from moe.v1 import telemetry_pb2_grpc as tpbg  # noqa: E402
 from harness import Harness, generate  # noqa: E402
 from streams import Streams  # noqa: E402
@@ -49,10 +50,11 @@ def mid_stream_rebalance():
     c = h.cluster(2, "--expert-slots", "5", "--telemetry-interval-ms", "100", model=MODEL)
     try:
         tel = tpbg.TelemetryStub(c.channel)
+        admin = apbg.AdminStub(c.channel)
         streams = Streams(h, MODEL)
         streams.run_clients(c, "before re-placement")  # fills the load window
         before = tel.GetLoad(tpb.GetLoadRequest())
-        dry = tel.Rebalance(tpb.RebalanceRequest(dry_run=True))
+        dry = admin.Rebalance(tpb.RebalanceRequest(dry_run=True))
         check(not dry.applied and not dry.skipped and dry.predicted_balancedness > dry.balancedness_before
               and dry.moved_slots > 0 and dry.plan_json and tel.GetLoad(tpb.GetLoadRequest()).placement.epoch == 1,
               f"dry run: balancedness {dry.balancedness_before:.3f} -> {dry.predicted_balancedness:.3f} predicted, "
@@ -60,7 +62,7 @@ def mid_stream_rebalance():
         result = {}
 
         def rebalance():
-            result["response"] = tel.Rebalance(tpb.RebalanceRequest(), timeout=60)
+            result["response"] = admin.Rebalance(tpb.RebalanceRequest(), timeout=60)
 
         # Streams long enough to outlast the move (planning, the workers' background loads, polls
         # every 20 ms, the switch) even where a decode step takes 0.4 ms: 24 tokens were not.
@@ -109,12 +111,13 @@ def quantized_rebalance():
                   launch=("--quantize", "int4"))
     try:
         tel = tpbg.TelemetryStub(c.channel)
+        admin = apbg.AdminStub(c.channel)
         streams = Streams(h, MODEL, extra_tokens=200, tool_args=("--quantize", "int4"))
         streams.run_clients(c, "INT4, before re-placement")
         result = {}
 
         def rebalance():
-            result["response"] = tel.Rebalance(tpb.RebalanceRequest(), timeout=60)
+            result["response"] = admin.Rebalance(tpb.RebalanceRequest(), timeout=60)
 
         streams.run_clients(c, "INT4, re-placement mid-stream", during=rebalance)
         r = result.get("response")
@@ -137,6 +140,7 @@ def failed_then_periodic():
                   "--routing-trace", trace_path, model=model)
     try:
         tel = tpbg.TelemetryStub(c.channel)
+        admin = apbg.AdminStub(c.channel)
         aside = weights + ".aside"
         os.rename(weights, aside)  # the ranks have it mapped already; a new load cannot open it
         reference = Streams(h, MODEL).reference("A failing move", max_tokens=20)
@@ -151,7 +155,7 @@ def failed_then_periodic():
         try:
             for _ in range(50):  # a periodic attempt may hold the cluster for a moment
                 try:
-                    tel.Rebalance(tpb.RebalanceRequest(force=True), timeout=30)
+                    admin.Rebalance(tpb.RebalanceRequest(force=True), timeout=30)
                     check(False, "Rebalance without the checkpoint: no error")
                     break
                 except grpc.RpcError as e:

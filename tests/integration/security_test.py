@@ -29,6 +29,7 @@ import grpc  # noqa: E402
 from moe.v1 import inference_pb2 as pb  # noqa: E402
 from moe.v1 import inference_pb2_grpc as pbg  # noqa: E402
 from moe.v1 import telemetry_pb2 as tpb  # noqa: E402
+from moe.v1 import admin_pb2_grpc as apbg  # noqa: E402
 from moe.v1 import telemetry_pb2_grpc as tpbg  # noqa: E402
 from harness import Harness, generate  # noqa: E402
 from streams import Streams  # noqa: E402
@@ -151,6 +152,7 @@ def main():
 
         # The workers' reports over TLS, pinned: every routed token is reported.
         telemetry = tpbg.TelemetryStub(c.channel)
+        admin = apbg.AdminStub(c.channel)
         s = harness.wait_for(lambda: (lambda s: s if all(w.alive and w.reported_tokens == w.routed_tokens > 0
                                                          for w in s.workers) else None)(
             telemetry.GetLoad(tpb.GetLoadRequest())), "the workers' reports over TLS")
@@ -164,7 +166,7 @@ def main():
                                ("a wrong token", (("authorization", "Bearer " + token[:-1] + "x"),))):
             code, details = code_of(lambda: telemetry.ResetLoad(tpb.ResetLoadRequest(), metadata=metadata))
             check(code == grpc.StatusCode.UNAUTHENTICATED, f"ResetLoad with {what}: {code.name} '{details}'")
-            code, _ = code_of(lambda: telemetry.Rebalance(tpb.RebalanceRequest(dry_run=True), metadata=metadata))
+            code, _ = code_of(lambda: admin.Rebalance(tpb.RebalanceRequest(dry_run=True), metadata=metadata))
             check(code == grpc.StatusCode.UNAUTHENTICATED, f"Rebalance with {what}: {code.name}")
         check(telemetry.GetLoad(tpb.GetLoadRequest()).epoch == epoch, "refused resets reset nothing")
         bearer = (("authorization", "Bearer " + token),)
@@ -175,7 +177,7 @@ def main():
               f"{admin_hosts} with it")
         r = telemetry.ResetLoad(tpb.ResetLoadRequest(), metadata=bearer)
         check(r.epoch == epoch + 1, f"ResetLoad with the token: epoch {epoch} -> {r.epoch}")
-        code, _ = code_of(lambda: telemetry.Rebalance(tpb.RebalanceRequest(dry_run=True), metadata=bearer))
+        code, _ = code_of(lambda: admin.Rebalance(tpb.RebalanceRequest(dry_run=True), metadata=bearer))
         check(code == grpc.StatusCode.OK, f"Rebalance (dry run) with the token: {code.name}")
 
         # moe-cli.

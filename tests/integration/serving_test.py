@@ -92,7 +92,7 @@ def main():
         check(health(b"") == b"\x08\x01", "health service says SERVING")
         # Server reflection, as grpcurl or Postman would ask.
         services = reflection_client.list_services(c.channel)
-        check({"moe.v1.Inference", "moe.v1.Telemetry", "grpc.health.v1.Health"} <= set(services),
+        check({"moe.v1.Inference", "moe.v1.Telemetry", "moe.v1.Admin", "grpc.health.v1.Health"} <= set(services),
               f"reflection lists the services: {services}")
         methods = reflection_client.describe(c.channel, "moe.v1.Inference")
         check(methods.get("Generate") == (".moe.v1.GenerateRequest", ".moe.v1.GenerateResponse", True)
@@ -109,7 +109,7 @@ def main():
         got = [t for m in msgs for t in m.token_ids]
         want = streams.reference("Hello", 16)
         check(got == want and msgs[-1].usage.generated_tokens == len(want),
-              f"Generate without sampling: {len(got)} greedy tokens, as moe-generate --max-new-tokens 16 gives")
+              f"Generate without sampling: {len(got)} greedy tokens, as moe-generate --max-tokens 16 gives")
 
         bad = grpc.StatusCode.INVALID_ARGUMENT
         expect_error("empty prompt", bad, lambda: generate(c.stub, "", max_tokens=4), "prompt is empty")

@@ -62,10 +62,10 @@ def main():
     os.makedirs(WORK)
     h.make_model(MODEL, seed=4, max_pos=512)
     prompt = "The quick brown fox"
-    want_text = h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt, "--max-new-tokens",
+    want_text = h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt, "--max-tokens",
                        "12", "--threads", "1"])
     want_ids = [int(x) for x in h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt,
-                                       "--max-new-tokens", "12", "--print-ids", "--threads", "1"]).split(",") if x.strip()]
+                                       "--max-tokens", "12", "--print-ids", "--threads", "1"]).split(",") if x.strip()]
     t0 = time.time()
     try:
         return run_jobs(prompt, want_text, want_ids, t0)
@@ -78,7 +78,7 @@ def run_jobs(prompt, want_text, want_ids, t0):
     with local_slurm.LocalSlurm(WORK, cpus=4) as slurm:
         check(True, f"a one-node Slurm (slurmctld, slurmd, munged) up in {time.time() - t0:.1f} s")
 
-        job, out, p = sbatch(slurm, SBATCH, "--prompt", prompt, "--max-new-tokens", "12", env={"MOE_MODEL": MODEL},
+        job, out, p = sbatch(slurm, SBATCH, "--prompt", prompt, "--max-tokens", "12", env={"MOE_MODEL": MODEL},
                              wait=True)
         text = read(out)
         check(p.returncode == 0 and re.search(rf"moe.sbatch: job {job} on \S+: 1 coordinator \+ 2 workers", text)

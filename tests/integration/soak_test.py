@@ -203,7 +203,7 @@ def main():
     refs = []
     for prompt in PROMPTS:
         out = harness.run([os.path.join(args.bin, "moe-generate"), "--model", model, "--prompt", prompt,
-                           "--max-new-tokens", "24", "--print-ids", "--threads", "1"])
+                           "--max-tokens", "24", "--print-ids", "--threads", "1"])
         refs.append([int(x) for x in out.strip().split(",") if x])
 
     c = harness.cluster(2, "--max-prompt-bytes", str(MAX_PROMPT_BYTES), "--telemetry-interval-ms", "500",

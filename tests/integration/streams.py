@@ -45,7 +45,7 @@ class Streams:
 
     def reference(self, prompt, max_tokens, temperature=0.0, top_p=1.0, top_k=0, seed=0):
         out = self.h.run([os.path.join(self.h.bin, "moe-generate"), "--model", self.model, "--prompt", prompt,
-                          "--max-new-tokens", str(max_tokens), "--temperature", str(temperature), "--top-p",
+                          "--max-tokens", str(max_tokens), "--temperature", str(temperature), "--top-p",
                           str(top_p), "--top-k", str(top_k), "--seed", str(seed), "--print-ids", "--threads", "1",
                           *self.tool_args])
         return [int(x) for x in out.strip().split(",") if x]

@@ -61,7 +61,7 @@ def expert_matrix(snapshot):
 
 def single_process_counts(prompt, max_tokens):
     path = os.path.join(WORK, "single.trace")
-    h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt, "--max-new-tokens",
+    h.run([os.path.join(BIN, "moe-generate"), "--model", MODEL, "--prompt", prompt, "--max-tokens",
            str(max_tokens), "--threads", "1", "--routing-trace", path])
     return routing_trace.expert_counts(routing_trace.load(path))
 

@@ -14,7 +14,7 @@ import subprocess
 from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROTOS = ["moe/v1/inference.proto", "moe/v1/telemetry.proto"]
+PROTOS = ["moe/v1/inference.proto", "moe/v1/telemetry.proto", "moe/v1/admin.proto"]
 
 
 def generate_stubs():

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <memory>
 
+#include "coordinator/server/admin_service.h"
 #include "coordinator/server/telemetry_service.h"
 #include "coordinator/telemetry/load_aggregator.h"
 #include "grpcpp/grpcpp.h"
@@ -91,8 +92,8 @@ TEST(ServerSecurityTest, ConstantTimeEquals) {
   EXPECT_TRUE(ConstantTimeEquals("", ""));
 }
 
-// The telemetry service on an ephemeral loopback port, secured as Serve secures it; `loopback`
-// is what the policy believes of the listen address.
+// The telemetry and admin services on an ephemeral loopback port, secured as Serve secures it;
+// `loopback` is what the policy believes of the listen address.
 struct TestServer {
   LoadAggregator aggregator{[] {
     LoadAggregatorOptions o;
@@ -102,15 +103,18 @@ struct TestServer {
     return o;
   }()};
   std::unique_ptr<TelemetryService> service;
+  std::unique_ptr<AdminService> admin;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
 
   TestServer(const ServerSecurity& security, bool loopback) {
-    service = std::make_unique<TelemetryService>(&aggregator, nullptr, nullptr, WatchLimits{},
+    service = std::make_unique<TelemetryService>(&aggregator, nullptr, WatchLimits{},
                                                  CallAuthorizer(security, loopback));
+    admin = std::make_unique<AdminService>(nullptr, CallAuthorizer(security, loopback));
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", MakeServerCredentials(security), &port);
     builder.RegisterService(service.get());
+    builder.RegisterService(admin.get());
     server = builder.BuildAndStart();
   }
   ~TestServer() {
@@ -158,8 +162,7 @@ grpc::Status ResetLoad(const std::shared_ptr<grpc::Channel>& channel,
 grpc::Status Rebalance(const std::shared_ptr<grpc::Channel>& channel,
                        const std::string& authorization = "") {
   moe::v1::RebalanceResponse response;
-  return moe::v1::Telemetry::NewStub(channel)->Rebalance(Context(authorization).get(), {},
-                                                         &response);
+  return moe::v1::Admin::NewStub(channel)->Rebalance(Context(authorization).get(), {}, &response);
 }
 
 TEST(CallAuthorizerTest, WithoutATokenAdministrationIsForLoopbackOnly) {

@@ -18,6 +18,7 @@ using testing::Choices;
 struct Fixture {
   double now = 0;
   ExpertPlacement placement = *ExpertPlacement::Contiguous(2, 4, 2);  // rank 1: e0-1, rank 2: e2-3
+  std::unique_ptr<WorkerLiveness> liveness;
   std::unique_ptr<LoadAggregator> agg;
 
   Fixture() { Make(); }
@@ -32,6 +33,9 @@ struct Fixture {
     o.window_seconds = 60;
     o.report_interval_seconds = 0.5;
     o.now_seconds = [this] { return now; };
+    liveness = std::make_unique<WorkerLiveness>(placement.n_workers(), o.report_interval_seconds,
+                                                o.now_seconds);
+    o.liveness = liveness.get();
     agg = std::make_unique<LoadAggregator>(std::move(o));
   }
 
@@ -194,44 +198,44 @@ TEST(LoadAggregatorTest, LostWorkers) {
     r.experts.clear();  // a heartbeat: nothing run yet
     return f.agg->OnWorkerReport(r);
   };
-  EXPECT_TRUE(f.agg->LostWorkers().empty());
+  EXPECT_TRUE(f.liveness->LostWorkers().empty());
   ASSERT_TRUE(beat(1, 1).ok());
   ASSERT_TRUE(beat(2, 1).ok());
   f.now = 1.4;  // three intervals of 0.5 s
-  EXPECT_TRUE(f.agg->LostWorkers().empty());
+  EXPECT_TRUE(f.liveness->LostWorkers().empty());
   f.now = 1.6;
-  EXPECT_EQ(f.agg->LostWorkers(), (std::vector<int>{1, 2}));
+  EXPECT_EQ(f.liveness->LostWorkers(), (std::vector<int>{1, 2}));
   ASSERT_TRUE(beat(1, 2).ok());
   ASSERT_TRUE(beat(2, 2).ok());
-  EXPECT_TRUE(f.agg->LostWorkers().empty());
-  f.agg->OnWorkerStreamEnded(2);
-  EXPECT_EQ(f.agg->LostWorkers(), (std::vector<int>{2}));
+  EXPECT_TRUE(f.liveness->LostWorkers().empty());
+  f.liveness->OnStreamEnded(2);
+  EXPECT_EQ(f.liveness->LostWorkers(), (std::vector<int>{2}));
   EXPECT_FALSE(f.agg->Snapshot().workers[1].alive);
   ASSERT_TRUE(beat(2, 3).ok());
-  EXPECT_TRUE(f.agg->LostWorkers().empty());
+  EXPECT_TRUE(f.liveness->LostWorkers().empty());
 }
 
 // What the exchange's waits ask: only a closed report stream proves a worker gone; silence (a busy
 // or stopped worker) is left to the step's timeout, and a worker that never reported is starting.
 TEST(LoadAggregatorTest, CheckAliveFailsOnlyOnAClosedStream) {
   Fixture f;
-  f.agg->OnWorkerStreamEnded(1);
-  EXPECT_TRUE(f.agg->CheckAlive(1).ok()) << "never reported: starting, not gone";
+  f.liveness->OnStreamEnded(1);
+  EXPECT_TRUE(f.liveness->CheckAlive(1).ok()) << "never reported: starting, not gone";
   WorkerReport r = Report(1, 1, 1, 0);
   r.experts.clear();
   ASSERT_TRUE(f.agg->OnWorkerReport(r).ok());
   f.now = 100;  // silent far beyond three intervals
-  EXPECT_TRUE(f.agg->CheckAlive(1).ok());
-  EXPECT_EQ(f.agg->LostWorkers(), (std::vector<int>{1}));
-  f.agg->OnWorkerStreamEnded(1);
-  const absl::Status gone = f.agg->CheckAlive(1);
+  EXPECT_TRUE(f.liveness->CheckAlive(1).ok());
+  EXPECT_EQ(f.liveness->LostWorkers(), (std::vector<int>{1}));
+  f.liveness->OnStreamEnded(1);
+  const absl::Status gone = f.liveness->CheckAlive(1);
   EXPECT_TRUE(absl::IsUnavailable(gone));
   EXPECT_NE(gone.message().find("worker rank 1 is gone"), std::string::npos) << gone;
-  EXPECT_TRUE(f.agg->CheckAlive(2).ok());
-  EXPECT_TRUE(f.agg->CheckAlive(0).ok()) << "not a worker rank";
+  EXPECT_TRUE(f.liveness->CheckAlive(2).ok());
+  EXPECT_TRUE(f.liveness->CheckAlive(0).ok()) << "not a worker rank";
   r.sequence = 2;
   ASSERT_TRUE(f.agg->OnWorkerReport(r).ok());  // it reconnected
-  EXPECT_TRUE(f.agg->CheckAlive(1).ok());
+  EXPECT_TRUE(f.liveness->CheckAlive(1).ok());
 }
 
 // A report with a huge sequence number on another stream (a forger with a captured token) must

@@ -15,12 +15,12 @@ fail() { failures=$((failures + 1)); echo "FAIL: $1"; }
   --tokenizer "$SRC/core/model/tokenizer/tokenizer.model" >/dev/null || { echo "make_model failed"; exit 1; }
 
 # Generation: greedy twice gives the same text; a seeded sample twice gives the same text.
-g1=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "The quick brown fox" --max-new-tokens 12 --threads 2)
-g2=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "The quick brown fox" --max-new-tokens 12 --threads 1)
+g1=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "The quick brown fox" --max-tokens 12 --threads 2)
+g2=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "The quick brown fox" --max-tokens 12 --threads 1)
 [[ $? -eq 0 && -n "$g1" && "$g1" == "$g2" ]] && pass "greedy generation is repeatable" || fail "greedy generation: '$g1' vs '$g2'"
-s1=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-new-tokens 12 --temperature 0.9 --top-p 0.95 --top-k 50 --seed 7)
-s2=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-new-tokens 12 --temperature 0.9 --top-p 0.95 --top-k 50 --seed 7)
-s3=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-new-tokens 12 --temperature 0.9 --top-p 0.95 --top-k 50 --seed 8)
+s1=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-tokens 12 --temperature 0.9 --top-p 0.95 --top-k 50 --seed 7)
+s2=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-tokens 12 --temperature 0.9 --top-p 0.95 --top-k 50 --seed 7)
+s3=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-tokens 12 --temperature 0.9 --top-p 0.95 --top-k 50 --seed 8)
 [[ -n "$s1" && "$s1" == "$s2" ]] && pass "same seed, same text" || fail "seeded sampling differs: '$s1' vs '$s2'"
 [[ "$s1" != "$s3" ]] && pass "another seed, other text" || fail "seeds 7 and 8 gave the same text"
 
@@ -85,13 +85,13 @@ L="$BIN/moe-logits"
 # --device: a bad name, and CUDA where there is none, are one line each. On a GPU machine the CUDA
 # run must generate (its numerics are the golden test's business: 16-bit GEMMs may pick other words).
 expect_error "unknown device" "--device must be cpu or cuda, got 'tpu'" \
-  "$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-new-tokens 4 --device tpu
-if g_cuda=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "The quick brown fox" --max-new-tokens 12 \
+  "$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-tokens 4 --device tpu
+if g_cuda=$("$BIN/moe-generate" --model "$WORK/tiny" --prompt "The quick brown fox" --max-tokens 12 \
             --device cuda 2>"$WORK/err.txt"); then
   [[ -n "$g_cuda" ]] && pass "moe-generate --device cuda generates" || fail "moe-generate --device cuda printed nothing"
 else
   expect_error "--device cuda without a GPU (or without a CUDA build)" "^moe-generate: error: --device cuda: " \
-    "$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-new-tokens 4 --device cuda
+    "$BIN/moe-generate" --model "$WORK/tiny" --prompt "Hello" --max-tokens 4 --device cuda
 fi
 expect_error "missing model dir" "cannot open" $L --model "$WORK/nope" --tokens 1 --out "$WORK/x.npy"
 expect_error "missing config.json" "config.json" $L --model "$WORK/bad-no-config" --tokens 1 --out "$WORK/x.npy"
@@ -123,7 +123,7 @@ expect_error "an infinite norm" "'model.layers.0.post_attention_layernorm.weight
 # Finite weights that overflow at run time: the request fails naming the layer, no token 0 made up.
 expect_error "logits not finite at run time" \
   "the model's logits are not finite (NaN or Inf) at position [0-9]*: layer 0 made them: its output there is not finite" \
-  "$BIN/moe-generate" --model "$WORK/bad-overflow-experts" --prompt hi --max-new-tokens 4
+  "$BIN/moe-generate" --model "$WORK/bad-overflow-experts" --prompt hi --max-tokens 4
 expect_error "token id out of range" "token id 32000 is outside the vocabulary" $L --model "$WORK/tiny" --tokens 1,32000 --out "$WORK/x.npy"
 expect_error "negative token id" "outside the vocabulary" $L --model "$WORK/tiny" --tokens 1,-5 --out "$WORK/x.npy"
 expect_error "non-integer token" "is not an integer" $L --model "$WORK/tiny" --tokens 1,abc --out "$WORK/x.npy"
@@ -132,10 +132,10 @@ expect_error "an empty sequence" "a sequence is empty" $L --model "$WORK/tiny" -
 expect_error "too many tokens" "exceeds max_position_embeddings (64)" $L --model "$WORK/tiny" --tokens "$(seq -s, 1 65)" --out "$WORK/x.npy"
 G="$BIN/moe-generate"
 expect_error "empty prompt" "prompt is empty" $G --model "$WORK/tiny" --prompt ""
-expect_error "prompt beyond the context" "exceeds the model's context of 64" $G --model "$WORK/tiny" --prompt "$(printf 'word %.0s' $(seq 1 80))" --max-new-tokens 4
-expect_error "negative temperature" "temperature must be >= 0" $G --model "$WORK/tiny" --prompt "hi" --max-new-tokens 4 --temperature -1
-expect_error "top-p out of range" "top_p must be in (0, 1]" $G --model "$WORK/tiny" --prompt "hi" --max-new-tokens 4 --top-p 0
-expect_error "zero new tokens" "max_new_tokens must be >= 1" $G --model "$WORK/tiny" --prompt "hi" --max-new-tokens 0
+expect_error "prompt beyond the context" "exceeds the model's context of 64" $G --model "$WORK/tiny" --prompt "$(printf 'word %.0s' $(seq 1 80))" --max-tokens 4
+expect_error "negative temperature" "--temperature must be a finite number >= 0" $G --model "$WORK/tiny" --prompt "hi" --max-tokens 4 --temperature -1
+expect_error "top-p out of range" "--top-p must be in (0, 1]" $G --model "$WORK/tiny" --prompt "hi" --max-tokens 4 --top-p 0
+expect_error "zero new tokens" "--max-tokens must be at least 1" $G --model "$WORK/tiny" --prompt "hi" --max-tokens 0
 expect_error "bad checkpoint in generate" "truncated" $G --model "$WORK/bad-truncated" --prompt "hi"
 
 # moe-cli's own help and checks: no server needed (nothing listens on port 1).
@@ -152,7 +152,7 @@ cli_case() {  # cli_case NAME WANT_STATUS STREAM PATTERN CMD...; STREAM: out, er
   fi
 }
 cli_case "--help lists the commands" 0 out "rebalance *plan an expert placement" "$C" --help
-cli_case "help generate lists its flags with defaults" 0 out "--max-tokens (default 32)" "$C" help generate
+cli_case "help generate lists its flags with defaults" 0 out "--max-tokens (default 64)" "$C" help generate
 cli_case "generate --help" 0 out "--top-p (default 1)" "$C" generate --help
 cli_case "generate --help does not list bench's flags" 0 out "usage: moe-cli generate" "$C" --server 127.0.0.1:1 generate --help
 if "$C" generate --help | grep -q -e "--concurrency"; then fail "moe-cli: generate --help lists --concurrency"; else pass "moe-cli: generate --help leaves out --concurrency"; fi
