@@ -88,7 +88,6 @@ class Listeners {
                                                           ListenerParts parts);
   ~Listeners();
 
-  int grpc_port() const { return port_; }
   // The gRPC health service's state (serving or not).
   void SetServing(bool serving);
   // Ends open streams (WatchLoad, worker reports) at once, then gRPC within 2 s. Idempotent.
