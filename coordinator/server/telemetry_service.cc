@@ -104,7 +104,7 @@ grpc::Status WorkerTelemetryService::StreamReports(
   absl::MutexLock lock(&mu_);
   open_.erase(context);
   // Not at shutdown (we ended it): the worker's side went away, so its heartbeat is lost now.
-  if (rank != 0 && !cancelled_) liveness_->OnStreamEnded(rank);
+  if (rank != 0 && !cancelled_ && liveness_ != nullptr) liveness_->OnStreamEnded(rank);
   return status;
 }
 

@@ -56,7 +56,7 @@ class WorkerTelemetryService final : public moe::v1::WorkerTelemetry::Service {
  public:
   // Streams must carry `token` in the kWorkerTokenHeader metadata; each stream speaks for the
   // rank of its first report only, and a report the aggregator refuses ends the stream. A stream
-  // that ends tells `liveness` (not owned) its worker is lost.
+  // that ends tells `liveness` (not owned; may be null) its worker is lost.
   WorkerTelemetryService(LoadAggregator* aggregator, WorkerLiveness* liveness, std::string token)
       : aggregator_(aggregator), liveness_(liveness), token_(std::move(token)) {}
   grpc::Status StreamReports(grpc::ServerContext* context,
